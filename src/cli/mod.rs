@@ -1,0 +1,152 @@
+//! The command line: one file per command; this module holds the shared flags.
+//!
+//! Invariant: commands return an exit code (0 success, 1 error, 2 "changes"
+//! where `--detailed-exitcode` asks for it); they print errors themselves so
+//! that diagnostics keep their source snippets.
+
+pub mod fmt;
+pub mod graph;
+pub mod validate;
+
+use crate::config::{self, LoadOptions};
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Declarative, Terraform-style applier for KVM/libvirt hosts.
+#[derive(Debug, Parser)]
+#[command(name = "virtform", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Set a variable: NAME=VALUE (repeatable; later wins).
+    #[arg(long = "var", value_name = "NAME=VALUE", global = true)]
+    pub vars: Vec<String>,
+    /// Read variables from an HCL file of `name = value` lines (repeatable).
+    #[arg(long = "var-file", value_name = "FILE", global = true)]
+    pub var_files: Vec<PathBuf>,
+    /// Ownership namespace of every object this configuration creates (default: the `virtform { stack }` setting, else the directory name).
+    #[arg(long, env = "VIRTFORM_STACK", global = true)]
+    pub stack: Option<String>,
+    /// libvirt connection URI.
+    #[arg(long, env = "VIRTFORM_CONNECT", default_value = "qemu:///system", global = true)]
+    pub connect: String,
+    /// Where virtform keeps disks, the image cache, consoles and locks.
+    #[arg(long, env = "VIRTFORM_STATE_DIR", default_value = "/var/lib/virtform", global = true)]
+    pub state_dir: PathBuf,
+    /// More logging (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// No colour in output (also when NO_COLOR is set).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+impl Global {
+    /// Colour only on a terminal, and never with --no-color or NO_COLOR.
+    pub fn color(&self, stream_is_tty: bool) -> bool {
+        !self.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream_is_tty
+    }
+
+    pub fn color_stderr(&self) -> bool {
+        self.color(std::io::stderr().is_terminal())
+    }
+
+    pub fn color_stdout(&self) -> bool {
+        self.color(std::io::stdout().is_terminal())
+    }
+
+    pub fn load_options(&self, dir: PathBuf) -> LoadOptions {
+        LoadOptions {
+            dir,
+            vars: self.vars.clone(),
+            var_files: self.var_files.clone(),
+            env: std::env::vars().filter(|(k, _)| k.starts_with("VIRTFORM_VAR_")).collect(),
+            stack: self.stack.clone(),
+            state_dir: self.state_dir.clone(),
+        }
+    }
+
+    /// Loads a configuration, printing diagnostics (and warnings) on stderr.
+    pub fn load(&self, dir: PathBuf) -> Result<config::Configuration, ExitCode> {
+        match config::load(&self.load_options(dir)) {
+            Ok(c) => {
+                if !c.warnings.is_empty() {
+                    eprint!("{}", c.warnings.render(&c.sources, self.color_stderr()));
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                eprint!("{}", e.render(self.color_stderr()));
+                let n = e.diags.0.iter().filter(|d| d.severity == config::diag::Severity::Error).count();
+                eprintln!("{n} error(s); nothing was changed.");
+                Err(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a configuration: syntax, references, types, and every resource's rules.
+    Validate(validate::ValidateArgs),
+    /// Rewrite configuration files in the canonical layout (comments are kept).
+    Fmt(fmt::FmtArgs),
+    /// Print the dependency graph as Graphviz DOT.
+    Graph(graph::GraphArgs),
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    init_tracing(cli.global.verbose);
+    let g = &cli.global;
+    match cli.command {
+        Command::Validate(a) => validate::run(g, a),
+        Command::Fmt(a) => fmt::run(g, a),
+        Command::Graph(a) => graph::run(g, a),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "virtform", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the man page: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).without_time().try_init();
+}
+
+/// The default configuration directory: the current one.
+pub fn dir_or_cwd(d: Option<PathBuf>) -> PathBuf {
+    d.unwrap_or_else(|| PathBuf::from("."))
+}

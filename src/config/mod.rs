@@ -1,0 +1,1292 @@
+//! Loading a configuration: files → raw blocks → references → dependency
+//! graph → evaluation in dependency order → typed, validated resources.
+//!
+//! Invariants:
+//! - Loading never touches the host; it reads only the configuration
+//!   directory, its variable files and files named by `file()`/`templatefile()`.
+//! - Every error is a [`Diagnostic`] with the span of what is wrong; loading
+//!   collects as many independent errors as it can before giving up.
+//! - References are found by walking expressions before evaluation; each
+//!   becomes a graph edge; evaluation follows the graph's order.
+
+pub mod de;
+pub mod diag;
+pub mod eval;
+pub mod fmt;
+pub mod functions;
+pub mod parse;
+pub mod refs;
+pub mod source;
+pub mod types;
+pub mod value;
+pub mod vars;
+
+use crate::graph::{DepGraph, Node};
+use crate::model::{self, Address, Key, Kind, Lifecycle, Resource};
+use diag::{Diagnostic, Diagnostics, Severity};
+use eval::Evaluator;
+use functions::FnCtx;
+use parse::{RawAttr, RawBlock, RawBody};
+use refs::{Reference, Step};
+use source::{Sources, Span};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use value::Value;
+
+/// Block kinds allowed at the top level.
+pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "network", "port", "image", "disk", "volume", "instance"];
+
+/// Attributes every resource block accepts besides its own.
+pub const META_ARGS: &[&str] = &["count", "for_each", "depends_on", "lifecycle"];
+
+/// Extension of configuration files.
+pub const CONFIG_SUFFIX: &str = ".vf.hcl";
+/// Extension of automatically loaded variable files.
+pub const AUTO_VARS_SUFFIX: &str = ".auto.vfvars";
+
+/// What to load and with which inputs.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub dir: PathBuf,
+    /// `--var NAME=VALUE`, in order.
+    pub vars: Vec<String>,
+    /// `--var-file FILE`, in order.
+    pub var_files: Vec<PathBuf>,
+    /// Environment variables (only `VIRTFORM_VAR_*` are read).
+    pub env: Vec<(String, String)>,
+    /// `--stack` / `VIRTFORM_STACK`: overrides the configuration's stack.
+    pub stack: Option<String>,
+    pub state_dir: PathBuf,
+}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Configuration {
+    pub sources: Sources,
+    pub dir: PathBuf,
+    pub stack: String,
+    /// Resource instances in dependency order.
+    pub resources: Vec<Resource>,
+    pub graph: DepGraph,
+    pub outputs: Vec<Output>,
+    pub variables: Vec<VariableValue>,
+    pub warnings: Diagnostics,
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub name: String,
+    pub value: Value,
+    pub sensitive: bool,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VariableValue {
+    pub name: String,
+    pub value: Value,
+    pub sensitive: bool,
+}
+
+/// Loading failed: the diagnostics, and the sources needed to render them.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{diags}")]
+pub struct LoadError {
+    pub sources: Sources,
+    pub diags: Diagnostics,
+}
+
+impl LoadError {
+    pub fn render(&self, color: bool) -> String {
+        self.diags.render(&self.sources, color)
+    }
+}
+
+/// Formats `Did you mean` for names.
+fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    functions::did_you_mean(name, candidates).map(|s| format!("did you mean `{s}`?"))
+}
+
+/// Lists the configuration files of a directory, sorted.
+pub fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(CONFIG_SUFFIX)))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn auto_var_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(AUTO_VARS_SUFFIX)))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Loads and validates the configuration in `opts.dir`.
+pub fn load(opts: &LoadOptions) -> Result<Configuration, LoadError> {
+    let mut l = Loader::new(opts);
+    match l.run() {
+        Ok(c) => Ok(c),
+        Err(()) => {
+            l.diags.sort();
+            Err(LoadError { sources: l.sources, diags: l.diags })
+        }
+    }
+}
+
+struct ResourceBlock {
+    kind: Kind,
+    name: String,
+    block: RawBlock,
+}
+
+struct Loader<'o> {
+    opts: &'o LoadOptions,
+    sources: Sources,
+    diags: Diagnostics,
+    warnings: Diagnostics,
+}
+
+type Res<T> = Result<T, ()>;
+
+impl<'o> Loader<'o> {
+    fn new(opts: &'o LoadOptions) -> Self {
+        Loader { opts, sources: Sources::default(), diags: Diagnostics::default(), warnings: Diagnostics::default() }
+    }
+
+    fn fail<T>(&mut self, d: Diagnostic) -> Res<T> {
+        self.diags.push(d);
+        Err(())
+    }
+
+    fn checkpoint(&self) -> Res<()> {
+        if self.diags.0.iter().any(|d| d.severity == Severity::Error) { Err(()) } else { Ok(()) }
+    }
+
+    fn run(&mut self) -> Res<Configuration> {
+        let dir = self.opts.dir.clone();
+        let files = match config_files(&dir) {
+            Ok(f) => f,
+            Err(e) => return self.fail(Diagnostic::error(format!("cannot read the configuration directory {}: {e}", dir.display()))),
+        };
+        if files.is_empty() {
+            return self.fail(
+                Diagnostic::error(format!("no configuration files (*{CONFIG_SUFFIX}) in {}", dir.display()))
+                    .help("run virtform in a directory with .vf.hcl files, or pass the directory as an argument"),
+            );
+        }
+        let mut bodies = Vec::new();
+        for f in &files {
+            let text = match std::fs::read_to_string(f) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.diags.push(Diagnostic::error(format!("cannot read {}: {e}", f.display())));
+                    continue;
+                }
+            };
+            let id = self.sources.add(f, text);
+            match parse::parse_file(&self.sources, id) {
+                Ok(b) => bodies.push(b),
+                Err(d) => self.diags.extend(d),
+            }
+        }
+        self.checkpoint()?;
+
+        // Classify top-level blocks.
+        let mut settings: Option<RawBlock> = None;
+        let mut var_blocks: Vec<RawBlock> = Vec::new();
+        let mut locals: Vec<RawAttr> = Vec::new();
+        let mut outputs: Vec<RawBlock> = Vec::new();
+        let mut resources: Vec<ResourceBlock> = Vec::new();
+        let mut seen: BTreeMap<String, Span> = BTreeMap::new();
+        for body in bodies {
+            for a in &body.attrs {
+                self.diags.push(
+                    Diagnostic::error(format!("unexpected attribute `{}` at the top level", a.name))
+                        .at(a.name_span)
+                        .label("expected a block such as network \"NAME\" { ... }"),
+                );
+            }
+            for b in body.blocks {
+                let want_labels = match b.kind.as_str() {
+                    "virtform" | "locals" => 0,
+                    k if BLOCK_KINDS.contains(&k) => 1,
+                    k => {
+                        let mut d = Diagnostic::error(format!("unknown block type `{k}`")).at(b.kind_span);
+                        d = match suggest(k, BLOCK_KINDS.iter().copied()) {
+                            Some(s) => d.label(s),
+                            None => d.label(format!("expected one of {}", BLOCK_KINDS.join(", "))),
+                        };
+                        self.diags.push(d);
+                        continue;
+                    }
+                };
+                if b.labels.len() != want_labels {
+                    let what = if want_labels == 0 {
+                        format!("a `{}` block takes no label", b.kind)
+                    } else {
+                        format!("a `{}` block takes exactly one label, its name", b.kind)
+                    };
+                    let span = b.labels.get(want_labels).map(|l| l.1).unwrap_or(b.kind_span);
+                    self.diags.push(Diagnostic::error(what).at(span).label(if want_labels == 0 {
+                        format!("write `{} {{ ... }}`", b.kind)
+                    } else {
+                        format!("write `{} \"NAME\" {{ ... }}`", b.kind)
+                    }));
+                    continue;
+                }
+                if want_labels == 1 {
+                    let (name, span) = b.labels[0].clone();
+                    if let Err(m) = model::check_name(&name) {
+                        self.diags.push(Diagnostic::error(m).at(span));
+                        continue;
+                    }
+                    let key = format!("{}.{name}", b.kind);
+                    if let Some(prev) = seen.get(&key) {
+                        self.diags.push(
+                            Diagnostic::error(format!("duplicate {} \"{name}\"", b.kind))
+                                .at(span)
+                                .label(format!("{key} is already declared"))
+                                .note(Some(*prev), "first declared here"),
+                        );
+                        continue;
+                    }
+                    seen.insert(key, span);
+                }
+                match b.kind.as_str() {
+                    "virtform" => {
+                        if let Some(prev) = &settings {
+                            self.diags.push(
+                                Diagnostic::error("duplicate `virtform` block")
+                                    .at(b.kind_span)
+                                    .note(Some(prev.kind_span), "first declared here"),
+                            );
+                        } else {
+                            settings = Some(b);
+                        }
+                    }
+                    "variable" => var_blocks.push(b),
+                    "output" => outputs.push(b),
+                    "locals" => {
+                        for nb in &b.body.blocks {
+                            self.diags.push(Diagnostic::error(format!("unexpected block `{}` in locals", nb.kind)).at(nb.kind_span).label("locals holds only attributes: name = expression"));
+                        }
+                        for a in b.body.attrs {
+                            let key = format!("local.{}", a.name);
+                            if let Some(prev) = seen.get(&key) {
+                                self.diags.push(
+                                    Diagnostic::error(format!("duplicate local `{}`", a.name))
+                                        .at(a.name_span)
+                                        .note(Some(*prev), "first declared here"),
+                                );
+                                continue;
+                            }
+                            seen.insert(key, a.name_span);
+                            locals.push(a);
+                        }
+                    }
+                    k => {
+                        let kind = Kind::parse(k).expect("resource kind");
+                        let name = b.labels[0].0.clone();
+                        resources.push(ResourceBlock { kind, name, block: b });
+                    }
+                }
+            }
+        }
+        self.checkpoint()?;
+
+        // Declared names, for reference checks.
+        let var_names: BTreeSet<String> = var_blocks.iter().map(|b| b.labels[0].0.clone()).collect();
+        let local_names: BTreeSet<String> = locals.iter().map(|a| a.name.clone()).collect();
+        let res_names: BTreeSet<(Kind, String)> = resources.iter().map(|r| (r.kind, r.name.clone())).collect();
+
+        // The graph.
+        let mut graph = DepGraph::default();
+        for v in &var_names {
+            graph.add_node(Node::Var(v.clone()));
+        }
+        for a in &locals {
+            let me = Node::Local(a.name.clone());
+            graph.add_node(me.clone());
+            let rs = refs::references(&a.expr, a.file, a.expr_span);
+            self.add_refs(&mut graph, &me, &rs, &var_names, &local_names, &res_names, None);
+        }
+        for r in &resources {
+            let me = Node::Resource(r.kind, r.name.clone());
+            graph.add_node(me.clone());
+            let has_count = r.block.body.attr("count").is_some();
+            let has_each = r.block.body.attr("for_each").is_some();
+            let ctx = Some((has_count, has_each));
+            for (a, _) in all_attrs(&r.block.body, "") {
+                if a.name == "depends_on" || a.name == "replace_triggered_by" {
+                    let rs = refs::references(&a.expr, a.file, a.expr_span);
+                    self.add_refs(&mut graph, &me, &rs, &var_names, &local_names, &res_names, ctx);
+                    continue;
+                }
+                if a.name == "ignore_changes" {
+                    continue;
+                }
+                let rs = refs::references(&a.expr, a.file, a.expr_span);
+                let rs = if a.name == "count" || a.name == "for_each" {
+                    self.forbid_self(&rs, "count", &a.name);
+                    self.forbid_self(&rs, "each", &a.name);
+                    rs.into_iter().filter(|x| x.root != "count" && x.root != "each").collect()
+                } else {
+                    rs
+                };
+                self.add_refs(&mut graph, &me, &rs, &var_names, &local_names, &res_names, ctx);
+            }
+        }
+        for o in &outputs {
+            let me = Node::Output(o.labels[0].0.clone());
+            graph.add_node(me.clone());
+            for a in &o.body.attrs {
+                let rs = refs::references(&a.expr, a.file, a.expr_span);
+                self.add_refs(&mut graph, &me, &rs, &var_names, &local_names, &res_names, None);
+            }
+        }
+        for d in graph.cycles() {
+            self.diags.push(d);
+        }
+        self.checkpoint()?;
+
+        // Variables.
+        let base_dir = dir.clone();
+        let fn_ctx = FnCtx { base_dir: &base_dir };
+        let mut roots: BTreeMap<String, Value> = BTreeMap::new();
+        let var_values = self.variables(&var_blocks, &fn_ctx)?;
+        let sensitive_vars: BTreeSet<String> = var_values.iter().filter(|v| v.sensitive).map(|v| v.name.clone()).collect();
+        roots.insert("var".into(), Value::Map(var_values.iter().map(|v| (v.name.clone(), v.value.clone())).collect()));
+
+        // Stack.
+        let stack = self.stack(settings.as_ref(), &fn_ctx, &roots)?;
+        roots.insert("virtform".into(), Value::map([("stack", Value::String(stack.clone()))]));
+        roots.insert(
+            "path".into(),
+            Value::map([
+                ("module", Value::String(dir.to_string_lossy().into_owned())),
+                ("cwd", Value::String(std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default())),
+            ]),
+        );
+        roots.insert("local".into(), Value::Map(BTreeMap::new()));
+        for k in Kind::ALL {
+            roots.insert(k.as_str().into(), Value::Map(BTreeMap::new()));
+        }
+
+        // Evaluate in dependency order.
+        let locals_by_name: BTreeMap<String, RawAttr> = locals.into_iter().map(|a| (a.name.clone(), a)).collect();
+        let mut res_by_name: BTreeMap<(Kind, String), ResourceBlock> = resources.into_iter().map(|r| ((r.kind, r.name.clone()), r)).collect();
+        let outputs_by_name: BTreeMap<String, RawBlock> = outputs.into_iter().map(|o| (o.labels[0].0.clone(), o)).collect();
+        let mut sensitive_nodes: BTreeSet<Node> = sensitive_vars.iter().map(|v| Node::Var(v.clone())).collect();
+        let mut built: BTreeMap<String, Resource> = BTreeMap::new();
+        let mut order_out: Vec<String> = Vec::new();
+        let mut out_values = Vec::new();
+        let state_dir = self.opts.state_dir.clone();
+        let mut failed_nodes: BTreeSet<Node> = BTreeSet::new();
+        for node in graph.order() {
+            // Dependents of a block that failed are skipped: their errors would only echo it.
+            if graph.deps(&node).iter().any(|d| failed_nodes.contains(*d)) {
+                failed_nodes.insert(node.clone());
+                continue;
+            }
+            let sensitive_dep = graph.deps(&node).iter().any(|d| sensitive_nodes.contains(*d));
+            match &node {
+                Node::Var(_) => {}
+                Node::Local(name) => {
+                    let a = &locals_by_name[name];
+                    let v = Evaluator::new(a.file, a.expr_span, &fn_ctx, &roots).eval(&a.expr);
+                    match v {
+                        Ok(v) => {
+                            if let Some(Value::Map(m)) = roots.get_mut("local") {
+                                m.insert(name.clone(), v);
+                            }
+                        }
+                        Err(d) => {
+                            self.diags.push(d);
+                            failed_nodes.insert(node.clone());
+                        }
+                    }
+                    if sensitive_dep {
+                        sensitive_nodes.insert(node.clone());
+                    }
+                }
+                Node::Resource(kind, name) => {
+                    let Some(rb) = res_by_name.remove(&(*kind, name.clone())) else { continue };
+                    let sensitive_attrs = self.sensitive_attrs(&rb.block.body, &sensitive_nodes, &var_names, &local_names);
+                    let ctx_paths = ResCtx { stack: &stack, state_dir: &state_dir, config_dir: &dir };
+                    let value = self.resource(&rb, &fn_ctx, &roots, &ctx_paths, &mut built, &mut order_out, &sensitive_attrs);
+                    match value {
+                        Ok(v) => {
+                            if let Some(Value::Map(m)) = roots.get_mut(kind.as_str()) {
+                                m.insert(name.clone(), v);
+                            }
+                        }
+                        Err(()) => {
+                            failed_nodes.insert(node.clone());
+                        }
+                    }
+                }
+                Node::Output(name) => {
+                    let o = &outputs_by_name[name];
+                    out_values.push(self.output(o, &fn_ctx, &roots, sensitive_dep));
+                }
+            }
+        }
+        self.checkpoint()?;
+        let outputs: Vec<Output> = out_values.into_iter().flatten().collect();
+        let mut resources: Vec<Resource> = order_out.iter().filter_map(|a| built.remove(a)).collect();
+        self.diags.extend(model::validate::check_all(&resources));
+        self.checkpoint()?;
+        resources.shrink_to_fit();
+        let mut warnings = std::mem::take(&mut self.warnings);
+        warnings.extend(Diagnostics(self.diags.0.drain(..).filter(|d| d.severity == Severity::Warning).collect()));
+        Ok(Configuration {
+            sources: std::mem::take(&mut self.sources),
+            dir,
+            stack,
+            resources,
+            graph,
+            outputs,
+            variables: var_values,
+            warnings,
+        })
+    }
+
+    fn forbid_self(&mut self, rs: &[Reference], root: &str, attr: &str) {
+        for r in rs.iter().filter(|r| r.root == root) {
+            self.diags.push(
+                Diagnostic::error(format!("`{root}` cannot be used in `{attr}`"))
+                    .at(r.span)
+                    .label(format!("`{attr}` is evaluated before the instances it creates exist")),
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_refs(
+        &mut self,
+        graph: &mut DepGraph,
+        me: &Node,
+        rs: &[Reference],
+        vars: &BTreeSet<String>,
+        locals: &BTreeSet<String>,
+        res: &BTreeSet<(Kind, String)>,
+        repetition: Option<(bool, bool)>,
+    ) {
+        for r in rs {
+            match r.root.as_str() {
+                "var" => match r.first_attr() {
+                    Some(v) if vars.contains(v) => graph.add_edge(me, &Node::Var(v.to_string()), r.span),
+                    Some(v) => {
+                        let mut d = Diagnostic::error(format!("reference to undeclared variable `var.{v}`")).at(r.span);
+                        d = match suggest(v, vars.iter().map(String::as_str)) {
+                            Some(s) => d.label(s),
+                            None => d.label(format!("declare it with: variable \"{v}\" {{}}")),
+                        };
+                        self.diags.push(d);
+                    }
+                    None => self.diags.push(Diagnostic::error("`var` must be followed by a variable name, like var.workers").at(r.span)),
+                },
+                "local" => match r.first_attr() {
+                    Some(v) if locals.contains(v) => graph.add_edge(me, &Node::Local(v.to_string()), r.span),
+                    Some(v) => {
+                        let mut d = Diagnostic::error(format!("reference to undeclared local `local.{v}`")).at(r.span);
+                        if let Some(s) = suggest(v, locals.iter().map(String::as_str)) {
+                            d = d.label(s);
+                        }
+                        self.diags.push(d);
+                    }
+                    None => self.diags.push(Diagnostic::error("`local` must be followed by a name, like local.prefix").at(r.span)),
+                },
+                "count" | "each" => {
+                    let (has_count, has_each) = repetition.unwrap_or((false, false));
+                    let (ok, attrs, meta) = if r.root == "count" { (has_count, &["index"][..], "count") } else { (has_each, &["key", "value"][..], "for_each") };
+                    if !ok {
+                        self.diags.push(
+                            Diagnostic::error(format!("`{}` is only available in a resource with `{meta}`", r.root))
+                                .at(r.span)
+                                .label(format!("add `{meta}` to this block, or remove this reference")),
+                        );
+                    } else {
+                        match r.first_attr() {
+                            Some(a) if attrs.contains(&a) => {}
+                            other => {
+                                let got = other.unwrap_or("");
+                                let mut d = Diagnostic::error(format!("`{}.{got}` does not exist", r.root)).at(r.span);
+                                d = match suggest(got, attrs.iter().copied()) {
+                                    Some(s) => d.label(s),
+                                    None => d.label(format!("expected {}", attrs.iter().map(|a| format!("{}.{a}", r.root)).collect::<Vec<_>>().join(" or "))),
+                                };
+                                self.diags.push(d);
+                            }
+                        }
+                    }
+                }
+                "virtform" => {
+                    if r.first_attr() != Some("stack") {
+                        self.diags.push(Diagnostic::error("the only attribute of `virtform` is `stack`").at(r.span).label("expected virtform.stack"));
+                    }
+                }
+                "path" => {
+                    if !matches!(r.first_attr(), Some("module") | Some("cwd")) {
+                        self.diags.push(Diagnostic::error("`path` has the attributes `module` and `cwd`").at(r.span));
+                    }
+                }
+                root => {
+                    if let Some(kind) = Kind::parse(root) {
+                        match r.first_attr() {
+                            Some(n) if res.contains(&(kind, n.to_string())) => graph.add_edge(me, &Node::Resource(kind, n.to_string()), r.span),
+                            Some(n) => {
+                                let same_kind = res.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n.as_str());
+                                let mut d = Diagnostic::error(format!("reference to undeclared resource `{root}.{n}`")).at(r.span);
+                                d = match suggest(n, same_kind) {
+                                    Some(s) => d.label(s),
+                                    None => d.label(format!("no {root} named \"{n}\" is declared")),
+                                };
+                                self.diags.push(d);
+                            }
+                            None => self.diags.push(
+                                Diagnostic::error(format!("`{root}` must be followed by a resource name, like {root}.NAME")).at(r.span),
+                            ),
+                        }
+                    } else {
+                        let mut roots: Vec<&str> = vec!["var", "local", "count", "each", "virtform", "path"];
+                        roots.extend(Kind::ALL.iter().map(|k| k.as_str()));
+                        let mut d = Diagnostic::error(format!("unknown name `{root}`")).at(r.span);
+                        d = match suggest(root, roots.iter().copied()) {
+                            Some(s) => d.label(s),
+                            None => d.label("expected var.NAME, local.NAME, a resource like network.NAME, count.index or each.key"),
+                        };
+                        self.diags.push(d);
+                    }
+                }
+            }
+        }
+    }
+
+    fn variables(&mut self, blocks: &[RawBlock], fn_ctx: &FnCtx<'_>) -> Res<Vec<VariableValue>> {
+        let empty = BTreeMap::new();
+        let mut decls = Vec::new();
+        const VAR_ATTRS: &[&str] = &["type", "default", "description", "sensitive", "nullable"];
+        for b in blocks {
+            let name = b.labels[0].0.clone();
+            let mut decl = vars::VarDecl { name: name.clone(), ty: types::Type::Any, default: None, description: None, sensitive: false, span: b.labels[0].1 };
+            for a in &b.body.attrs {
+                match a.name.as_str() {
+                    "type" => match types::parse_type(&a.expr) {
+                        Ok(t) => decl.ty = t,
+                        Err((m, r)) => self.diags.push(Diagnostic::error(m).at(Span::from_opt(a.file, r, a.expr_span))),
+                    },
+                    "default" | "description" | "sensitive" | "nullable" => {
+                        let rs = refs::references(&a.expr, a.file, a.expr_span);
+                        if let Some(r) = rs.first() {
+                            self.diags.push(Diagnostic::error(format!("`{}` of a variable must be a constant", a.name)).at(r.span).label("variables cannot refer to other values"));
+                            continue;
+                        }
+                        match Evaluator::new(a.file, a.expr_span, fn_ctx, &empty).eval(&a.expr) {
+                            Ok(v) => match a.name.as_str() {
+                                "default" => decl.default = Some(v),
+                                "description" => decl.description = v.as_str().map(str::to_string),
+                                "sensitive" => match v.as_bool() {
+                                    Some(s) => decl.sensitive = s,
+                                    None => self.diags.push(Diagnostic::error("`sensitive` must be true or false").at(a.expr_span)),
+                                },
+                                _ => {}
+                            },
+                            Err(d) => self.diags.push(d),
+                        }
+                    }
+                    other => {
+                        let mut d = Diagnostic::error(format!("unknown attribute `{other}` in variable \"{name}\"")).at(a.name_span);
+                        d = match suggest(other, VAR_ATTRS.iter().copied()) {
+                            Some(s) => d.label(s),
+                            None => d.label(format!("expected one of {}", VAR_ATTRS.join(", "))),
+                        };
+                        self.diags.push(d);
+                    }
+                }
+            }
+            for nb in &b.body.blocks {
+                if nb.kind != "validation" {
+                    let mut d = Diagnostic::error(format!("unknown block `{}` in variable \"{name}\"", nb.kind)).at(nb.kind_span);
+                    if let Some(s) = suggest(&nb.kind, ["validation"]) {
+                        d = d.label(s);
+                    }
+                    self.diags.push(d);
+                }
+            }
+            if let Some(d) = decl.default.clone() {
+                match types::convert(&d, &decl.ty) {
+                    Ok(v) => decl.default = Some(v),
+                    Err(e) => {
+                        let span = b.body.attr("default").map(|a| a.expr_span).unwrap_or(decl.span);
+                        self.diags.push(Diagnostic::error(format!("the default of variable `{name}` does not match its type {}", decl.ty)).at(span).label(e.to_string()));
+                    }
+                }
+            }
+            decls.push(decl);
+        }
+        self.checkpoint()?;
+
+        // Collect raw values by precedence.
+        let mut raw: BTreeMap<String, (vars::Raw, vars::Origin)> = BTreeMap::new();
+        for d in &decls {
+            if let Some(v) = &d.default {
+                raw.insert(d.name.clone(), (vars::Raw::Value(v.clone()), vars::Origin::Default));
+            }
+        }
+        for (k, v) in &self.opts.env {
+            if let Some(n) = k.strip_prefix("VIRTFORM_VAR_") {
+                if decls.iter().any(|d| d.name == n) {
+                    raw.insert(n.to_string(), (vars::Raw::Text(v.clone()), vars::Origin::Env(k.clone())));
+                }
+            }
+        }
+        let mut files = auto_var_files(&self.opts.dir);
+        files.extend(self.opts.var_files.iter().cloned());
+        for f in files {
+            let text = match std::fs::read_to_string(&f) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.diags.push(Diagnostic::error(format!("cannot read the variables file {}: {e}", f.display())));
+                    continue;
+                }
+            };
+            let id = self.sources.add(&f, text);
+            let body = match parse::parse_file(&self.sources, id) {
+                Ok(b) => b,
+                Err(d) => {
+                    self.diags.extend(d);
+                    continue;
+                }
+            };
+            for b in &body.blocks {
+                self.diags.push(Diagnostic::error("a variables file holds only `name = value` lines").at(b.kind_span));
+            }
+            for a in &body.attrs {
+                if !decls.iter().any(|d| d.name == a.name) {
+                    self.warnings.push(vars::undeclared(&a.name, &decls, &vars::Origin::File(a.name_span)));
+                    continue;
+                }
+                let rs = refs::references(&a.expr, a.file, a.expr_span);
+                if let Some(r) = rs.first() {
+                    self.diags.push(Diagnostic::error("values in a variables file must be constants").at(r.span));
+                    continue;
+                }
+                match Evaluator::new(a.file, a.expr_span, fn_ctx, &empty).eval(&a.expr) {
+                    Ok(v) => {
+                        raw.insert(a.name.clone(), (vars::Raw::Value(v), vars::Origin::File(a.expr_span)));
+                    }
+                    Err(d) => self.diags.push(d),
+                }
+            }
+        }
+        for flag in &self.opts.vars {
+            match vars::split_flag(flag) {
+                Ok((k, v)) => {
+                    if !decls.iter().any(|d| d.name == k) {
+                        self.diags.push(vars::undeclared(&k, &decls, &vars::Origin::Flag(flag.clone())));
+                        continue;
+                    }
+                    raw.insert(k, (vars::Raw::Text(v), vars::Origin::Flag(flag.clone())));
+                }
+                Err(d) => self.diags.push(d),
+            }
+        }
+        self.checkpoint()?;
+
+        // Convert and validate.
+        let mut out = Vec::new();
+        for d in &decls {
+            let Some((r, origin)) = raw.get(&d.name) else {
+                self.diags.push(vars::missing(d));
+                continue;
+            };
+            let at = match origin {
+                vars::Origin::File(s) => *s,
+                _ => d.span,
+            };
+            let v = match r {
+                vars::Raw::Value(v) => Ok(v.clone()),
+                vars::Raw::Text(t) => vars::text_to_value(t, &d.ty, &self.opts.dir),
+            };
+            let v = v.and_then(|v| types::convert(&v, &d.ty).map_err(|e| e.to_string()));
+            let v = match v {
+                Ok(v) => v,
+                Err(m) => {
+                    let shown = if d.sensitive { "(sensitive value)".to_string() } else { m };
+                    self.diags.push(
+                        Diagnostic::error(format!("invalid value for variable `{}` (set by {})", d.name, origin.describe()))
+                            .at(at)
+                            .label(format!("expected {}: {shown}", d.ty)),
+                    );
+                    continue;
+                }
+            };
+            // validation { condition, error_message }
+            let block = blocks.iter().find(|b| b.labels[0].0 == d.name).expect("declared");
+            let mut vroots = BTreeMap::new();
+            vroots.insert("var".to_string(), Value::map([(d.name.clone(), v.clone())]));
+            for vb in block.body.blocks_named("validation") {
+                let (Some(cond), Some(msg)) = (vb.body.attr("condition"), vb.body.attr("error_message")) else {
+                    self.diags.push(Diagnostic::error("a validation block needs `condition` and `error_message`").at(vb.kind_span));
+                    continue;
+                };
+                for a in &vb.body.attrs {
+                    if a.name != "condition" && a.name != "error_message" {
+                        let mut dd = Diagnostic::error(format!("unknown attribute `{}` in validation", a.name)).at(a.name_span);
+                        if let Some(s) = suggest(&a.name, ["condition", "error_message"]) {
+                            dd = dd.label(s);
+                        }
+                        self.diags.push(dd);
+                    }
+                }
+                for r in refs::references(&cond.expr, cond.file, cond.expr_span) {
+                    if !(r.root == "var" && r.first_attr() == Some(d.name.as_str())) {
+                        self.diags.push(Diagnostic::error(format!("a validation condition may refer only to var.{}", d.name)).at(r.span));
+                    }
+                }
+                let res = Evaluator::new(cond.file, cond.expr_span, fn_ctx, &vroots).eval(&cond.expr);
+                let message = Evaluator::new(msg.file, msg.expr_span, fn_ctx, &vroots)
+                    .eval(&msg.expr)
+                    .ok()
+                    .and_then(|m| m.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "the value is not valid".into());
+                match res {
+                    Ok(Value::Bool(true)) | Ok(Value::Unknown) => {}
+                    Ok(Value::Bool(false)) => self.diags.push(
+                        Diagnostic::error(format!("invalid value for variable `{}`: {message}", d.name))
+                            .at(at)
+                            .label(format!("set by {}", origin.describe()))
+                            .note(Some(cond.expr_span), "this validation condition failed"),
+                    ),
+                    Ok(other) => self.diags.push(Diagnostic::error(format!("a validation condition must be a bool, not a {}", other.type_name())).at(cond.expr_span)),
+                    Err(dd) => self.diags.push(dd),
+                }
+            }
+            out.push(VariableValue { name: d.name.clone(), value: v, sensitive: d.sensitive });
+        }
+        self.checkpoint()?;
+        Ok(out)
+    }
+
+    fn stack(&mut self, settings: Option<&RawBlock>, fn_ctx: &FnCtx<'_>, roots: &BTreeMap<String, Value>) -> Res<String> {
+        let mut from_config = None;
+        if let Some(b) = settings {
+            for nb in &b.body.blocks {
+                self.diags.push(Diagnostic::error(format!("unexpected block `{}` in virtform", nb.kind)).at(nb.kind_span));
+            }
+            for a in &b.body.attrs {
+                if a.name != "stack" {
+                    let mut d = Diagnostic::error(format!("unknown attribute `{}` in the virtform block", a.name)).at(a.name_span);
+                    d = match suggest(&a.name, ["stack"]) {
+                        Some(s) => d.label(s),
+                        None => d.label("expected `stack`"),
+                    };
+                    self.diags.push(d);
+                    continue;
+                }
+                for r in refs::references(&a.expr, a.file, a.expr_span) {
+                    if r.root != "var" {
+                        self.diags.push(Diagnostic::error("the stack name may refer only to variables").at(r.span));
+                    }
+                }
+                self.checkpoint()?;
+                match Evaluator::new(a.file, a.expr_span, fn_ctx, roots).eval(&a.expr) {
+                    Ok(Value::String(s)) => {
+                        if let Err(m) = model::check_stack(&s) {
+                            self.diags.push(Diagnostic::error(m).at(a.expr_span));
+                        }
+                        from_config = Some(s);
+                    }
+                    Ok(other) => self.diags.push(Diagnostic::error(format!("`stack` must be a string, not a {}", other.type_name())).at(a.expr_span)),
+                    Err(d) => self.diags.push(d),
+                }
+            }
+        }
+        self.checkpoint()?;
+        if let Some(s) = &self.opts.stack {
+            if let Err(m) = model::check_stack(s) {
+                return self.fail(Diagnostic::error(format!("{m} (from --stack or VIRTFORM_STACK)")));
+            }
+            return Ok(s.clone());
+        }
+        if let Some(s) = from_config {
+            return Ok(s);
+        }
+        let dirname = std::fs::canonicalize(&self.opts.dir)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "default".into());
+        let cleaned: String = dirname.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+        let mut cleaned = cleaned.trim_start_matches(['-', '_']).to_string();
+        cleaned.truncate(32);
+        if model::check_stack(&cleaned).is_err() {
+            cleaned = "default".into();
+        }
+        Ok(cleaned)
+    }
+
+    /// Attributes of a resource that derive from sensitive values.
+    fn sensitive_attrs(&self, body: &RawBody, sensitive: &BTreeSet<Node>, vars: &BTreeSet<String>, locals: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for (a, path) in all_attrs(body, "") {
+            for r in refs::references(&a.expr, a.file, a.expr_span) {
+                let node = match (r.root.as_str(), r.first_attr()) {
+                    ("var", Some(v)) if vars.contains(v) => Node::Var(v.to_string()),
+                    ("local", Some(v)) if locals.contains(v) => Node::Local(v.to_string()),
+                    _ => continue,
+                };
+                if sensitive.contains(&node) {
+                    out.insert(path.clone());
+                }
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resource(
+        &mut self,
+        rb: &ResourceBlock,
+        fn_ctx: &FnCtx<'_>,
+        roots: &BTreeMap<String, Value>,
+        paths: &ResCtx<'_>,
+        built: &mut BTreeMap<String, Resource>,
+        order: &mut Vec<String>,
+        sensitive: &BTreeSet<String>,
+    ) -> Res<Value> {
+        let body = &rb.block.body;
+        let block_addr = format!("{}.{}", rb.kind, rb.name);
+        let count = body.attr("count");
+        let for_each = body.attr("for_each");
+        if let (Some(_), Some(fe)) = (count, for_each) {
+            return self.fail(
+                Diagnostic::error(format!("{block_addr} sets both `count` and `for_each`"))
+                    .at(fe.name_span)
+                    .label("use one of them")
+                    .note(count.map(|c| c.name_span), "count is set here"),
+            );
+        }
+        // Instances: (key, count/each roots).
+        let mut instances: Vec<(Key, Option<Value>, Option<(String, Value)>)> = Vec::new();
+        let shape;
+        if let Some(c) = count {
+            let v = Evaluator::new(c.file, c.expr_span, fn_ctx, roots).eval(&c.expr).map_err(|d| self.diags.push(d))?;
+            let n = match &v {
+                Value::Unknown => return self.fail(Diagnostic::error("`count` is not known until apply").at(c.expr_span).label("count must be known at plan time")),
+                v => eval::to_number(v),
+            };
+            let n = match n {
+                Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 100_000.0 => n as usize,
+                Some(n) => {
+                    return self.fail(Diagnostic::error(format!("`count` must be a whole number from 0 to 100000, got {}", value::format_number(n))).at(c.expr_span));
+                }
+                None => return self.fail(Diagnostic::error(format!("`count` must be a number, got {} {v}", v.type_name())).at(c.expr_span)),
+            };
+            for i in 0..n {
+                instances.push((Key::Index(i), Some(Value::map([("index", Value::Number(i as f64))])), None));
+            }
+            shape = 1;
+        } else if let Some(fe) = for_each {
+            let v = Evaluator::new(fe.file, fe.expr_span, fn_ctx, roots).eval(&fe.expr).map_err(|d| self.diags.push(d))?;
+            let pairs: Vec<(String, Value)> = match v {
+                Value::Map(m) => m.into_iter().collect(),
+                Value::Set(items) => {
+                    let mut out = Vec::new();
+                    for it in items {
+                        match it {
+                            Value::String(s) => out.push((s.clone(), Value::String(s))),
+                            Value::Unknown => return self.fail(Diagnostic::error("`for_each` contains values not known until apply").at(fe.expr_span)),
+                            other => {
+                                return self.fail(
+                                    Diagnostic::error(format!("`for_each` over a set needs strings, got a {}", other.type_name())).at(fe.expr_span),
+                                );
+                            }
+                        }
+                    }
+                    out
+                }
+                Value::List(_) => {
+                    return self.fail(
+                        Diagnostic::error("`for_each` needs a map or a set of strings, not a list")
+                            .at(fe.expr_span)
+                            .label("convert it with toset(...)"),
+                    );
+                }
+                Value::Unknown => return self.fail(Diagnostic::error("`for_each` is not known until apply").at(fe.expr_span).label("for_each must be known at plan time")),
+                other => {
+                    return self.fail(Diagnostic::error(format!("`for_each` needs a map or a set of strings, got {} {other}", other.type_name())).at(fe.expr_span));
+                }
+            };
+            for (k, v) in pairs {
+                if let Err(m) = model::check_key(&k) {
+                    return self.fail(Diagnostic::error(m).at(fe.expr_span));
+                }
+                instances.push((Key::Name(k.clone()), None, Some((k, v))));
+            }
+            shape = 2;
+        } else {
+            instances.push((Key::None, None, None));
+            shape = 0;
+        }
+
+        let lifecycle = self.lifecycle(body)?;
+        let depends_on = self.depends_on(body);
+        let mut list = Vec::new();
+        let mut map = BTreeMap::new();
+        let mut single = Value::Null;
+        let mut failed = false;
+        for (key, count_v, each) in instances {
+            let addr = Address { kind: rb.kind, name: rb.name.clone(), key: key.clone() };
+            let mut iroots = roots.clone();
+            if let Some(c) = count_v {
+                iroots.insert("count".into(), c);
+            }
+            if let Some((k, v)) = each {
+                iroots.insert("each".into(), Value::map([("key", Value::String(k)), ("value", v)]));
+            }
+            let mut spans = BTreeMap::new();
+            let mut name_spans = BTreeMap::new();
+            let attrs = match self.eval_body(body, "", fn_ctx, &iroots, &mut spans, &mut name_spans, true) {
+                Ok(v) => v,
+                Err(()) => {
+                    failed = true;
+                    continue;
+                }
+            };
+            let mut unknown = BTreeSet::new();
+            if let Value::Map(m) = &attrs {
+                for (k, v) in m {
+                    if unknown_outside_refs(v) {
+                        unknown.insert(k.clone());
+                    }
+                }
+            }
+            let ctx = model::Ctx { stack: paths.stack, state_dir: paths.state_dir, config_dir: paths.config_dir, built };
+            match model::build(&addr, &attrs, &ctx) {
+                Ok((spec, exports)) => {
+                    let r = Resource {
+                        address: addr.clone(),
+                        spec,
+                        depends_on: depends_on.clone(),
+                        lifecycle: lifecycle.clone(),
+                        unknown,
+                        sensitive: sensitive.clone(),
+                        spans,
+                        block_span: Some(rb.block.header_span()),
+                    };
+                    let a = addr.to_string();
+                    order.push(a.clone());
+                    built.insert(a, r);
+                    match &key {
+                        Key::None => single = exports,
+                        Key::Index(_) => list.push(exports),
+                        Key::Name(k) => {
+                            map.insert(k.clone(), exports);
+                        }
+                    }
+                }
+                Err(errs) => {
+                    failed = true;
+                    for e in errs {
+                        self.diags.push(self.field_diag(&addr, rb, &e, &spans, &name_spans));
+                    }
+                }
+            }
+        }
+        if failed {
+            return Err(());
+        }
+        Ok(match shape {
+            0 => single,
+            1 => Value::List(list),
+            _ => Value::Map(map),
+        })
+    }
+
+    /// Turns a model error into a located diagnostic.
+    fn field_diag(&self, addr: &Address, rb: &ResourceBlock, e: &model::FieldError, spans: &BTreeMap<String, Span>, name_spans: &BTreeMap<String, Span>) -> Diagnostic {
+        let header = rb.block.header_span();
+        let lookup = |p: &str| -> Option<Span> {
+            let mut p = p.to_string();
+            loop {
+                if let Some(s) = spans.get(&p) {
+                    return Some(*s);
+                }
+                match p.rfind(['.', '[']) {
+                    Some(i) => p.truncate(i),
+                    None => return None,
+                }
+            }
+        };
+        let prefix = if e.path.is_empty() { String::new() } else { format!("{}.", e.path) };
+        // serde: unknown field `x`, expected one of `a`, `b`
+        if let Some(rest) = e.message.strip_prefix("unknown field `") {
+            let field = rest.split('`').next().unwrap_or("");
+            let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).filter(|s| !s.is_empty()).collect();
+            let mut choices = expected.clone();
+            if e.path.is_empty() {
+                choices.extend(META_ARGS.iter().copied());
+            }
+            let where_ = if e.path.is_empty() { format!("{addr}") } else { format!("`{}` of {addr}", e.path) };
+            let mut d = Diagnostic::error(format!("unknown attribute `{field}` in {where_}"))
+                .at_opt(name_spans.get(&format!("{prefix}{field}")).copied().or(lookup(&e.path)).or(Some(header)));
+            d = match suggest(field, choices.iter().copied()) {
+                Some(s) => d.label(s),
+                None => d.label(format!("expected one of {}", choices.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "))),
+            };
+            return d;
+        }
+        if let Some(rest) = e.message.strip_prefix("missing field `") {
+            let field = rest.split('`').next().unwrap_or("");
+            let at = if e.path.is_empty() { Some(header) } else { lookup(&e.path) };
+            return Diagnostic::error(format!("{addr} is missing the required attribute `{prefix}{field}`")).at_opt(at).label(format!("add {field} = ..."));
+        }
+        if let Some(rest) = e.message.strip_prefix("unknown variant `") {
+            let got = rest.split('`').next().unwrap_or("");
+            let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).filter(|s| !s.is_empty()).collect();
+            let mut d = Diagnostic::error(format!("invalid value \"{got}\" for `{}` in {addr}", e.path)).at_opt(lookup(&e.path).or(Some(header)));
+            let list = expected.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+            d = match functions::did_you_mean(got, expected.iter().copied()) {
+                Some(s) => d.label(format!("did you mean \"{s}\"? expected one of {list}")),
+                None => d.label(format!("expected one of {list}")),
+            };
+            return d;
+        }
+        let span = if e.path.is_empty() { Some(header) } else { lookup(&e.path).or(Some(header)) };
+        let what = if e.path.is_empty() { format!("{addr}: {}", e.message) } else { format!("invalid `{}` in {addr}: {}", e.path, e.message) };
+        let mut d = Diagnostic::error(what).at_opt(span);
+        if let Some(l) = &e.label {
+            d = d.label(l.clone());
+        }
+        d
+    }
+
+    /// Evaluates a block body into a map: attributes and nested blocks (as maps).
+    #[allow(clippy::too_many_arguments)]
+    fn eval_body(
+        &mut self,
+        body: &RawBody,
+        prefix: &str,
+        fn_ctx: &FnCtx<'_>,
+        roots: &BTreeMap<String, Value>,
+        spans: &mut BTreeMap<String, Span>,
+        name_spans: &mut BTreeMap<String, Span>,
+        top: bool,
+    ) -> Res<Value> {
+        let mut m = BTreeMap::new();
+        let mut ok = true;
+        for a in &body.attrs {
+            if top && META_ARGS.contains(&a.name.as_str()) {
+                continue;
+            }
+            let path = format!("{prefix}{}", a.name);
+            spans.insert(path.clone(), a.expr_span);
+            name_spans.insert(path.clone(), a.name_span);
+            match Evaluator::new(a.file, a.expr_span, fn_ctx, roots).eval(&a.expr) {
+                Ok(v) => {
+                    if !matches!(v, Value::Null) {
+                        m.insert(a.name.clone(), v);
+                    }
+                }
+                Err(d) => {
+                    self.diags.push(d);
+                    ok = false;
+                }
+            }
+        }
+        let mut seen_blocks: BTreeMap<&str, Span> = BTreeMap::new();
+        for b in &body.blocks {
+            if top && b.kind == "lifecycle" {
+                continue;
+            }
+            let path = format!("{prefix}{}", b.kind);
+            if let Some(prev) = seen_blocks.get(b.kind.as_str()) {
+                self.diags.push(Diagnostic::error(format!("duplicate `{}` block", b.kind)).at(b.kind_span).note(Some(*prev), "first declared here"));
+                ok = false;
+                continue;
+            }
+            seen_blocks.insert(&b.kind, b.kind_span);
+            if let Some(l) = b.labels.first() {
+                self.diags.push(Diagnostic::error(format!("a `{}` block takes no label", b.kind)).at(l.1));
+                ok = false;
+                continue;
+            }
+            if m.contains_key(&b.kind) {
+                self.diags.push(Diagnostic::error(format!("`{}` is set both as an attribute and as a block", b.kind)).at(b.kind_span));
+                ok = false;
+                continue;
+            }
+            spans.insert(path.clone(), b.kind_span);
+            name_spans.insert(path.clone(), b.kind_span);
+            match self.eval_body(&b.body, &format!("{path}."), fn_ctx, roots, spans, name_spans, false) {
+                Ok(v) => {
+                    m.insert(b.kind.clone(), v);
+                }
+                Err(()) => ok = false,
+            }
+        }
+        if ok { Ok(Value::Map(m)) } else { Err(()) }
+    }
+
+    fn lifecycle(&mut self, body: &RawBody) -> Res<Lifecycle> {
+        let mut lc = Lifecycle::default();
+        let blocks: Vec<&RawBlock> = body.blocks_named("lifecycle").collect();
+        if blocks.len() > 1 {
+            return self.fail(Diagnostic::error("duplicate `lifecycle` block").at(blocks[1].kind_span));
+        }
+        let Some(b) = blocks.first() else { return Ok(lc) };
+        const ATTRS: &[&str] = &["prevent_destroy", "ignore_changes", "replace_triggered_by"];
+        for a in &b.body.attrs {
+            match a.name.as_str() {
+                "prevent_destroy" => match &a.expr {
+                    hcl_edit::expr::Expression::Bool(v) => lc.prevent_destroy = *v.value(),
+                    _ => self.diags.push(Diagnostic::error("`prevent_destroy` must be the literal true or false").at(a.expr_span)),
+                },
+                "ignore_changes" | "replace_triggered_by" => {
+                    let hcl_edit::expr::Expression::Array(arr) = &a.expr else {
+                        self.diags.push(Diagnostic::error(format!("`{}` must be a list", a.name)).at(a.expr_span));
+                        continue;
+                    };
+                    for item in arr.iter() {
+                        let text = match item {
+                            hcl_edit::expr::Expression::Variable(v) => Some(v.as_str().to_string()),
+                            hcl_edit::expr::Expression::String(s) => Some(s.as_str().to_string()),
+                            hcl_edit::expr::Expression::Traversal(_) => {
+                                let rs = refs::references(item, a.file, a.expr_span);
+                                rs.first().map(|r| self.sources.snippet(r.span).to_string())
+                            }
+                            _ => None,
+                        };
+                        match text {
+                            Some(t) if a.name == "ignore_changes" => lc.ignore_changes.push(t),
+                            Some(t) => lc.replace_triggered_by.push(t),
+                            None => self.diags.push(Diagnostic::error(format!("`{}` lists attribute names or references", a.name)).at(a.expr_span)),
+                        }
+                    }
+                }
+                other => {
+                    let mut d = Diagnostic::error(format!("unknown attribute `{other}` in lifecycle")).at(a.name_span);
+                    d = match suggest(other, ATTRS.iter().copied()) {
+                        Some(s) => d.label(s),
+                        None => d.label(format!("expected one of {}", ATTRS.join(", "))),
+                    };
+                    self.diags.push(d);
+                }
+            }
+        }
+        self.checkpoint()?;
+        Ok(lc)
+    }
+
+    fn depends_on(&mut self, body: &RawBody) -> Vec<String> {
+        let Some(a) = body.attr("depends_on") else { return Vec::new() };
+        let hcl_edit::expr::Expression::Array(arr) = &a.expr else {
+            self.diags.push(Diagnostic::error("`depends_on` must be a list of resources, like [network.lan]").at(a.expr_span));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in arr.iter() {
+            let rs = refs::references(item, a.file, a.expr_span);
+            match rs.as_slice() {
+                [r] if Kind::parse(&r.root).is_some() && r.steps.iter().all(|s| !matches!(s, Step::Dynamic)) => {
+                    out.push(self.sources.snippet(r.span).to_string());
+                }
+                _ => self.diags.push(Diagnostic::error("`depends_on` lists resources, like network.lan").at(a.expr_span)),
+            }
+        }
+        out
+    }
+
+    fn output(&mut self, o: &RawBlock, fn_ctx: &FnCtx<'_>, roots: &BTreeMap<String, Value>, sensitive_dep: bool) -> Option<Output> {
+        let name = o.labels[0].0.clone();
+        const ATTRS: &[&str] = &["value", "sensitive", "description", "depends_on"];
+        let mut out = Output { name: name.clone(), value: Value::Null, sensitive: false, description: None };
+        let mut has_value = false;
+        for a in &o.body.attrs {
+            match a.name.as_str() {
+                "value" => match Evaluator::new(a.file, a.expr_span, fn_ctx, roots).eval(&a.expr) {
+                    Ok(v) => {
+                        out.value = v;
+                        has_value = true;
+                    }
+                    Err(d) => {
+                        self.diags.push(d);
+                        return None;
+                    }
+                },
+                "sensitive" => match &a.expr {
+                    hcl_edit::expr::Expression::Bool(b) => out.sensitive = *b.value(),
+                    _ => self.diags.push(Diagnostic::error("`sensitive` must be the literal true or false").at(a.expr_span)),
+                },
+                "description" => out.description = self.sources.snippet(a.expr_span).trim_matches('"').to_string().into(),
+                "depends_on" => {}
+                other => {
+                    let mut d = Diagnostic::error(format!("unknown attribute `{other}` in output \"{name}\"")).at(a.name_span);
+                    d = match suggest(other, ATTRS.iter().copied()) {
+                        Some(s) => d.label(s),
+                        None => d.label(format!("expected one of {}", ATTRS.join(", "))),
+                    };
+                    self.diags.push(d);
+                }
+            }
+        }
+        if !has_value {
+            self.diags.push(Diagnostic::error(format!("output \"{name}\" has no `value`")).at(o.header_span()).label("add value = ..."));
+            return None;
+        }
+        if sensitive_dep && !out.sensitive {
+            let span = o.body.attr("value").map(|a| a.expr_span);
+            self.diags.push(
+                Diagnostic::error(format!("output \"{name}\" refers to sensitive values"))
+                    .at_opt(span)
+                    .label("add sensitive = true to this output so its value is never printed"),
+            );
+            return None;
+        }
+        Some(out)
+    }
+}
+
+struct ResCtx<'a> {
+    stack: &'a str,
+    state_dir: &'a Path,
+    config_dir: &'a Path,
+}
+
+/// Every attribute in a body and its nested blocks, with dotted paths.
+fn all_attrs<'a>(body: &'a RawBody, prefix: &str) -> Vec<(&'a RawAttr, String)> {
+    let mut out: Vec<(&RawAttr, String)> = body.attrs.iter().map(|a| (a, format!("{prefix}{}", a.name))).collect();
+    for b in &body.blocks {
+        out.extend(all_attrs(&b.body, &format!("{prefix}{}.", b.kind)));
+    }
+    out
+}
+
+impl Configuration {
+    pub fn resource(&self, addr: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.address.to_string() == addr)
+    }
+}
+
+/// Whether a value holds an unknown, not counting the insides of referenced
+/// resource objects (a reference itself is always known).
+fn unknown_outside_refs(v: &Value) -> bool {
+    match v {
+        Value::Unknown => true,
+        Value::Map(m) if m.contains_key(model::common::REF_KEY) => false,
+        Value::Map(m) => m.values().any(unknown_outside_refs),
+        Value::List(l) | Value::Set(l) => l.iter().any(unknown_outside_refs),
+        _ => false,
+    }
+}

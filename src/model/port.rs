@@ -1,0 +1,154 @@
+//! `port`: one NIC of an instance: MAC, network, plugging strategy, fixed IP.
+//!
+//! Invariants: MAC, id and host device names are derived from stack and
+//! address when not given (stable across plans); the plug strategy always
+//! matches the network's type; a fixed IP lies inside the network's subnet.
+
+use super::common::{derived_uuid, Ip, Mac, ResourceRef};
+use super::network::NetType;
+use super::{check_ref, to_value, Address, Ctx, FieldError, Kind, Spec};
+use crate::config::value::Value;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// How a port's host side is plugged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Plug {
+    /// The instance's tap sits directly on a Linux bridge.
+    Bridge,
+    /// libvirt adds the tap to an OVS bridge (virtualport openvswitch).
+    Ovs,
+    /// Nova's hybrid plug: qbr Linux bridge + qvb/qvo veth into OVS.
+    OvsHybrid,
+    /// An interface on a libvirt nat/isolated network.
+    Network,
+}
+
+impl Plug {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plug::Bridge => "bridge",
+            Plug::Ovs => "ovs",
+            Plug::OvsHybrid => "ovs_hybrid",
+            Plug::Network => "network",
+        }
+    }
+}
+
+/// NIC model presented to the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NicModel {
+    #[default]
+    Virtio,
+    E1000,
+    Rtl8139,
+}
+
+/// One NIC.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    /// The network this port is on: `network.NAME`.
+    pub network: ResourceRef,
+    /// `bridge`, `ovs`, `ovs_hybrid` or `network`. Default: `bridge` on bridge networks, `ovs` on ovs networks, `network` on nat/isolated ones.
+    pub plug: Option<Plug>,
+    /// MAC address. Default: derived from stack and address in 52:54:00:xx:xx:xx.
+    pub mac: Option<Mac>,
+    /// A fixed IPv4/IPv6 address inside the network's subnet (a static DHCP entry on nat/isolated networks).
+    pub ip: Option<Ip>,
+    /// MTU of the host-side devices.
+    pub mtu: Option<u32>,
+    /// NIC model: `virtio` (default), `e1000`, `rtl8139`.
+    #[serde(default)]
+    pub model: NicModel,
+    /// Port id (used for OVS iface-id and Nova device names). Default: a UUID derived from stack and address.
+    pub id: Option<String>,
+}
+
+impl Port {
+    pub fn resolve(&mut self, addr: &Address, ctx: &Ctx<'_>) -> Result<(), Vec<FieldError>> {
+        let mut errs = Vec::new();
+        if let Err(e) = check_ref("network", &self.network, Kind::Network, ctx) {
+            return Err(vec![e]);
+        }
+        let Some(Spec::Network(net)) = ctx.get(&self.network).map(|r| &r.spec) else {
+            return Err(vec![FieldError::new("network", format!("{} is not a network", self.network))]);
+        };
+        let allowed: &[Plug] = match net.net_type {
+            NetType::Bridge => &[Plug::Bridge],
+            NetType::Ovs => &[Plug::Ovs, Plug::OvsHybrid],
+            NetType::Nat | NetType::Isolated => &[Plug::Network],
+        };
+        let plug = self.plug.unwrap_or(allowed[0]);
+        if !allowed.contains(&plug) {
+            let names: Vec<String> = allowed.iter().map(|p| format!("\"{}\"", p.as_str())).collect();
+            errs.push(
+                FieldError::new("plug", format!("plug \"{}\" cannot be used on {} (type \"{}\")", plug.as_str(), self.network, net.net_type.as_str()))
+                    .label(format!("expected {}", names.join(" or "))),
+            );
+        }
+        self.plug = Some(plug);
+        if let Some(m) = self.mtu {
+            if !(68..=65535).contains(&m) {
+                errs.push(FieldError::new("mtu", format!("MTU {m} is out of range")).label("expected 68 to 65535"));
+            }
+        }
+        if let Some(ip) = self.ip {
+            match &net.address {
+                None => errs.push(
+                    FieldError::new("ip", format!("a fixed ip needs its network to have an `address`, and {} has none", self.network))
+                        .label("set `address` on the network, e.g. \"10.77.0.1/24\""),
+                ),
+                Some(a) if !a.contains(ip.0) => errs.push(
+                    FieldError::new("ip", format!("{ip} is outside {}'s subnet {}", self.network, a.network()))
+                        .label(format!("expected an address in {}", a.network())),
+                ),
+                Some(a) if a.addr == ip.0 => errs.push(FieldError::new("ip", format!("{ip} is the host's own address on {}", self.network))),
+                Some(a) if a.is_broadcast(ip.0) || a.network().addr == ip.0 && a.prefix < 31 => {
+                    errs.push(FieldError::new("ip", format!("{ip} is the network or broadcast address of {}", a.network())))
+                }
+                _ => {}
+            }
+        }
+        if let Some(id) = &self.id {
+            if id.len() < 11 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                errs.push(FieldError::new("id", format!("port id \"{id}\" must be at least 11 letters, digits or '-' (device names use its first 11)")));
+            }
+        }
+        let seed = ctx.seed(addr);
+        if self.mac.is_none() {
+            self.mac = Some(Mac::derived(&seed));
+        }
+        if self.id.is_none() {
+            self.id = Some(derived_uuid(&seed));
+        }
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or("")
+    }
+
+    /// Nova device name: prefix + first 11 characters of the port id.
+    pub fn dev(&self, prefix: &str) -> String {
+        let id: String = self.id().chars().take(11).collect();
+        format!("{prefix}{id}")
+    }
+
+    pub fn exports(&self, _addr: &Address, _ctx: &Ctx<'_>) -> Value {
+        let hybrid = self.plug == Some(Plug::OvsHybrid);
+        let opt = |b: bool, s: String| if b { Value::String(s) } else { Value::Null };
+        to_value(
+            self,
+            [
+                ("ip", self.ip.map(|i| Value::String(i.to_string())).unwrap_or(Value::Unknown)),
+                ("tap", Value::String(self.dev("tap"))),
+                ("qbr", opt(hybrid, self.dev("qbr"))),
+                ("qvb", opt(hybrid, self.dev("qvb"))),
+                ("qvo", opt(hybrid, self.dev("qvo"))),
+            ],
+        )
+    }
+}

@@ -1,0 +1,51 @@
+//! JSON Schema of the language, generated from the resource types.
+//!
+//! Invariant: `schema/language.schema.json` in the repository equals
+//! [`language_schema`]'s output (a test fails when it is stale).
+
+use crate::model::{disk::Disk, image::Image, instance::Instance, network::Network, port::Port, volume::Volume};
+use schemars::generate::SchemaSettings;
+
+/// The schema: one definition per resource kind, with descriptions.
+pub fn language_schema() -> serde_json::Value {
+    let mut generator = SchemaSettings::draft2020_12().into_generator();
+    let mut defs = serde_json::Map::new();
+    let mut kinds = serde_json::Map::new();
+    let entries: [(&str, schemars::Schema); 6] = [
+        ("network", generator.subschema_for::<Network>()),
+        ("port", generator.subschema_for::<Port>()),
+        ("image", generator.subschema_for::<Image>()),
+        ("disk", generator.subschema_for::<Disk>()),
+        ("volume", generator.subschema_for::<Volume>()),
+        ("instance", generator.subschema_for::<Instance>()),
+    ];
+    for (kind, s) in entries {
+        kinds.insert(
+            kind.to_string(),
+            serde_json::json!({
+                "type": "object",
+                "description": format!("`{kind} \"NAME\" {{ ... }}` blocks, by name. Every resource also accepts count, for_each, depends_on and lifecycle."),
+                "additionalProperties": s.to_value(),
+            }),
+        );
+    }
+    for (k, v) in generator.definitions() {
+        defs.insert(k.clone(), v.clone());
+    }
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://virtform.dev/schema/language.schema.json",
+        "title": "virtform configuration",
+        "description": "The evaluated shape of a virtform configuration (*.vf.hcl): resource blocks by kind and name. References such as network.lan are written as expressions in HCL and appear here as ResourceRef.",
+        "type": "object",
+        "properties": kinds,
+        "$defs": defs,
+    })
+}
+
+/// Pretty JSON text of the schema, as checked in.
+pub fn language_schema_text() -> String {
+    let mut s = serde_json::to_string_pretty(&language_schema()).unwrap_or_default();
+    s.push('\n');
+    s
+}
