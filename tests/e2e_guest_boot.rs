@@ -128,10 +128,10 @@ impl Fixture {
                 );
             }
         }
-        if self.dir.exists() {
-            if let Err(e) = fs::remove_dir_all(&self.dir) {
-                eprintln!("cleanup: cannot remove {}: {e}", self.dir.display());
-            }
+        if self.dir.exists()
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+        {
+            eprintln!("cleanup: cannot remove {}: {e}", self.dir.display());
         }
     }
 }
@@ -279,11 +279,22 @@ fn tiny_guest_boots_on_a_linux_bridge_and_answers_ping() {
     must(
         "ip",
         &[
-            "link", "add", "name", &fx.bridge, "type", "bridge", "forward_delay", "0",
-            "stp_state", "0",
+            "link",
+            "add",
+            "name",
+            &fx.bridge,
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
         ],
     );
-    must("ip", &["addr", "add", &format!("{host_ip}/24"), "dev", &fx.bridge]);
+    must(
+        "ip",
+        &["addr", "add", &format!("{host_ip}/24"), "dev", &fx.bridge],
+    );
     must("ip", &["link", "set", "dev", &fx.bridge, "up"]);
 
     // --- overlay disk, domain ---
