@@ -32,6 +32,12 @@ impl<'a> Evaluator<'a> {
         Evaluator { file, fallback, fn_ctx, roots, bound: Vec::new() }
     }
 
+    /// Binds a name (`count`, `each`) for this evaluation, shadowing roots.
+    pub fn bind(mut self, name: &str, v: Value) -> Self {
+        self.bound.push((name.to_string(), v));
+        self
+    }
+
     fn span_of(&self, r: Option<std::ops::Range<usize>>) -> Span {
         Span::from_opt(self.file, r, self.fallback)
     }
@@ -96,12 +102,11 @@ impl<'a> Evaluator<'a> {
             Expression::BinaryOp(b) => self.binary(b),
             Expression::ForExpr(f) => self.for_expr(f),
             Expression::Traversal(t) => {
+                if let Expression::Variable(v) = &t.expr {
+                    return self.traverse_named(v.as_str(), v.span(), &t.operators);
+                }
                 let base = self.eval(&t.expr)?;
-                let name = match &t.expr {
-                    Expression::Variable(v) => v.as_str().to_string(),
-                    _ => String::from("value"),
-                };
-                self.traverse(base, &t.operators, name)
+                self.traverse(base, &t.operators, String::from("value"))
             }
         }
     }
@@ -122,6 +127,59 @@ impl<'a> Evaluator<'a> {
             d = d.label("expected var.NAME, local.NAME, a resource such as network.NAME, count.index or each.key");
         }
         Err(d)
+    }
+
+    /// Traverses from a named root by reference, cloning only the result: a
+    /// reference like `disk.root[3].path` must not copy every disk.
+    fn traverse_named(&mut self, name: &str, span: Option<std::ops::Range<usize>>, ops: &[hcl_edit::Decorated<TraversalOperator>]) -> R {
+        // Evaluate the keys of the leading plain steps first (they need &mut self).
+        let mut keys: Vec<Option<Value>> = Vec::new();
+        for op in ops {
+            match op.value() {
+                TraversalOperator::GetAttr(_) | TraversalOperator::LegacyIndex(_) => keys.push(None),
+                TraversalOperator::Index(ix) => keys.push(Some(self.eval(ix)?)),
+                _ => break,
+            }
+        }
+        let root: &Value = match self.bound.iter().rev().find(|(n, _)| n == name) {
+            Some((_, v)) => v,
+            None => match self.roots.get(name) {
+                Some(v) => v,
+                None => return self.variable(name, span),
+            },
+        };
+        let mut cur = root;
+        let mut path = name.to_string();
+        let mut done = 0;
+        for (op, key) in ops.iter().zip(&keys) {
+            let next = match (op.value(), key, cur) {
+                (_, _, Value::Unknown) => return Ok(Value::Unknown),
+                (_, Some(Value::Unknown), _) => return Ok(Value::Unknown),
+                (TraversalOperator::GetAttr(a), _, Value::Map(m)) => m.get(a.as_str()),
+                (TraversalOperator::Index(_), Some(k), Value::Map(m)) => k.to_string_lossless().and_then(|k| m.get(&k)),
+                (TraversalOperator::Index(_), Some(Value::Number(n)), Value::List(l)) if n.fract() == 0.0 && *n >= 0.0 => l.get(*n as usize),
+                (TraversalOperator::LegacyIndex(n), _, Value::List(l)) => l.get(*n.value() as usize),
+                _ => None,
+            };
+            let Some(next) = next else { break };
+            path = match op.value() {
+                TraversalOperator::GetAttr(a) => format!("{path}.{}", a.as_str()),
+                _ => format!("{path}[{}]", key.as_ref().map(|k| k.to_string()).unwrap_or_default()),
+            };
+            cur = next;
+            done += 1;
+        }
+        let cur = cur.clone();
+        if done < keys.len() {
+            // The next plain step fails: let the owned path produce the message.
+            let op = &ops[done];
+            return match (op.value(), &keys[done]) {
+                (TraversalOperator::GetAttr(a), _) => self.get_attr(cur, a.as_str(), &path, op.span()).and_then(|v| self.traverse(v, &ops[done + 1..], path.clone())),
+                (TraversalOperator::Index(ix), Some(k)) => self.index(cur, k, &path, ix.span()).and_then(|v| self.traverse(v, &ops[done + 1..], path.clone())),
+                _ => self.traverse(cur, &ops[done..], path),
+            };
+        }
+        self.traverse(cur, &ops[done..], path)
     }
 
     fn traverse(&mut self, mut cur: Value, ops: &[hcl_edit::Decorated<TraversalOperator>], mut path: String) -> R {
@@ -668,7 +726,8 @@ mod tests {
         assert_eq!(ev("\"%{ for x in var.l }${x},%{ endfor }\""), Value::string("x,y,"));
         assert_eq!(ev("\"a  ${~ var.n ~}  b\""), Value::string("a3b"));
         assert_eq!(ev("\"%{ if var.n == 3 }yes%{ else }no%{ endif }\""), Value::string("yes"));
-        assert!(try_ev("\"${var.m}\"").unwrap_err().message.contains("cannot insert a map"));
+        assert!(try_ev("\"x${var.m}\"").unwrap_err().message.contains("cannot insert a map"));
+        assert_eq!(try_ev("\"${var.m}\"").unwrap(), Value::map([("a", Value::Number(1.0)), ("b", Value::Number(2.0))]));
     }
 
     #[test]

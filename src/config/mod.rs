@@ -641,7 +641,13 @@ impl<'o> Loader<'o> {
         let mut raw: BTreeMap<String, (vars::Raw, vars::Origin)> = BTreeMap::new();
         for d in &decls {
             if let Some(v) = &d.default {
-                raw.insert(d.name.clone(), (vars::Raw::Value(v.clone()), vars::Origin::Default));
+                let span = blocks
+                    .iter()
+                    .find(|b| b.labels[0].0 == d.name)
+                    .and_then(|b| b.body.attr("default"))
+                    .map(|a| a.expr_span)
+                    .unwrap_or(d.span);
+                raw.insert(d.name.clone(), (vars::Raw::Value(v.clone()), vars::Origin::Default(span)));
             }
         }
         for (k, v) in &self.opts.env {
@@ -694,10 +700,10 @@ impl<'o> Loader<'o> {
             match vars::split_flag(flag) {
                 Ok((k, v)) => {
                     if !decls.iter().any(|d| d.name == k) {
-                        self.diags.push(vars::undeclared(&k, &decls, &vars::Origin::Flag(flag.clone())));
+                        self.diags.push(vars::undeclared(&k, &decls, &vars::Origin::Flag(k.clone())));
                         continue;
                     }
-                    raw.insert(k, (vars::Raw::Text(v), vars::Origin::Flag(flag.clone())));
+                    raw.insert(k.clone(), (vars::Raw::Text(v), vars::Origin::Flag(k)));
                 }
                 Err(d) => self.diags.push(d),
             }
@@ -712,7 +718,7 @@ impl<'o> Loader<'o> {
                 continue;
             };
             let at = match origin {
-                vars::Origin::File(s) => *s,
+                vars::Origin::File(s) | vars::Origin::Default(s) => *s,
                 _ => d.span,
             };
             let v = match r {
@@ -941,6 +947,22 @@ impl<'o> Loader<'o> {
         }
 
         let lifecycle = self.lifecycle(body)?;
+        if !lifecycle.ignore_changes.is_empty() {
+            let names = model::attribute_names(rb.kind);
+            let lc_block = body.blocks_named("lifecycle").next().and_then(|b| b.body.attr("ignore_changes")).map(|a| a.expr_span);
+            for ic in &lifecycle.ignore_changes {
+                let first = ic.split(['.', '[']).next().unwrap_or("");
+                if ic != "all" && !names.iter().any(|n| n == first) {
+                    let mut d = Diagnostic::error(format!("`ignore_changes` names `{ic}`, which is not an attribute of {}", rb.kind)).at_opt(lc_block);
+                    d = match suggest(first, names.iter().map(String::as_str)) {
+                        Some(s) => d.label(s),
+                        None => d.label(format!("expected one of {}", names.join(", "))),
+                    };
+                    self.diags.push(d);
+                }
+            }
+            self.checkpoint()?;
+        }
         let depends_on = self.depends_on(body);
         let mut list = Vec::new();
         let mut map = BTreeMap::new();
@@ -948,16 +970,17 @@ impl<'o> Loader<'o> {
         let mut failed = false;
         for (key, count_v, each) in instances {
             let addr = Address { kind: rb.kind, name: rb.name.clone(), key: key.clone() };
-            let mut iroots = roots.clone();
+            let mut bind: Vec<(&str, Value)> = Vec::new();
             if let Some(c) = count_v {
-                iroots.insert("count".into(), c);
+                bind.push(("count", c));
             }
             if let Some((k, v)) = each {
-                iroots.insert("each".into(), Value::map([("key", Value::String(k)), ("value", v)]));
+                bind.push(("each", Value::map([("key", Value::String(k)), ("value", v)])));
             }
             let mut spans = BTreeMap::new();
             let mut name_spans = BTreeMap::new();
-            let attrs = match self.eval_body(body, "", fn_ctx, &iroots, &mut spans, &mut name_spans, true) {
+            let scope = Scope { fn_ctx, roots, bind: &bind };
+            let attrs = match self.eval_body(body, "", &scope, &mut spans, &mut name_spans, true) {
                 Ok(v) => v,
                 Err(()) => {
                     failed = true;
@@ -1033,7 +1056,11 @@ impl<'o> Loader<'o> {
         // serde: unknown field `x`, expected one of `a`, `b`
         if let Some(rest) = e.message.strip_prefix("unknown field `") {
             let field = rest.split('`').next().unwrap_or("");
-            let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).filter(|s| !s.is_empty()).collect();
+            let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).filter(|s| !s.is_empty()).collect();
+            // serde_path_to_error's path ends with the unknown field itself.
+            let parent = e.path.strip_suffix(field).map(|p| p.trim_end_matches('.')).unwrap_or(&e.path).to_string();
+            let e = &model::FieldError { path: parent, ..e.clone() };
+            let prefix = if e.path.is_empty() { String::new() } else { format!("{}.", e.path) };
             let mut choices = expected.clone();
             if e.path.is_empty() {
                 choices.extend(META_ARGS.iter().copied());
@@ -1054,7 +1081,7 @@ impl<'o> Loader<'o> {
         }
         if let Some(rest) = e.message.strip_prefix("unknown variant `") {
             let got = rest.split('`').next().unwrap_or("");
-            let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).filter(|s| !s.is_empty()).collect();
+            let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).filter(|s| !s.is_empty()).collect();
             let mut d = Diagnostic::error(format!("invalid value \"{got}\" for `{}` in {addr}", e.path)).at_opt(lookup(&e.path).or(Some(header)));
             let list = expected.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
             d = match functions::did_you_mean(got, expected.iter().copied()) {
@@ -1078,8 +1105,7 @@ impl<'o> Loader<'o> {
         &mut self,
         body: &RawBody,
         prefix: &str,
-        fn_ctx: &FnCtx<'_>,
-        roots: &BTreeMap<String, Value>,
+        scope: &Scope<'_>,
         spans: &mut BTreeMap<String, Span>,
         name_spans: &mut BTreeMap<String, Span>,
         top: bool,
@@ -1093,7 +1119,15 @@ impl<'o> Loader<'o> {
             let path = format!("{prefix}{}", a.name);
             spans.insert(path.clone(), a.expr_span);
             name_spans.insert(path.clone(), a.name_span);
-            match Evaluator::new(a.file, a.expr_span, fn_ctx, roots).eval(&a.expr) {
+            if let hcl_edit::expr::Expression::Array(arr) = &a.expr {
+                use hcl_edit::Span as _;
+                for (i, item) in arr.iter().enumerate() {
+                    if let Some(r) = item.span() {
+                        spans.insert(format!("{path}[{i}]"), Span::new(a.file, r));
+                    }
+                }
+            }
+            match scope.evaluator(a).eval(&a.expr) {
                 Ok(v) => {
                     if !matches!(v, Value::Null) {
                         m.insert(a.name.clone(), v);
@@ -1129,7 +1163,7 @@ impl<'o> Loader<'o> {
             }
             spans.insert(path.clone(), b.kind_span);
             name_spans.insert(path.clone(), b.kind_span);
-            match self.eval_body(&b.body, &format!("{path}."), fn_ctx, roots, spans, name_spans, false) {
+            match self.eval_body(&b.body, &format!("{path}."), scope, spans, name_spans, false) {
                 Ok(v) => {
                     m.insert(b.kind.clone(), v);
                 }
@@ -1255,6 +1289,23 @@ impl<'o> Loader<'o> {
             return None;
         }
         Some(out)
+    }
+}
+
+/// What a resource body is evaluated with: roots plus `count`/`each`.
+struct Scope<'a> {
+    fn_ctx: &'a FnCtx<'a>,
+    roots: &'a BTreeMap<String, Value>,
+    bind: &'a [(&'a str, Value)],
+}
+
+impl<'a> Scope<'a> {
+    fn evaluator(&self, a: &RawAttr) -> Evaluator<'a> {
+        let mut e = Evaluator::new(a.file, a.expr_span, self.fn_ctx, self.roots);
+        for (n, v) in self.bind {
+            e = e.bind(n, v.clone());
+        }
+        e
     }
 }
 

@@ -77,6 +77,14 @@ fn parse_error(sources: &Sources, file: FileId, e: &hcl_edit::parser::Error) -> 
     let end = f.text[start..].chars().next().map(|c| start + c.len_utf8()).unwrap_or(start);
     let message = e.message().trim();
     let expected = if message.is_empty() { "invalid HCL syntax".to_string() } else { message.to_string() };
+    if message.contains("redefined attribute") {
+        let name: String = f.text[start..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-').collect();
+        let end = start + name.len().max(1);
+        return Diagnostic::error(format!("duplicate attribute `{name}`"))
+            .at(Span { file, start, end })
+            .label("each attribute may appear only once in a block")
+            .into();
+    }
     Diagnostic::error("syntax error")
         .at(Span { file, start, end })
         .label(expected)
@@ -168,6 +176,6 @@ mod tests {
         let mut s = Sources::default();
         let f = s.add(Path::new("t.vf.hcl"), "a {\n  x = 1\n  x = 2\n}\n".into());
         let e = parse_file(&s, f).unwrap_err();
-        assert!(e.0[0].message.contains("set twice"));
+        assert!(e.0[0].message.contains("duplicate attribute `x`"), "{}", e.0[0].message);
     }
 }

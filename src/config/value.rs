@@ -29,7 +29,7 @@ pub enum Value {
 impl Value {
     /// Builds a set: sorts and removes duplicates.
     pub fn set(mut items: Vec<Value>) -> Value {
-        items.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        items.sort_by_cached_key(Value::sort_key);
         items.dedup();
         Value::Set(items)
     }

@@ -26,7 +26,8 @@ pub struct VarDecl {
 /// Where a value was set.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Origin {
-    Default,
+    /// The `default` attribute (its span).
+    Default(Span),
     Env(String),
     File(Span),
     Flag(String),
@@ -35,10 +36,10 @@ pub enum Origin {
 impl Origin {
     pub fn describe(&self) -> String {
         match self {
-            Origin::Default => "its default".into(),
+            Origin::Default(_) => "its default".into(),
             Origin::Env(n) => format!("the environment variable {n}"),
             Origin::File(_) => "a variables file".into(),
-            Origin::Flag(f) => format!("--var {f}"),
+            Origin::Flag(name) => format!("--var {name}=..."),
         }
     }
 }

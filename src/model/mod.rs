@@ -383,3 +383,21 @@ mod tests {
         assert!(check_stack("a b").is_err());
     }
 }
+
+/// The attribute names of a kind, from its schema (for `ignore_changes` and suggestions).
+pub fn attribute_names(kind: Kind) -> Vec<String> {
+    let schema = match kind {
+        Kind::Network => schemars::schema_for!(network::Network),
+        Kind::Port => schemars::schema_for!(port::Port),
+        Kind::Image => schemars::schema_for!(image::Image),
+        Kind::Disk => schemars::schema_for!(disk::Disk),
+        Kind::Volume => schemars::schema_for!(volume::Volume),
+        Kind::Instance => schemars::schema_for!(instance::Instance),
+    };
+    schema
+        .as_object()
+        .and_then(|o| o.get("properties"))
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}

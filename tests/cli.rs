@@ -1,0 +1,207 @@
+//! The command line, end to end through the binary: validate, graph, fmt,
+//! completions, man page; exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_virtform"));
+    c.env("NO_COLOR", "1").env_remove("VIRTFORM_STACK");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run virtform")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    v.sort();
+    v
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn every_example_validates() {
+    let ex = examples();
+    assert!(ex.len() >= 3, "expected at least three examples");
+    for dir in ex {
+        let out = run(&["validate", dir.to_str().unwrap()]);
+        assert!(out.status.success(), "{}: {}{}", dir.display(), text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stdout).starts_with("Success!"), "{}", text(&out.stdout));
+    }
+}
+
+#[test]
+fn every_example_is_formatted() {
+    for dir in examples() {
+        let out = run(&["fmt", "--check", dir.to_str().unwrap()]);
+        assert!(out.status.success(), "{} is not formatted:\n{}{}", dir.display(), text(&out.stdout), text(&out.stderr));
+    }
+}
+
+#[test]
+fn graph_of_the_quickstart() {
+    let out = run(&["graph", root().join("examples/quickstart").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    insta::assert_snapshot!("graph_quickstart", text(&out.stdout));
+}
+
+#[test]
+fn graph_of_the_nova_pair() {
+    let out = run(&["graph", root().join("examples/nova-hybrid").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dot = text(&out.stdout);
+    for edge in [
+        "\"instance.vm\" -> \"disk.root\"",
+        "\"instance.vm\" -> \"port.vif\"",
+        "\"port.vif\" -> \"network.int\"",
+        "\"disk.root\" -> \"image.tiny\"",
+    ] {
+        assert!(dot.contains(edge), "missing {edge} in\n{dot}");
+    }
+    assert_eq!(dot.matches("->").count(), 4, "{dot}");
+}
+
+#[test]
+fn validate_reports_location_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.vf.hcl"), "network \"lan\" {\n  mtu = \"big\"\n}\n").unwrap();
+    let out = run(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("main.vf.hcl:2:9"), "{err}");
+    assert!(err.contains("2 |   mtu = \"big\""), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+}
+
+#[test]
+fn validate_json_has_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.vf.hcl"), "netwrk \"lan\" {}\n").unwrap();
+    let out = run(&["validate", "--json", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["error_count"], 1);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["range"]["start"]["line"], 1);
+    assert_eq!(d["range"]["start"]["column"], 1);
+    assert!(d["summary"].as_str().unwrap().contains("unknown block type"));
+
+    let ok = run(&["validate", "--json", root().join("examples/quickstart").to_str().unwrap()]);
+    assert!(ok.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["resource_count"], 5);
+}
+
+#[test]
+fn variables_from_flags_files_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.vf.hcl"),
+        "variable \"n\" {\n  type = number\n}\nnetwork \"lan\" {\n  count = var.n\n}\noutput \"n\" {\n  value = length(network.lan)\n}\n",
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    // Missing value: error naming the variable.
+    let out = run(&["validate", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("variable `n` has no value"));
+    // Environment.
+    let out = bin().args(["validate", d]).env("VIRTFORM_VAR_n", "3").output().unwrap();
+    assert!(text(&out.stdout).contains("3 resource(s)"), "{}{}", text(&out.stdout), text(&out.stderr));
+    // auto.vfvars beats the environment; --var beats both.
+    std::fs::write(dir.path().join("x.auto.vfvars"), "n = 2\n").unwrap();
+    let out = bin().args(["validate", d]).env("VIRTFORM_VAR_n", "3").output().unwrap();
+    assert!(text(&out.stdout).contains("2 resource(s)"), "{}", text(&out.stdout));
+    let out = bin().args(["validate", d, "--var", "n=4"]).env("VIRTFORM_VAR_n", "3").output().unwrap();
+    assert!(text(&out.stdout).contains("4 resource(s)"), "{}", text(&out.stdout));
+    // --var-file beats auto files.
+    let vf = dir.path().join("more.vars");
+    std::fs::write(&vf, "n = 5\n").unwrap();
+    let out = run(&["validate", d, "--var-file", vf.to_str().unwrap()]);
+    assert!(text(&out.stdout).contains("5 resource(s)"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn fmt_check_diff_and_write_keep_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("main.vf.hcl");
+    let messy = "# top comment\nnetwork \"lan\" {\n      type = \"bridge\" # the kind\n  address    =   \"10.77.0.1/24\"\n  // another comment\n}\n";
+    std::fs::write(&f, messy).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = run(&["fmt", "--check", "--diff", d]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("main.vf.hcl"));
+    assert!(text(&out.stdout).contains("+  type    = \"bridge\" # the kind"), "{}", text(&out.stdout));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), messy, "--check must not write");
+    let out = run(&["fmt", d]);
+    assert!(out.status.success());
+    let formatted = std::fs::read_to_string(&f).unwrap();
+    for c in ["# top comment", "# the kind", "// another comment"] {
+        assert!(formatted.contains(c), "lost {c:?}:\n{formatted}");
+    }
+    assert!(run(&["fmt", "--check", d]).status.success());
+    assert!(run(&["validate", d]).status.success());
+}
+
+#[test]
+fn fmt_reports_syntax_errors_with_location() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.vf.hcl"), "network \"lan\" {\n  mtu = = 1\n}\n").unwrap();
+    let out = run(&["fmt", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("main.vf.hcl:2:"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn completions_and_man_page() {
+    let out = run(&["completions", "bash"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("virtform"));
+    let out = run(&["man"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains(".TH virtform"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn unknown_command_is_exit_1_or_2_from_clap_not_a_panic() {
+    let out = run(&["frobnicate"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unrecognized subcommand"));
+}
+
+#[test]
+fn missing_directory_is_a_clear_error() {
+    let out = run(&["validate", "/nonexistent/virtform-dir"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read the configuration directory"), "{}", text(&out.stderr));
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(&["validate", empty.path().to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("no configuration files"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn sensitive_values_are_not_printed_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.vf.hcl"), "variable \"token\" {\n  type = number\n  sensitive = true\n}\n").unwrap();
+    let out = run(&["validate", dir.path().to_str().unwrap(), "--var", "token=hunter2-secret"]);
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("invalid value for variable `token`"), "{all}");
+    assert!(!all.contains("hunter2"), "the secret leaked: {all}");
+}
+
+#[allow(dead_code)]
+fn exists(p: &Path) -> bool {
+    p.exists()
+}

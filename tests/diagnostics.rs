@@ -1,0 +1,168 @@
+//! The catalogue of bad configurations: each must be rejected with the right
+//! message at the right file:line:column, and nothing may panic.
+
+use virtform::config::{self, LoadOptions};
+
+struct Case {
+    name: &'static str,
+    files: &'static [(&'static str, &'static str)],
+    vars: &'static [&'static str],
+    /// File and the text whose first occurrence (after skipping `skip` ones) the error points at.
+    file: &'static str,
+    at: &'static str,
+    skip: usize,
+    msg: &'static str,
+    label: Option<&'static str>,
+}
+
+macro_rules! case {
+    ($name:expr, $src:expr, at = $at:expr $(, skip = $skip:expr)?, msg = $msg:expr $(, label = $label:expr)? $(, vars = $vars:expr)?) => {
+        Case {
+            name: $name,
+            files: &[("main.vf.hcl", $src)],
+            vars: { let _v: &[&str] = &[]; $(let _v = $vars;)? _v },
+            file: "main.vf.hcl",
+            at: $at,
+            skip: { let _s = 0; $(let _s = $skip;)? _s },
+            msg: $msg,
+            label: { let _l: Option<&str> = None; $(let _l = Some($label);)? _l },
+        }
+    };
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        case!("syntax error", "network \"lan\" {\n  mtu = = 1\n}\n", at = "= 1", msg = "syntax error"),
+        case!("unclosed string", "network \"lan\" {\n  bridge = \"vf-lan\n}\n", at = "bridge", msg = "syntax error"),
+        case!("unknown block type", "netwrk \"lan\" {}\n", at = "netwrk", msg = "unknown block type `netwrk`", label = "did you mean `network`?"),
+        case!("unknown attribute", "network \"lan\" {}\nimage \"i\" { source = \"/x.qcow2\" }\ndisk \"d\" { image = image.i }\ninstance \"web\" {\n  memroy = \"512M\"\n  disks = [disk.d]\n}\n",
+              at = "memroy", msg = "unknown attribute `memroy` in instance.web", label = "did you mean `memory`?"),
+        case!("wrong type", "image \"i\" { source = \"/x.qcow2\" }\ndisk \"d\" { image = image.i }\ninstance \"web\" {\n  vcpus = \"two\"\n  disks = [disk.d]\n}\n",
+              at = "\"two\"", msg = "expected a number"),
+        case!("bad size unit", "disk \"d\" {\n  size = \"12X\"\n}\n", at = "\"12X\"", msg = "unknown size unit"),
+        case!("inexact size", "disk \"d\" {\n  size = \"1.3K\"\n}\n", at = "\"1.3K\"", msg = "not a whole number of bytes"),
+        case!("bad MAC", "network \"n\" {}\nport \"p\" {\n  network = network.n\n  mac = \"52:54:00:zz:00:01\"\n}\n", at = "\"52:54", msg = "is not a MAC address"),
+        case!("multicast MAC", "network \"n\" {}\nport \"p\" {\n  network = network.n\n  mac = \"01:00:5e:00:00:01\"\n}\n", at = "\"01:00", msg = "multicast"),
+        case!("CIDR without prefix", "network \"n\" {\n  address = \"10.77.0.1\"\n}\n", at = "\"10.77.0.1\"", msg = "not in CIDR notation"),
+        case!("CIDR prefix too long", "network \"n\" {\n  address = \"10.77.0.1/33\"\n}\n", at = "\"10.77.0.1/33\"", msg = "is not a prefix length"),
+        case!("dangling reference", "network \"lan\" {}\nport \"p\" {\n  network = network.wan\n}\n", at = "network.wan", msg = "reference to undeclared resource `network.wan`", label = "did you mean `lan`?"),
+        case!("missing index", "disk \"root\" {\n  count = 2\n  size = \"1G\"\n}\ninstance \"vm\" {\n  disks = [disk.root[5]]\n}\n", at = "5]", msg = "index 5 is out of range for `disk.root`", label = "has 2 element(s)"),
+        case!("cycle between locals", "locals {\n  a = local.b\n  b = local.a\n}\n", at = "local.a", msg = "dependency cycle: local.a -> local.b -> local.a"),
+        case!("cycle between resources", "network \"n\" {}\nport \"p\" {\n  network = network.n\n  depends_on = [instance.vm]\n}\ninstance \"vm\" {\n  kernel = \"/k\"\n  ports = [port.p]\n}\n",
+              at = "instance.vm]", msg = "dependency cycle: instance.vm -> port.p -> instance.vm"),
+        case!("duplicate resource", "network \"lan\" {}\nnetwork \"lan\" {}\n", at = "\"lan\"", skip = 1, msg = "duplicate network \"lan\""),
+        case!("duplicate MAC", "network \"n\" {}\nport \"a\" {\n  network = network.n\n  mac = \"52:54:00:00:00:01\"\n}\nport \"b\" {\n  network = network.n\n  mac = \"52:54:00:00:00:01\"\n}\n",
+              at = "\"52:54:00:00:00:01\"", skip = 1, msg = "have the same MAC 52:54:00:00:00:01"),
+        case!("duplicate bridge", "network \"a\" {\n  bridge = \"br-x\"\n}\nnetwork \"b\" {\n  bridge = \"br-x\"\n}\n", at = "\"br-x\"", skip = 1, msg = "claim the same bridge \"br-x\""),
+        case!("duplicate domain name", "instance \"a\" {\n  name = \"vm\"\n  kernel = \"/k\"\n}\ninstance \"b\" {\n  name = \"vm\"\n  kernel = \"/k\"\n}\n", at = "\"vm\"", skip = 1, msg = "would both be the libvirt domain \"vm\""),
+        case!("variable without value", "variable \"workers\" {\n  type = number\n}\n", at = "\"workers\"", msg = "variable `workers` has no value"),
+        case!("failing validation", "variable \"workers\" {\n  default = 0\n  validation {\n    condition     = var.workers > 0\n    error_message = \"at least one worker\"\n  }\n}\n",
+              at = "0\n  validation", msg = "at least one worker"),
+        case!("bad function argument", "locals {\n  ip = cidrhost(\"10.0.0.0/33\", 1)\n}\n", at = "\"10.0.0.0/33\"", msg = "cidrhost"),
+        case!("unknown function", "locals {\n  n = lenght([1])\n}\n", at = "lenght", msg = "did you mean `length`?"),
+        case!("IP outside CIDR", "network \"lan\" {\n  address = \"10.77.0.1/24\"\n}\nport \"p\" {\n  network = network.lan\n  ip = \"10.78.0.5\"\n}\n", at = "\"10.78.0.5\"", msg = "10.78.0.5 is outside network.lan's subnet 10.77.0.0/24"),
+        case!("interface name too long", "network \"lan\" {\n  bridge = \"a-very-long-bridge-name\"\n}\n", at = "\"a-very-long", msg = "Linux allows at most 15"),
+        case!("count and for_each", "network \"n\" {\n  count = 2\n  for_each = toset([\"a\"])\n}\n", at = "for_each", msg = "sets both `count` and `for_each`"),
+        case!("for_each over a list", "network \"n\" {\n  for_each = [\"a\", \"b\"]\n}\n", at = "[\"a\"", msg = "not a list", label = "toset"),
+        case!("count.index without count", "network \"n\" {\n  mtu = 1500 + count.index\n}\n", at = "count.index", msg = "`count` is only available in a resource with `count`"),
+        case!("each.key without for_each", "network \"n\" {\n  bridge = each.key\n}\n", at = "each.key", msg = "`each` is only available in a resource with `for_each`"),
+        case!("undeclared variable", "variable \"workers\" {\n  default = 1\n}\nnetwork \"n\" {\n  count = var.wokers\n}\n", at = "var.wokers", msg = "undeclared variable `var.wokers`", label = "did you mean `workers`?"),
+        case!("plug incompatible with network", "network \"lan\" {}\nport \"p\" {\n  network = network.lan\n  plug = \"ovs_hybrid\"\n}\n", at = "\"ovs_hybrid\"", msg = "plug \"ovs_hybrid\" cannot be used on network.lan", label = "expected \"bridge\""),
+        case!("enum typo", "network \"lan\" {\n  type = \"brige\"\n}\n", at = "\"brige\"", msg = "invalid value \"brige\" for `type`", label = "did you mean \"bridge\"?"),
+        case!("disk used by two instances", "disk \"d\" {\n  size = \"1G\"\n}\ninstance \"a\" {\n  disks = [disk.d]\n}\ninstance \"b\" {\n  disks = [disk.d]\n}\n", at = "disk.d]", skip = 1, msg = "disk.d is used by two instances"),
+        case!("missing required attribute", "image \"base\" {\n  format = \"qcow2\"\n}\n", at = "image \"base\"", msg = "missing the required attribute `source`"),
+        case!("blank disk without size", "disk \"d\" {\n  format = \"raw\"\n}\n", at = "disk \"d\"", msg = "a blank disk needs `size`"),
+        case!("remote image without checksum", "image \"i\" {\n  source = \"https://example.org/x.qcow2\"\n}\n", at = "image \"i\"", msg = "needs `sha256`"),
+        case!("invalid resource name", "network \"1abc\" {}\n", at = "\"1abc\"", msg = "is not a valid name"),
+        case!("two labels", "network \"a\" \"b\" {}\n", at = "\"b\"", msg = "takes exactly one label"),
+        case!("top-level attribute", "stack = \"x\"\n", at = "stack", msg = "unexpected attribute `stack` at the top level"),
+        case!("duplicate attribute", "network \"n\" {\n  mtu = 1500\n  mtu = 9000\n}\n", at = "mtu", skip = 1, msg = "duplicate attribute `mtu`"),
+        case!("default of the wrong type", "variable \"n\" {\n  type = number\n  default = \"many\"\n}\n", at = "\"many\"", msg = "does not match its type number"),
+        case!("negative count", "network \"n\" {\n  count = -1\n}\n", at = "-1", msg = "`count` must be a whole number from 0 to 100000"),
+        case!("sensitive output", "variable \"pw\" {\n  default = \"secret\"\n  sensitive = true\n}\noutput \"pw\" {\n  value = var.pw\n}\n", at = "var.pw\n}", msg = "refers to sensitive values"),
+        case!("tcp wait without fixed ip", "network \"n\" {}\nport \"p\" {\n  network = network.n\n}\ninstance \"vm\" {\n  kernel = \"/k\"\n  ports = [port.p]\n  wait_for {\n    tcp = 22\n  }\n}\n", at = "22", msg = "`tcp` needs a port with a fixed `ip`"),
+        case!("fixed ip without network address", "network \"n\" {}\nport \"p\" {\n  network = network.n\n  ip = \"10.0.0.5\"\n}\n", at = "\"10.0.0.5\"", msg = "needs its network to have an `address`"),
+        case!("unknown attribute in nested block", "instance \"vm\" {\n  kernel = \"/k\"\n  wait_for {\n    consol = \"login:\"\n  }\n}\n", at = "consol", msg = "unknown attribute `consol` in `wait_for` of instance.vm", label = "did you mean `console`?"),
+        case!("unsafe for_each key", "network \"n\" {\n  for_each = { \"../x\" = 1 }\n}\n", at = "{ \"../x\"", msg = "is not usable"),
+        case!("index into a set", "locals {\n  s = toset([\"a\"])\n  x = local.s[0]\n}\n", at = "0]", msg = "is a set"),
+        case!("division by zero", "locals {\n  x = 1 / 0\n}\n", at = "0\n", msg = "division by zero"),
+        case!("invalid stack name", "virtform {\n  stack = \"my stack\"\n}\n", at = "\"my stack\"", msg = "stack name \"my stack\" is not valid"),
+        case!("unknown type", "variable \"x\" {\n  type = strng\n}\n", at = "strng", msg = "did you mean `string`?"),
+        case!("port ip is the host address", "network \"lan\" {\n  address = \"10.77.0.1/24\"\n}\nport \"p\" {\n  network = network.lan\n  ip = \"10.77.0.1\"\n}\n", at = "\"10.77.0.1\"\n}", msg = "is the host's own address"),
+        case!("reference to wrong kind", "network \"n\" {}\nport \"p\" {\n  network = network.n\n}\ninstance \"vm\" {\n  disks = [port.p]\n}\n", at = "port.p]", msg = "expected a reference to a disk"),
+        case!("string instead of reference", "network \"n\" {}\nport \"p\" {\n  network = \"n\"\n}\n", at = "\"n\"\n}", msg = "write it without quotes"),
+        case!("nothing to boot", "instance \"vm\" {\n  vcpus = 1\n}\n", at = "instance \"vm\"", msg = "nothing to boot"),
+        case!("cpu custom without model", "instance \"vm\" {\n  kernel = \"/k\"\n  cpu {\n    mode = \"custom\"\n  }\n}\n", at = "\"custom\"", msg = "needs `model`"),
+        case!("ignore_changes of an unknown attribute", "instance \"vm\" {\n  kernel = \"/k\"\n  lifecycle {\n    ignore_changes = [memroy]\n  }\n}\n", at = "[memroy]", msg = "not an attribute of instance", label = "did you mean `memory`?"),
+        case!("undeclared --var", "variable \"workers\" {\n  default = 1\n}\n", at = "", msg = "undeclared variable `wokers`", label = "did you mean `workers`?", vars = &["wokers=2"]),
+        case!("--var of the wrong type", "variable \"workers\" {\n  type = number\n}\n", at = "\"workers\"", msg = "invalid value for variable `workers` (set by --var workers=...)", vars = &["workers=many"]),
+    ]
+}
+
+fn locate(src: &str, needle: &str, skip: usize) -> (usize, usize) {
+    let mut from = 0;
+    let mut pos = None;
+    for _ in 0..=skip {
+        let i = src[from..].find(needle).unwrap_or_else(|| panic!("needle {needle:?} not in source")) + from;
+        pos = Some(i);
+        from = i + 1;
+    }
+    let pos = pos.unwrap();
+    let line = src[..pos].matches('\n').count() + 1;
+    let col = src[..pos].rsplit('\n').next().unwrap().chars().count() + 1;
+    (line, col)
+}
+
+#[test]
+fn catalogue_of_bad_configurations() {
+    let cases = cases();
+    assert!(cases.len() >= 40, "the catalogue has {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, src) in case.files {
+            std::fs::write(dir.path().join(name), src).unwrap();
+        }
+        let opts = LoadOptions {
+            dir: dir.path().to_path_buf(),
+            vars: case.vars.iter().map(|s| s.to_string()).collect(),
+            state_dir: "/var/lib/virtform".into(),
+            ..Default::default()
+        };
+        let err = match config::load(&opts) {
+            Ok(_) => {
+                failures.push(format!("{}: was accepted", case.name));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let rendered = err.render(false);
+        let Some(d) = err.diags.0.iter().find(|d| d.message.contains(case.msg)) else {
+            failures.push(format!("{}: no diagnostic contains {:?}; got:\n{rendered}", case.name, case.msg));
+            continue;
+        };
+        if let Some(l) = case.label {
+            let text = format!("{} {}", d.label.clone().unwrap_or_default(), d.help.clone().unwrap_or_default());
+            if !text.contains(l) {
+                failures.push(format!("{}: label {:?} lacks {l:?}", case.name, d.label));
+            }
+        }
+        if case.at.is_empty() {
+            continue; // a command-line error has no place in a file
+        }
+        let src = case.files.iter().find(|f| f.0 == case.file).unwrap().1;
+        let (line, col) = locate(src, case.at, case.skip);
+        let want = format!("{}:{line}:{col}", case.file);
+        let got = d.location(&err.sources).unwrap_or_default();
+        if !got.ends_with(&want) {
+            failures.push(format!("{}: expected location {want}, got {got}:\n{rendered}", case.name));
+            continue;
+        }
+        // The rendering shows the source line and a marker.
+        let text_line = src.lines().nth(line - 1).unwrap();
+        if !rendered.contains(&format!("{line} | {text_line}")) || !rendered.contains('^') {
+            failures.push(format!("{}: rendering lacks the source line or marker:\n{rendered}", case.name));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), cases.len(), failures.join("\n\n"));
+}
