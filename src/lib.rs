@@ -5,5 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod graph;
+pub mod host;
 pub mod model;
 pub mod schema;
+pub mod xml;

@@ -1,0 +1,1 @@
+//! Disk files and the image cache: the adapter is being written (see ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! Linux links: the adapter is being written (see ARCHITECTURE.md).

@@ -1,0 +1,99 @@
+//! Host adapters: everything that touches the machine sits behind these
+//! modules, so the planner and engine can be tested with a fake host.
+//!
+//! Invariants:
+//! - Programs are spawned with argument vectors ([`run`]); never a shell string.
+//! - Every error names the operation, the object, what the host said, and
+//!   (when known) what to do about it.
+//! - Ownership markers have one format, built and parsed here.
+
+pub mod disks;
+pub mod links;
+
+use std::process::{Command, Stdio};
+
+/// A host operation that failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{op} {object}: {message}{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+pub struct HostError {
+    /// What was attempted ("create bridge", "inspect image").
+    pub op: String,
+    /// The object it was attempted on (a link name, a path).
+    pub object: String,
+    /// What the host said.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+impl HostError {
+    pub fn new(op: impl Into<String>, object: impl Into<String>, message: impl Into<String>) -> HostError {
+        HostError { op: op.into(), object: object.into(), message: message.into(), hint: None }
+    }
+
+    pub fn hint(mut self, h: impl Into<String>) -> HostError {
+        self.hint = Some(h.into());
+        self
+    }
+}
+
+/// Runs `program args…` and returns its standard output. `stdin` is written
+/// to the program's standard input when given.
+pub fn run(op: &str, object: &str, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String, HostError> {
+    use std::io::Write;
+    tracing::debug!(program, ?args, "run");
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn().map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound { Some("run scripts/host-setup to install it".to_string()) } else { None };
+        HostError { op: op.into(), object: object.into(), message: format!("cannot run {program}: {e}"), hint }
+    })?;
+    if let Some(input) = stdin {
+        if let Some(mut s) = child.stdin.take() {
+            s.write_all(input).map_err(|e| HostError::new(op, object, format!("cannot write to {program}: {e}")))?;
+        }
+    }
+    let out = child.wait_with_output().map_err(|e| HostError::new(op, object, format!("{program} failed: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let msg = if err.is_empty() { format!("{program} exited with {}", out.status) } else { err };
+        return Err(HostError::new(op, object, msg));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The ownership marker of an object: `virtform:<stack>:<address>`.
+pub fn marker(stack: &str, address: &str) -> String {
+    format!("virtform:{stack}:{address}")
+}
+
+/// Parses a marker into (stack, address).
+pub fn parse_marker(s: &str) -> Option<(&str, &str)> {
+    let rest = s.strip_prefix("virtform:")?;
+    let (stack, addr) = rest.split_once(':')?;
+    (!stack.is_empty() && !addr.is_empty()).then_some((stack, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_round_trip() {
+        let m = marker("demo", "network.lan");
+        assert_eq!(parse_marker(&m), Some(("demo", "network.lan")));
+        assert_eq!(parse_marker("virtform:demo:port.p[\"a:b\"]"), Some(("demo", "port.p[\"a:b\"]")));
+        assert_eq!(parse_marker("something else"), None);
+        assert_eq!(parse_marker("virtform::x"), None);
+    }
+
+    #[test]
+    fn run_reports_the_program_and_its_error() {
+        let e = run("list", "nothing", "/nonexistent/prog", &[], None).unwrap_err();
+        assert!(e.message.contains("cannot run /nonexistent/prog"));
+        assert_eq!(e.hint.as_deref(), Some("run scripts/host-setup to install it"));
+        let e = run("read", "x", "cat", &["/nonexistent/file"], None).unwrap_err();
+        assert!(e.message.contains("No such file"), "{}", e.message);
+        assert_eq!(run("echo", "x", "cat", &[], Some(b"hi")).unwrap(), "hi");
+    }
+}
