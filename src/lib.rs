@@ -2,6 +2,8 @@
 //!
 //! See ARCHITECTURE.md for the bird's-eye view and the invariants of each module.
 
+#![allow(clippy::result_large_err)] // diagnostics are large and cold; boxing them buys nothing
+
 pub mod cli;
 pub mod config;
 pub mod graph;

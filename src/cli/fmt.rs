@@ -83,12 +83,11 @@ pub fn run(g: &Global, a: FmtArgs) -> ExitCode {
         if a.diff {
             print!("{}", unified_diff(&text, &formatted, &shown, color));
         }
-        if !a.check {
-            if let Err(e) = write_atomic(&f, &formatted) {
+        if !a.check
+            && let Err(e) = write_atomic(&f, &formatted) {
                 eprintln!("error: cannot write {shown}: {e}");
                 failed = true;
             }
-        }
     }
     if failed || (a.check && unformatted > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }

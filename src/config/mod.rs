@@ -651,11 +651,10 @@ impl<'o> Loader<'o> {
             }
         }
         for (k, v) in &self.opts.env {
-            if let Some(n) = k.strip_prefix("VIRTFORM_VAR_") {
-                if decls.iter().any(|d| d.name == n) {
+            if let Some(n) = k.strip_prefix("VIRTFORM_VAR_")
+                && decls.iter().any(|d| d.name == n) {
                     raw.insert(n.to_string(), (vars::Raw::Text(v.clone()), vars::Origin::Env(k.clone())));
                 }
-            }
         }
         let mut files = auto_var_files(&self.opts.dir);
         files.extend(self.opts.var_files.iter().cloned());
@@ -884,7 +883,7 @@ impl<'o> Loader<'o> {
             );
         }
         // Instances: (key, count/each roots).
-        let mut instances: Vec<(Key, Option<Value>, Option<(String, Value)>)> = Vec::new();
+        let mut instances: Vec<InstanceSeed> = Vec::new();
         let shape;
         if let Some(c) = count {
             let v = Evaluator::new(c.file, c.expr_span, fn_ctx, roots).eval(&c.expr).map_err(|d| self.diags.push(d))?;
@@ -1308,6 +1307,9 @@ impl<'a> Scope<'a> {
         e
     }
 }
+
+/// One instance to build: its key, `count` and `each` values.
+type InstanceSeed = (Key, Option<Value>, Option<(String, Value)>);
 
 struct ResCtx<'a> {
     stack: &'a str,

@@ -103,11 +103,10 @@ impl Sources {
 
 /// A path relative to the current directory when it lies below it.
 pub fn display_path(path: &Path) -> String {
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Ok(rel) = path.strip_prefix(&cwd) {
+    if let Ok(cwd) = std::env::current_dir()
+        && let Ok(rel) = path.strip_prefix(&cwd) {
             return rel.display().to_string();
         }
-    }
     path.display().to_string()
 }
 

@@ -126,10 +126,13 @@ pub fn parse_type(e: &Expression) -> Result<Type, (String, Option<std::ops::Rang
     }
 }
 
-fn parse_attr_type(e: &Expression) -> Result<(Type, Option<Option<Value>>), (String, Option<std::ops::Range<usize>>)> {
+/// A parse failure: the message and the span of the offending sub-expression.
+type TypeParseError = (String, Option<std::ops::Range<usize>>);
+
+fn parse_attr_type(e: &Expression) -> Result<(Type, Option<Option<Value>>), TypeParseError> {
     use hcl_edit::Span as _;
-    if let Expression::FuncCall(f) = e {
-        if f.name.name.as_str() == "optional" {
+    if let Expression::FuncCall(f) = e
+        && f.name.name.as_str() == "optional" {
             let args: Vec<&Expression> = f.args.iter().collect();
             return match args.as_slice() {
                 [t] => Ok((parse_type(t)?, Some(None))),
@@ -143,7 +146,6 @@ fn parse_attr_type(e: &Expression) -> Result<(Type, Option<Option<Value>>), (Str
                 _ => Err(("optional(...) takes a type and an optional default".into(), e.span())),
             };
         }
-    }
     Ok((parse_type(e)?, None))
 }
 

@@ -48,11 +48,10 @@ pub fn run(op: &str, object: &str, program: &str, args: &[&str], stdin: Option<&
         let hint = if e.kind() == std::io::ErrorKind::NotFound { Some("run scripts/host-setup to install it".to_string()) } else { None };
         HostError { op: op.into(), object: object.into(), message: format!("cannot run {program}: {e}"), hint }
     })?;
-    if let Some(input) = stdin {
-        if let Some(mut s) = child.stdin.take() {
+    if let Some(input) = stdin
+        && let Some(mut s) = child.stdin.take() {
             s.write_all(input).map_err(|e| HostError::new(op, object, format!("cannot write to {program}: {e}")))?;
         }
-    }
     let out = child.wait_with_output().map_err(|e| HostError::new(op, object, format!("{program} failed: {e}")))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();

@@ -44,7 +44,7 @@ impl Size {
             let denom = 10u128.checked_pow(digits).ok_or_else(|| format!("\"{s}\" has too many decimals"))?;
             let f: u128 = frac.parse().map_err(|_| format!("\"{s}\" is not a size"))?;
             let scaled = f * mult as u128;
-            if scaled % denom != 0 {
+            if !scaled.is_multiple_of(denom) {
                 return Err(format!("\"{s}\" is not a whole number of bytes; use a smaller unit"));
             }
             bytes = bytes.checked_add((scaled / denom) as u64).ok_or_else(|| format!("\"{s}\" is too large"))?;
@@ -61,7 +61,7 @@ impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
-            if b >= 1 << shift && b % (1 << shift) == 0 {
+            if b >= 1 << shift && b.is_multiple_of(1 << shift) {
                 return write!(f, "{}{unit}", b >> shift);
             }
         }
@@ -161,7 +161,7 @@ impl Duration {
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}s", self.0 / 1000)
         } else {
             write!(f, "{}ms", self.0)

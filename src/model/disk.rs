@@ -86,11 +86,10 @@ pub struct Disk {
 impl Disk {
     pub fn resolve(&mut self, _addr: &Address, ctx: &Ctx<'_>) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
-        if let Some(img) = &self.image {
-            if let Err(e) = check_ref("image", img, Kind::Image, ctx) {
+        if let Some(img) = &self.image
+            && let Err(e) = check_ref("image", img, Kind::Image, ctx) {
                 errs.push(e);
             }
-        }
         match self.kind {
             DiskKind::Cdrom => {
                 if self.image.is_none() {

@@ -176,7 +176,7 @@ impl Instance {
         }
         if self.memory.0 < 16 << 20 {
             errs.push(FieldError::new("memory", format!("memory {} is too small", self.memory)).label("expected at least 16M"));
-        } else if self.memory.0 % 1024 != 0 {
+        } else if !self.memory.0.is_multiple_of(1024) {
             errs.push(FieldError::new("memory", format!("memory {} bytes is not a whole number of KiB", self.memory.0)));
         }
         if let Some(cpu) = &self.cpu {
@@ -186,11 +186,10 @@ impl Instance {
                 _ => {}
             }
         }
-        if let Some(m) = &self.machine {
-            if m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if let Some(m) = &self.machine
+            && (m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))) {
                 errs.push(FieldError::new("machine", format!("\"{m}\" is not a machine type")).label("e.g. \"pc\" or \"q35\""));
             }
-        }
         for (field, refs, kind) in [("disks", &self.disks, Kind::Disk), ("ports", &self.ports, Kind::Port), ("volumes", &self.volumes, Kind::Volume)] {
             for (i, r) in refs.iter().enumerate() {
                 let path = format!("{field}[{i}]");

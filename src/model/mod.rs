@@ -173,7 +173,7 @@ pub enum Spec {
     Image(image::Image),
     Disk(disk::Disk),
     Volume(volume::Volume),
-    Instance(instance::Instance),
+    Instance(Box<instance::Instance>),
 }
 
 impl Spec {
@@ -271,7 +271,7 @@ pub fn build(addr: &Address, attrs: &Value, ctx: &Ctx<'_>) -> Result<(Spec, Valu
             let mut s: instance::Instance = de(attrs)?;
             s.resolve(addr, ctx)?;
             let x = s.exports(addr, ctx);
-            (Spec::Instance(s), x)
+            (Spec::Instance(Box::new(s)), x)
         }
     };
     if let Value::Map(m) = &mut exports {
@@ -357,6 +357,24 @@ pub fn check_stack(s: &str) -> Result<(), String> {
     }
 }
 
+/// The attribute names of a kind, from its schema (for `ignore_changes` and suggestions).
+pub fn attribute_names(kind: Kind) -> Vec<String> {
+    let schema = match kind {
+        Kind::Network => schemars::schema_for!(network::Network),
+        Kind::Port => schemars::schema_for!(port::Port),
+        Kind::Image => schemars::schema_for!(image::Image),
+        Kind::Disk => schemars::schema_for!(disk::Disk),
+        Kind::Volume => schemars::schema_for!(volume::Volume),
+        Kind::Instance => schemars::schema_for!(instance::Instance),
+    };
+    schema
+        .as_object()
+        .and_then(|o| o.get("properties"))
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,22 +400,4 @@ mod tests {
         assert!(check_stack("ci-1234").is_ok());
         assert!(check_stack("a b").is_err());
     }
-}
-
-/// The attribute names of a kind, from its schema (for `ignore_changes` and suggestions).
-pub fn attribute_names(kind: Kind) -> Vec<String> {
-    let schema = match kind {
-        Kind::Network => schemars::schema_for!(network::Network),
-        Kind::Port => schemars::schema_for!(port::Port),
-        Kind::Image => schemars::schema_for!(image::Image),
-        Kind::Disk => schemars::schema_for!(disk::Disk),
-        Kind::Volume => schemars::schema_for!(volume::Volume),
-        Kind::Instance => schemars::schema_for!(instance::Instance),
-    };
-    schema
-        .as_object()
-        .and_then(|o| o.get("properties"))
-        .and_then(|p| p.as_object())
-        .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default()
 }

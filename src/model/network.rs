@@ -92,11 +92,10 @@ impl Network {
     pub fn resolve(&mut self, addr: &Address, ctx: &Ctx<'_>) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
         let t = self.net_type;
-        if let Some(m) = self.mtu {
-            if !(68..=65535).contains(&m) {
+        if let Some(m) = self.mtu
+            && !(68..=65535).contains(&m) {
                 errs.push(FieldError::new("mtu", format!("MTU {m} is out of range")).label("expected 68 to 65535"));
             }
-        }
         if t != NetType::Bridge {
             for (set, name) in [(self.stp.is_some(), "stp"), (self.forward_delay.is_some(), "forward_delay")] {
                 if set {
@@ -107,11 +106,10 @@ impl Network {
         if t != NetType::Ovs && self.datapath_type.is_some() {
             errs.push(FieldError::new("datapath_type", format!("`datapath_type` applies only to networks of type \"ovs\", this one is \"{}\"", t.as_str())));
         }
-        if let Some(fd) = self.forward_delay {
-            if fd > 30 {
+        if let Some(fd) = self.forward_delay
+            && fd > 30 {
                 errs.push(FieldError::new("forward_delay", format!("forward delay {fd}s is out of range")).label("expected 0 to 30 seconds"));
             }
-        }
         if let Some(a) = &self.address {
             if a.is_network_address() {
                 errs.push(FieldError::new("address", format!("{a} is the network address itself; the host needs a host address such as {}", bump(a))));

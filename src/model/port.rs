@@ -90,11 +90,10 @@ impl Port {
             );
         }
         self.plug = Some(plug);
-        if let Some(m) = self.mtu {
-            if !(68..=65535).contains(&m) {
+        if let Some(m) = self.mtu
+            && !(68..=65535).contains(&m) {
                 errs.push(FieldError::new("mtu", format!("MTU {m} is out of range")).label("expected 68 to 65535"));
             }
-        }
         if let Some(ip) = self.ip {
             match &net.address {
                 None => errs.push(
@@ -112,11 +111,10 @@ impl Port {
                 _ => {}
             }
         }
-        if let Some(id) = &self.id {
-            if id.len() < 11 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if let Some(id) = &self.id
+            && (id.len() < 11 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')) {
                 errs.push(FieldError::new("id", format!("port id \"{id}\" must be at least 11 letters, digits or '-' (device names use its first 11)")));
             }
-        }
         let seed = ctx.seed(addr);
         if self.mac.is_none() {
             self.mac = Some(Mac::derived(&seed));
