@@ -1,8 +1,19 @@
 //! The `virtform` binary: parse the command line and run the command.
+//!
+//! Exit codes: 0 success, 1 any error (including a bad command line: clap's
+//! own code 2 is reserved for `plan --detailed-exitcode`'s "changes present").
 
 use clap::Parser;
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
-    let cli = virtform::cli::Cli::parse();
+fn main() -> ExitCode {
+    let cli = match virtform::cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     virtform::cli::run(cli)
 }
