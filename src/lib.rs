@@ -9,5 +9,7 @@ pub mod config;
 pub mod graph;
 pub mod host;
 pub mod model;
+pub mod observe;
+pub mod plan;
 pub mod schema;
 pub mod xml;

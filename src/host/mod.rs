@@ -66,11 +66,24 @@ pub fn marker(stack: &str, address: &str) -> String {
     format!("virtform:{stack}:{address}")
 }
 
-/// Parses a marker into (stack, address).
+/// A marker that also records the hash of the spec virtform last applied
+/// (`virtform:<stack>:<address>;h=<hash>`), so a later plan can tell a change
+/// made outside virtform from a change of the configuration.
+pub fn marker_with_hash(stack: &str, address: &str, hash: &str) -> String {
+    format!("virtform:{stack}:{address};h={hash}")
+}
+
+/// Parses a marker into (stack, address), with or without a hash.
 pub fn parse_marker(s: &str) -> Option<(&str, &str)> {
     let rest = s.strip_prefix("virtform:")?;
+    let rest = rest.split_once(";h=").map(|(a, _)| a).unwrap_or(rest);
     let (stack, addr) = rest.split_once(':')?;
     (!stack.is_empty() && !addr.is_empty()).then_some((stack, addr))
+}
+
+/// The spec hash recorded in a marker, if any.
+pub fn marker_hash(s: &str) -> Option<&str> {
+    s.strip_prefix("virtform:")?.split_once(";h=").map(|(_, h)| h)
 }
 
 #[cfg(test)]
@@ -84,6 +97,10 @@ mod tests {
         assert_eq!(parse_marker("virtform:demo:port.p[\"a:b\"]"), Some(("demo", "port.p[\"a:b\"]")));
         assert_eq!(parse_marker("something else"), None);
         assert_eq!(parse_marker("virtform::x"), None);
+        let h = marker_with_hash("demo", "network.lan", "abc123");
+        assert_eq!(parse_marker(&h), Some(("demo", "network.lan")));
+        assert_eq!(marker_hash(&h), Some("abc123"));
+        assert_eq!(marker_hash(&m), None);
     }
 
     #[test]

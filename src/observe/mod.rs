@@ -1,0 +1,76 @@
+//! Actual state: what the host holds, read into typed values.
+//!
+//! Invariants:
+//! - These types are plain values; building them is the only place that reads
+//!   the host (through the adapters in `host/`). The planner takes them as
+//!   input and never touches the host itself.
+//! - Ownership is read from the objects' own markers (link alias, domain
+//!   metadata), never from a local state file.
+
+use crate::host::links::Link;
+use crate::model::image::ImageFormat;
+use crate::xml::domain::ObservedDomain;
+use std::collections::BTreeMap;
+
+/// A domain as libvirt holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActualDomain {
+    pub name: String,
+    pub running: bool,
+    pub autostart: bool,
+    /// The inactive definition, parsed; `None` when it could not be parsed.
+    pub def: Option<ObservedDomain>,
+    /// virtform's marker: (stack, address, spec hash).
+    pub marker: Option<(String, String, String)>,
+}
+
+/// A disk or image file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActualFile {
+    pub format: ImageFormat,
+    pub virtual_size: u64,
+    pub backing_file: Option<String>,
+}
+
+/// Everything the planner needs to know about the host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// All links, by name.
+    pub links: BTreeMap<String, Link>,
+    /// All domains, by name.
+    pub domains: BTreeMap<String, ActualDomain>,
+    /// Files that exist, by absolute path (disk files of the stack and cached images).
+    pub files: BTreeMap<String, ActualFile>,
+    /// SHA-256 of local image sources that declare none, by source path.
+    pub source_hashes: BTreeMap<String, String>,
+}
+
+impl Observed {
+    /// The owner recorded in a link's alias.
+    pub fn link_owner(&self, name: &str) -> Option<(String, String)> {
+        self.links.get(name).and_then(|l| l.alias.as_deref()).and_then(crate::host::parse_marker).map(|(s, a)| (s.to_string(), a.to_string()))
+    }
+
+    /// A stable fingerprint of the observed state (plan files refuse to apply
+    /// when the host changed since).
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (n, l) in &self.links {
+            h.update(format!("link {n} {:?} {:?} {} {} {:?} {:?}\n", l.kind, l.alias, l.mtu, l.up, l.master, l.addrs).as_bytes());
+            if let Some(b) = &l.bridge {
+                h.update(format!(" {} {}\n", b.stp, b.forward_delay_cs).as_bytes());
+            }
+        }
+        for (n, d) in &self.domains {
+            h.update(format!("domain {n} {} {} {:?}\n", d.running, d.autostart, d.marker).as_bytes());
+            if let Some(def) = &d.def {
+                h.update(def.normalized_xml().as_bytes());
+            }
+        }
+        for (p, f) in &self.files {
+            h.update(format!("file {p} {:?} {} {:?}\n", f.format, f.virtual_size, f.backing_file).as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}

@@ -1,0 +1,184 @@
+//! Lowering the typed desired state to host objects: the bridge a network
+//! wants, the domain definition an instance wants.
+//!
+//! Invariant: pure functions of the configuration (and of observed facts
+//! passed in explicitly, such as whether KVM is usable); the same inputs
+//! always give the same objects and the same spec hashes.
+
+use crate::config::Configuration;
+use crate::model::common::{sha, IpCidr};
+use crate::model::disk::{Bus, DiskKind};
+use crate::model::instance::{DomainType, Instance};
+use crate::model::network::{NetType, Network};
+use crate::model::port::Plug;
+use crate::model::{Address, Resource, Spec};
+use crate::xml::domain::{self, CpuDef, DiskDef, DiskDevice, DomainDef, DomainKind, Marker, NicDef, NicSource};
+
+/// Hex SHA-256 of a value's JSON form, cut to 16 characters.
+pub fn spec_hash<T: serde::Serialize>(v: &T) -> String {
+    let json = serde_json::to_string(v).unwrap_or_default();
+    sha(&json)[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A Linux bridge a `bridge` network wants.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DesiredBridge {
+    pub name: String,
+    pub mtu: Option<u32>,
+    pub stp: bool,
+    pub forward_delay_s: u32,
+    pub address: Option<IpCidr>,
+}
+
+impl DesiredBridge {
+    pub fn from_network(n: &Network) -> DesiredBridge {
+        DesiredBridge {
+            name: n.bridge_name().to_string(),
+            mtu: n.mtu,
+            stp: n.stp.unwrap_or(false),
+            forward_delay_s: n.forward_delay.unwrap_or(0),
+            address: n.address,
+        }
+    }
+
+    pub fn hash(&self) -> String {
+        spec_hash(self)
+    }
+}
+
+/// The file a disk resource lives in, and what it should look like.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DesiredDisk {
+    pub path: String,
+    pub format: String,
+    /// The cached base image (`<state>/images/<sha>`), for overlays and cdroms.
+    pub base: Option<String>,
+    pub size: Option<u64>,
+    pub cdrom: bool,
+}
+
+/// The path of an image in the content-addressed cache.
+pub fn image_cache_path(cfg: &Configuration, state_dir: &std::path::Path, image: &Resource, source_hashes: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let Spec::Image(img) = &image.spec else { return None };
+    let sha = img.sha256.clone().or_else(|| source_hashes.get(&img.source).cloned())?;
+    let _ = cfg;
+    Some(state_dir.join("images").join(sha).to_string_lossy().into_owned())
+}
+
+/// Resolves the typed refs of an instance and builds its libvirt definition.
+pub struct Lowering<'a> {
+    pub cfg: &'a Configuration,
+    pub state_dir: &'a std::path::Path,
+    pub kvm_usable: bool,
+    pub source_hashes: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl Lowering<'_> {
+    fn get(&self, addr: &str) -> Option<&Resource> {
+        self.cfg.resource(addr)
+    }
+
+    fn ctx(&self) -> crate::model::Ctx<'_> {
+        // A context only for path derivation; `built` is not consulted.
+        static EMPTY: std::sync::OnceLock<std::collections::BTreeMap<String, Resource>> = std::sync::OnceLock::new();
+        crate::model::Ctx { stack: &self.cfg.stack, state_dir: self.state_dir, config_dir: &self.cfg.dir, built: EMPTY.get_or_init(Default::default) }
+    }
+
+    pub fn disk(&self, r: &Resource) -> Option<DesiredDisk> {
+        let Spec::Disk(d) = &r.spec else { return None };
+        let base = d.image.as_ref().and_then(|i| self.get(&i.0)).and_then(|img| image_cache_path(self.cfg, self.state_dir, img, self.source_hashes));
+        Some(DesiredDisk {
+            path: d.path(&r.address, &self.ctx()),
+            format: if d.kind == DiskKind::Cdrom { "raw".into() } else { d.format.as_str().into() },
+            base,
+            size: d.size.map(|s| s.0),
+            cdrom: d.kind == DiskKind::Cdrom,
+        })
+    }
+
+    /// The domain definition an instance wants.
+    pub fn domain(&self, r: &Resource) -> Option<DomainDef> {
+        let Spec::Instance(inst) = &r.spec else { return None };
+        let inst: &Instance = inst;
+        let machine = inst.machine.clone().unwrap_or_else(|| "pc".into());
+        let mut disks: Vec<(DiskDevice, Bus, String, String, Option<String>)> = Vec::new();
+        for dref in &inst.disks {
+            let Some(res) = self.get(&dref.0) else { continue };
+            let Spec::Disk(d) = &res.spec else { continue };
+            let dd = self.disk(res)?;
+            let device = if d.kind == DiskKind::Cdrom { DiskDevice::Cdrom } else { DiskDevice::Disk };
+            let path = if d.kind == DiskKind::Cdrom { dd.base.clone().unwrap_or(dd.path.clone()) } else { dd.path.clone() };
+            disks.push((device, domain::effective_bus(device, d.bus, &machine), path, dd.format.clone(), None));
+        }
+        for vref in &inst.volumes {
+            let Some(res) = self.get(&vref.0) else { continue };
+            let Spec::Volume(v) = &res.spec else { continue };
+            let bus = v.bus.unwrap_or(Bus::Virtio);
+            disks.push((DiskDevice::Disk, bus, v.path(&res.address, &self.ctx()), v.format.as_str().into(), v.serial.clone()));
+        }
+        let targets = domain::assign_targets(&disks.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(), &machine);
+        let disk_defs = disks
+            .into_iter()
+            .zip(targets)
+            .map(|((device, bus, path, format, serial), target)| DiskDef {
+                path,
+                format,
+                device,
+                bus,
+                target,
+                readonly: device == DiskDevice::Cdrom,
+                serial,
+                boot_order: None,
+            })
+            .collect();
+        let mut nics = Vec::new();
+        for pref in &inst.ports {
+            let Some(res) = self.get(&pref.0) else { continue };
+            let Spec::Port(p) = &res.spec else { continue };
+            let Some(Spec::Network(net)) = self.get(&p.network.0).map(|n| &n.spec) else { continue };
+            let source = match (p.plug.unwrap_or(Plug::Bridge), net.net_type) {
+                (Plug::OvsHybrid, _) => NicSource::Bridge { bridge: p.dev("qbr") },
+                (Plug::Ovs, _) => NicSource::Ovs { bridge: net.bridge_name().to_string(), interface_id: p.id().to_string() },
+                (Plug::Network, _) | (_, NetType::Nat | NetType::Isolated) => NicSource::Network { network: libvirt_network_name(&self.cfg.stack, &p.network.0) },
+                (Plug::Bridge, _) => NicSource::Bridge { bridge: net.bridge_name().to_string() },
+            };
+            nics.push(NicDef { mac: p.mac.unwrap_or(crate::model::common::Mac([0x52, 0x54, 0, 0, 0, 0])), model: p.model, source, target_dev: Some(p.dev("tap")), mtu: p.mtu.or(net.mtu) });
+        }
+        let domain_type = match inst.domain_type {
+            DomainType::Kvm => DomainKind::Kvm,
+            DomainType::Qemu => DomainKind::Qemu,
+            DomainType::Auto if self.kvm_usable => DomainKind::Kvm,
+            DomainType::Auto => DomainKind::Qemu,
+        };
+        let mut def = DomainDef {
+            name: inst.domain_name().to_string(),
+            uuid: crate::model::common::derived_uuid(&self.ctx().seed(&r.address)),
+            domain_type,
+            memory_kib: inst.memory.0 / 1024,
+            vcpus: inst.vcpus,
+            cpu: inst.cpu.as_ref().map(|c| CpuDef { mode: c.mode, model: c.model.clone() }),
+            machine,
+            firmware: inst.firmware,
+            kernel: inst.kernel.clone(),
+            initrd: inst.initrd.clone(),
+            cmdline: inst.cmdline.clone(),
+            disks: disk_defs,
+            nics,
+            console_log: inst.console_log(&r.address, &self.ctx()),
+            graphics: inst.graphics,
+            marker: Marker { stack: self.cfg.stack.clone(), address: r.address.to_string(), spec_hash: String::new() },
+        };
+        def.marker.spec_hash = spec_hash(&def);
+        Some(def)
+    }
+}
+
+/// The libvirt network name for a nat/isolated network: `vf-<stack>-<name>`.
+pub fn libvirt_network_name(stack: &str, network_addr: &str) -> String {
+    format!("vf-{stack}-{}", network_addr.trim_start_matches("network.").replace(['[', ']', '"'], ""))
+}
+
+/// Whether an address string belongs to `r`.
+pub fn is(r: &Resource, a: &Address) -> bool {
+    &r.address == a
+}

@@ -1,0 +1,539 @@
+//! The planner: desired state (a `Configuration`) + actual state (`Observed`)
+//! → a plan of actions per resource.
+//!
+//! Invariants:
+//! - Pure: no host access; the same inputs give the same plan.
+//! - Only managed fields are compared, normalized (xml/ normalizes domains).
+//! - Every change says how it lands: live, restart, or replace; a plan never
+//!   promises a change that apply would skip.
+//! - Objects that carry no virtform marker, or another stack's, are conflicts:
+//!   reported, never touched.
+
+pub mod desired;
+pub mod render;
+
+use crate::config::Configuration;
+use crate::model::{Kind, Resource, Spec};
+use crate::model::network::NetType;
+use crate::observe::Observed;
+use desired::{DesiredBridge, Lowering};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// What happens to a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    NoOp,
+    Create,
+    Update,
+    Replace,
+    Delete,
+}
+
+impl Action {
+    /// Terraform's `actions` array.
+    pub fn actions(self) -> Vec<&'static str> {
+        match self {
+            Action::NoOp => vec!["no-op"],
+            Action::Create => vec!["create"],
+            Action::Update => vec!["update"],
+            Action::Replace => vec!["delete", "create"],
+            Action::Delete => vec!["delete"],
+        }
+    }
+}
+
+/// How an attribute change lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Landing {
+    /// Applied to the running object (hot-plug, start/stop, autostart, MTU…).
+    Live,
+    /// Redefine, then shut down gracefully and start again.
+    Restart,
+    /// Destroy and create.
+    Replace,
+}
+
+/// One attribute that differs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttrChange {
+    pub attr: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub landing: Landing,
+    /// The host differs from what virtform last applied ("changed outside virtform").
+    pub outside: bool,
+    /// The value is derived from a sensitive input and must not be shown.
+    pub sensitive: bool,
+}
+
+/// The plan for one resource instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceChange {
+    pub address: String,
+    pub kind: Kind,
+    pub action: Action,
+    /// Why (Terraform's `action_reason`): `replace_because_cannot_update`,
+    /// `replace_by_request`, `delete_because_no_resource_config`, `drift`, …
+    pub reason: Option<String>,
+    pub changes: Vec<AttrChange>,
+    /// For replacements caused by others: "disk.root is replaced".
+    pub because: Vec<String>,
+    /// Unified diff of the normalized domain XML (instances).
+    pub xml_diff: Option<String>,
+}
+
+impl ResourceChange {
+    fn new(address: String, kind: Kind, action: Action) -> ResourceChange {
+        ResourceChange { address, kind, action, reason: None, changes: Vec::new(), because: Vec::new(), xml_diff: None }
+    }
+
+    /// The strongest landing among the changes.
+    pub fn landing(&self) -> Option<Landing> {
+        self.changes.iter().map(|c| c.landing).max()
+    }
+}
+
+/// An object on the host that virtform may not touch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Conflict {
+    pub address: String,
+    pub object: String,
+    pub message: String,
+}
+
+/// A complete plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub stack: String,
+    pub changes: Vec<ResourceChange>,
+    pub conflicts: Vec<Conflict>,
+    /// Errors that make the plan unappliable (prevent_destroy, unsupported kinds).
+    pub errors: Vec<String>,
+    /// Fingerprint of the observed host state this plan was made against.
+    pub fingerprint: String,
+}
+
+impl Plan {
+    pub fn count(&self, a: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == a).count()
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::NoOp)
+    }
+
+    pub fn summary(&self) -> String {
+        let add = self.count(Action::Create) + self.count(Action::Replace);
+        let change = self.count(Action::Update);
+        let destroy = self.count(Action::Delete) + self.count(Action::Replace);
+        format!("Plan: {add} to add, {change} to change, {destroy} to destroy.")
+    }
+}
+
+/// Options of `plan`.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Plan the destruction of everything of the stack.
+    pub destroy: bool,
+    /// Force these addresses to be replaced.
+    pub replace: Vec<String>,
+    pub state_dir: PathBuf,
+    /// Whether `domain_type = "auto"` resolves to kvm.
+    pub kvm_usable: bool,
+}
+
+/// Computes the plan. Pure.
+pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
+    let mut p = Planner { cfg, obs, opts, out: Plan { stack: cfg.stack.clone(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: obs.fingerprint() } };
+    p.run();
+    p.out
+}
+
+struct Planner<'a> {
+    cfg: &'a Configuration,
+    obs: &'a Observed,
+    opts: &'a PlanOptions,
+    out: Plan,
+}
+
+fn change(attr: &str, before: impl ToString, after: impl ToString, landing: Landing, outside: bool) -> AttrChange {
+    AttrChange { attr: attr.into(), before: Some(before.to_string()), after: Some(after.to_string()), landing, outside, sensitive: false }
+}
+
+impl Planner<'_> {
+    fn lowering(&self) -> Lowering<'_> {
+        Lowering { cfg: self.cfg, state_dir: &self.opts.state_dir, kvm_usable: self.opts.kvm_usable, source_hashes: &self.obs.source_hashes }
+    }
+
+    fn run(&mut self) {
+        let mut by_addr: BTreeMap<String, usize> = BTreeMap::new();
+        if !self.opts.destroy {
+            for r in &self.cfg.resources {
+                let rc = match &r.spec {
+                    Spec::Network(_) => self.network(r),
+                    Spec::Port(_) => self.port(r),
+                    Spec::Image(_) => self.image(r),
+                    Spec::Disk(_) => self.disk(r),
+                    Spec::Volume(_) => {
+                        self.out.errors.push(format!("{}: volumes are not implemented yet", r.address));
+                        ResourceChange::new(r.address.to_string(), Kind::Volume, Action::NoOp)
+                    }
+                    Spec::Instance(_) => self.instance(r),
+                };
+                by_addr.insert(rc.address.clone(), self.out.changes.len());
+                self.out.changes.push(rc);
+            }
+            // Forced replacements and their consequences.
+            for a in &self.opts.replace {
+                match by_addr.get(a) {
+                    Some(i) => {
+                        let c = &mut self.out.changes[*i];
+                        if matches!(c.action, Action::NoOp | Action::Update) {
+                            c.action = Action::Replace;
+                            c.reason = Some("replace_by_request".into());
+                        }
+                    }
+                    None => self.out.errors.push(format!("--replace {a}: no such resource in the configuration")),
+                }
+            }
+            self.propagate_replacements(&by_addr);
+        }
+        self.orphans();
+        // prevent_destroy
+        for c in &self.out.changes {
+            if matches!(c.action, Action::Delete | Action::Replace)
+                && let Some(r) = self.cfg.resource(&c.address)
+                    && r.lifecycle.prevent_destroy {
+                        self.out.errors.push(format!(
+                            "{} has lifecycle.prevent_destroy set, but the plan would {} it",
+                            c.address,
+                            if c.action == Action::Delete { "destroy" } else { "replace" }
+                        ));
+                    }
+        }
+    }
+
+    /// A replaced disk replaces the instances that use it.
+    fn propagate_replacements(&mut self, by_addr: &BTreeMap<String, usize>) {
+        let replaced: BTreeSet<String> = self.out.changes.iter().filter(|c| c.action == Action::Replace).map(|c| c.address.clone()).collect();
+        for r in &self.cfg.resources {
+            let Spec::Instance(inst) = &r.spec else { continue };
+            let causes: Vec<String> = inst.disks.iter().filter(|d| replaced.contains(&d.0)).map(|d| format!("{} is replaced", d.0)).collect();
+            if causes.is_empty() {
+                continue;
+            }
+            if let Some(i) = by_addr.get(&r.address.to_string()) {
+                let c = &mut self.out.changes[*i];
+                if c.action != Action::Create {
+                    c.action = Action::Replace;
+                    c.reason = Some("replace_because_dependency_replaced".into());
+                    c.because.extend(causes);
+                }
+            }
+        }
+    }
+
+    fn conflict(&mut self, r: &Resource, object: String, owner: Option<(String, String)>) -> ResourceChange {
+        let message = match owner {
+            None => format!("{object} exists but was not created by virtform (no marker); virtform will not touch it. Remove or rename it, or choose another name"),
+            Some((s, a)) if s != self.cfg.stack => format!("{object} belongs to stack \"{s}\" ({a}); virtform will not touch it"),
+            Some((_, a)) => format!("{object} belongs to {a} of this stack, not to {}", r.address),
+        };
+        self.out.conflicts.push(Conflict { address: r.address.to_string(), object, message });
+        let mut rc = ResourceChange::new(r.address.to_string(), r.address.kind, Action::NoOp);
+        rc.reason = Some("conflict".into());
+        rc
+    }
+
+    fn owned(&self, owner: &Option<(String, String)>, r: &Resource) -> bool {
+        owner.as_ref().is_some_and(|(s, a)| *s == self.cfg.stack && *a == r.address.to_string())
+    }
+
+    fn network(&mut self, r: &Resource) -> ResourceChange {
+        let Spec::Network(n) = &r.spec else { unreachable!() };
+        if n.net_type != NetType::Bridge {
+            self.out.errors.push(format!("{}: networks of type \"{}\" are not implemented yet", r.address, n.net_type.as_str()));
+            return ResourceChange::new(r.address.to_string(), Kind::Network, Action::NoOp);
+        }
+        let want = DesiredBridge::from_network(n);
+        let addr = r.address.to_string();
+        let Some(link) = self.obs.links.get(&want.name) else {
+            return ResourceChange::new(addr, Kind::Network, Action::Create);
+        };
+        let owner = self.obs.link_owner(&want.name);
+        if !self.owned(&owner, r) {
+            return self.conflict(r, format!("link \"{}\"", want.name), owner);
+        }
+        let outside = link.alias.as_deref().and_then(crate::host::marker_hash) == Some(&want.hash());
+        let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        if link.bridge.is_none() {
+            rc.action = Action::Replace;
+            rc.reason = Some("replace_because_cannot_update".into());
+            rc.changes.push(change("type", "not a bridge", "bridge", Landing::Replace, true));
+            return rc;
+        }
+        if let Some(m) = want.mtu
+            && link.mtu != m {
+                rc.changes.push(change("mtu", link.mtu, m, Landing::Live, outside));
+            }
+        let b = link.bridge.as_ref().expect("bridge");
+        if b.stp != want.stp {
+            rc.changes.push(change("stp", b.stp, want.stp, Landing::Live, outside));
+        }
+        if b.forward_delay_cs / 100 != want.forward_delay_s {
+            rc.changes.push(change("forward_delay", b.forward_delay_cs / 100, want.forward_delay_s, Landing::Live, outside));
+        }
+        let have: BTreeSet<String> = link.addrs.iter().map(|a| a.to_string()).collect();
+        let wanted: BTreeSet<String> = want.address.iter().map(|a| a.to_string()).collect();
+        if have != wanted {
+            let show = |s: &BTreeSet<String>| if s.is_empty() { "(none)".to_string() } else { s.iter().cloned().collect::<Vec<_>>().join(", ") };
+            rc.changes.push(change("address", show(&have), show(&wanted), Landing::Live, outside));
+        }
+        if !link.up {
+            rc.changes.push(change("state", "down", "up", Landing::Live, outside));
+        }
+        if !rc.changes.is_empty() {
+            rc.action = Action::Update;
+            rc.reason = Some(if outside { "drift".into() } else { "update".into() });
+        } else if !outside {
+            // Same values, older marker: refresh the marker only.
+            rc.action = Action::Update;
+            rc.reason = Some("marker".into());
+            rc.changes.push(change("marker", "older spec", "current spec", Landing::Live, false));
+        }
+        rc
+    }
+
+    fn port(&mut self, r: &Resource) -> ResourceChange {
+        // plug = "bridge": libvirt creates the tap; the port lives in its instance's
+        // domain definition, so its changes show there.
+        let Spec::Port(p) = &r.spec else { unreachable!() };
+        if p.plug != Some(crate::model::port::Plug::Bridge) {
+            self.out.errors.push(format!("{}: plug \"{}\" is not implemented yet", r.address, p.plug.map(|x| x.as_str()).unwrap_or("?")));
+        }
+        ResourceChange::new(r.address.to_string(), Kind::Port, Action::NoOp)
+    }
+
+    fn image(&mut self, r: &Resource) -> ResourceChange {
+        let addr = r.address.to_string();
+        match desired::image_cache_path(self.cfg, &self.opts.state_dir, r, &self.obs.source_hashes) {
+            Some(p) if self.obs.files.contains_key(&p) => ResourceChange::new(addr, Kind::Image, Action::NoOp),
+            _ => ResourceChange::new(addr, Kind::Image, Action::Create),
+        }
+    }
+
+    fn disk(&mut self, r: &Resource) -> ResourceChange {
+        let addr = r.address.to_string();
+        let Some(want) = self.lowering().disk(r) else { return ResourceChange::new(addr, Kind::Disk, Action::NoOp) };
+        if want.cdrom {
+            return ResourceChange::new(addr, Kind::Disk, Action::NoOp);
+        }
+        let Some(have) = self.obs.files.get(&want.path) else {
+            let exists = self.instance_of_disk_exists(&addr);
+            let mut rc = ResourceChange::new(addr, Kind::Disk, Action::Create);
+            if exists {
+                rc.reason = Some("drift".into());
+                rc.changes.push(AttrChange { attr: "file".into(), before: Some("(missing)".into()), after: Some(want.path.clone()), landing: Landing::Replace, outside: true, sensitive: false });
+            }
+            return rc;
+        };
+        let mut rc = ResourceChange::new(addr, Kind::Disk, Action::NoOp);
+        if have.backing_file != want.base {
+            rc.changes.push(AttrChange {
+                attr: "image".into(),
+                before: Some(have.backing_file.clone().unwrap_or_else(|| "(none)".into())),
+                after: Some(want.base.clone().unwrap_or_else(|| "(none)".into())),
+                landing: Landing::Replace,
+                outside: false,
+                sensitive: false,
+            });
+        }
+        if have.format.as_str() != want.format {
+            rc.changes.push(change("format", have.format.as_str(), &want.format, Landing::Replace, false));
+        }
+        if let Some(size) = want.size {
+            // An overlay is at least as large as its base.
+            let base_size = want.base.as_ref().and_then(|b| self.obs.files.get(b)).map(|f| f.virtual_size).unwrap_or(0);
+            let size = size.max(base_size);
+            if have.virtual_size < size {
+                rc.changes.push(change("size", crate::model::common::Size(have.virtual_size), crate::model::common::Size(size), Landing::Live, false));
+            } else if have.virtual_size > size {
+                rc.changes.push(change("size", crate::model::common::Size(have.virtual_size), crate::model::common::Size(size), Landing::Replace, false));
+            }
+        }
+        if let Some(l) = rc.landing() {
+            if l == Landing::Replace {
+                rc.action = Action::Replace;
+                rc.reason = Some("replace_because_cannot_update".into());
+            } else {
+                rc.action = Action::Update;
+            }
+        }
+        rc
+    }
+
+    fn instance_of_disk_exists(&self, disk_addr: &str) -> bool {
+        self.cfg.resources.iter().any(|r| match &r.spec {
+            Spec::Instance(i) => i.disks.iter().any(|d| d.0 == disk_addr) && self.obs.domains.contains_key(i.domain_name()),
+            _ => false,
+        })
+    }
+
+    fn instance(&mut self, r: &Resource) -> ResourceChange {
+        let Spec::Instance(inst) = &r.spec else { unreachable!() };
+        let addr = r.address.to_string();
+        let Some(want) = self.lowering().domain(r) else { return ResourceChange::new(addr, Kind::Instance, Action::NoOp) };
+        let Some(have) = self.obs.domains.get(&want.name) else {
+            return ResourceChange::new(addr, Kind::Instance, Action::Create);
+        };
+        let owner = have.marker.as_ref().map(|(s, a, _)| (s.clone(), a.clone()));
+        if !self.owned(&owner, r) {
+            return self.conflict(r, format!("domain \"{}\"", want.name), owner);
+        }
+        let mut rc = ResourceChange::new(addr, Kind::Instance, Action::NoOp);
+        let outside = have.marker.as_ref().is_some_and(|m| m.2 == want.marker.spec_hash);
+        let desired = crate::xml::domain::ObservedDomain::from_def(&want);
+        match &have.def {
+            None => {
+                rc.changes.push(change("definition", "(unreadable)", "(as configured)", Landing::Restart, true));
+            }
+            Some(def) => {
+                let fields = desired.changed_fields(def);
+                for f in &fields {
+                    if f == "marker" {
+                        continue;
+                    }
+                    let landing = field_landing(f, &want);
+                    let (before, after) = field_values(f, def, &desired);
+                    rc.changes.push(AttrChange { attr: f.clone(), before, after, landing, outside, sensitive: r.sensitive.iter().any(|s| s == "cmdline" && f == "cmdline") });
+                }
+                if !fields.is_empty() {
+                    let (a, b) = crate::xml::domain::normalized_pair(&desired, def);
+                    let diff = similar::TextDiff::from_lines(&b, &a);
+                    rc.xml_diff = Some(diff.unified_diff().context_radius(2).header("host", "config").to_string());
+                }
+                if fields.iter().all(|f| f == "marker") && !fields.is_empty() {
+                    rc.changes.push(change("marker", "older spec", "current spec", Landing::Live, false));
+                }
+            }
+        }
+        let want_running = inst.state == crate::model::instance::State::Running;
+        if have.running != want_running {
+            let (b, a) = if want_running { ("shutoff", "running") } else { ("running", "shutoff") };
+            rc.changes.push(change("state", b, a, Landing::Live, true));
+        }
+        if have.autostart != inst.autostart {
+            rc.changes.push(change("autostart", have.autostart, inst.autostart, Landing::Live, outside));
+        }
+        match rc.landing() {
+            Some(Landing::Replace) => {
+                rc.action = Action::Replace;
+                rc.reason = Some("replace_because_cannot_update".into());
+            }
+            Some(_) => {
+                rc.action = Action::Update;
+                rc.reason = Some(if outside { "drift".into() } else { "update".into() });
+            }
+            None => {}
+        }
+        rc
+    }
+
+    /// Objects of this stack that the configuration no longer declares.
+    fn orphans(&mut self) {
+        let declared: BTreeSet<String> = if self.opts.destroy { BTreeSet::new() } else { self.cfg.resources.iter().map(|r| r.address.to_string()).collect() };
+        let stack = self.cfg.stack.clone();
+        let mut found: BTreeMap<String, Kind> = BTreeMap::new();
+        for d in self.obs.domains.values() {
+            if let Some((s, a, _)) = &d.marker
+                && *s == stack && !declared.contains(a) {
+                    found.insert(a.clone(), Kind::Instance);
+                }
+        }
+        for name in self.obs.links.keys() {
+            if let Some((s, a)) = self.obs.link_owner(name)
+                && s == stack && !declared.contains(&a) && a.starts_with("network.") {
+                    found.insert(a, Kind::Network);
+                }
+        }
+        let disk_dir = self.opts.state_dir.join(&stack).join("disks");
+        for path in self.obs.files.keys() {
+            let p = std::path::Path::new(path);
+            if p.parent() == Some(disk_dir.as_path())
+                && let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
+                    let a = disk_address(stem);
+                    if !declared.contains(&a) {
+                        found.insert(a, Kind::Disk);
+                    }
+                }
+        }
+        if self.opts.destroy {
+            for r in &self.cfg.resources {
+                if matches!(r.spec, Spec::Image(_) | Spec::Port(_)) {
+                    found.insert(r.address.to_string(), r.address.kind);
+                }
+            }
+        }
+        for (a, kind) in found {
+            let mut rc = ResourceChange::new(a, kind, Action::Delete);
+            rc.reason = Some(if self.opts.destroy { "delete_because_destroy".into() } else { "delete_because_no_resource_config".into() });
+            self.out.changes.push(rc);
+        }
+    }
+}
+
+/// `root@1` → `disk.root[1]`, `root@a` → `disk.root["a"]`.
+fn disk_address(stem: &str) -> String {
+    match stem.split_once('@') {
+        None => format!("disk.{stem}"),
+        Some((n, k)) if k.chars().all(|c| c.is_ascii_digit()) => format!("disk.{n}[{k}]"),
+        Some((n, k)) => format!("disk.{n}[\"{k}\"]"),
+    }
+}
+
+/// How a changed domain field lands.
+fn field_landing(field: &str, want: &crate::xml::domain::DomainDef) -> Landing {
+    match field {
+        "name" | "uuid" | "domain_type" | "arch" | "machine" | "firmware" => Landing::Replace,
+        f if f.starts_with("disk:") => {
+            // The boot disk (first disk) changing its file means a new machine.
+            let target = &f["disk:".len()..];
+            if want.disks.first().is_some_and(|d| d.target == target) { Landing::Replace } else { Landing::Restart }
+        }
+        _ => Landing::Restart,
+    }
+}
+
+/// Human before/after values of a domain field.
+fn field_values(field: &str, have: &crate::xml::domain::ObservedDomain, want: &crate::xml::domain::ObservedDomain) -> (Option<String>, Option<String>) {
+    use crate::model::common::Size;
+    let mem = |k: u64| Size(k * 1024).to_string();
+    match field {
+        "memory" => (Some(mem(have.memory_kib)), Some(mem(want.memory_kib))),
+        "current_memory" => (Some(mem(have.current_memory_kib)), Some(mem(want.current_memory_kib))),
+        "vcpus" => (Some(have.vcpus.to_string()), Some(want.vcpus.to_string())),
+        "cmdline" => (have.cmdline.clone(), want.cmdline.clone()),
+        "kernel" => (have.kernel.clone(), want.kernel.clone()),
+        "initrd" => (have.initrd.clone(), want.initrd.clone()),
+        "name" => (Some(have.name.clone()), Some(want.name.clone())),
+        "machine" => (Some(have.machine.clone()), Some(want.machine.clone())),
+        f if f.starts_with("disk:") => {
+            let t = &f["disk:".len()..];
+            let find = |d: &crate::xml::domain::ObservedDomain| d.disks.iter().find(|x| x.target == t).and_then(|x| x.path.clone());
+            (find(have), find(want))
+        }
+        f if f.starts_with("nic:") => {
+            let m = &f["nic:".len()..];
+            let find = |d: &crate::xml::domain::ObservedDomain| d.nics.iter().find(|x| x.mac.to_string() == m).map(|x| format!("{:?}", x.source));
+            (find(have), find(want))
+        }
+        _ => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

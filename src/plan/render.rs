@@ -1,0 +1,150 @@
+//! Rendering a plan: Terraform-shaped text (and JSON, see `to_json`).
+//!
+//! Invariant: values marked sensitive are never printed; they show as
+//! `(sensitive value)`.
+
+use super::{Action, AttrChange, Landing, Plan, ResourceChange};
+
+struct Style {
+    green: &'static str,
+    yellow: &'static str,
+    red: &'static str,
+    bold: &'static str,
+    dim: &'static str,
+    reset: &'static str,
+}
+
+fn style(color: bool) -> Style {
+    if color {
+        Style { green: "\x1b[32m", yellow: "\x1b[33m", red: "\x1b[31m", bold: "\x1b[1m", dim: "\x1b[2m", reset: "\x1b[0m" }
+    } else {
+        Style { green: "", yellow: "", red: "", bold: "", dim: "", reset: "" }
+    }
+}
+
+fn value(v: &Option<String>, sensitive: bool) -> String {
+    if sensitive {
+        return "(sensitive value)".into();
+    }
+    match v {
+        Some(s) => format!("{s:?}"),
+        None => "(none)".into(),
+    }
+}
+
+fn landing_note(c: &AttrChange) -> &'static str {
+    match c.landing {
+        Landing::Live => "",
+        Landing::Restart => " (restart)",
+        Landing::Replace => " # forces replacement",
+    }
+}
+
+fn header(rc: &ResourceChange) -> String {
+    match rc.action {
+        Action::Create => format!("# {} will be created", rc.address),
+        Action::Delete => format!("# {} will be destroyed", rc.address),
+        Action::Replace => format!("# {} must be replaced", rc.address),
+        Action::Update => match rc.landing() {
+            Some(Landing::Restart) => format!("# {} will be updated in-place (restart)", rc.address),
+            _ => format!("# {} will be updated in-place (live)", rc.address),
+        },
+        Action::NoOp => format!("# {} is unchanged", rc.address),
+    }
+}
+
+/// The human plan.
+pub fn text(plan: &Plan, color: bool) -> String {
+    let s = style(color);
+    let mut out = String::new();
+    for c in &plan.conflicts {
+        out.push_str(&format!("{}conflict{}: {}: {}\n", s.red, s.reset, c.address, c.message));
+    }
+    if !plan.conflicts.is_empty() {
+        out.push('\n');
+    }
+    let changes: Vec<&ResourceChange> = plan.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+    if changes.is_empty() {
+        out.push_str("No changes. The host matches the configuration.\n");
+    } else {
+        out.push_str("virtform will perform the following actions:\n\n");
+        for rc in changes {
+            let (sym, col) = match rc.action {
+                Action::Create => ("  +", s.green),
+                Action::Delete => ("  -", s.red),
+                Action::Replace => ("-/+", s.red),
+                Action::Update => ("  ~", s.yellow),
+                Action::NoOp => ("   ", ""),
+            };
+            out.push_str(&format!("  {}{}{}\n", s.bold, header(rc), s.reset));
+            if rc.changes.iter().any(|c| c.outside) {
+                out.push_str(&format!("  {}# (changed outside virtform){}\n", s.dim, s.reset));
+            }
+            for b in &rc.because {
+                out.push_str(&format!("  {}# because {b}{}\n", s.dim, s.reset));
+            }
+            let (kind, name) = rc.address.split_once('.').unwrap_or((&rc.address, ""));
+            out.push_str(&format!("{col}{sym}{} {kind} {name:?} {{\n", s.reset));
+            let width = rc.changes.iter().map(|c| c.attr.len()).max().unwrap_or(0);
+            for c in &rc.changes {
+                out.push_str(&format!(
+                    "      {}~{} {:width$} = {} -> {}{}{}\n",
+                    s.yellow,
+                    s.reset,
+                    c.attr,
+                    value(&c.before, c.sensitive),
+                    value(&c.after, c.sensitive),
+                    landing_note(c),
+                    if c.outside { " (changed outside virtform)" } else { "" },
+                ));
+            }
+            out.push_str("    }\n");
+            if let Some(d) = &rc.xml_diff {
+                for l in d.lines() {
+                    let col = if l.starts_with('+') && !l.starts_with("+++") {
+                        s.green
+                    } else if l.starts_with('-') && !l.starts_with("---") {
+                        s.red
+                    } else {
+                        s.dim
+                    };
+                    out.push_str(&format!("      {col}{l}{}\n", s.reset));
+                }
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!("{}{}{}\n", s.bold, plan.summary(), s.reset));
+    }
+    for e in &plan.errors {
+        out.push_str(&format!("{}error{}: {e}\n", s.red, s.reset));
+    }
+    out
+}
+
+/// The JSON plan (see `schema/plan.schema.json` once published).
+pub fn to_json(plan: &Plan) -> serde_json::Value {
+    serde_json::json!({
+        "format_version": "1.0",
+        "stack": plan.stack,
+        "fingerprint": plan.fingerprint,
+        "resource_changes": plan.changes.iter().map(|c| serde_json::json!({
+            "address": c.address,
+            "type": c.kind,
+            "change": {
+                "actions": c.action.actions(),
+                "attributes": c.changes.iter().map(|a| serde_json::json!({
+                    "name": a.attr,
+                    "before": if a.sensitive { serde_json::Value::Null } else { serde_json::json!(a.before) },
+                    "after": if a.sensitive { serde_json::Value::Null } else { serde_json::json!(a.after) },
+                    "sensitive": a.sensitive,
+                    "landing": a.landing,
+                    "outside": a.outside,
+                })).collect::<Vec<_>>(),
+            },
+            "action_reason": c.reason,
+            "because": c.because,
+        })).collect::<Vec<_>>(),
+        "conflicts": plan.conflicts,
+        "errors": plan.errors,
+    })
+}
