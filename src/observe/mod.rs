@@ -74,3 +74,45 @@ impl Observed {
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
+
+/// Reads the files the stack may own (its disks and the image cache) and
+/// hashes local image sources that declare no sha256.
+///
+/// One `read_dir` per directory and one header read per file; no processes.
+pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Path) -> Result<(BTreeMap<String, ActualFile>, BTreeMap<String, String>), crate::host::HostError> {
+    use crate::host::{disks, HostError};
+    let mut files = BTreeMap::new();
+    let dirs = [state_dir.join(&cfg.stack).join("disks"), state_dir.join(&cfg.stack).join("volumes"), state_dir.join("images")];
+    for dir in dirs {
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(HostError::new("list", dir.display().to_string(), e.to_string())),
+        };
+        for entry in rd.flatten() {
+            let p = entry.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // `.part` files and locks are in-flight work, not objects.
+            if name.starts_with('.') || !p.is_file() {
+                continue;
+            }
+            match disks::inspect(&p) {
+                Ok(info) => {
+                    files.insert(p.to_string_lossy().into_owned(), ActualFile { format: info.format, virtual_size: info.virtual_size, backing_file: info.backing_file });
+                }
+                Err(e) => tracing::warn!("cannot inspect {}: {e}", p.display()),
+            }
+        }
+    }
+    let mut hashes = BTreeMap::new();
+    for r in &cfg.resources {
+        if let crate::model::Spec::Image(img) = &r.spec {
+            if img.sha256.is_none() && !img.is_remote() {
+                let h = disks::hash_file(std::path::Path::new(&img.source))
+                    .map_err(|e| HostError::new("read image", &img.source, e.to_string()).hint(format!("{} declares this source; check the path", r.address)))?;
+                hashes.insert(img.source.clone(), h);
+            }
+        }
+    }
+    Ok((files, hashes))
+}
