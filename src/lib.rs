@@ -4,6 +4,7 @@
 
 #![allow(clippy::result_large_err)] // diagnostics are large and cold; boxing them buys nothing
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod graph;

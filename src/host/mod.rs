@@ -8,6 +8,7 @@
 //! - Ownership markers have one format, built and parsed here.
 
 pub mod disks;
+pub mod libvirt;
 pub mod links;
 
 use std::process::{Command, Stdio};

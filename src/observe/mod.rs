@@ -79,7 +79,10 @@ impl Observed {
 /// hashes local image sources that declare no sha256.
 ///
 /// One `read_dir` per directory and one header read per file; no processes.
-pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Path) -> Result<(BTreeMap<String, ActualFile>, BTreeMap<String, String>), crate::host::HostError> {
+/// Files by path, and hashes of image sources by source path.
+pub type Scanned = (BTreeMap<String, ActualFile>, BTreeMap<String, String>);
+
+pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Path) -> Result<Scanned, crate::host::HostError> {
     use crate::host::{disks, HostError};
     let mut files = BTreeMap::new();
     let dirs = [state_dir.join(&cfg.stack).join("disks"), state_dir.join(&cfg.stack).join("volumes"), state_dir.join("images")];
@@ -106,8 +109,11 @@ pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Pat
     }
     let mut hashes = BTreeMap::new();
     for r in &cfg.resources {
-        if let crate::model::Spec::Image(img) = &r.spec {
-            if img.sha256.is_none() && !img.is_remote() {
+        if let crate::model::Spec::Image(img) = &r.spec
+            && img.sha256.is_none()
+            && !img.is_remote()
+        {
+            {
                 let h = disks::hash_file(std::path::Path::new(&img.source))
                     .map_err(|e| HostError::new("read image", &img.source, e.to_string()).hint(format!("{} declares this source; check the path", r.address)))?;
                 hashes.insert(img.source.clone(), h);
