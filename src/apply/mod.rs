@@ -7,3 +7,4 @@
 //!   not-started steps.
 
 pub mod dag;
+pub mod engine;

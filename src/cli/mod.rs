@@ -6,6 +6,7 @@
 
 pub mod fmt;
 pub mod graph;
+pub mod plan;
 pub mod validate;
 
 use crate::config::{self, LoadOptions};
@@ -102,6 +103,12 @@ pub enum Command {
     Fmt(fmt::FmtArgs),
     /// Print the dependency graph as Graphviz DOT.
     Graph(graph::GraphArgs),
+    /// Show what apply would change on the host.
+    Plan(plan::PlanArgs),
+    /// Bring the host to the configuration.
+    Apply(plan::ApplyArgs),
+    /// Remove every object of the stack from the host.
+    Destroy(plan::ApplyArgs),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -119,6 +126,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate(a) => validate::run(g, a),
         Command::Fmt(a) => fmt::run(g, a),
         Command::Graph(a) => graph::run(g, a),
+        Command::Plan(a) => plan::run_plan(g, a),
+        Command::Apply(a) => plan::run_apply(g, a, false),
+        Command::Destroy(a) => plan::run_apply(g, a, true),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "virtform", &mut std::io::stdout());

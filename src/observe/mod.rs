@@ -122,3 +122,34 @@ pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Pat
     }
     Ok((files, hashes))
 }
+
+/// Reads the whole host state the planner needs: one link dump, one domain
+/// listing (inactive XML parsed), and a scan of the stack's files.
+pub fn observe(
+    links: &dyn crate::host::links::LinkHost,
+    libvirt: &dyn crate::host::libvirt::Libvirt,
+    cfg: &crate::config::Configuration,
+    state_dir: &std::path::Path,
+) -> Result<Observed, crate::host::HostError> {
+    let mut o = Observed::default();
+    for l in links.list()? {
+        o.links.insert(l.name.clone(), l);
+    }
+    for d in libvirt.domains()? {
+        let marker = d.marker.as_ref().map(|m| (m.stack.clone(), m.address.clone(), m.spec_hash.clone()));
+        o.domains.insert(
+            d.name.clone(),
+            ActualDomain {
+                name: d.name.clone(),
+                running: matches!(d.state, crate::host::libvirt::DomainState::Running | crate::host::libvirt::DomainState::Paused),
+                autostart: d.autostart,
+                def: d.observed,
+                marker,
+            },
+        );
+    }
+    let (files, hashes) = scan_files(cfg, state_dir)?;
+    o.files = files;
+    o.source_hashes = hashes;
+    Ok(o)
+}

@@ -84,11 +84,14 @@ pub struct ResourceChange {
     pub because: Vec<String>,
     /// Unified diff of the normalized domain XML (instances).
     pub xml_diff: Option<String>,
+    /// The host object of a resource that is no longer configured (domain
+    /// name, link name, file path), so it can be removed without its config.
+    pub object: Option<String>,
 }
 
 impl ResourceChange {
     fn new(address: String, kind: Kind, action: Action) -> ResourceChange {
-        ResourceChange { address, kind, action, reason: None, changes: Vec::new(), because: Vec::new(), xml_diff: None }
+        ResourceChange { address, kind, action, reason: None, changes: Vec::new(), because: Vec::new(), xml_diff: None, object: None }
     }
 
     /// The strongest landing among the changes.
@@ -447,17 +450,17 @@ impl Planner<'_> {
     fn orphans(&mut self) {
         let declared: BTreeSet<String> = if self.opts.destroy { BTreeSet::new() } else { self.cfg.resources.iter().map(|r| r.address.to_string()).collect() };
         let stack = self.cfg.stack.clone();
-        let mut found: BTreeMap<String, Kind> = BTreeMap::new();
+        let mut found: BTreeMap<String, (Kind, Option<String>)> = BTreeMap::new();
         for d in self.obs.domains.values() {
             if let Some((s, a, _)) = &d.marker
                 && *s == stack && !declared.contains(a) {
-                    found.insert(a.clone(), Kind::Instance);
+                    found.insert(a.clone(), (Kind::Instance, Some(d.name.clone())));
                 }
         }
         for name in self.obs.links.keys() {
             if let Some((s, a)) = self.obs.link_owner(name)
                 && s == stack && !declared.contains(&a) && a.starts_with("network.") {
-                    found.insert(a, Kind::Network);
+                    found.insert(a, (Kind::Network, Some(name.clone())));
                 }
         }
         let disk_dir = self.opts.state_dir.join(&stack).join("disks");
@@ -467,19 +470,15 @@ impl Planner<'_> {
                 && let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
                     let a = disk_address(stem);
                     if !declared.contains(&a) {
-                        found.insert(a, Kind::Disk);
+                        found.insert(a, (Kind::Disk, Some(path.clone())));
                     }
                 }
         }
-        if self.opts.destroy {
-            for r in &self.cfg.resources {
-                if matches!(r.spec, Spec::Image(_) | Spec::Port(_)) {
-                    found.insert(r.address.to_string(), r.address.kind);
-                }
-            }
-        }
-        for (a, kind) in found {
+        // Images live in the shared, content-addressed cache and are kept;
+        // bridge-plugged ports have no host object of their own.
+        for (a, (kind, object)) in found {
             let mut rc = ResourceChange::new(a, kind, Action::Delete);
+            rc.object = object;
             rc.reason = Some(if self.opts.destroy { "delete_because_destroy".into() } else { "delete_because_no_resource_config".into() });
             self.out.changes.push(rc);
         }
