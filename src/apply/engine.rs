@@ -176,11 +176,10 @@ impl Step for HostStep {
             Op::WaitConsole { name, log, pattern, timeout } => {
                 let start = Instant::now();
                 loop {
-                    if let Ok(text) = std::fs::read(log) {
-                        if String::from_utf8_lossy(&text).contains(pattern.as_str()) {
+                    if let Ok(text) = std::fs::read(log)
+                        && String::from_utf8_lossy(&text).contains(pattern.as_str()) {
                             return Ok(StepOutcome::Done);
                         }
-                    }
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!(
                             "{name} is not ready: {pattern:?} did not appear on its console within {}s",
@@ -310,14 +309,13 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     let id = b.step(&addr, Op::Start { name: name.clone(), log: Some(def.console_log.clone().into()) });
                     b.chain(id, last);
                     last = Some(id);
-                    if let Some(w) = &inst.wait_for {
-                        if let Some(p) = &w.console {
+                    if let Some(w) = &inst.wait_for
+                        && let Some(p) = &w.console {
                             let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
                             let wid = b.step(&addr, Op::WaitConsole { name: name.clone(), log: def.console_log.clone().into(), pattern: p.clone(), timeout });
                             b.chain(wid, last);
                             last = Some(wid);
                         }
-                    }
                 }
                 if let Some(l) = last {
                     b.created.insert(addr, l);

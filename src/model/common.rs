@@ -12,8 +12,15 @@ use std::fmt;
 use std::net::IpAddr;
 
 /// A size in bytes, written as `"512M"`, `"10G"`, `"1.5G"` (exact only) or an integer of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// Serialized in its shortest exact unit form (`"256M"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Size(pub u64);
+
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 impl Size {
     pub fn parse(s: &str) -> Result<Size, String> {
@@ -110,8 +117,15 @@ impl JsonSchema for Size {
 }
 
 /// A duration such as `"120s"`, `"2m"`, `"1h30m"` or a number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// Serialized as text (`"120s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Duration(pub u64 /* milliseconds */);
+
+impl Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 impl Duration {
     pub fn parse(s: &str) -> Result<Duration, String> {

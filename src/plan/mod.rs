@@ -187,6 +187,10 @@ impl Planner<'_> {
                     }
                     Spec::Instance(_) => self.instance(r),
                 };
+                let mut rc = rc;
+                if rc.action == Action::Create {
+                    rc.changes = created_attrs(r);
+                }
                 by_addr.insert(rc.address.clone(), self.out.changes.len());
                 self.out.changes.push(rc);
             }
@@ -483,6 +487,25 @@ impl Planner<'_> {
             self.out.changes.push(rc);
         }
     }
+}
+
+/// The attributes a created resource will have (its resolved spec), for display.
+fn created_attrs(r: &Resource) -> Vec<AttrChange> {
+    let v = serde_json::to_value(&r.spec).unwrap_or_default();
+    let Some(m) = v.as_object() else { return Vec::new() };
+    m.iter()
+        .filter(|(_, x)| !x.is_null() && x.as_array().is_none_or(|a| !a.is_empty()))
+        .map(|(k, x)| {
+            let sensitive = r.sensitive.iter().any(|s| s == k || s.starts_with(&format!("{k}.")));
+            let unknown = r.unknown.contains(k);
+            let shown = if unknown {
+                "(known after apply)".to_string()
+            } else {
+                x.to_string()
+            };
+            AttrChange { attr: k.clone(), before: None, after: Some(shown), landing: Landing::Live, outside: false, sensitive }
+        })
+        .collect()
 }
 
 /// `root@1` → `disk.root[1]`, `root@a` → `disk.root["a"]`.

@@ -86,7 +86,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let (kind, name) = rc.address.split_once('.').unwrap_or((&rc.address, ""));
             out.push_str(&format!("{col}{sym}{} {kind} {name:?} {{\n", s.reset));
             let width = rc.changes.iter().map(|c| c.attr.len()).max().unwrap_or(0);
-            for c in &rc.changes {
+            for c in rc.changes.iter().filter(|c| c.before.is_none() && rc.action == Action::Create) {
+                let shown = if c.sensitive { "(sensitive value)".to_string() } else { c.after.clone().unwrap_or_default() };
+                out.push_str(&format!("      {}+{} {:width$} = {shown}\n", s.green, s.reset, c.attr));
+            }
+            for c in rc.changes.iter().filter(|_| rc.action != Action::Create) {
                 out.push_str(&format!(
                     "      {}~{} {:width$} = {} -> {}{}{}\n",
                     s.yellow,
