@@ -7,6 +7,12 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Like every Unix filter: `virtform plan | head` ends quietly instead of
+    // panicking on a closed pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE at startup, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match virtform::cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -368,6 +368,14 @@ impl Builder {
                 self.dag.depend(id, *s);
             }
         }
+        // depends_on names blocks (`network.lan`) or instances (`disk.root[0]`).
+        for d in &r.depends_on {
+            let prefix = format!("{d}[");
+            let hits: Vec<usize> = self.created.iter().filter(|(a, _)| *a == d || a.starts_with(&prefix)).map(|(_, s)| *s).collect();
+            for s in hits {
+                self.dag.depend(id, s);
+            }
+        }
         // Ports add no steps of their own here: depend on their networks.
         if let Spec::Instance(_) = &r.spec {
             for (a, s) in self.created.clone() {

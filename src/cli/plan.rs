@@ -116,7 +116,13 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         return ExitCode::from(1);
     }
     if !p.has_changes() {
-        print_outputs(&s.cfg);
+        if destroy {
+            engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
+            println!("Destroy complete: nothing of stack \"{}\" is left on this host.", s.cfg.stack);
+        } else {
+            println!("Apply complete: nothing to do.");
+            print_outputs(&s.cfg);
+        }
         return ExitCode::SUCCESS;
     }
     if !a.auto_approve && !confirm() {
@@ -149,18 +155,20 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         }
     });
     println!();
-    print!("{}", report.render());
-    println!();
     if report.ok() {
+        // Every step was already printed as it finished: only the headline.
+        let rendered = report.render();
+        let headline = rendered.lines().last().unwrap_or("").replace("Apply complete", if destroy { "Destroy complete" } else { "Apply complete" });
+        println!("{headline}");
         if destroy {
             engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
-            println!("Destroy complete.");
         } else {
-            println!("Apply complete.");
             print_outputs(&s.cfg);
         }
         ExitCode::SUCCESS
     } else {
+        print!("{}", report.render());
+        println!();
         eprintln!("The host is left as the report says; run `virtform plan` to see what remains, and `virtform apply` again to converge.");
         ExitCode::from(1)
     }

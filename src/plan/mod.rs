@@ -385,7 +385,10 @@ impl Planner<'_> {
 
     fn instance_of_disk_exists(&self, disk_addr: &str) -> bool {
         self.cfg.resources.iter().any(|r| match &r.spec {
-            Spec::Instance(i) => i.disks.iter().any(|d| d.0 == disk_addr) && self.obs.domains.contains_key(i.domain_name()),
+            Spec::Instance(i) => {
+                i.disks.iter().any(|d| d.0 == disk_addr)
+                    && self.obs.domains.get(i.domain_name()).and_then(|d| d.marker.as_ref()).is_some_and(|m| m.0 == self.cfg.stack && m.1 == r.address.to_string())
+            }
             _ => false,
         })
     }
@@ -431,7 +434,8 @@ impl Planner<'_> {
         let want_running = inst.state == crate::model::instance::State::Running;
         if have.running != want_running {
             let (b, a) = if want_running { ("shutoff", "running") } else { ("running", "shutoff") };
-            rc.changes.push(change("state", b, a, Landing::Live, true));
+            // Not labelled as outside: an interrupted apply looks the same.
+            rc.changes.push(change("state", b, a, Landing::Live, false));
         }
         if have.autostart != inst.autostart {
             rc.changes.push(change("autostart", have.autostart, inst.autostart, Landing::Live, outside));

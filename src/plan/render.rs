@@ -27,6 +27,7 @@ fn value(v: &Option<String>, sensitive: bool) -> String {
         return "(sensitive value)".into();
     }
     match v {
+        Some(s) if s.parse::<f64>().is_ok() || s == "true" || s == "false" => s.clone(),
         Some(s) => format!("{s:?}"),
         None => "(none)".into(),
     }
@@ -90,6 +91,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
                 let shown = if c.sensitive { "(sensitive value)".to_string() } else { c.after.clone().unwrap_or_default() };
                 out.push_str(&format!("      {}+{} {:width$} = {shown}\n", s.green, s.reset, c.attr));
             }
+            if let (Action::Delete, Some(o)) = (rc.action, &rc.object) {
+                out.push_str(&format!("      {}-{} object = {o:?}\n", s.red, s.reset));
+            }
             for c in rc.changes.iter().filter(|_| rc.action != Action::Create) {
                 out.push_str(&format!(
                     "      {}~{} {:width$} = {} -> {}{}{}\n",
@@ -119,6 +123,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
         }
         out.push_str(&format!("{}{}{}\n", s.bold, plan.summary(), s.reset));
     }
+    if !plan.conflicts.is_empty() {
+        out.push_str(&format!("{}apply will refuse this plan until the conflicts above are resolved{}\n", s.red, s.reset));
+    }
     for e in &plan.errors {
         out.push_str(&format!("{}error{}: {e}\n", s.red, s.reset));
     }
@@ -139,7 +146,14 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
                 "attributes": c.changes.iter().map(|a| serde_json::json!({
                     "name": a.attr,
                     "before": if a.sensitive { serde_json::Value::Null } else { serde_json::json!(a.before) },
-                    "after": if a.sensitive { serde_json::Value::Null } else { serde_json::json!(a.after) },
+                    "after": if a.sensitive {
+                        serde_json::Value::Null
+                    } else if c.action == super::Action::Create {
+                        // Created attributes hold JSON text of the resolved spec.
+                        a.after.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(serde_json::Value::Null)
+                    } else {
+                        serde_json::json!(a.after)
+                    },
                     "sensitive": a.sensitive,
                     "landing": a.landing,
                     "outside": a.outside,
