@@ -1391,3 +1391,37 @@ fn interrupted_apply_converges() {
     let ping = run("ping", &["-c", "3", "-W", "2", &fx.st().ip]);
     assert!(ping.ok(), "{}", ping.show());
 }
+
+/// 10. A saved plan: `apply FILE` refuses when the host changed since the
+/// plan was made, and does exactly the plan when it did not.
+#[test]
+fn saved_plan_is_refused_when_the_host_changed() {
+    let fx = Fixture::new("saved_plan_is_refused_when_the_host_changed", "saved", 10, |_| {});
+    fx.apply();
+    let net = net_for(10);
+    let bridge = fx.st().bridge.clone();
+    fx.write_conf(&Conf { bridge: &bridge, net: &net, memory: "384M", image: "tiny.qcow2", mtu: None, domain_name: None }.render());
+    let plans = tempdir("vf-e2e-plans");
+    let stale = plans.path().join("stale.plan");
+    let out = fx.vf(&["plan", "--out", stale.to_str().unwrap()]);
+    assert!(out.ok(), "{}", out.show());
+    assert!(stale.exists(), "plan --out wrote no file");
+    // Change the host behind the plan's back.
+    virsh(&["setmaxmem", &fx.st().domain, "524288", "--config"]).must();
+    let bin = env!("CARGO_BIN_EXE_virtform");
+    // A plan file carries its own configuration directory, variables, stack and state dir.
+    let refused = run(bin, &["--no-color", "apply", stale.to_str().unwrap()]);
+    assert_eq!(refused.code, Some(1), "{}", refused.show());
+    assert!(refused.stderr.contains("the host changed since this plan was made"), "{}", refused.show());
+    let xml = virsh(&["dumpxml", "--inactive", &fx.st().domain]).must().stdout;
+    assert!(xml.contains("524288"), "the refused apply changed the domain:\n{xml}");
+    // A fresh plan of the unchanged host applies exactly.
+    let fresh = plans.path().join("fresh.plan");
+    fx.vf(&["plan", "--out", fresh.to_str().unwrap()]).must();
+    let applied = run(bin, &["--no-color", "apply", fresh.to_str().unwrap()]);
+    assert!(applied.ok(), "{}", applied.show());
+    assert!(applied.stdout.contains("Apply complete"), "{}", applied.show());
+    fx.assert_plan_empty(0, "after applying the saved plan");
+    let xml = virsh(&["dumpxml", "--inactive", &fx.st().domain]).must().stdout;
+    assert!(xml.contains("393216"), "memory is not 384M after the saved plan:\n{xml}");
+}

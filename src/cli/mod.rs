@@ -6,6 +6,7 @@
 
 pub mod fmt;
 pub mod graph;
+pub mod output;
 pub mod plan;
 pub mod validate;
 
@@ -109,6 +110,8 @@ pub enum Command {
     Apply(plan::ApplyArgs),
     /// Remove every object of the stack from the host.
     Destroy(plan::ApplyArgs),
+    /// Print the configuration's outputs.
+    Output(output::OutputArgs),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -129,6 +132,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(a) => plan::run_plan(g, a),
         Command::Apply(a) => plan::run_apply(g, a, false),
         Command::Destroy(a) => plan::run_apply(g, a, true),
+        Command::Output(a) => output::run(g, a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "virtform", &mut std::io::stdout());

@@ -31,12 +31,35 @@ pub struct PlanArgs {
     /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Save the plan to FILE; `virtform apply FILE` then does exactly it, and
+    /// refuses if the host changed in between.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// A saved plan: what to load, what the host looked like, what to do.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PlanFile {
+    format_version: String,
+    dir: PathBuf,
+    vars: Vec<String>,
+    var_files: Vec<PathBuf>,
+    stack: String,
+    state_dir: PathBuf,
+    destroy: bool,
+    replace: Vec<String>,
+    fingerprint: String,
+    plan: serde_json::Value,
 }
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// Configuration directory (default: the current directory).
+    /// Configuration directory (default: the current directory), or a plan
+    /// file saved by `plan --out`.
     pub dir: Option<PathBuf>,
+    /// Progress as JSON lines (one object per event) on standard output.
+    #[arg(long)]
+    pub json: bool,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
@@ -82,6 +105,26 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
         Err(c) => return c,
     };
     let p = make_plan(g, &s, a.destroy, &a.replace);
+    if let Some(out) = &a.out {
+        let dir = std::fs::canonicalize(&s.cfg.dir).unwrap_or(s.cfg.dir.clone());
+        let pf = PlanFile {
+            format_version: "1".into(),
+            dir,
+            vars: g.vars.clone(),
+            var_files: g.var_files.iter().map(|f| std::fs::canonicalize(f).unwrap_or(f.clone())).collect(),
+            stack: s.cfg.stack.clone(),
+            state_dir: g.state_dir.clone(),
+            destroy: a.destroy,
+            replace: a.replace.clone(),
+            fingerprint: p.fingerprint.clone(),
+            plan: render::to_json(&p),
+        };
+        let text = serde_json::to_string_pretty(&pf).unwrap_or_default();
+        if let Err(e) = std::fs::write(out, text) {
+            eprintln!("error: cannot write the plan file {}: {e}", out.display());
+            return ExitCode::from(1);
+        }
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&render::to_json(&p)).unwrap_or_default());
     } else {
@@ -95,6 +138,9 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
 
 pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
     let dir = dir_or_cwd(a.dir.clone());
+    if dir.is_file() {
+        return apply_saved(g, a, &dir);
+    }
     // Load first (to know the stack), lock, then observe under the lock.
     let cfg = match g.load(dir.clone()) {
         Ok(c) => c,
@@ -110,12 +156,61 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         Err(c) => return c,
     };
     let p = make_plan(g, &s, destroy, &a.replace);
-    print!("{}", render::text(&p, g.color_stdout()));
+    execute(g, &a, s, p, destroy, true)
+}
+
+/// `apply FILE`: re-observe, refuse if the host changed since the plan was
+/// made, else do exactly the saved plan.
+fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path) -> ExitCode {
+    let pf: PlanFile = match std::fs::read_to_string(file).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {} is not a virtform plan file: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    let g2 = Global { vars: pf.vars.clone(), var_files: pf.var_files.clone(), stack: Some(pf.stack.clone()), state_dir: pf.state_dir.clone(), ..g.clone() };
+    let _lock = match lock_stack(&g2, &pf.stack) {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
+    let s = match open(&g2, Some(pf.dir.clone())) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let p = make_plan(&g2, &s, pf.destroy, &pf.replace);
+    if p.fingerprint != pf.fingerprint {
+        eprintln!("error: the host changed since this plan was made ({}); nothing was changed. Run `virtform plan` again.", file.display());
+        return ExitCode::from(1);
+    }
+    if render::to_json(&p) != pf.plan {
+        eprintln!("error: the configuration changed since this plan was made ({}); nothing was changed. Run `virtform plan` again.", file.display());
+        return ExitCode::from(1);
+    }
+    let a = ApplyArgs { auto_approve: true, ..a };
+    execute(&g2, &a, s, p, pf.destroy, false)
+}
+
+fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_plan: bool) -> ExitCode {
+    if show_plan && !a.json {
+        print!("{}", render::text(&p, g.color_stdout()));
+    }
     if !p.conflicts.is_empty() || !p.errors.is_empty() {
+        if a.json {
+            eprint!("{}", render::text(&p, false));
+        }
         eprintln!("error: the plan has conflicts or errors; nothing was changed.");
         return ExitCode::from(1);
     }
     if !p.has_changes() {
+        if a.json {
+            let outputs: serde_json::Map<String, serde_json::Value> = s.cfg.outputs.iter().map(|o| (o.name.clone(), if o.sensitive { serde_json::Value::Null } else { o.value.to_json() })).collect();
+            println!("{}", serde_json::json!({"event": "summary", "ok": true, "done": 0, "already": 0, "failed": 0, "skipped": 0, "outputs": outputs}));
+            if destroy {
+                engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
+            }
+            return ExitCode::SUCCESS;
+        }
         if destroy {
             engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
             println!("Destroy complete: nothing of stack \"{}\" is left on this host.", s.cfg.stack);
@@ -140,7 +235,21 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         return ExitCode::from(1);
     }
     let out = std::sync::Mutex::new(std::io::stdout());
+    let json = a.json;
     let report = dag.run(a.parallelism.max(1), &|e| {
+        if json {
+            let v = match &e {
+                Event::Started { description, address, .. } => serde_json::json!({"event": "started", "address": address, "step": description}),
+                Event::Finished { description, address, outcome: Ok(o), elapsed, .. } => serde_json::json!({"event": "finished", "address": address, "step": description, "outcome": if matches!(o, crate::apply::dag::StepOutcome::AlreadyDone) { "already_done" } else { "done" }, "seconds": elapsed.as_secs_f64()}),
+                Event::Finished { description, address, outcome: Err(err), elapsed, .. } => serde_json::json!({"event": "failed", "address": address, "step": description, "error": err.message, "hint": err.hint, "seconds": elapsed.as_secs_f64()}),
+                Event::Skipped { description, address, because_description, .. } => serde_json::json!({"event": "skipped", "address": address, "step": description, "because": because_description}),
+                Event::Cancelled { description, address, .. } => serde_json::json!({"event": "cancelled", "address": address, "step": description}),
+            };
+            if let Ok(mut o) = out.lock() {
+                let _ = writeln!(o, "{v}");
+            }
+            return;
+        }
         let line = match e {
             Event::Finished { description, address, outcome: Ok(o), elapsed, .. } => {
                 let mark = if matches!(o, crate::apply::dag::StepOutcome::AlreadyDone) { "=" } else { "+" };
@@ -154,6 +263,14 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
             let _ = writeln!(o, "{line}");
         }
     });
+    if a.json {
+        let outputs: serde_json::Map<String, serde_json::Value> = s.cfg.outputs.iter().map(|o| (o.name.clone(), if o.sensitive { serde_json::Value::Null } else { o.value.to_json() })).collect();
+        println!("{}", serde_json::json!({"event": "summary", "ok": report.ok(), "done": report.done.len(), "already": report.already.len(), "failed": report.failed.len(), "skipped": report.skipped.len(), "outputs": outputs}));
+        if report.ok() && destroy {
+            engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
+        }
+        return if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    }
     println!();
     if report.ok() {
         // Every step was already printed as it finished: only the headline.

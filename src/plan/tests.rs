@@ -257,3 +257,33 @@ fn plan_text_snapshot() {
     assert_eq!(vm["change"]["actions"], serde_json::json!(["delete", "create"]));
     assert_eq!(vm["action_reason"], "replace_because_dependency_replaced");
 }
+
+/// The JSON plan has every field `schema/plan.schema.json` requires.
+#[test]
+fn json_plan_follows_the_checked_in_schema() {
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../../schema/plan.schema.json")).unwrap();
+    let (_d, old) = load(QUICKSTART);
+    let o = converged(&old);
+    let (_d2, new) = load(&QUICKSTART.replace("memory  = \"256M\"", "memory  = \"512M\""));
+    let j = render::to_json(&plan(&new, &o, &opts()));
+    let required = |s: &serde_json::Value| -> Vec<String> { s["required"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect() };
+    for k in required(&schema) {
+        assert!(j.get(&k).is_some(), "plan JSON lacks {k}");
+    }
+    let rc_schema = &schema["properties"]["resource_changes"]["items"];
+    let attr_schema = &rc_schema["properties"]["change"]["properties"]["attributes"]["items"];
+    let actions: Vec<&str> = rc_schema["properties"]["change"]["properties"]["actions"]["items"]["enum"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    for rc in j["resource_changes"].as_array().unwrap() {
+        for k in required(rc_schema) {
+            assert!(rc.get(&k).is_some(), "resource change lacks {k}: {rc}");
+        }
+        for a in rc["change"]["actions"].as_array().unwrap() {
+            assert!(actions.contains(&a.as_str().unwrap()), "{a}");
+        }
+        for attr in rc["change"]["attributes"].as_array().unwrap() {
+            for k in required(attr_schema) {
+                assert!(attr.get(&k).is_some(), "attribute lacks {k}: {attr}");
+            }
+        }
+    }
+}
