@@ -1392,8 +1392,8 @@ fn interrupted_apply_converges() {
     assert!(ping.ok(), "{}", ping.show());
 }
 
-/// 10. A saved plan: `apply FILE` refuses when the host changed since the
-/// plan was made, and does exactly the plan when it did not.
+/// 10. A saved plan is refused when the host changed since it was made, and
+/// applied exactly when it did not.
 #[test]
 fn saved_plan_is_refused_when_the_host_changed() {
     let fx = Fixture::new("saved_plan_is_refused_when_the_host_changed", "saved", 10, |_| {});
@@ -1424,4 +1424,24 @@ fn saved_plan_is_refused_when_the_host_changed() {
     fx.assert_plan_empty(0, "after applying the saved plan");
     let xml = virsh(&["dumpxml", "--inactive", &fx.st().domain]).must().stdout;
     assert!(xml.contains("393216"), "memory is not 384M after the saved plan:\n{xml}");
+}
+
+/// 11. Deleting every local file loses nothing: `destroy --stack` with the
+/// configuration gone still removes everything of the stack, by its markers.
+#[test]
+fn destroy_without_the_configuration() {
+    let fx = Fixture::new("destroy_without_the_configuration", "nocfg", 11, |_| {});
+    fx.apply();
+    let dom = fx.st().domain.clone();
+    let br = fx.st().bridge.clone();
+    assert!(domain_exists(&dom) && link_exists(&br));
+    std::fs::remove_file(fx.cfg.path().join("main.vf.hcl")).expect("remove the configuration");
+    let shown = fx.vf(&["show"]);
+    assert!(shown.ok(), "{}", shown.show());
+    assert!(shown.stdout.contains(&dom) && shown.stdout.contains(&br), "show lists the stack's objects:\n{}", shown.show());
+    let out = fx.vf(&["destroy", "--auto-approve"]);
+    assert!(out.ok(), "{}", out.show());
+    assert!(!domain_exists(&dom), "domain {dom} survived:\n{}", out.show());
+    assert!(!link_exists(&br), "bridge {br} survived:\n{}", out.show());
+    assert!(!fx.stack_dir(0).exists(), "the stack dir survived: {:?}", files_under(&fx.stack_dir(0)));
 }

@@ -112,6 +112,14 @@ pub enum Command {
     Destroy(plan::ApplyArgs),
     /// Print the configuration's outputs.
     Output(output::OutputArgs),
+    /// Show what the host holds for the stack (objects carrying its marker).
+    Show {
+        /// Configuration directory (default: the current directory); with --stack it may be absent.
+        dir: Option<PathBuf>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -133,6 +141,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Apply(a) => plan::run_apply(g, a, false),
         Command::Destroy(a) => plan::run_apply(g, a, true),
         Command::Output(a) => output::run(g, a),
+        Command::Show { dir, json } => plan::run_show(g, dir, json),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "virtform", &mut std::io::stdout());

@@ -25,6 +25,9 @@ pub struct PlanArgs {
     /// Force the replacement of a resource (repeatable), e.g. --replace instance.web.
     #[arg(long, value_name = "ADDRESS")]
     pub replace: Vec<String>,
+    /// Plan only this resource and what it depends on (repeatable).
+    #[arg(long, value_name = "ADDRESS")]
+    pub target: Vec<String>,
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
@@ -48,6 +51,8 @@ struct PlanFile {
     state_dir: PathBuf,
     destroy: bool,
     replace: Vec<String>,
+    #[serde(default)]
+    targets: Vec<String>,
     fingerprint: String,
     plan: serde_json::Value,
 }
@@ -69,6 +74,9 @@ pub struct ApplyArgs {
     /// Force the replacement of a resource (repeatable).
     #[arg(long, value_name = "ADDRESS")]
     pub replace: Vec<String>,
+    /// Apply only this resource and what it depends on (repeatable).
+    #[arg(long, value_name = "ADDRESS")]
+    pub target: Vec<String>,
     /// Seconds a guest gets to shut down gracefully before it is stopped.
     #[arg(long, default_value_t = 60)]
     pub shutdown_timeout: u64,
@@ -81,8 +89,26 @@ struct Session {
     kvm: bool,
 }
 
+/// The configuration of DIR; for a stack named with --stack whose directory
+/// has no configuration files (deleted, or never there), an empty one, so
+/// `destroy --stack NAME` and `show --stack NAME` still work.
+fn load_or_empty(g: &Global, dir: PathBuf) -> Result<Configuration, ExitCode> {
+    let has_files = crate::config::config_files(&dir).map(|f| !f.is_empty()).unwrap_or(false);
+    match (&g.stack, has_files) {
+        (Some(stack), false) => {
+            if let Err(m) = crate::model::check_stack(stack) {
+                eprintln!("error: {m}");
+                return Err(ExitCode::from(1));
+            }
+            eprintln!("note: no configuration in {}; acting on stack \"{stack}\" from the host's markers alone", dir.display());
+            Ok(Configuration::empty(stack, dir))
+        }
+        _ => g.load(dir),
+    }
+}
+
 fn open(g: &Global, dir: Option<PathBuf>) -> Result<Session, ExitCode> {
-    let cfg = g.load(dir_or_cwd(dir))?;
+    let cfg = load_or_empty(g, dir_or_cwd(dir))?;
     let libvirt = VirtLibvirt::open(&g.connect).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)
@@ -95,8 +121,8 @@ fn open(g: &Global, dir: Option<PathBuf>) -> Result<Session, ExitCode> {
     Ok(Session { cfg, libvirt, observed, kvm })
 }
 
-fn make_plan(g: &Global, s: &Session, destroy: bool, replace: &[String]) -> Plan {
-    plan::plan(&s.cfg, &s.observed, &PlanOptions { destroy, replace: replace.to_vec(), state_dir: g.state_dir.clone(), kvm_usable: s.kvm })
+fn make_plan(g: &Global, s: &Session, destroy: bool, replace: &[String], targets: &[String]) -> Plan {
+    plan::plan(&s.cfg, &s.observed, &PlanOptions { destroy, replace: replace.to_vec(), state_dir: g.state_dir.clone(), kvm_usable: s.kvm, targets: targets.to_vec() })
 }
 
 pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
@@ -104,7 +130,7 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let p = make_plan(g, &s, a.destroy, &a.replace);
+    let p = make_plan(g, &s, a.destroy, &a.replace, &a.target);
     if let Some(out) = &a.out {
         let dir = std::fs::canonicalize(&s.cfg.dir).unwrap_or(s.cfg.dir.clone());
         let pf = PlanFile {
@@ -116,6 +142,7 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
             state_dir: g.state_dir.clone(),
             destroy: a.destroy,
             replace: a.replace.clone(),
+            targets: a.target.clone(),
             fingerprint: p.fingerprint.clone(),
             plan: render::to_json(&p),
         };
@@ -142,7 +169,7 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         return apply_saved(g, a, &dir);
     }
     // Load first (to know the stack), lock, then observe under the lock.
-    let cfg = match g.load(dir.clone()) {
+    let cfg = match load_or_empty(g, dir.clone()) {
         Ok(c) => c,
         Err(c) => return c,
     };
@@ -155,8 +182,61 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let p = make_plan(g, &s, destroy, &a.replace);
+    if s.cfg.resources.is_empty() && !destroy && s.cfg.sources.files().is_empty() {
+        eprintln!("error: no configuration to apply in {}", s.cfg.dir.display());
+        return ExitCode::from(1);
+    }
+    let p = make_plan(g, &s, destroy, &a.replace, &a.target);
     execute(g, &a, s, p, destroy, true)
+}
+
+/// `virtform show [DIR] [--json]`: what the host holds for the stack.
+pub fn run_show(g: &Global, dir: Option<PathBuf>, json: bool) -> ExitCode {
+    let s = match open(g, dir) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let stack = s.cfg.stack.clone();
+    let mut objects = Vec::new();
+    for d in s.observed.domains.values() {
+        if let Some((st, a, _)) = &d.marker
+            && *st == stack
+        {
+            objects.push(serde_json::json!({"address": a, "kind": "domain", "object": d.name, "state": if d.running { "running" } else { "shutoff" }, "autostart": d.autostart}));
+        }
+    }
+    for l in s.observed.links.values() {
+        if let Some((st, a)) = l.owner()
+            && st == stack
+        {
+            objects.push(serde_json::json!({"address": a, "kind": "link", "object": l.name, "mtu": l.mtu, "up": l.up, "addresses": l.addrs.iter().map(|x| x.to_string()).collect::<Vec<_>>()}));
+        }
+    }
+    let stack_dir = g.state_dir.join(&stack);
+    for (p, f) in &s.observed.files {
+        if std::path::Path::new(p).starts_with(&stack_dir) {
+            objects.push(serde_json::json!({"kind": "file", "object": p, "format": f.format.as_str(), "virtual_size": f.virtual_size, "backing_file": f.backing_file}));
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"stack": stack, "objects": objects})).unwrap_or_default());
+    } else if objects.is_empty() {
+        println!("The host holds nothing of stack \"{stack}\".");
+    } else {
+        println!("Stack \"{stack}\" on this host:\n");
+        for o in &objects {
+            let addr = o["address"].as_str().unwrap_or("-");
+            let kind = o["kind"].as_str().unwrap_or("");
+            let obj = o["object"].as_str().unwrap_or("");
+            let extra = match kind {
+                "domain" => o["state"].as_str().unwrap_or("").to_string(),
+                "link" => format!("mtu {}", o["mtu"]),
+                _ => format!("{} {}", o["format"].as_str().unwrap_or(""), crate::model::common::Size(o["virtual_size"].as_u64().unwrap_or(0))),
+            };
+            println!("  {addr:<24} {kind:<7} {obj}  ({extra})");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// `apply FILE`: re-observe, refuse if the host changed since the plan was
@@ -178,7 +258,7 @@ fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let p = make_plan(&g2, &s, pf.destroy, &pf.replace);
+    let p = make_plan(&g2, &s, pf.destroy, &pf.replace, &pf.targets);
     if p.fingerprint != pf.fingerprint {
         eprintln!("error: the host changed since this plan was made ({}); nothing was changed. Run `virtform plan` again.", file.display());
         return ExitCode::from(1);

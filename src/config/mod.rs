@@ -1327,6 +1327,21 @@ fn all_attrs<'a>(body: &'a RawBody, prefix: &str) -> Vec<(&'a RawAttr, String)> 
 }
 
 impl Configuration {
+    /// A configuration with no resources, for acting on a stack whose
+    /// configuration directory is gone (`destroy --stack NAME`, `show`).
+    pub fn empty(stack: &str, dir: PathBuf) -> Configuration {
+        Configuration {
+            sources: Sources::default(),
+            dir,
+            stack: stack.to_string(),
+            resources: Vec::new(),
+            graph: DepGraph::default(),
+            outputs: Vec::new(),
+            variables: Vec::new(),
+            warnings: Diagnostics::default(),
+        }
+    }
+
     pub fn resource(&self, addr: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.address.to_string() == addr)
     }

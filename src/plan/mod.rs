@@ -147,6 +147,9 @@ pub struct PlanOptions {
     pub state_dir: PathBuf,
     /// Whether `domain_type = "auto"` resolves to kvm.
     pub kvm_usable: bool,
+    /// Only these resources (block `instance.web` or instance `disk.root[0]`
+    /// addresses) and what they depend on.
+    pub targets: Vec<String>,
 }
 
 /// Computes the plan. Pure.
@@ -210,6 +213,9 @@ impl Planner<'_> {
             self.propagate_replacements(&by_addr);
         }
         self.orphans();
+        if !self.opts.targets.is_empty() {
+            self.restrict_to_targets();
+        }
         // prevent_destroy
         for c in &self.out.changes {
             if matches!(c.action, Action::Delete | Action::Replace)
@@ -222,6 +228,43 @@ impl Planner<'_> {
                         ));
                     }
         }
+    }
+
+    /// Keeps the changes of the targets and of the blocks they depend on.
+    fn restrict_to_targets(&mut self) {
+        use crate::graph::Node;
+        let block = |a: &str| a.split('[').next().unwrap_or(a).to_string();
+        let mut keep: BTreeSet<String> = self.opts.targets.iter().map(|t| block(t)).collect();
+        let edges = self.cfg.graph.resource_edges();
+        loop {
+            let before = keep.len();
+            for (from, to) in &edges {
+                if let (Node::Resource(..), Node::Resource(..)) = (from, to)
+                    && keep.contains(&from.to_string())
+                {
+                    keep.insert(to.to_string());
+                }
+            }
+            if keep.len() == before {
+                break;
+            }
+        }
+        let exact: BTreeSet<&String> = self.opts.targets.iter().filter(|t| t.contains('[')).collect();
+        for t in &self.opts.targets {
+            if !self.out.changes.iter().any(|c| c.address == *t || block(&c.address) == *t) && self.cfg.resource(t).is_none() {
+                self.out.errors.push(format!("--target {t}: no such resource"));
+            }
+        }
+        let whole: BTreeSet<String> = self.opts.targets.iter().filter(|t| !t.contains('[')).cloned().collect();
+        self.out.changes.retain(|c| {
+            let b = block(&c.address);
+            if !keep.contains(&b) {
+                return false;
+            }
+            // `disk.root[0]` targets only that instance of its block (dependencies stay whole).
+            let narrowed = exact.iter().any(|t| block(t) == b) && !whole.contains(&b);
+            !narrowed || exact.contains(&c.address)
+        });
     }
 
     /// A replaced disk replaces the instances that use it.

@@ -287,3 +287,13 @@ fn json_plan_follows_the_checked_in_schema() {
         }
     }
 }
+
+#[test]
+fn target_keeps_the_resource_and_its_dependencies() {
+    let (_d, cfg) = load(QUICKSTART);
+    let p = plan(&cfg, &Observed::default(), &PlanOptions { targets: vec!["disk.root".into()], ..opts() });
+    let addrs: Vec<&str> = p.changes.iter().map(|c| c.address.as_str()).collect();
+    assert_eq!(addrs, vec!["image.tiny", "disk.root"], "{addrs:?}");
+    let p = plan(&cfg, &Observed::default(), &PlanOptions { targets: vec!["instance.nope".into()], ..opts() });
+    assert!(p.errors.iter().any(|e| e.contains("--target instance.nope")), "{:?}", p.errors);
+}
