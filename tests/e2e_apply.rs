@@ -1392,7 +1392,7 @@ fn interrupted_apply_converges() {
     assert!(ping.ok(), "{}", ping.show());
 }
 
-/// 10. A saved plan is refused when the host changed since it was made, and
+/// Test 10: a saved plan is refused when the host changed since it was made, and
 /// applied exactly when it did not.
 #[test]
 fn saved_plan_is_refused_when_the_host_changed() {
@@ -1426,7 +1426,7 @@ fn saved_plan_is_refused_when_the_host_changed() {
     assert!(xml.contains("393216"), "memory is not 384M after the saved plan:\n{xml}");
 }
 
-/// 11. Deleting every local file loses nothing: `destroy --stack` with the
+/// Test 11: deleting every local file loses nothing: `destroy --stack` with the
 /// configuration gone still removes everything of the stack, by its markers.
 #[test]
 fn destroy_without_the_configuration() {
