@@ -293,13 +293,14 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     b.chain(id, last);
                     last = Some(id);
                 }
-                let state_change = c.changes.iter().any(|ch| ch.attr == "state");
+                let state_change = c.action == Action::Update && c.changes.iter().any(|ch| ch.attr == "state");
                 if c.action == Action::Update && state_change && !running {
                     let id = b.step(&addr, Op::Stop { name: name.clone() });
                     b.chain(id, last);
                     last = Some(id);
                 }
-                if c.changes.iter().any(|ch| ch.attr == "autostart") || (creating && inst.autostart) {
+                let updating = c.action == Action::Update;
+                if (updating && c.changes.iter().any(|ch| ch.attr == "autostart")) || (creating && inst.autostart) {
                     let id = b.step(&addr, Op::Autostart { name: name.clone(), on: inst.autostart });
                     b.chain(id, last);
                     last = Some(id);

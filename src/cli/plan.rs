@@ -316,7 +316,40 @@ fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_p
     }
     let out = std::sync::Mutex::new(std::io::stdout());
     let json = a.json;
+    // On a terminal: a live display (a spinner per running step, an overall bar).
+    let live = !json && std::io::stdout().is_terminal();
+    let multi = indicatif::MultiProgress::new();
+    let total = multi.add(indicatif::ProgressBar::new(dag.len() as u64));
+    if live {
+        total.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    } else {
+        total.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let spinners: std::sync::Mutex<std::collections::HashMap<usize, indicatif::ProgressBar>> = Default::default();
     let report = dag.run(a.parallelism.max(1), &|e| {
+        if live {
+            match &e {
+                Event::Started { id, description, address } => {
+                    let sp = multi.insert_before(&total, indicatif::ProgressBar::new_spinner());
+                    sp.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
+                    sp.set_message(format!("{address}: {description}"));
+                    sp.enable_steady_tick(Duration::from_millis(120));
+                    if let Ok(mut m) = spinners.lock() {
+                        m.insert(*id, sp);
+                    }
+                    return;
+                }
+                other => {
+                    if let Ok(mut m) = spinners.lock()
+                        && let Some(sp) = m.remove(&other.id())
+                    {
+                        sp.finish_and_clear();
+                        multi.remove(&sp);
+                    }
+                    total.inc(1);
+                }
+            }
+        }
         if json {
             let v = match &e {
                 Event::Started { description, address, .. } => serde_json::json!({"event": "started", "address": address, "step": description}),
@@ -339,10 +372,13 @@ fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_p
             Event::Skipped { description, address, because_description, .. } => format!("- {address}: {description} skipped (after {because_description} failed)"),
             _ => return,
         };
-        if let Ok(mut o) = out.lock() {
+        if live {
+            let _ = multi.println(line);
+        } else if let Ok(mut o) = out.lock() {
             let _ = writeln!(o, "{line}");
         }
     });
+    total.finish_and_clear();
     if a.json {
         let outputs: serde_json::Map<String, serde_json::Value> = s.cfg.outputs.iter().map(|o| (o.name.clone(), if o.sensitive { serde_json::Value::Null } else { o.value.to_json() })).collect();
         println!("{}", serde_json::json!({"event": "summary", "ok": report.ok(), "done": report.done.len(), "already": report.already.len(), "failed": report.failed.len(), "skipped": report.skipped.len(), "outputs": outputs}));
