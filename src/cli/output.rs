@@ -48,9 +48,28 @@ pub fn run(g: &Global, a: OutputArgs) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
     } else {
         for o in &cfg.outputs {
-            let v = if o.sensitive { "(sensitive value)".to_string() } else { o.value.to_string() };
-            println!("{} = {v}", o.name);
+            println!("{} = {}", o.name, shown(o));
         }
     }
     ExitCode::SUCCESS
+}
+
+fn shown(o: &crate::config::Output) -> String {
+    if o.sensitive { "(sensitive value)".to_string() } else { o.value.to_string() }
+}
+
+/// Outputs after an apply, sensitive ones hidden.
+pub fn print_outputs(cfg: &crate::config::Configuration) {
+    if cfg.outputs.is_empty() {
+        return;
+    }
+    println!("\nOutputs:\n");
+    for o in &cfg.outputs {
+        println!("{} = {}", o.name, shown(o));
+    }
+}
+
+/// Outputs as a JSON object of values (sensitive ones null).
+pub fn outputs_json(cfg: &crate::config::Configuration) -> serde_json::Map<String, serde_json::Value> {
+    cfg.outputs.iter().map(|o| (o.name.clone(), if o.sensitive { serde_json::Value::Null } else { o.value.to_json() })).collect()
 }

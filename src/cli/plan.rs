@@ -284,7 +284,7 @@ fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_p
     }
     if !p.has_changes() {
         if a.json {
-            let outputs: serde_json::Map<String, serde_json::Value> = s.cfg.outputs.iter().map(|o| (o.name.clone(), if o.sensitive { serde_json::Value::Null } else { o.value.to_json() })).collect();
+            let outputs = super::output::outputs_json(&s.cfg);
             println!("{}", serde_json::json!({"event": "summary", "ok": true, "done": 0, "already": 0, "failed": 0, "skipped": 0, "outputs": outputs}));
             if destroy {
                 engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
@@ -296,7 +296,7 @@ fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_p
             println!("Destroy complete: nothing of stack \"{}\" is left on this host.", s.cfg.stack);
         } else {
             println!("Apply complete: nothing to do.");
-            print_outputs(&s.cfg);
+            super::output::print_outputs(&s.cfg);
         }
         return ExitCode::SUCCESS;
     }
@@ -380,7 +380,7 @@ fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_p
     });
     total.finish_and_clear();
     if a.json {
-        let outputs: serde_json::Map<String, serde_json::Value> = s.cfg.outputs.iter().map(|o| (o.name.clone(), if o.sensitive { serde_json::Value::Null } else { o.value.to_json() })).collect();
+        let outputs = super::output::outputs_json(&s.cfg);
         println!("{}", serde_json::json!({"event": "summary", "ok": report.ok(), "done": report.done.len(), "already": report.already.len(), "failed": report.failed.len(), "skipped": report.skipped.len(), "outputs": outputs}));
         if report.ok() && destroy {
             engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
@@ -396,7 +396,7 @@ fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_p
         if destroy {
             engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
         } else {
-            print_outputs(&s.cfg);
+            super::output::print_outputs(&s.cfg);
         }
         ExitCode::SUCCESS
     } else {
@@ -421,17 +421,6 @@ fn confirm() -> bool {
     } else {
         eprintln!("Apply cancelled; nothing was changed.");
         false
-    }
-}
-
-fn print_outputs(cfg: &Configuration) {
-    if cfg.outputs.is_empty() {
-        return;
-    }
-    println!("\nOutputs:\n");
-    for o in &cfg.outputs {
-        let v = if o.sensitive { "(sensitive value)".to_string() } else { o.value.to_string() };
-        println!("{} = {v}", o.name);
     }
 }
 
