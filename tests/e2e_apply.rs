@@ -1445,3 +1445,45 @@ fn destroy_without_the_configuration() {
     assert!(!link_exists(&br), "bridge {br} survived:\n{}", out.show());
     assert!(!fx.stack_dir(0).exists(), "the stack dir survived: {:?}", files_under(&fx.stack_dir(0)));
 }
+
+/// Test 12: a disk file deleted outside virtform is recreated and its
+/// instance restarted; growing a disk of a running instance is live.
+#[test]
+fn deleted_disk_is_recreated_and_growth_is_live() {
+    let fx = Fixture::new("deleted_disk_is_recreated_and_growth_is_live", "disk", 12, |_| {});
+    fx.apply();
+    let dom = fx.st().domain.clone();
+    let disk = fx.stack_dir(0).join("disks").join("root.qcow2");
+    assert!(disk.exists(), "{}", disk.display());
+
+    // Grow the disk while the guest runs: an in-place live update, no restart.
+    let net = net_for(12);
+    let bridge = fx.st().bridge.clone();
+    let grown = Conf { bridge: &bridge, net: &net, memory: "256M", image: "tiny.qcow2", mtu: None, domain_name: None }.render().replace("size  = \"256M\"", "size  = \"512M\"");
+    assert!(grown.contains("512M"), "the fixture's disk size moved:\n{grown}");
+    fx.write_conf(&grown);
+    let plan = fx.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, Some(2), "{}", plan.show());
+    assert!(plan.stdout.contains("disk.root will be updated in-place (live)"), "{}", plan.show());
+    assert!(!plan.stdout.contains("instance.vm"), "growing a disk must not touch the instance:\n{}", plan.show());
+    let id_before = virsh(&["domid", &dom]).must().stdout.trim().to_string();
+    let out = fx.apply();
+    assert!(out.stdout.contains("grow "), "{}", out.show());
+    let info = virsh(&["domblkinfo", &dom, "vda"]).must().stdout;
+    assert!(info.contains("536870912"), "capacity after the live grow:\n{info}");
+    let id_after = virsh(&["domid", &dom]).must().stdout.trim().to_string();
+    assert_eq!(id_before, id_after, "the domain was restarted by a live grow");
+    fx.assert_plan_empty(0, "after the live grow");
+
+    // Delete the disk file by hand: plan shows it recreated and the instance restarted.
+    std::fs::remove_file(&disk).expect("remove the disk file");
+    let plan = fx.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, Some(2), "{}", plan.show());
+    assert!(plan.stdout.contains("disk.root will be created"), "{}", plan.show());
+    assert!(plan.stdout.contains("instance.vm will be updated in-place (restart)"), "{}", plan.show());
+    assert!(plan.stdout.contains("changed outside virtform"), "{}", plan.show());
+    fx.apply();
+    assert!(disk.exists());
+    assert!(has_line(&fx.console(0), "VF-READY"), "the guest did not boot again:\n{}", fx.console(0));
+    fx.assert_plan_empty(0, "after recreating the disk");
+}

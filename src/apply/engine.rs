@@ -38,14 +38,16 @@ pub enum Op {
     FetchImage { source: String, sha256: Option<String>, format: ImageFormat },
     Links { ops: Vec<LinkOp>, what: String },
     CreateDisk { path: PathBuf, base: Option<PathBuf>, size: Option<u64>, format: crate::model::disk::DiskFormat },
-    ResizeDisk { path: PathBuf, size: u64 },
+    /// Grow a disk file; through libvirt's block resize when its domain runs
+    /// (`domain` = (domain name, target device)), else offline.
+    ResizeDisk { path: PathBuf, size: u64, domain: Option<(String, String)> },
     RemoveFile { path: PathBuf },
     Define { name: String, xml: String, console_dir: PathBuf },
     /// Start; `log` is the console log, rotated to `<log>.1` before a fresh boot
     /// so a readiness wait never matches the previous boot's output.
     Start { name: String, log: Option<PathBuf> },
     Stop { name: String },
-    /// Force off, undefine, and delete the console logs.
+    /// Shut down (gracefully, forced after the timeout), undefine, and delete the console logs.
     Remove { name: String, logs: Vec<PathBuf> },
     Autostart { name: String, on: bool },
     WaitConsole { name: String, log: PathBuf, pattern: String, timeout: Duration },
@@ -74,7 +76,7 @@ impl Step for HostStep {
             Op::Links { what, .. } => what.clone(),
             Op::CreateDisk { path, base: Some(_), .. } => format!("create overlay {}", path.display()),
             Op::CreateDisk { path, .. } => format!("create disk {}", path.display()),
-            Op::ResizeDisk { path, size } => format!("grow {} to {}", path.display(), crate::model::common::Size(*size)),
+            Op::ResizeDisk { path, size, .. } => format!("grow {} to {}", path.display(), crate::model::common::Size(*size)),
             Op::RemoveFile { path } => format!("remove {}", path.display()),
             Op::Define { name, .. } => format!("define domain {name}"),
             Op::Start { name, .. } => format!("start domain {name}"),
@@ -125,12 +127,19 @@ impl Step for HostStep {
                 }
                 Ok(StepOutcome::Done)
             }
-            Op::ResizeDisk { path, size } => {
+            Op::ResizeDisk { path, size, domain } => {
                 let info = disks::inspect(path).map_err(herr)?;
                 if info.virtual_size >= *size {
                     return Ok(StepOutcome::AlreadyDone);
                 }
-                disks::resize(path, *size).map_err(herr)?;
+                if let Some((name, target)) = domain
+                    && env.libvirt.domain(name).map_err(herr)?.is_some_and(|d| d.is_active())
+                {
+                    // qemu holds the image locked: grow it through the running guest.
+                    env.libvirt.block_resize(name, target, *size).map_err(herr)?;
+                } else {
+                    disks::resize(path, *size).map_err(herr)?;
+                }
                 Ok(StepOutcome::Done)
             }
             Op::RemoveFile { path } => {
@@ -162,7 +171,7 @@ impl Step for HostStep {
                 Ok(StepOutcome::Done)
             }
             Op::Remove { name, logs } => {
-                env.libvirt.destroy(name).map_err(herr)?;
+                env.libvirt.shutdown(name, env.shutdown_timeout).map_err(herr)?;
                 env.libvirt.undefine(name).map_err(herr)?;
                 for l in logs {
                     disks::remove(l).map_err(herr)?;
@@ -267,7 +276,13 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     };
                     Op::CreateDisk { path: d.path.clone().into(), base: d.base.map(PathBuf::from), size: d.size, format }
                 } else {
-                    Op::ResizeDisk { path: d.path.clone().into(), size: d.size.unwrap_or(0) }
+                    let domain = cfg.resources.iter().find_map(|ir| match &ir.spec {
+                        Spec::Instance(i) if i.disks.iter().any(|x| x.0 == addr) => lowering
+                            .domain(ir)
+                            .and_then(|def| def.disks.iter().find(|dd| dd.path == d.path).map(|dd| (def.name.clone(), dd.target.clone()))),
+                        _ => None,
+                    });
+                    Op::ResizeDisk { path: d.path.clone().into(), size: d.size.unwrap_or(0), domain }
                 };
                 let id = b.step(&addr, op);
                 b.after_removal(id, &addr);

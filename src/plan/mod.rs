@@ -267,8 +267,23 @@ impl Planner<'_> {
         });
     }
 
-    /// A replaced disk replaces the instances that use it.
+    /// A replaced disk replaces the instances that use it; a disk file
+    /// recreated under a defined domain (deleted outside virtform) restarts it.
     fn propagate_replacements(&mut self, by_addr: &BTreeMap<String, usize>) {
+        let recreated: BTreeSet<String> = self.out.changes.iter().filter(|c| c.action == Action::Create && c.reason.as_deref() == Some("drift")).map(|c| c.address.clone()).collect();
+        for r in &self.cfg.resources {
+            let Spec::Instance(inst) = &r.spec else { continue };
+            for d in inst.disks.iter().filter(|d| recreated.contains(&d.0)) {
+                if let Some(i) = by_addr.get(&r.address.to_string()) {
+                    let c = &mut self.out.changes[*i];
+                    if c.action == Action::NoOp || c.action == Action::Update {
+                        c.action = Action::Update;
+                        c.reason = Some("drift".into());
+                        c.changes.push(AttrChange { attr: format!("disk {}", d.0), before: Some("(file missing)".into()), after: Some("(recreated)".into()), landing: Landing::Restart, outside: true, sensitive: false });
+                    }
+                }
+            }
+        }
         let replaced: BTreeSet<String> = self.out.changes.iter().filter(|c| c.action == Action::Replace).map(|c| c.address.clone()).collect();
         for r in &self.cfg.resources {
             let Spec::Instance(inst) = &r.spec else { continue };
@@ -393,10 +408,18 @@ impl Planner<'_> {
         };
         let mut rc = ResourceChange::new(addr, Kind::Disk, Action::NoOp);
         if have.backing_file != want.base {
+            let images = self.opts.state_dir.join("images");
+            let show = |p: &Option<String>| match p {
+                None => "(none)".to_string(),
+                Some(p) => match std::path::Path::new(p).strip_prefix(&images) {
+                    Ok(sha) => format!("sha256:{}", sha.to_string_lossy().chars().take(12).collect::<String>()),
+                    Err(_) => p.clone(),
+                },
+            };
             rc.changes.push(AttrChange {
                 attr: "image".into(),
-                before: Some(have.backing_file.clone().unwrap_or_else(|| "(none)".into())),
-                after: Some(want.base.clone().unwrap_or_else(|| "(none)".into())),
+                before: Some(show(&have.backing_file)),
+                after: Some(show(&want.base)),
                 landing: Landing::Replace,
                 outside: false,
                 sensitive: false,
@@ -466,6 +489,9 @@ impl Planner<'_> {
                 }
                 if !fields.is_empty() {
                     let (a, b) = crate::xml::domain::normalized_pair(&desired, def);
+                    // The marker's spec hash always differs when anything does: noise.
+                    let strip = |t: &str| t.lines().filter(|l| !l.trim_start().starts_with("<marker ")).map(|l| format!("{l}\n")).collect::<String>();
+                    let (a, b) = (strip(&a), strip(&b));
                     let diff = similar::TextDiff::from_lines(&b, &a);
                     rc.xml_diff = Some(diff.unified_diff().context_radius(2).header("host", "config").to_string());
                 }
