@@ -286,7 +286,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 };
                 let id = b.step(&addr, op);
                 b.after_removal(id, &addr);
-                b.after_created_deps(id, r);
+                b.after_created_deps(id, r, cfg);
                 b.created.insert(addr, id);
             }
             Spec::Instance(inst) => {
@@ -300,7 +300,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 if redefine {
                     let id = b.step(&addr, Op::Define { name: name.clone(), xml: crate::xml::domain::domain_xml(&def), console_dir });
                     b.after_removal(id, &addr);
-                    b.after_created_deps(id, r);
+                    b.after_created_deps(id, r, cfg);
                     last = Some(id);
                 }
                 if c.action == Action::Update && restart {
@@ -369,7 +369,7 @@ impl Builder {
     }
 
     /// After the creation steps of everything this resource refers to.
-    fn after_created_deps(&mut self, id: usize, r: &crate::model::Resource) {
+    fn after_created_deps(&mut self, id: usize, r: &crate::model::Resource, cfg: &Configuration) {
         let deps: Vec<String> = match &r.spec {
             Spec::Disk(d) => d.image.iter().map(|x| x.0.clone()).collect(),
             Spec::Instance(i) => {
@@ -392,11 +392,13 @@ impl Builder {
                 self.dag.depend(id, s);
             }
         }
-        // Ports add no steps of their own here: depend on their networks.
-        if let Spec::Instance(_) = &r.spec {
-            for (a, s) in self.created.clone() {
-                if a.starts_with("network.") {
-                    self.dag.depend(id, s);
+        // Bridge-plugged ports add no steps of their own: depend on their networks.
+        if let Spec::Instance(i) = &r.spec {
+            for p in &i.ports {
+                if let Some(Spec::Port(port)) = cfg.resource(&p.0).map(|x| &x.spec)
+                    && let Some(s) = self.created.get(&port.network.0)
+                {
+                    self.dag.depend(id, *s);
                 }
             }
         }
@@ -455,13 +457,10 @@ fn bridge_update_ops(want: &DesiredBridge, alias: &str, old_addrs: Option<Vec<St
 
 /// The console log (and the previous boot's) of an instance address.
 fn console_logs(state_dir: &Path, stack: &str, address: &str) -> Vec<PathBuf> {
-    let rest = address.trim_start_matches("instance.");
-    let stem = match rest.split_once('[') {
-        Some((n, k)) => format!("{n}@{}", k.trim_end_matches(']').trim_matches('"')),
-        None => rest.to_string(),
-    };
-    let dir = state_dir.join(stack).join("console");
-    vec![dir.join(format!("{stem}.log")), dir.join(format!("{stem}.log.1"))]
+    let Some(addr) = crate::model::Address::parse(address) else { return Vec::new() };
+    let log = crate::model::instance::console_log_path(state_dir, stack, &addr);
+    let previous = log.with_extension("log.1");
+    vec![log, previous]
 }
 
 /// After a complete destroy: removes the stack's now-empty directories and its lock.

@@ -5,7 +5,7 @@ use crate::apply::dag::Event;
 use crate::apply::engine::{self, Env};
 use crate::config::Configuration;
 use crate::host::libvirt::{Libvirt, VirtLibvirt};
-use crate::host::links::{IpLinks, LinkHost};
+use crate::host::links::IpLinks;
 use crate::observe::{self, Observed};
 use crate::plan::{self, render, Plan, PlanOptions};
 use clap::Args;
@@ -108,7 +108,11 @@ fn load_or_empty(g: &Global, dir: PathBuf) -> Result<Configuration, ExitCode> {
 }
 
 fn open(g: &Global, dir: Option<PathBuf>) -> Result<Session, ExitCode> {
-    let cfg = load_or_empty(g, dir_or_cwd(dir))?;
+    connect(g, load_or_empty(g, dir_or_cwd(dir))?)
+}
+
+/// Connects to the host and observes it for a loaded configuration.
+fn connect(g: &Global, cfg: Configuration) -> Result<Session, ExitCode> {
     let libvirt = VirtLibvirt::open(&g.connect).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)
@@ -177,8 +181,8 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         Ok(l) => l,
         Err(c) => return c,
     };
-    let s = match open(g, Some(dir)) {
-        // (the lock is held for the whole apply)
+    // The lock is held for the whole observe, plan and apply.
+    let s = match connect(g, cfg) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -453,5 +457,3 @@ fn lock_stack(g: &Global, stack: &str) -> Result<std::fs::File, ExitCode> {
     }
 }
 
-#[allow(dead_code)]
-fn _uses(_: &dyn LinkHost, _: &dyn Libvirt) {}

@@ -71,6 +71,9 @@ pub struct Configuration {
     pub outputs: Vec<Output>,
     pub variables: Vec<VariableValue>,
     pub warnings: Diagnostics,
+    /// Position in `resources` by address, for `resource()` (planning looks
+    /// up every reference; a linear scan would make it quadratic).
+    index: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -449,6 +452,7 @@ impl<'o> Loader<'o> {
         resources.shrink_to_fit();
         let mut warnings = std::mem::take(&mut self.warnings);
         warnings.extend(Diagnostics(self.diags.0.drain(..).filter(|d| d.severity == Severity::Warning).collect()));
+        let index = resources.iter().enumerate().map(|(i, r)| (r.address.to_string(), i)).collect();
         Ok(Configuration {
             sources: std::mem::take(&mut self.sources),
             dir,
@@ -458,6 +462,7 @@ impl<'o> Loader<'o> {
             outputs,
             variables: var_values,
             warnings,
+            index,
         })
     }
 
@@ -1339,11 +1344,12 @@ impl Configuration {
             outputs: Vec::new(),
             variables: Vec::new(),
             warnings: Diagnostics::default(),
+            index: BTreeMap::new(),
         }
     }
 
     pub fn resource(&self, addr: &str) -> Option<&Resource> {
-        self.resources.iter().find(|r| r.address.to_string() == addr)
+        self.index.get(addr).and_then(|i| self.resources.get(*i))
     }
 }
 

@@ -148,6 +148,11 @@ pub struct Instance {
     pub wait_for: Option<WaitFor>,
 }
 
+/// Where an instance's serial console is logged: `<state_dir>/<stack>/console/<name>[@key].log`.
+pub fn console_log_path(state_dir: &std::path::Path, stack: &str, addr: &Address) -> std::path::PathBuf {
+    state_dir.join(stack).join("console").join(format!("{}.log", addr.file_stem()))
+}
+
 fn one() -> u32 {
     1
 }
@@ -243,7 +248,7 @@ impl Instance {
     }
 
     pub fn console_log(&self, addr: &Address, ctx: &Ctx<'_>) -> String {
-        ctx.stack_dir().join("console").join(format!("{}.log", addr.file_stem())).to_string_lossy().into_owned()
+        console_log_path(ctx.state_dir, ctx.stack, addr).to_string_lossy().into_owned()
     }
 
     pub fn exports(&self, addr: &Address, ctx: &Ctx<'_>) -> Value {

@@ -79,6 +79,25 @@ pub struct Address {
 }
 
 impl Address {
+    /// Parses `kind.name`, `kind.name[0]` or `kind.name["key"]` (the form
+    /// `Display` writes and markers record).
+    pub fn parse(s: &str) -> Option<Address> {
+        let (kind, rest) = s.split_once('.')?;
+        let kind = Kind::parse(kind)?;
+        let (name, key) = match rest.split_once('[') {
+            None => (rest, Key::None),
+            Some((n, k)) => {
+                let k = k.strip_suffix(']')?;
+                let key = match k.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
+                    Some(named) => Key::Name(named.to_string()),
+                    None => Key::Index(k.parse().ok()?),
+                };
+                (n, key)
+            }
+        };
+        (!name.is_empty()).then(|| Address { kind, name: name.to_string(), key })
+    }
+
     /// The block's address without the instance key.
     pub fn block(&self) -> String {
         format!("{}.{}", self.kind, self.name)
@@ -387,6 +406,11 @@ mod tests {
         let b = Address { kind: Kind::Port, name: "p".into(), key: Key::Name("a".into()) };
         assert_eq!(b.to_string(), "port.p[\"a\"]");
         assert_eq!(b.dashed(), "p-a");
+        for a in [a, b] {
+            assert_eq!(Address::parse(&a.to_string()), Some(a));
+        }
+        assert_eq!(Address::parse("disk"), None);
+        assert_eq!(Address::parse("disk.root[x]"), None);
     }
 
     #[test]

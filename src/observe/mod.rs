@@ -48,7 +48,7 @@ pub struct Observed {
 impl Observed {
     /// The owner recorded in a link's alias.
     pub fn link_owner(&self, name: &str) -> Option<(String, String)> {
-        self.links.get(name).and_then(|l| l.alias.as_deref()).and_then(crate::host::parse_marker).map(|(s, a)| (s.to_string(), a.to_string()))
+        self.links.get(name).and_then(Link::owner).map(|(s, a)| (s.to_string(), a.to_string()))
     }
 
     /// A stable fingerprint of the observed state (plan files refuse to apply

@@ -11,7 +11,7 @@ use crate::model::disk::{Bus, DiskKind};
 use crate::model::instance::{DomainType, Instance};
 use crate::model::network::{NetType, Network};
 use crate::model::port::Plug;
-use crate::model::{Address, Resource, Spec};
+use crate::model::{Resource, Spec};
 use crate::xml::domain::{self, CpuDef, DiskDef, DiskDevice, DomainDef, DomainKind, Marker, NicDef, NicSource};
 
 /// Hex SHA-256 of a value's JSON form, cut to 16 characters.
@@ -58,10 +58,9 @@ pub struct DesiredDisk {
 }
 
 /// The path of an image in the content-addressed cache.
-pub fn image_cache_path(cfg: &Configuration, state_dir: &std::path::Path, image: &Resource, source_hashes: &std::collections::BTreeMap<String, String>) -> Option<String> {
+pub fn image_cache_path(state_dir: &std::path::Path, image: &Resource, source_hashes: &std::collections::BTreeMap<String, String>) -> Option<String> {
     let Spec::Image(img) = &image.spec else { return None };
     let sha = img.sha256.clone().or_else(|| source_hashes.get(&img.source).cloned())?;
-    let _ = cfg;
     Some(state_dir.join("images").join(sha).to_string_lossy().into_owned())
 }
 
@@ -86,7 +85,7 @@ impl Lowering<'_> {
 
     pub fn disk(&self, r: &Resource) -> Option<DesiredDisk> {
         let Spec::Disk(d) = &r.spec else { return None };
-        let base = d.image.as_ref().and_then(|i| self.get(&i.0)).and_then(|img| image_cache_path(self.cfg, self.state_dir, img, self.source_hashes));
+        let base = d.image.as_ref().and_then(|i| self.get(&i.0)).and_then(|img| image_cache_path(self.state_dir, img, self.source_hashes));
         Some(DesiredDisk {
             path: d.path(&r.address, &self.ctx()),
             format: if d.kind == DiskKind::Cdrom { "raw".into() } else { d.format.as_str().into() },
@@ -176,9 +175,4 @@ impl Lowering<'_> {
 /// The libvirt network name for a nat/isolated network: `vf-<stack>-<name>`.
 pub fn libvirt_network_name(stack: &str, network_addr: &str) -> String {
     format!("vf-{stack}-{}", network_addr.trim_start_matches("network.").replace(['[', ']', '"'], ""))
-}
-
-/// Whether an address string belongs to `r`.
-pub fn is(r: &Resource, a: &Address) -> bool {
-    &r.address == a
 }

@@ -385,7 +385,7 @@ impl Planner<'_> {
 
     fn image(&mut self, r: &Resource) -> ResourceChange {
         let addr = r.address.to_string();
-        match desired::image_cache_path(self.cfg, &self.opts.state_dir, r, &self.obs.source_hashes) {
+        match desired::image_cache_path(&self.opts.state_dir, r, &self.obs.source_hashes) {
             Some(p) if self.obs.files.contains_key(&p) => ResourceChange::new(addr, Kind::Image, Action::NoOp),
             _ => ResourceChange::new(addr, Kind::Image, Action::Create),
         }

@@ -72,7 +72,7 @@ fn converged(cfg: &Configuration) -> Observed {
                 );
             }
             Spec::Image(_) => {
-                let p = desired::image_cache_path(cfg, std::path::Path::new("/state"), r, &Default::default()).unwrap();
+                let p = desired::image_cache_path(std::path::Path::new("/state"), r, &Default::default()).unwrap();
                 o.files.insert(p, ActualFile { format: crate::model::image::ImageFormat::Qcow2, virtual_size: 64 << 20, backing_file: None });
             }
             Spec::Disk(_) => {
