@@ -18,319 +18,20 @@
 //! Run: `cargo test --test e2e_apply -- --test-threads=2`
 //! (add `--nocapture` to see every command with its timing).
 
-use sha2::{Digest, Sha256};
+
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-const URI: &str = "qemu:///system";
-const HINT: &str = "run scripts/test (it runs scripts/host-setup and scripts/build-guest first)";
+mod support;
+use support::*;
 /// Longest any single virtform invocation may take (boots are ~4 s, waits have a 120 s timeout).
 const VF_TIMEOUT: Duration = Duration::from_secs(300);
-
-// ---------------------------------------------------------------------------
-// Running programs
-// ---------------------------------------------------------------------------
-
-/// The result of one program run.
-struct Out {
-    what: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Out {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    /// Everything, for assertion messages.
-    fn show(&self) -> String {
-        format!(
-            "`{}` exited with {:?} after {:.1}s\n--- stdout ---\n{}--- stderr ---\n{}--------------",
-            self.what,
-            self.code,
-            self.elapsed.as_secs_f64(),
-            self.stdout,
-            self.stderr
-        )
-    }
-
-    fn must(self) -> Out {
-        assert!(self.ok(), "command failed:\n{}", self.show());
-        self
-    }
-}
-
-fn reader<R: Read + Send + 'static>(r: Option<R>) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut r) = r {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            s = String::from_utf8_lossy(&buf).into_owned();
-        }
-        s
-    })
-}
-
-/// A started program whose output is collected in the background.
-struct Running {
-    what: String,
-    child: Child,
-    started: Instant,
-    out: Option<JoinHandle<String>>,
-    err: Option<JoinHandle<String>>,
-}
-
-impl Running {
-    fn spawn(mut cmd: Command, what: String) -> Running {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run `{what}`: {e}"));
-        let out = Some(reader(child.stdout.take()));
-        let err = Some(reader(child.stderr.take()));
-        Running {
-            what,
-            child,
-            started,
-            out,
-            err,
-        }
-    }
-
-    /// Waits for the program; kills it (by its own PID) after `timeout`.
-    fn wait(mut self, timeout: Duration) -> Out {
-        let mut timed_out = false;
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(s)) => break Some(s),
-                Ok(None) if self.started.elapsed() > timeout => {
-                    let _ = self.child.kill();
-                    timed_out = true;
-                    break self.child.wait().ok();
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(_) => break None,
-            }
-        };
-        let stdout = self
-            .out
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        let mut stderr = self
-            .err
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        if timed_out {
-            stderr.push_str(&format!("\n[e2e: killed after {}s]\n", timeout.as_secs()));
-        }
-        let out = Out {
-            what: self.what.clone(),
-            code: status.and_then(|s| s.code()),
-            stdout,
-            stderr,
-            elapsed: self.started.elapsed(),
-        };
-        eprintln!(
-            "[e2e] {:>6.1}s exit {:?}: {}",
-            out.elapsed.as_secs_f64(),
-            out.code,
-            out.what
-        );
-        out
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Only reached when `wait` was not called (a panic in between): do not leak the process.
-        if self.out.is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Runs a host tool with an argument vector; never panics.
-fn run(program: &str, args: &[&str]) -> Out {
-    let what = format!("{program} {}", args.join(" "));
-    let started = Instant::now();
-    match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(o) => Out {
-            what,
-            code: o.status.code(),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-            elapsed: started.elapsed(),
-        },
-        Err(e) => Out {
-            what,
-            code: None,
-            stdout: String::new(),
-            stderr: format!("cannot run {program}: {e}"),
-            elapsed: started.elapsed(),
-        },
-    }
-}
-
-fn virsh(args: &[&str]) -> Out {
-    let mut full = vec!["-c", URI];
-    full.extend_from_slice(args);
-    run("virsh", &full)
-}
-
-// ---------------------------------------------------------------------------
-// Looking at the host
-// ---------------------------------------------------------------------------
-
-fn assets_dir() -> PathBuf {
-    std::env::var_os("VIRTFORM_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/virtform/assets"))
-}
-
-/// Fails (never skips) when the host cannot run these tests.
-fn preflight() {
-    let assets = assets_dir();
-    for f in ["vmlinuz", "initrd.gz", "tiny.qcow2", "tiny2.qcow2"] {
-        assert!(
-            assets.join(f).is_file(),
-            "guest asset {} is missing: {HINT}",
-            assets.join(f).display()
-        );
-    }
-    let v = virsh(&["version"]);
-    assert!(
-        v.ok(),
-        "libvirt ({URI}) does not answer: {}\n{HINT}",
-        v.stderr.trim()
-    );
-    for (tool, arg) in [("ip", "-V"), ("ping", "-V")] {
-        assert!(run(tool, &[arg]).ok(), "{tool} is not installed: {HINT}");
-    }
-}
-
-fn domain_names() -> Vec<String> {
-    let out = virsh(&["list", "--all", "--name"]).must();
-    out.stdout
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-fn domain_exists(name: &str) -> bool {
-    domain_names().iter().any(|d| d == name)
-}
-
-fn domain_state(name: &str) -> String {
-    virsh(&["domstate", name]).stdout.trim().to_string()
-}
-
-/// `ip -o link` lines, one per link.
-fn link_lines() -> Vec<String> {
-    run("ip", &["-o", "link", "show"])
-        .must()
-        .stdout
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// "12: vfa1-123: <BROADCAST..." (or "name@if3:" for paired links) → the name.
-fn link_name(line: &str) -> Option<&str> {
-    line.split(':')
-        .nth(1)
-        .map(|n| n.trim().split('@').next().unwrap_or(""))
-}
-
-fn link_exists(name: &str) -> bool {
-    link_lines().iter().any(|l| link_name(l) == Some(name))
-}
-
-/// `ip -json link show dev NAME`, parsed (the one object).
-fn link_json(name: &str) -> serde_json::Value {
-    let out = run("ip", &["-json", "link", "show", "dev", name]).must();
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("ip -json output");
-    v[0].clone()
-}
-
-fn link_mtu(name: &str) -> u64 {
-    link_json(name)["mtu"]
-        .as_u64()
-        .expect("mtu in ip -json link")
-}
-
-fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Files (not directories) under a directory, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// The lines of a console log, `\r` stripped.
-fn console_lines(text: &str) -> Vec<String> {
-    text.lines()
-        .map(|l| l.trim_end_matches('\r').to_string())
-        .collect()
-}
-
-fn has_line(text: &str, want: &str) -> bool {
-    console_lines(text).iter().any(|l| l == want)
-}
-
-fn last_memtotal(text: &str) -> Option<u64> {
-    console_lines(text).iter().rev().find_map(|l| {
-        l.strip_prefix("VF-MEMTOTAL ")
-            .and_then(|v| v.trim().parse().ok())
-    })
-}
-
-/// The block of plan text about one resource: from its `# ADDR ...` header to
-/// the next blank line (the XML diff of an instance is inside the block).
-fn plan_block<'a>(plan: &'a str, addr: &str) -> Option<&'a str> {
-    let header = format!("# {addr} ");
-    plan.split("\n\n").find(|b| {
-        b.lines()
-            .next()
-            .is_some_and(|l| l.trim_start().starts_with(&header))
-    })
-}
 
 // ---------------------------------------------------------------------------
 // Configurations
@@ -500,7 +201,7 @@ fn bridge_for(k: u32) -> String {
     b
 }
 
-fn tempdir(prefix: &str) -> TempDir {
+fn tempdir_apply(prefix: &str) -> TempDir {
     let d = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
@@ -540,8 +241,8 @@ impl Fixture {
         );
         let fx = Fixture {
             test,
-            cfg: tempdir(&format!("vf-e2e-apply-{short}-cfg-")),
-            state: tempdir(&format!("vf-e2e-apply-{short}-state-")),
+            cfg: tempdir_apply(&format!("vf-e2e-apply-{short}-cfg-")),
+            state: tempdir_apply(&format!("vf-e2e-apply-{short}-state-")),
             stacks: vec![Stack {
                 stack,
                 vars: Vec::new(),

@@ -16,7 +16,8 @@ use crate::host::libvirt::Libvirt;
 use crate::host::{disks, marker_with_hash, HostError};
 use crate::model::image::ImageFormat;
 use crate::model::{Kind, Spec};
-use crate::plan::desired::{DesiredBridge, Lowering};
+use crate::model::network::NetType;
+use crate::plan::desired::{libvirt_network_name, DesiredBridge, DesiredHybrid, DesiredOvsBridge, Lowering};
 use crate::plan::{Action, Landing, Plan};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 pub struct Env {
     pub links: Box<dyn LinkHost>,
     pub libvirt: Box<dyn Libvirt>,
+    pub ovs: Box<dyn crate::host::ovs::Ovs>,
     pub state_dir: PathBuf,
     /// Graceful shutdown timeout before a forced stop.
     pub shutdown_timeout: Duration,
@@ -51,7 +53,32 @@ pub enum Op {
     Remove { name: String, logs: Vec<PathBuf> },
     Autostart { name: String, on: bool },
     WaitConsole { name: String, log: PathBuf, pattern: String, timeout: Duration },
+    /// Define (or redefine) a libvirt network, restart it when `restart`
+    /// (re-enslaving the running guests' taps to its new bridge), start it,
+    /// set autostart, and bring the live DHCP host entries in line.
+    LibvirtNetwork { name: String, xml: String, restart: bool, bridge: String, taps: Vec<String>, hosts_add: Vec<String>, hosts_remove: Vec<String>, create: bool },
+    RemoveLibvirtNetwork { name: String },
+    /// Create or repair an OVS bridge, then its internal port's MTU, address and state.
+    OvsNetwork { want: crate::plan::desired::DesiredOvsBridge, marker: String, address: Option<crate::model::common::IpCidr>, create: bool },
+    RemoveOvsBridge { name: String },
+    /// Nova's hybrid plug of one port (Linux side, then OVS side), repairing partial state.
+    HybridPlug { want: crate::plan::desired::DesiredHybrid, marker: String },
+    /// Reverse of the hybrid plug: delete qbr, del-port qvo, delete the veth.
+    HybridUnplug { qbr: String, qvb: String, qvo: String },
+    /// Attach a device to the running guest and its persistent config.
+    Attach { name: String, xml: String, what: String },
+    /// Detach a NIC (by MAC) or disk (by target) from the config and the
+    /// running guest, waiting until it is gone from the live XML.
+    Detach { name: String, nic_mac: Option<String>, disk_target: Option<String>, what: String },
+    /// Wait until the network's DHCP server leased an address to this MAC.
+    WaitLease { name: String, network: String, mac: String, timeout: Duration },
+    /// Wait until the guest accepts TCP connections on `ip:port` (the IP is
+    /// taken from the lease of `lease_from` = (network, MAC) when None).
+    WaitTcp { name: String, ip: Option<String>, lease_from: Option<(String, String)>, port: u16, timeout: Duration },
 }
+
+/// How long a detach waits for the guest to release a device.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One step of an apply.
 pub struct HostStep {
@@ -84,6 +111,19 @@ impl Step for HostStep {
             Op::Remove { name, .. } => format!("remove domain {name}"),
             Op::Autostart { name, on } => format!("set autostart of {name} to {on}"),
             Op::WaitConsole { name, pattern, .. } => format!("wait for {pattern:?} on the console of {name}"),
+            Op::LibvirtNetwork { name, create: true, .. } => format!("create libvirt network {name}"),
+            Op::LibvirtNetwork { name, restart: true, .. } => format!("redefine and restart libvirt network {name}"),
+            Op::LibvirtNetwork { name, .. } => format!("update libvirt network {name}"),
+            Op::RemoveLibvirtNetwork { name } => format!("remove libvirt network {name}"),
+            Op::OvsNetwork { want, create: true, .. } => format!("create Open vSwitch bridge {}", want.name),
+            Op::OvsNetwork { want, .. } => format!("configure Open vSwitch bridge {}", want.name),
+            Op::RemoveOvsBridge { name } => format!("delete Open vSwitch bridge {name}"),
+            Op::HybridPlug { want, .. } => format!("plug {} ({} / {} / {} on {})", want.tap, want.qbr, want.qvb, want.qvo, want.bridge),
+            Op::HybridUnplug { qbr, qvo, .. } => format!("unplug {qbr} / {qvo}"),
+            Op::Attach { name, what, .. } => format!("attach {what} to {name}"),
+            Op::Detach { name, what, .. } => format!("detach {what} from {name}"),
+            Op::WaitLease { name, mac, network, .. } => format!("wait for a DHCP lease of {name} ({mac}) on {network}"),
+            Op::WaitTcp { name, port, .. } => format!("wait for TCP port {port} of {name}"),
         }
     }
 
@@ -92,7 +132,7 @@ impl Step for HostStep {
     }
 
     fn is_wait(&self) -> bool {
-        matches!(self.op, Op::WaitConsole { .. })
+        matches!(self.op, Op::WaitConsole { .. } | Op::WaitLease { .. } | Op::WaitTcp { .. })
     }
 
     fn run(&self, cx: &StepContext) -> Result<StepOutcome, StepError> {
@@ -199,13 +239,192 @@ impl Step for HostStep {
                     cx.sleep(Duration::from_millis(250))?;
                 }
             }
+
+            Op::LibvirtNetwork { name, xml, restart, bridge, taps, hosts_add, hosts_remove, create } => {
+                env.libvirt.define_network(xml).map_err(herr)?;
+                if *restart {
+                    env.libvirt.destroy_network(name).map_err(herr)?;
+                }
+                env.libvirt.start_network(name).map_err(herr)?;
+                env.libvirt.set_network_autostart(name, true).map_err(herr)?;
+                if !*create && !*restart {
+                    for h in hosts_remove {
+                        env.libvirt.update_network_dhcp_host(name, h, false).map_err(herr)?;
+                    }
+                    for h in hosts_add {
+                        env.libvirt.update_network_dhcp_host(name, h, true).map_err(herr)?;
+                    }
+                }
+                if *restart && !taps.is_empty() {
+                    // Running guests' taps lost their bridge with the restart: put them back.
+                    let links = env.links.list().map_err(herr)?;
+                    let ops: Vec<LinkOp> = taps
+                        .iter()
+                        .filter(|t| links.iter().any(|l| &l.name == *t && l.master.as_deref() != Some(bridge.as_str())))
+                        .map(|t| LinkOp::SetMaster { name: t.clone(), master: bridge.clone() })
+                        .collect();
+                    if !ops.is_empty() {
+                        env.links.apply(&ops).map_err(herr)?;
+                    }
+                }
+                Ok(StepOutcome::Done)
+            }
+            Op::RemoveLibvirtNetwork { name } => {
+                env.libvirt.destroy_network(name).map_err(herr)?;
+                env.libvirt.undefine_network(name).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::OvsNetwork { want, marker, address, .. } => {
+                let state = env.ovs.state().map_err(herr)?;
+                let ops = crate::host::ovs::bridge_ops(&state, &want.name, want.datapath_type.as_deref(), marker);
+                let mut did = false;
+                if !ops.is_empty() {
+                    env.ovs.apply(&ops).map_err(herr)?;
+                    did = true;
+                }
+                let links = env.links.list().map_err(herr)?;
+                let Some(link) = links.iter().find(|l| l.name == want.name) else {
+                    return Err(StepError::new(format!("Open vSwitch bridge {} has no internal port link after creation", want.name))
+                        .with_hint("check `ovs-vsctl show` and ovs-vswitchd's log (/var/log/openvswitch/ovs-vswitchd.log)"));
+                };
+                let mut lops = Vec::new();
+                if let Some(m) = want.mtu
+                    && link.mtu != m
+                {
+                    lops.push(LinkOp::SetMtu { name: want.name.clone(), mtu: m });
+                }
+                for a in &link.addrs {
+                    if Some(*a) != *address {
+                        lops.push(LinkOp::DelAddr { name: want.name.clone(), addr: *a });
+                    }
+                }
+                if let Some(a) = address
+                    && !link.addrs.contains(a)
+                {
+                    lops.push(LinkOp::AddAddr { name: want.name.clone(), addr: *a });
+                }
+                if !link.up {
+                    lops.push(LinkOp::SetUp { name: want.name.clone() });
+                }
+                if !lops.is_empty() {
+                    env.links.apply(&lops).map_err(herr)?;
+                    did = true;
+                }
+                Ok(if did { StepOutcome::Done } else { StepOutcome::AlreadyDone })
+            }
+            Op::RemoveOvsBridge { name } => {
+                env.ovs.apply(&[crate::host::ovs::OvsOp::DelBridge { name: name.clone() }]).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::HybridPlug { want, marker } => {
+                let links = env.links.list().map_err(herr)?;
+                let foreign = crate::host::links::foreign_links(&links, &[&want.qbr, &want.qvb, &want.qvo], marker);
+                // Links of this port with an older marker are ours; others are refused.
+                let addr_marker = marker.split(";h=").next().unwrap_or(marker);
+                if let Some(l) = foreign.iter().find(|l| l.alias.as_deref().is_none_or(|a| a.split(";h=").next() != Some(addr_marker))) {
+                    return Err(StepError::new(format!("link {} exists and is not this port's (alias {:?}); not touching it", l.name, l.alias))
+                        .with_hint("remove or rename it, then apply again"));
+                }
+                let lops = crate::host::links::hybrid_plug_ops(&links, &want.qbr, &want.qvb, &want.qvo, want.mtu, marker);
+                let mut did = false;
+                if !lops.is_empty() {
+                    env.links.apply(&lops).map_err(herr)?;
+                    did = true;
+                }
+                let state = env.ovs.state().map_err(herr)?;
+                let oops = crate::host::ovs::hybrid_ovs_ops(&state, &want.bridge, &want.qvo, &want.iface_id, &want.mac, &want.vm_uuid, marker);
+                if !oops.is_empty() {
+                    env.ovs.apply(&oops).map_err(herr)?;
+                    did = true;
+                }
+                Ok(if did { StepOutcome::Done } else { StepOutcome::AlreadyDone })
+            }
+            Op::HybridUnplug { qbr, qvb, qvo } => {
+                let links = env.links.list().map_err(herr)?;
+                let mut did = false;
+                if links.iter().any(|l| &l.name == qbr) {
+                    env.links.apply(&[LinkOp::Delete { name: qbr.clone() }]).map_err(herr)?;
+                    did = true;
+                }
+                let state = env.ovs.state().map_err(herr)?;
+                let oops = crate::host::ovs::hybrid_ovs_unplug_ops(&state, qvo);
+                if !oops.is_empty() {
+                    env.ovs.apply(&oops).map_err(herr)?;
+                    did = true;
+                }
+                if let Some(l) = links.iter().find(|l| &l.name == qvb || &l.name == qvo) {
+                    env.links.apply(&[LinkOp::Delete { name: l.name.clone() }]).map_err(herr)?;
+                    did = true;
+                }
+                Ok(if did { StepOutcome::Done } else { StepOutcome::AlreadyDone })
+            }
+            Op::Attach { name, xml, .. } => {
+                env.libvirt.attach_device(name, xml, true).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::Detach { name, nic_mac, disk_target, .. } => {
+                let Some(live) = env.libvirt.live_xml(name).map_err(herr)? else { return Ok(StepOutcome::AlreadyDone) };
+                let inactive = env.libvirt.domain(name).map_err(herr)?.map(|d| d.inactive_xml).unwrap_or_default();
+                // The device as the host has it (live first, else the persistent config).
+                let find = |xml: &str| -> Option<String> {
+                    let d = crate::xml::domain::parse_domain(xml).ok()?;
+                    if let Some(m) = nic_mac {
+                        d.nics.iter().find(|n| n.mac.to_string() == *m).and_then(crate::xml::domain::detach_nic_xml)
+                    } else {
+                        let t = disk_target.as_deref()?;
+                        d.disks.iter().find(|x| x.target == t).and_then(crate::xml::domain::detach_disk_xml)
+                    }
+                };
+                let Some(dev) = find(&live).or_else(|| find(&inactive)) else { return Ok(StepOutcome::AlreadyDone) };
+                env.libvirt.detach_device(name, &dev, true, DETACH_TIMEOUT).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::WaitLease { name, network, mac, timeout } => {
+                let start = Instant::now();
+                loop {
+                    let leases = env.libvirt.leases(network).map_err(herr)?;
+                    if leases.iter().any(|l| l.mac.eq_ignore_ascii_case(mac)) {
+                        return Ok(StepOutcome::Done);
+                    }
+                    if start.elapsed() > *timeout {
+                        return Err(StepError::new(format!("{name} is not ready: no DHCP lease for {mac} on {network} within {}s", timeout.as_secs()))
+                            .with_hint(format!("check the guest runs a DHCP client on that NIC (console log), and `virsh net-dhcp-leases {network}`")));
+                    }
+                    cx.sleep(Duration::from_millis(500))?;
+                }
+            }
+            Op::WaitTcp { name, ip, lease_from, port, timeout } => {
+                let start = Instant::now();
+                let mut last = String::from("no address yet");
+                loop {
+                    let addr = match (ip, lease_from) {
+                        (Some(ip), _) => Some(ip.clone()),
+                        (None, Some((net, mac))) => env.libvirt.leases(net).map_err(herr)?.into_iter().find(|l| l.mac.eq_ignore_ascii_case(mac)).map(|l| l.ip),
+                        _ => None,
+                    };
+                    if let Some(a) = &addr {
+                        match a.parse::<std::net::IpAddr>() {
+                            Ok(ipa) => match std::net::TcpStream::connect_timeout(&std::net::SocketAddr::new(ipa, *port), Duration::from_secs(2)) {
+                                Ok(_) => return Ok(StepOutcome::Done),
+                                Err(e) => last = format!("{a}:{port}: {e}"),
+                            },
+                            Err(_) => last = format!("lease address {a:?} is not an IP address"),
+                        }
+                    }
+                    if start.elapsed() > *timeout {
+                        return Err(StepError::new(format!("{name} is not ready: TCP port {port} did not accept a connection within {}s (last: {last})", timeout.as_secs()))
+                            .with_hint("check that the guest's service listens on that port and that no firewall blocks it"));
+                    }
+                    cx.sleep(Duration::from_millis(500))?;
+                }
+            }
         }
     }
 }
 
 /// Builds the step DAG for a plan.
 pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, source_hashes: &BTreeMap<String, String>) -> Dag<HostStep> {
-    let mut b = Builder { dag: Dag::new(), env: env.clone(), created: BTreeMap::new(), removed: BTreeMap::new() };
+    let mut b = Builder { dag: Dag::new(), env: env.clone(), created: BTreeMap::new(), removed: BTreeMap::new(), detaches: BTreeMap::new() };
     let lowering = Lowering { cfg, state_dir: &env.state_dir, kvm_usable, source_hashes };
     let mut instance_removals = Vec::new();
     // Pass 1: removals (instances first).
@@ -220,6 +439,26 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
         b.removed.insert(c.address.clone(), id);
         instance_removals.push(id);
     }
+    // Live detaches of instances that stay (their ports are unplugged after).
+    for c in plan.changes.iter().filter(|c| c.kind == Kind::Instance && c.action == Action::Update && c.landing() == Some(Landing::Live)) {
+        let Some(Spec::Instance(i)) = cfg.resource(&c.address).map(|r| &r.spec) else { continue };
+        let name = i.domain_name().to_string();
+        for ch in &c.changes {
+            let Some(before) = &ch.before else { continue };
+            let _ = before;
+            let (nic_mac, disk_target, what) = if let Some(m) = ch.attr.strip_prefix("nic:") {
+                (Some(m.to_string()), None, format!("interface {m}"))
+            } else if let Some(t) = ch.attr.strip_prefix("disk:") {
+                (None, Some(t.to_string()), format!("disk {t}"))
+            } else {
+                continue;
+            };
+            let id = b.step(&c.address, Op::Detach { name: name.clone(), nic_mac, disk_target, what });
+            b.detaches.entry(c.address.clone()).or_default().push(id);
+            instance_removals.push(id);
+        }
+    }
+    let (mut port_removals, mut network_removals) = (Vec::new(), Vec::new());
     for c in plan.changes.iter().filter(|c| c.kind != Kind::Instance && matches!(c.action, Action::Delete | Action::Replace)) {
         let op = match c.kind {
             Kind::Disk | Kind::Volume => {
@@ -230,13 +469,28 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 };
                 path.map(|p| Op::RemoveFile { path: p })
             }
-            Kind::Network => {
-                let name = match (&c.object, cfg.resource(&c.address).map(|r| &r.spec)) {
-                    (Some(o), _) => Some(o.clone()),
-                    (None, Some(Spec::Network(n))) => Some(n.bridge_name().to_string()),
+            Kind::Network => match (&c.object, cfg.resource(&c.address).map(|r| &r.spec)) {
+                (Some(o), _) => Some(if let Some(n) = o.strip_prefix("ovs bridge ") {
+                    Op::RemoveOvsBridge { name: n.to_string() }
+                } else if let Some(n) = o.strip_prefix("libvirt network ") {
+                    Op::RemoveLibvirtNetwork { name: n.to_string() }
+                } else {
+                    Op::Links { what: format!("delete bridge {o}"), ops: vec![LinkOp::Delete { name: o.clone() }] }
+                }),
+                (None, Some(Spec::Network(n))) => Some(match n.net_type {
+                    NetType::Bridge => Op::Links { what: format!("delete bridge {}", n.bridge_name()), ops: vec![LinkOp::Delete { name: n.bridge_name().to_string() }] },
+                    NetType::Ovs => Op::RemoveOvsBridge { name: n.bridge_name().to_string() },
+                    NetType::Nat | NetType::Isolated => Op::RemoveLibvirtNetwork { name: libvirt_network_name(&cfg.stack, &c.address) },
+                }),
+                _ => None,
+            },
+            Kind::Port => {
+                let qbr = match (&c.object, cfg.resource(&c.address)) {
+                    (Some(o), _) => o.strip_prefix("ovs_hybrid ").map(str::to_string),
+                    (None, Some(r)) => lowering.hybrid(r).map(|h| h.qbr),
                     _ => None,
                 };
-                name.map(|n| Op::Links { what: format!("delete bridge {n}"), ops: vec![LinkOp::Delete { name: n }] })
+                qbr.and_then(|q| DesiredHybrid::names_from_qbr(&q).map(|(qvb, qvo, _)| Op::HybridUnplug { qbr: q, qvb, qvo }))
             }
             _ => None,
         };
@@ -245,7 +499,19 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
             for r in &instance_removals {
                 b.dag.depend(id, *r);
             }
+            if c.kind == Kind::Port {
+                port_removals.push(id);
+            }
+            if c.kind == Kind::Network {
+                network_removals.push(id);
+            }
             b.removed.insert(c.address.clone(), id);
+        }
+    }
+    // A network goes after the ports plugged into it.
+    for n in &network_removals {
+        for p in &port_removals {
+            b.dag.depend(*n, *p);
         }
     }
     // Pass 2: creates and updates, in the configuration's order (dependencies first).
@@ -258,13 +524,48 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 let id = b.step(&addr, Op::FetchImage { source: img.source.clone(), sha256: img.sha256.clone(), format: img.format });
                 b.created.insert(addr, id);
             }
-            Spec::Network(n) => {
-                let want = DesiredBridge::from_network(n);
-                let alias = marker_with_hash(&cfg.stack, &addr, &want.hash());
-                let ops = if creating { bridge_create_ops(&want, &alias) } else if c.action == Action::Update { bridge_update_ops(&want, &alias, plan_links_addrs(c)) } else { continue };
-                let what = if creating { format!("create bridge {}", want.name) } else { format!("configure bridge {}", want.name) };
-                let id = b.step(&addr, Op::Links { ops, what });
+            Spec::Network(n) if creating || c.action == Action::Update => {
+                let op = match n.net_type {
+                    NetType::Bridge => {
+                        let want = DesiredBridge::from_network(n);
+                        let alias = marker_with_hash(&cfg.stack, &addr, &want.hash());
+                        let ops = if creating { bridge_create_ops(&want, &alias) } else { bridge_update_ops(&want, &alias, plan_links_addrs(c)) };
+                        let what = if creating { format!("create bridge {}", want.name) } else { format!("configure bridge {}", want.name) };
+                        Op::Links { ops, what }
+                    }
+                    NetType::Ovs => {
+                        let want = DesiredOvsBridge::from_network(n);
+                        let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
+                        Op::OvsNetwork { want, marker, address: n.address, create: creating }
+                    }
+                    NetType::Nat | NetType::Isolated => {
+                        let Some(def) = lowering.libvirt_network(r) else { continue };
+                        let restart = !creating && c.changes.iter().any(|x| x.landing == Landing::Restart);
+                        let mut hosts_add = Vec::new();
+                        let mut hosts_remove = Vec::new();
+                        for x in c.changes.iter().filter(|x| x.attr.starts_with("dhcp_host ")) {
+                            let Ok(mac) = crate::model::common::Mac::parse(&x.attr["dhcp_host ".len()..]) else { continue };
+                            if let Some(ip) = x.before.as_deref().and_then(|v| v.parse().ok()) {
+                                hosts_remove.push(crate::xml::network::dhcp_host_xml(&mac, ip, None));
+                            }
+                            if let Some(ip) = x.after.as_deref().and_then(|v| v.parse().ok()) {
+                                hosts_add.push(crate::xml::network::dhcp_host_xml(&mac, ip, None));
+                            }
+                        }
+                        let taps = ports_on(cfg, &addr);
+                        Op::LibvirtNetwork { name: def.name.clone(), xml: crate::xml::network::network_xml(&def), restart, bridge: def.bridge.clone(), taps, hosts_add, hosts_remove, create: creating }
+                    }
+                };
+                let id = b.step(&addr, op);
                 b.after_removal(id, &addr);
+                b.created.insert(addr, id);
+            }
+            Spec::Port(_) if creating || c.action == Action::Update => {
+                let Some(want) = lowering.hybrid(r) else { continue };
+                let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
+                let id = b.step(&addr, Op::HybridPlug { want, marker });
+                b.after_removal(id, &addr);
+                b.after_created_deps(id, r, cfg);
                 b.created.insert(addr, id);
             }
             Spec::Disk(_) if creating || c.action == Action::Update => {
@@ -295,26 +596,61 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 let console_dir = Path::new(&def.console_log).parent().map(Path::to_path_buf).unwrap_or_default();
                 let running = inst.state == crate::model::instance::State::Running;
                 let restart = c.landing() == Some(Landing::Restart);
-                let redefine = creating || c.changes.iter().any(|ch| ch.landing != Landing::Live || ch.attr == "marker");
+                let updating = c.action == Action::Update;
+                // Hot-plug: only when nothing else needs a restart (a restart
+                // boots with the new definition anyway).
+                let live_devices: Vec<&crate::plan::AttrChange> =
+                    if updating && !restart { c.changes.iter().filter(|ch| ch.attr.starts_with("nic:") || ch.attr.starts_with("disk:")).collect() } else { Vec::new() };
+                let redefine = creating || c.changes.iter().any(|ch| ch.landing != Landing::Live || ch.attr == "marker") || !live_devices.is_empty();
                 let mut last = None;
+                // Attach first (live and persistent), then redefine: a kill in
+                // between leaves only a stale marker, which the next plan refreshes.
+                for ch in live_devices.iter().filter(|ch| ch.after.is_some()) {
+                    let (xml, what) = if let Some(m) = ch.attr.strip_prefix("nic:") {
+                        match def.nics.iter().find(|n| n.mac.to_string() == m) {
+                            Some(n) => (crate::xml::domain::nic_device_xml(n), format!("interface {m}")),
+                            None => continue,
+                        }
+                    } else {
+                        let t = &ch.attr["disk:".len()..];
+                        match def.disks.iter().find(|d| d.target == t) {
+                            Some(d) => (crate::xml::domain::disk_device_xml(d), format!("disk {t}")),
+                            None => continue,
+                        }
+                    };
+                    let id = b.step(&addr, Op::Attach { name: name.clone(), xml, what });
+                    b.after_created_deps(id, r, cfg);
+                    if let Some(ds) = b.detaches.get(&addr).cloned() {
+                        for d in ds {
+                            b.dag.depend(id, d);
+                        }
+                    }
+                    b.chain(id, last);
+                    last = Some(id);
+                }
                 if redefine {
                     let id = b.step(&addr, Op::Define { name: name.clone(), xml: crate::xml::domain::domain_xml(&def), console_dir });
                     b.after_removal(id, &addr);
                     b.after_created_deps(id, r, cfg);
+                    if let Some(ds) = b.detaches.get(&addr).cloned() {
+                        for d in ds {
+                            b.dag.depend(id, d);
+                        }
+                    }
+                    b.chain(id, last);
                     last = Some(id);
                 }
-                if c.action == Action::Update && restart {
+                if updating && restart {
                     let id = b.step(&addr, Op::Stop { name: name.clone() });
                     b.chain(id, last);
                     last = Some(id);
                 }
-                let state_change = c.action == Action::Update && c.changes.iter().any(|ch| ch.attr == "state");
-                if c.action == Action::Update && state_change && !running {
+                let state_change = updating && c.changes.iter().any(|ch| ch.attr == "state");
+                if updating && state_change && !running {
                     let id = b.step(&addr, Op::Stop { name: name.clone() });
                     b.chain(id, last);
                     last = Some(id);
                 }
-                let updating = c.action == Action::Update;
                 if (updating && c.changes.iter().any(|ch| ch.attr == "autostart")) || (creating && inst.autostart) {
                     let id = b.step(&addr, Op::Autostart { name: name.clone(), on: inst.autostart });
                     b.chain(id, last);
@@ -325,13 +661,30 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     let id = b.step(&addr, Op::Start { name: name.clone(), log: Some(def.console_log.clone().into()) });
                     b.chain(id, last);
                     last = Some(id);
-                    if let Some(w) = &inst.wait_for
-                        && let Some(p) = &w.console {
-                            let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
-                            let wid = b.step(&addr, Op::WaitConsole { name: name.clone(), log: def.console_log.clone().into(), pattern: p.clone(), timeout });
+                    if let Some(w) = &inst.wait_for {
+                        let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
+                        let mut waits = Vec::new();
+                        if let Some(p) = &w.console {
+                            waits.push(Op::WaitConsole { name: name.clone(), log: def.console_log.clone().into(), pattern: p.clone(), timeout });
+                        }
+                        let lease_nic = lease_nic(cfg, inst);
+                        if w.lease
+                            && let Some((network, mac)) = &lease_nic
+                        {
+                            waits.push(Op::WaitLease { name: name.clone(), network: network.clone(), mac: mac.clone(), timeout });
+                        }
+                        if let Some(port) = w.tcp {
+                            let ip = fixed_ip(cfg, inst);
+                            waits.push(Op::WaitTcp { name: name.clone(), lease_from: if ip.is_none() { lease_nic.clone() } else { None }, ip, port, timeout });
+                        }
+                        // Waits run one after the other (console, lease, TCP): each
+                        // says precisely what is not ready yet.
+                        for op in waits {
+                            let wid = b.step(&addr, op);
                             b.chain(wid, last);
                             last = Some(wid);
                         }
+                    }
                 }
                 if let Some(l) = last {
                     b.created.insert(addr, l);
@@ -348,6 +701,8 @@ struct Builder {
     env: Arc<Env>,
     created: BTreeMap<String, usize>,
     removed: BTreeMap<String, usize>,
+    /// Live detach steps per instance address.
+    detaches: BTreeMap<String, Vec<usize>>,
 }
 
 impl Builder {
@@ -372,6 +727,7 @@ impl Builder {
     fn after_created_deps(&mut self, id: usize, r: &crate::model::Resource, cfg: &Configuration) {
         let deps: Vec<String> = match &r.spec {
             Spec::Disk(d) => d.image.iter().map(|x| x.0.clone()).collect(),
+            Spec::Port(p) => vec![p.network.0.clone()],
             Spec::Instance(i) => {
                 let mut v: Vec<String> = i.disks.iter().chain(&i.volumes).map(|x| x.0.clone()).collect();
                 v.extend(i.ports.iter().map(|x| x.0.clone()));
@@ -403,6 +759,34 @@ impl Builder {
             }
         }
     }
+}
+
+/// The taps of the ports on a network (`tapXXXXXXXXXXX`).
+fn ports_on(cfg: &Configuration, network_addr: &str) -> Vec<String> {
+    cfg.resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Port(p) if p.network.0 == network_addr => Some(p.dev("tap")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first of an instance's ports on a libvirt network: (network name, MAC).
+fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Option<(String, String)> {
+    inst.ports.iter().find_map(|p| {
+        let Some(Spec::Port(port)) = cfg.resource(&p.0).map(|r| &r.spec) else { return None };
+        let Some(Spec::Network(n)) = cfg.resource(&port.network.0).map(|r| &r.spec) else { return None };
+        n.net_type.is_libvirt().then(|| (libvirt_network_name(&cfg.stack, &port.network.0), port.mac.map(|m| m.to_string()).unwrap_or_default()))
+    })
+}
+
+/// The first fixed IP among an instance's ports.
+fn fixed_ip(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Option<String> {
+    inst.ports.iter().find_map(|p| match cfg.resource(&p.0).map(|r| &r.spec) {
+        Some(Spec::Port(port)) => port.ip.map(|ip| ip.0.to_string()),
+        _ => None,
+    })
 }
 
 /// The addresses the bridge had, when the plan changes them.

@@ -6,6 +6,7 @@ use crate::apply::engine::{self, Env};
 use crate::config::Configuration;
 use crate::host::libvirt::{Libvirt, VirtLibvirt};
 use crate::host::links::IpLinks;
+use crate::host::ovs::Vsctl;
 use crate::observe::{self, Observed};
 use crate::plan::{self, render, Plan, PlanOptions};
 use clap::Args;
@@ -118,7 +119,7 @@ fn connect(g: &Global, cfg: Configuration) -> Result<Session, ExitCode> {
         ExitCode::from(1)
     })?;
     let kvm = libvirt.kvm_usable();
-    let observed = observe::observe(&IpLinks, &libvirt, &cfg, &g.state_dir).map_err(|e| {
+    let observed = observe::observe(&IpLinks, &libvirt, &Vsctl::default(), &cfg, &g.state_dir).map_err(|e| {
         eprintln!("error: cannot read the host: {e}");
         ExitCode::from(1)
     })?;
@@ -310,6 +311,7 @@ fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_p
     let env = Arc::new(Env {
         links: Box::new(IpLinks),
         libvirt: Box::new(s.libvirt),
+        ovs: Box::new(Vsctl::default()),
         state_dir: g.state_dir.clone(),
         shutdown_timeout: Duration::from_secs(a.shutdown_timeout),
     });

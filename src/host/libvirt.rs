@@ -220,6 +220,11 @@ pub trait Libvirt: Send + Sync {
     fn destroy_network(&self, name: &str) -> Result<(), HostError>;
     /// Done when missing. An active network keeps running (transient).
     fn undefine_network(&self, name: &str) -> Result<(), HostError>;
+    /// Sets a network's autostart flag; done when already so.
+    fn set_network_autostart(&self, name: &str, on: bool) -> Result<(), HostError>;
+    /// The live XML of an active domain (the inactive one when it is shut
+    /// off); None when the domain does not exist.
+    fn live_xml(&self, name: &str) -> Result<Option<String>, HostError>;
     /// Adds (`add`) or removes a `<host mac=… ip=… name=…/>` DHCP entry, in
     /// the config and (when active) the live network. An entry with the same
     /// MAC but other values is modified in place.
@@ -1167,6 +1172,24 @@ impl Libvirt for VirtLibvirt {
                 Err(e) if code_is(&e, ErrorNumber::OperationInvalid) && !n.is_persistent().unwrap_or(true) => Ok(()),
                 r => r,
             }
+        })
+    }
+
+    fn set_network_autostart(&self, name: &str, on: bool) -> Result<(), HostError> {
+        let _serial = network_lock();
+        self.call("set network autostart", name, |c| {
+            let n = c.lookup_network_by_name(name)?;
+            if n.autostart()? != on {
+                n.set_autostart(on)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn live_xml(&self, name: &str) -> Result<Option<String>, HostError> {
+        self.call("read domain", name, |c| match lookup_domain(c, name)? {
+            None => Ok(None),
+            Some(d) => d.xml_desc(0).map(Some),
         })
     }
 

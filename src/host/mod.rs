@@ -10,6 +10,7 @@
 pub mod disks;
 pub mod libvirt;
 pub mod links;
+pub mod ovs;
 
 use std::process::{Command, Stdio};
 

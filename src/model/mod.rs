@@ -112,6 +112,19 @@ impl Address {
         }
     }
 
+    /// Inverse of [`file_stem`](Self::file_stem): `root` → `kind.root`,
+    /// `root@1` → `kind.root[1]`, `root@a` → `kind.root["a"]` (an all-digit
+    /// key reads as an index).
+    pub fn from_stem(kind: Kind, stem: &str) -> Option<Address> {
+        let (name, key) = match stem.split_once('@') {
+            None => (stem, Key::None),
+            Some((n, k)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_digit()) => (n, Key::Index(k.parse().ok()?)),
+            Some((n, k)) if !k.is_empty() => (n, Key::Name(k.to_string())),
+            _ => return None,
+        };
+        (!name.is_empty() && check_name(name).is_ok()).then(|| Address { kind, name: name.to_string(), key })
+    }
+
     /// A dash-joined form for derived names: `web`, `web-0`, `web-a`.
     pub fn dashed(&self) -> String {
         match &self.key {

@@ -24,6 +24,19 @@ pub struct ActualDomain {
     pub marker: Option<(String, String, String)>,
 }
 
+/// A libvirt network (nat/isolated networks are libvirt's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActualNetwork {
+    pub name: String,
+    /// Lowercase, dashed. virtform derives it from stack and address: the
+    /// ownership marker of a libvirt network (libvirt 9.0 networks have no metadata).
+    pub uuid: String,
+    pub active: bool,
+    pub autostart: bool,
+    /// The inactive definition, parsed; `None` when it could not be parsed.
+    pub def: Option<crate::xml::network::ObservedNetwork>,
+}
+
 /// A disk or image file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActualFile {
@@ -39,6 +52,11 @@ pub struct Observed {
     pub links: BTreeMap<String, Link>,
     /// All domains, by name.
     pub domains: BTreeMap<String, ActualDomain>,
+    /// All libvirt networks, by name.
+    pub networks: BTreeMap<String, ActualNetwork>,
+    /// Open vSwitch bridges and ports; `None` when OVS is not running (then
+    /// a configuration with OVS networks cannot be planned).
+    pub ovs: Option<crate::host::ovs::OvsState>,
     /// Files that exist, by absolute path (disk files of the stack and cached images).
     pub files: BTreeMap<String, ActualFile>,
     /// SHA-256 of local image sources that declare none, by source path.
@@ -67,6 +85,12 @@ impl Observed {
             if let Some(def) = &d.def {
                 h.update(def.normalized_xml().as_bytes());
             }
+        }
+        for (n, net) in &self.networks {
+            h.update(format!("network {n} {} {} {} {:?}\n", net.uuid, net.active, net.autostart, net.def).as_bytes());
+        }
+        if let Some(ovs) = &self.ovs {
+            h.update(format!("ovs {ovs:?}\n").as_bytes());
         }
         for (p, f) in &self.files {
             h.update(format!("file {p} {:?} {} {:?}\n", f.format, f.virtual_size, f.backing_file).as_bytes());
@@ -128,10 +152,23 @@ pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Pat
 pub fn observe(
     links: &dyn crate::host::links::LinkHost,
     libvirt: &dyn crate::host::libvirt::Libvirt,
+    ovs: &dyn crate::host::ovs::Ovs,
     cfg: &crate::config::Configuration,
     state_dir: &std::path::Path,
 ) -> Result<Observed, crate::host::HostError> {
     let mut o = Observed::default();
+    for n in libvirt.networks()? {
+        o.networks.insert(n.name.clone(), ActualNetwork { name: n.name, uuid: n.uuid, active: n.active, autostart: n.autostart, def: n.observed });
+    }
+    // OVS is read when it runs; a configuration that needs it and finds it
+    // down gets a plan error saying how to start it.
+    o.ovs = match ovs.state() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!("Open vSwitch not available: {e}");
+            None
+        }
+    };
     for l in links.list()? {
         o.links.insert(l.name.clone(), l);
     }

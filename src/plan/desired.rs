@@ -95,6 +95,69 @@ impl Lowering<'_> {
         })
     }
 
+    /// The libvirt network a nat/isolated network wants, with a DHCP host
+    /// entry for every port on it that has a fixed IPv4 address.
+    pub fn libvirt_network(&self, r: &Resource) -> Option<crate::xml::network::NetworkDef> {
+        use crate::xml::network::{DhcpHost, Forward, NetworkDef};
+        let Spec::Network(n) = &r.spec else { return None };
+        if !n.net_type.is_libvirt() {
+            return None;
+        }
+        let addr = r.address.to_string();
+        let v4 = |ip: std::net::IpAddr| match ip {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        };
+        let mut hosts: Vec<DhcpHost> = self
+            .cfg
+            .resources
+            .iter()
+            .filter_map(|pr| match &pr.spec {
+                Spec::Port(p) if p.network.0 == addr => Some(DhcpHost { mac: p.mac?, ip: v4(p.ip?.0)?, name: None }),
+                _ => None,
+            })
+            .collect();
+        hosts.sort_by_key(|h| h.mac);
+        Some(NetworkDef {
+            name: libvirt_network_name(&self.cfg.stack, &addr),
+            uuid: libvirt_network_uuid(&self.cfg.stack, &addr),
+            bridge: n.bridge_name().to_string(),
+            mtu: n.mtu,
+            address: n.address.and_then(|a| Some((v4(a.addr)?, a.prefix))),
+            forward: if n.net_type == NetType::Nat { Forward::Nat } else { Forward::None },
+            dhcp_range: n.dhcp.as_ref().and_then(|d| Some((v4(d.start.0)?, v4(d.end.0)?))),
+            hosts,
+            stp: true,
+            delay: 0,
+        })
+    }
+
+    /// The instance (resource) that uses a port, if any.
+    pub fn instance_of_port(&self, port_addr: &str) -> Option<&Resource> {
+        self.cfg.resources.iter().find(|r| matches!(&r.spec, Spec::Instance(i) if i.ports.iter().any(|p| p.0 == port_addr)))
+    }
+
+    /// The hybrid plug a port wants (None unless `plug = "ovs_hybrid"`).
+    pub fn hybrid(&self, r: &Resource) -> Option<DesiredHybrid> {
+        let Spec::Port(p) = &r.spec else { return None };
+        if p.plug != Some(Plug::OvsHybrid) {
+            return None;
+        }
+        let Some(Spec::Network(net)) = self.get(&p.network.0).map(|n| &n.spec) else { return None };
+        let vm_uuid = self.instance_of_port(&r.address.to_string()).map(|i| crate::model::common::derived_uuid(&self.ctx().seed(&i.address))).unwrap_or_default();
+        Some(DesiredHybrid {
+            qbr: p.dev("qbr"),
+            qvb: p.dev("qvb"),
+            qvo: p.dev("qvo"),
+            tap: p.dev("tap"),
+            bridge: net.bridge_name().to_string(),
+            mtu: p.mtu.or(net.mtu),
+            iface_id: p.id().to_string(),
+            mac: p.mac.map(|m| m.to_string()).unwrap_or_default(),
+            vm_uuid,
+        })
+    }
+
     /// The domain definition an instance wants.
     pub fn domain(&self, r: &Resource) -> Option<DomainDef> {
         let Spec::Instance(inst) = &r.spec else { return None };
@@ -172,7 +235,79 @@ impl Lowering<'_> {
     }
 }
 
-/// The libvirt network name for a nat/isolated network: `vf-<stack>-<name>`.
+/// The libvirt network name for a nat/isolated network: `vf-<stack>-<name>`
+/// (`vf-<stack>-<name>@<key>` under count/for_each). Names of different
+/// stacks can collide (`a` + `b-c`, `a-b` + `c`); the derived UUID tells them apart.
 pub fn libvirt_network_name(stack: &str, network_addr: &str) -> String {
-    format!("vf-{stack}-{}", network_addr.trim_start_matches("network.").replace(['[', ']', '"'], ""))
+    let stem = crate::model::Address::parse(network_addr).map(|a| a.file_stem()).unwrap_or_else(|| network_addr.trim_start_matches("network.").to_string());
+    format!("vf-{stack}-{stem}")
+}
+
+/// The UUID virtform gives the libvirt network of a stack's network address:
+/// its ownership marker.
+pub fn libvirt_network_uuid(stack: &str, network_addr: &str) -> String {
+    crate::model::common::derived_uuid(&format!("virtform:{stack}:{network_addr}"))
+}
+
+/// The network address a libvirt network name of this stack stands for, if
+/// its UUID is the one virtform derives for it.
+pub fn libvirt_network_owner(stack: &str, name: &str, uuid: &str) -> Option<String> {
+    let stem = name.strip_prefix(&format!("vf-{stack}-"))?;
+    let addr = crate::model::Address::from_stem(crate::model::Kind::Network, stem)?.to_string();
+    (libvirt_network_uuid(stack, &addr) == uuid).then_some(addr)
+}
+
+/// The Open vSwitch bridge an `ovs` network wants.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DesiredOvsBridge {
+    pub name: String,
+    /// `netdev` or `system`; None leaves OVS's default (system).
+    pub datapath_type: Option<String>,
+    pub mtu: Option<u32>,
+}
+
+impl DesiredOvsBridge {
+    pub fn from_network(n: &Network) -> DesiredOvsBridge {
+        DesiredOvsBridge {
+            name: n.bridge_name().to_string(),
+            datapath_type: n.datapath_type.map(|d| match d {
+                crate::model::network::Datapath::System => "system".to_string(),
+                crate::model::network::Datapath::Netdev => "netdev".to_string(),
+            }),
+            mtu: n.mtu,
+        }
+    }
+
+    pub fn hash(&self) -> String {
+        spec_hash(self)
+    }
+}
+
+/// What Nova's hybrid plug of one port wants on the host.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DesiredHybrid {
+    pub qbr: String,
+    pub qvb: String,
+    pub qvo: String,
+    pub tap: String,
+    /// The OVS (integration) bridge qvo goes on.
+    pub bridge: String,
+    pub mtu: Option<u32>,
+    pub iface_id: String,
+    pub mac: String,
+    /// The UUID of the instance using the port ("" when none does).
+    pub vm_uuid: String,
+}
+
+impl DesiredHybrid {
+    pub fn hash(&self) -> String {
+        spec_hash(self)
+    }
+
+    /// The names of a hybrid plug from its qbr name (for orphans: the port's
+    /// configuration is gone, its devices are named after its id).
+    pub fn names_from_qbr(qbr: &str) -> Option<(String, String, String)> {
+        let id = qbr.strip_prefix("qbr")?;
+        Some((format!("qvb{id}"), format!("qvo{id}"), format!("tap{id}")))
+    }
 }

@@ -10,13 +10,14 @@
 //!   reported, never touched.
 
 pub mod desired;
+mod network;
+mod port;
 pub mod render;
 
 use crate::config::Configuration;
 use crate::model::{Kind, Resource, Spec};
-use crate::model::network::NetType;
 use crate::observe::Observed;
-use desired::{DesiredBridge, Lowering};
+use desired::Lowering;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -308,6 +309,10 @@ impl Planner<'_> {
             Some((s, a)) if s != self.cfg.stack => format!("{object} belongs to stack \"{s}\" ({a}); virtform will not touch it"),
             Some((_, a)) => format!("{object} belongs to {a} of this stack, not to {}", r.address),
         };
+        self.conflict_with(r, object, message)
+    }
+
+    fn conflict_with(&mut self, r: &Resource, object: String, message: String) -> ResourceChange {
         self.out.conflicts.push(Conflict { address: r.address.to_string(), object, message });
         let mut rc = ResourceChange::new(r.address.to_string(), r.address.kind, Action::NoOp);
         rc.reason = Some("conflict".into());
@@ -316,71 +321,6 @@ impl Planner<'_> {
 
     fn owned(&self, owner: &Option<(String, String)>, r: &Resource) -> bool {
         owner.as_ref().is_some_and(|(s, a)| *s == self.cfg.stack && *a == r.address.to_string())
-    }
-
-    fn network(&mut self, r: &Resource) -> ResourceChange {
-        let Spec::Network(n) = &r.spec else { unreachable!() };
-        if n.net_type != NetType::Bridge {
-            self.out.errors.push(format!("{}: networks of type \"{}\" are not implemented yet", r.address, n.net_type.as_str()));
-            return ResourceChange::new(r.address.to_string(), Kind::Network, Action::NoOp);
-        }
-        let want = DesiredBridge::from_network(n);
-        let addr = r.address.to_string();
-        let Some(link) = self.obs.links.get(&want.name) else {
-            return ResourceChange::new(addr, Kind::Network, Action::Create);
-        };
-        let owner = self.obs.link_owner(&want.name);
-        if !self.owned(&owner, r) {
-            return self.conflict(r, format!("link \"{}\"", want.name), owner);
-        }
-        let outside = link.alias.as_deref().and_then(crate::host::marker_hash) == Some(&want.hash());
-        let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
-        if link.bridge.is_none() {
-            rc.action = Action::Replace;
-            rc.reason = Some("replace_because_cannot_update".into());
-            rc.changes.push(change("type", "not a bridge", "bridge", Landing::Replace, true));
-            return rc;
-        }
-        if let Some(m) = want.mtu
-            && link.mtu != m {
-                rc.changes.push(change("mtu", link.mtu, m, Landing::Live, outside));
-            }
-        let b = link.bridge.as_ref().expect("bridge");
-        if b.stp != want.stp {
-            rc.changes.push(change("stp", b.stp, want.stp, Landing::Live, outside));
-        }
-        if b.forward_delay_cs / 100 != want.forward_delay_s {
-            rc.changes.push(change("forward_delay", b.forward_delay_cs / 100, want.forward_delay_s, Landing::Live, outside));
-        }
-        let have: BTreeSet<String> = link.addrs.iter().map(|a| a.to_string()).collect();
-        let wanted: BTreeSet<String> = want.address.iter().map(|a| a.to_string()).collect();
-        if have != wanted {
-            let show = |s: &BTreeSet<String>| if s.is_empty() { "(none)".to_string() } else { s.iter().cloned().collect::<Vec<_>>().join(", ") };
-            rc.changes.push(change("address", show(&have), show(&wanted), Landing::Live, outside));
-        }
-        if !link.up {
-            rc.changes.push(change("state", "down", "up", Landing::Live, outside));
-        }
-        if !rc.changes.is_empty() {
-            rc.action = Action::Update;
-            rc.reason = Some(if outside { "drift".into() } else { "update".into() });
-        } else if !outside {
-            // Same values, older marker: refresh the marker only.
-            rc.action = Action::Update;
-            rc.reason = Some("marker".into());
-            rc.changes.push(change("marker", "older spec", "current spec", Landing::Live, false));
-        }
-        rc
-    }
-
-    fn port(&mut self, r: &Resource) -> ResourceChange {
-        // plug = "bridge": libvirt creates the tap; the port lives in its instance's
-        // domain definition, so its changes show there.
-        let Spec::Port(p) = &r.spec else { unreachable!() };
-        if p.plug != Some(crate::model::port::Plug::Bridge) {
-            self.out.errors.push(format!("{}: plug \"{}\" is not implemented yet", r.address, p.plug.map(|x| x.as_str()).unwrap_or("?")));
-        }
-        ResourceChange::new(r.address.to_string(), Kind::Port, Action::NoOp)
     }
 
     fn image(&mut self, r: &Resource) -> ResourceChange {
@@ -483,7 +423,7 @@ impl Planner<'_> {
                     if f == "marker" {
                         continue;
                     }
-                    let landing = field_landing(f, &want);
+                    let landing = field_landing(f, &want, def, &self.opts.state_dir.join(&self.cfg.stack).join("volumes"));
                     let (before, after) = field_values(f, def, &desired);
                     rc.changes.push(AttrChange { attr: f.clone(), before, after, landing, outside, sensitive: r.sensitive.iter().any(|s| s == "cmdline" && f == "cmdline") });
                 }
@@ -536,8 +476,32 @@ impl Planner<'_> {
         }
         for name in self.obs.links.keys() {
             if let Some((s, a)) = self.obs.link_owner(name)
-                && s == stack && !declared.contains(&a) && a.starts_with("network.") {
-                    found.insert(a, (Kind::Network, Some(name.clone())));
+                && s == stack && !declared.contains(&a) {
+                    if a.starts_with("network.") {
+                        found.insert(a, (Kind::Network, Some(name.clone())));
+                    } else if a.starts_with("port.") && name.len() > 3 {
+                        found.insert(a, (Kind::Port, Some(format!("ovs_hybrid qbr{}", &name[3..]))));
+                    }
+                }
+        }
+        if let Some(ovs) = &self.obs.ovs {
+            for name in ovs.bridges.keys() {
+                if let Some((s, a)) = ovs.bridge_owner(name)
+                    && s == stack && !declared.contains(&a) {
+                        found.insert(a, (Kind::Network, Some(format!("ovs bridge {name}"))));
+                    }
+            }
+            for name in ovs.ports.keys() {
+                if let Some((s, a)) = ovs.port_owner(name)
+                    && s == stack && !declared.contains(&a) && name.len() > 3 {
+                        found.entry(a).or_insert((Kind::Port, Some(format!("ovs_hybrid qbr{}", &name[3..]))));
+                    }
+            }
+        }
+        for (name, n) in &self.obs.networks {
+            if let Some(a) = desired::libvirt_network_owner(&stack, name, &n.uuid)
+                && !declared.contains(&a) {
+                    found.insert(a, (Kind::Network, Some(format!("libvirt network {name}"))));
                 }
         }
         let disk_dir = self.opts.state_dir.join(&stack).join("disks");
@@ -552,7 +516,7 @@ impl Planner<'_> {
                 }
         }
         // Images live in the shared, content-addressed cache and are kept;
-        // bridge-plugged ports have no host object of their own.
+        // bridge, ovs and network ports have no host object of their own.
         for (a, (kind, object)) in found {
             let mut rc = ResourceChange::new(a, kind, Action::Delete);
             rc.object = object;
@@ -590,14 +554,25 @@ fn disk_address(stem: &str) -> String {
     }
 }
 
-/// How a changed domain field lands.
-fn field_landing(field: &str, want: &crate::xml::domain::DomainDef) -> Landing {
+/// How a changed domain field lands. NICs and volumes are hot-plugged
+/// (detached and attached live, and in the persistent config).
+fn field_landing(field: &str, want: &crate::xml::domain::DomainDef, have: &crate::xml::domain::ObservedDomain, volumes_dir: &std::path::Path) -> Landing {
     match field {
         "name" | "uuid" | "domain_type" | "arch" | "machine" | "firmware" => Landing::Replace,
+        f if f.starts_with("nic:") => Landing::Live,
         f if f.starts_with("disk:") => {
-            // The boot disk (first disk) changing its file means a new machine.
             let target = &f["disk:".len()..];
-            if want.disks.first().is_some_and(|d| d.target == target) { Landing::Replace } else { Landing::Restart }
+            let in_volumes = |p: Option<&str>| p.is_some_and(|p| std::path::Path::new(p).parent() == Some(volumes_dir));
+            let want_disk = want.disks.iter().find(|d| d.target == target);
+            let have_disk = have.disks.iter().find(|d| d.target == target);
+            // The boot disk (first disk) changing its file means a new machine.
+            if want.disks.first().is_some_and(|d| d.target == target) && !want_disk.is_some_and(|d| in_volumes(Some(&d.path))) {
+                Landing::Replace
+            } else if want_disk.is_none_or(|d| in_volumes(Some(&d.path))) && have_disk.is_none_or(|d| in_volumes(d.path.as_deref())) {
+                Landing::Live
+            } else {
+                Landing::Restart
+            }
         }
         _ => Landing::Restart,
     }
@@ -622,8 +597,16 @@ fn field_values(field: &str, have: &crate::xml::domain::ObservedDomain, want: &c
             (find(have), find(want))
         }
         f if f.starts_with("nic:") => {
+            use crate::xml::domain::ObservedNicSource as S;
             let m = &f["nic:".len()..];
-            let find = |d: &crate::xml::domain::ObservedDomain| d.nics.iter().find(|x| x.mac.to_string() == m).map(|x| format!("{:?}", x.source));
+            let find = |d: &crate::xml::domain::ObservedDomain| {
+                d.nics.iter().find(|x| x.mac.to_string() == m).map(|x| match &x.source {
+                    S::Bridge { bridge } => format!("bridge {bridge}"),
+                    S::Ovs { bridge, .. } => format!("ovs {bridge}"),
+                    S::Network { network } => format!("network {network}"),
+                    S::Other { kind } => kind.clone(),
+                })
+            };
             (find(have), find(want))
         }
         _ => (None, None),

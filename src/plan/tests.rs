@@ -1,5 +1,6 @@
 //! Planner tests against hand-built observed states (no host).
 
+use crate::plan::desired::DesiredBridge;
 use super::*;
 use crate::config::{self, LoadOptions};
 use crate::host::links::{BridgeInfo, Link, LinkKind};

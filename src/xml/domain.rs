@@ -470,6 +470,50 @@ fn write_nic(w: &mut XmlWriter, n: &NicDef) {
     w.end("interface");
 }
 
+/// A `<interface>` element that identifies an observed NIC for a detach
+/// (libvirt matches interfaces by MAC; the type and source must parse).
+/// None for interface types virtform does not write.
+pub fn detach_nic_xml(n: &ObservedNic) -> Option<String> {
+    let mac = n.mac.to_string();
+    let mut w = XmlWriter::new();
+    match &n.source {
+        ObservedNicSource::Bridge { bridge } | ObservedNicSource::Ovs { bridge, .. } => {
+            w.start("interface", &[("type", "bridge")]);
+            w.empty("mac", &[("address", &mac)]);
+            w.empty("source", &[("bridge", bridge)]);
+        }
+        ObservedNicSource::Network { network } => {
+            w.start("interface", &[("type", "network")]);
+            w.empty("mac", &[("address", &mac)]);
+            w.empty("source", &[("network", network)]);
+        }
+        ObservedNicSource::Other { .. } => return None,
+    }
+    w.end("interface");
+    Some(w.finish())
+}
+
+/// A `<disk>` element that identifies an observed disk for a detach (by target).
+pub fn detach_disk_xml(d: &ObservedDisk) -> Option<String> {
+    if d.disk_type != "file" {
+        return None;
+    }
+    let mut w = XmlWriter::new();
+    w.start("disk", &[("type", "file"), ("device", &d.device)]);
+    if let Some(f) = &d.format {
+        w.empty("driver", &[("name", "qemu"), ("type", f)]);
+    }
+    if let Some(p) = &d.path {
+        w.empty("source", &[("file", p)]);
+    }
+    match &d.bus {
+        Some(b) => w.empty("target", &[("dev", &d.target), ("bus", b)]),
+        None => w.empty("target", &[("dev", &d.target)]),
+    }
+    w.end("disk");
+    Some(w.finish())
+}
+
 // ---------------------------------------------------------------- reading
 
 /// The managed fields of a domain as libvirt holds them, normalized.

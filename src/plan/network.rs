@@ -1,0 +1,206 @@
+//! Planning networks: Linux bridges (`bridge`), Open vSwitch bridges
+//! (`ovs`) and libvirt networks (`nat`, `isolated`).
+//!
+//! Invariants:
+//! - Ownership: a Linux bridge by its alias marker, an OVS bridge by its
+//!   `external_ids:virtform` marker, a libvirt network by the UUID virtform
+//!   derives from stack and address (libvirt 9.0 networks have no metadata).
+//! - Drift is told from change by the marker's spec hash where the object
+//!   carries one; a libvirt network's changes are all shown as updates.
+
+use super::desired::{DesiredBridge, DesiredOvsBridge};
+use super::{change, AttrChange, Landing, Planner, ResourceChange};
+use crate::model::network::NetType;
+use crate::model::{Kind, Resource, Spec};
+use crate::plan::Action;
+use std::collections::BTreeSet;
+
+/// The addresses of a link, shown as a set.
+fn show_set(s: &BTreeSet<String>) -> String {
+    if s.is_empty() { "(none)".to_string() } else { s.iter().cloned().collect::<Vec<_>>().join(", ") }
+}
+
+impl Planner<'_> {
+    pub(super) fn network(&mut self, r: &Resource) -> ResourceChange {
+        let Spec::Network(n) = &r.spec else { unreachable!() };
+        match n.net_type {
+            NetType::Bridge => self.linux_bridge(r),
+            NetType::Ovs => self.ovs_bridge(r),
+            NetType::Nat | NetType::Isolated => self.libvirt_network(r),
+        }
+    }
+
+    /// MTU, addresses and state of the link a network's bridge is, compared
+    /// with what is wanted (Linux bridges and OVS bridges' internal ports).
+    fn link_changes(&self, rc: &mut ResourceChange, name: &str, mtu: Option<u32>, address: Option<crate::model::common::IpCidr>, outside: bool) {
+        let Some(link) = self.obs.links.get(name) else { return };
+        if let Some(m) = mtu
+            && link.mtu != m
+        {
+            rc.changes.push(change("mtu", link.mtu, m, Landing::Live, outside));
+        }
+        let have: BTreeSet<String> = link.addrs.iter().map(|a| a.to_string()).collect();
+        let wanted: BTreeSet<String> = address.iter().map(|a| a.to_string()).collect();
+        if have != wanted {
+            rc.changes.push(change("address", show_set(&have), show_set(&wanted), Landing::Live, outside));
+        }
+        if !link.up {
+            rc.changes.push(change("state", "down", "up", Landing::Live, outside));
+        }
+    }
+
+    fn finish_update(rc: &mut ResourceChange, outside: bool) {
+        if !rc.changes.is_empty() {
+            rc.action = Action::Update;
+            rc.reason = Some(if outside { "drift".into() } else { "update".into() });
+        } else if !outside {
+            // Same values, older marker: refresh the marker only.
+            rc.action = Action::Update;
+            rc.reason = Some("marker".into());
+            rc.changes.push(change("marker", "older spec", "current spec", Landing::Live, false));
+        }
+    }
+
+    fn linux_bridge(&mut self, r: &Resource) -> ResourceChange {
+        let Spec::Network(n) = &r.spec else { unreachable!() };
+        let want = DesiredBridge::from_network(n);
+        let addr = r.address.to_string();
+        let Some(link) = self.obs.links.get(&want.name) else {
+            return ResourceChange::new(addr, Kind::Network, Action::Create);
+        };
+        let owner = self.obs.link_owner(&want.name);
+        if !self.owned(&owner, r) {
+            return self.conflict(r, format!("link \"{}\"", want.name), owner);
+        }
+        let outside = link.alias.as_deref().and_then(crate::host::marker_hash) == Some(&want.hash());
+        let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        let Some(b) = link.bridge.as_ref() else {
+            rc.action = Action::Replace;
+            rc.reason = Some("replace_because_cannot_update".into());
+            rc.changes.push(change("type", "not a bridge", "bridge", Landing::Replace, true));
+            return rc;
+        };
+        if b.stp != want.stp {
+            rc.changes.push(change("stp", b.stp, want.stp, Landing::Live, outside));
+        }
+        if b.forward_delay_cs / 100 != want.forward_delay_s {
+            rc.changes.push(change("forward_delay", b.forward_delay_cs / 100, want.forward_delay_s, Landing::Live, outside));
+        }
+        self.link_changes(&mut rc, &want.name, want.mtu, want.address, outside);
+        Self::finish_update(&mut rc, outside);
+        rc
+    }
+
+    fn ovs_bridge(&mut self, r: &Resource) -> ResourceChange {
+        let Spec::Network(n) = &r.spec else { unreachable!() };
+        let addr = r.address.to_string();
+        let want = DesiredOvsBridge::from_network(n);
+        let Some(ovs) = &self.obs.ovs else {
+            self.out.errors.push(format!(
+                "{addr}: Open vSwitch is not running (ovs-vsctl cannot reach ovsdb-server); start it (scripts/host-setup does) and plan again"
+            ));
+            return ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        };
+        let Some(have) = ovs.bridges.get(&want.name) else {
+            if let Some(l) = self.obs.links.get(&want.name) {
+                // A Linux link (not an OVS bridge) holds the name.
+                let owner = l.owner().map(|(s, a)| (s.to_string(), a.to_string()));
+                return self.conflict(r, format!("link \"{}\"", want.name), owner);
+            }
+            return ResourceChange::new(addr, Kind::Network, Action::Create);
+        };
+        let owner = ovs.bridge_owner(&want.name);
+        if !self.owned(&owner, r) {
+            return self.conflict(r, format!("Open vSwitch bridge \"{}\"", want.name), owner);
+        }
+        let outside = ovs.bridge_marker_hash(&want.name).as_deref() == Some(want.hash().as_str());
+        let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        if let Some(dp) = &want.datapath_type {
+            let have_dp = if have.datapath_type.is_empty() { "system" } else { have.datapath_type.as_str() };
+            if have_dp != dp {
+                rc.changes.push(change("datapath_type", have_dp, dp, Landing::Live, outside));
+            }
+        }
+        self.link_changes(&mut rc, &want.name, want.mtu, n.address, outside);
+        Self::finish_update(&mut rc, outside);
+        rc
+    }
+
+    fn libvirt_network(&mut self, r: &Resource) -> ResourceChange {
+        let addr = r.address.to_string();
+        let Some(want) = self.lowering().libvirt_network(r) else { return ResourceChange::new(addr, Kind::Network, Action::NoOp) };
+        let Some(have) = self.obs.networks.get(&want.name) else {
+            if let Some(l) = self.obs.links.get(&want.bridge) {
+                let owner = l.owner().map(|(s, a)| (s.to_string(), a.to_string()));
+                return self.conflict(r, format!("link \"{}\"", want.bridge), owner);
+            }
+            return ResourceChange::new(addr, Kind::Network, Action::Create);
+        };
+        if have.uuid != want.uuid {
+            let message = format!(
+                "libvirt network \"{}\" exists but was not created by virtform for {} of stack \"{}\" (its UUID is {}, not {}); virtform will not touch it. Remove or rename it, or rename the network",
+                want.name, addr, self.cfg.stack, have.uuid, want.uuid
+            );
+            return self.conflict_with(r, format!("libvirt network \"{}\"", want.name), message);
+        }
+        let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        match &have.def {
+            None => rc.changes.push(change("definition", "(unreadable)", "(as configured)", Landing::Restart, true)),
+            Some(d) => {
+                let fwd = |f: &Option<String>| f.clone().unwrap_or_else(|| "none (isolated)".into());
+                let want_fwd = match want.forward {
+                    crate::xml::network::Forward::Nat => Some("nat".to_string()),
+                    crate::xml::network::Forward::None => None,
+                };
+                if d.forward != want_fwd {
+                    rc.changes.push(change("forward", fwd(&d.forward), fwd(&want_fwd), Landing::Restart, false));
+                }
+                if d.bridge.as_deref() != Some(want.bridge.as_str()) {
+                    rc.changes.push(change("bridge", d.bridge.clone().unwrap_or_default(), &want.bridge, Landing::Restart, false));
+                }
+                if d.mtu != want.mtu {
+                    let m = |v: Option<u32>| v.map(|x| x.to_string()).unwrap_or_else(|| "(default)".into());
+                    rc.changes.push(change("mtu", m(d.mtu), m(want.mtu), Landing::Restart, false));
+                }
+                let a = |v: Option<(std::net::Ipv4Addr, u8)>| v.map(|(a, p)| format!("{a}/{p}")).unwrap_or_else(|| "(none)".into());
+                if d.address != want.address {
+                    rc.changes.push(change("address", a(d.address), a(want.address), Landing::Restart, false));
+                }
+                let range = |v: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>| v.map(|(s, e)| format!("{s}-{e}")).unwrap_or_else(|| "(none)".into());
+                if d.dhcp_range != want.dhcp_range {
+                    rc.changes.push(change("dhcp", range(d.dhcp_range), range(want.dhcp_range), Landing::Restart, false));
+                }
+                if d.stp != want.stp || d.delay != want.delay {
+                    rc.changes.push(change("stp", format!("{} delay {}", d.stp, d.delay), format!("{} delay {}", want.stp, want.delay), Landing::Restart, false));
+                }
+                let show = |h: &crate::xml::network::DhcpHost| h.ip.to_string();
+                let macs: BTreeSet<_> = d.hosts.iter().chain(&want.hosts).map(|h| h.mac).collect();
+                for m in macs {
+                    let x = d.hosts.iter().find(|h| h.mac == m);
+                    let y = want.hosts.iter().find(|h| h.mac == m);
+                    if x.map(|h| (h.ip, &h.name)) != y.map(|h| (h.ip, &h.name)) {
+                        rc.changes.push(AttrChange {
+                            attr: format!("dhcp_host {m}"),
+                            before: x.map(show),
+                            after: y.map(show),
+                            landing: Landing::Live,
+                            outside: false,
+                            sensitive: false,
+                        });
+                    }
+                }
+            }
+        }
+        if !have.active {
+            rc.changes.push(change("state", "inactive", "active", Landing::Live, false));
+        }
+        if !have.autostart {
+            rc.changes.push(change("autostart", false, true, Landing::Live, false));
+        }
+        if !rc.changes.is_empty() {
+            rc.action = Action::Update;
+            rc.reason = Some("update".into());
+        }
+        rc
+    }
+}
