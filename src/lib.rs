@@ -13,4 +13,5 @@ pub mod model;
 pub mod observe;
 pub mod plan;
 pub mod schema;
+pub mod seed;
 pub mod xml;

@@ -53,6 +53,9 @@ pub enum Op {
     Remove { name: String, logs: Vec<PathBuf> },
     Autostart { name: String, on: bool },
     WaitConsole { name: String, log: PathBuf, pattern: String, timeout: Duration },
+    /// Write an instance's cloud-init seed (atomically, 0600) and remove its
+    /// stale seeds (other content hashes).
+    WriteSeed { path: PathBuf, input: Box<crate::seed::SeedInput> },
     /// Define (or redefine) a libvirt network, restart it when `restart`
     /// (re-enslaving the running guests' taps to its new bridge), start it,
     /// set autostart, and bring the live DHCP host entries in line.
@@ -111,6 +114,7 @@ impl Step for HostStep {
             Op::Remove { name, .. } => format!("remove domain {name}"),
             Op::Autostart { name, on } => format!("set autostart of {name} to {on}"),
             Op::WaitConsole { name, pattern, .. } => format!("wait for {pattern:?} on the console of {name}"),
+            Op::WriteSeed { path, .. } => format!("write cloud-init seed {}", path.display()),
             Op::LibvirtNetwork { name, create: true, .. } => format!("create libvirt network {name}"),
             Op::LibvirtNetwork { name, restart: true, .. } => format!("redefine and restart libvirt network {name}"),
             Op::LibvirtNetwork { name, .. } => format!("update libvirt network {name}"),
@@ -240,6 +244,16 @@ impl Step for HostStep {
                 }
             }
 
+            Op::WriteSeed { path, input } => {
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                // qemu (libvirt-qemu) must traverse the directory, not list it.
+                disks::ensure_dir(dir).map_err(herr)?;
+                let _ = std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711));
+                let existed = path.exists();
+                crate::seed::write_seed(path, input).map_err(|e| StepError::new(e.to_string()))?;
+                remove_stale_seeds(path);
+                Ok(if existed { StepOutcome::AlreadyDone } else { StepOutcome::Done })
+            }
             Op::LibvirtNetwork { name, xml, restart, bridge, taps, hosts_add, hosts_remove, create } => {
                 env.libvirt.define_network(xml).map_err(herr)?;
                 if *restart {
@@ -276,7 +290,16 @@ impl Step for HostStep {
             }
             Op::OvsNetwork { want, marker, address, .. } => {
                 let state = env.ovs.state().map_err(herr)?;
-                let ops = crate::host::ovs::bridge_ops(&state, &want.name, want.datapath_type.as_deref(), marker);
+                if let Some((st, a)) = state.bridge_owner(&want.name).filter(|(st, a)| format!("virtform:{st}:{a}") != marker.split(";h=").next().unwrap_or(marker))
+                {
+                    return Err(StepError::new(format!("Open vSwitch bridge {} belongs to {a} of stack {st}; not touching it", want.name)));
+                }
+                if state.bridges.contains_key(&want.name) && state.bridge_owner(&want.name).is_none() {
+                    return Err(StepError::new(format!("Open vSwitch bridge {} exists without a virtform marker; not touching it", want.name)).with_hint("remove or rename it, then apply again"));
+                }
+                // The MTU goes through OVS (mtu_request): ovs-vswitchd resets a
+                // netdev bridge's link MTU set by `ip`.
+                let ops = crate::host::ovs::bridge_ops_with_mtu(&state, &want.name, want.datapath_type.as_deref(), want.mtu, marker);
                 let mut did = false;
                 if !ops.is_empty() {
                     env.ovs.apply(&ops).map_err(herr)?;
@@ -288,11 +311,6 @@ impl Step for HostStep {
                         .with_hint("check `ovs-vsctl show` and ovs-vswitchd's log (/var/log/openvswitch/ovs-vswitchd.log)"));
                 };
                 let mut lops = Vec::new();
-                if let Some(m) = want.mtu
-                    && link.mtu != m
-                {
-                    lops.push(LinkOp::SetMtu { name: want.name.clone(), mtu: m });
-                }
                 for a in &link.addrs {
                     if Some(*a) != *address {
                         lops.push(LinkOp::DelAddr { name: want.name.clone(), addr: *a });
@@ -332,7 +350,14 @@ impl Step for HostStep {
                     did = true;
                 }
                 let state = env.ovs.state().map_err(herr)?;
-                let oops = crate::host::ovs::hybrid_ovs_ops(&state, &want.bridge, &want.qvo, &want.iface_id, &want.mac, &want.vm_uuid, marker);
+                // A qvo recreated under a surviving OVS port passes no traffic
+                // on the netdev datapath until the port is deleted and re-added.
+                let recreated = lops.iter().any(|o| matches!(o, LinkOp::CreateVeth { .. }));
+                let oops = if recreated {
+                    crate::host::ovs::hybrid_ovs_replug_ops(&state, &want.bridge, &want.qvo, &want.iface_id, &want.mac, &want.vm_uuid, marker)
+                } else {
+                    crate::host::ovs::hybrid_ovs_ops(&state, &want.bridge, &want.qvo, &want.iface_id, &want.mac, &want.vm_uuid, marker)
+                };
                 if !oops.is_empty() {
                     env.ovs.apply(&oops).map_err(herr)?;
                     did = true;
@@ -464,7 +489,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
             Kind::Disk | Kind::Volume => {
                 let path = match (&c.object, cfg.resource(&c.address)) {
                     (Some(o), _) => Some(PathBuf::from(o)),
-                    (None, Some(r)) => lowering.disk(r).map(|d| PathBuf::from(d.path)),
+                    (None, Some(r)) => lowering.disk(r).or_else(|| lowering.volume(r)).map(|d| PathBuf::from(d.path)),
                     _ => None,
                 };
                 path.map(|p| Op::RemoveFile { path: p })
@@ -568,17 +593,18 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 b.after_created_deps(id, r, cfg);
                 b.created.insert(addr, id);
             }
-            Spec::Disk(_) if creating || c.action == Action::Update => {
-                let Some(d) = lowering.disk(r) else { continue };
+            Spec::Disk(_) | Spec::Volume(_) if creating || c.action == Action::Update => {
+                let Some(d) = lowering.disk(r).or_else(|| lowering.volume(r)) else { continue };
                 let op = if creating {
                     let format = match &r.spec {
                         Spec::Disk(x) => x.format,
+                        Spec::Volume(v) => v.format,
                         _ => crate::model::disk::DiskFormat::Qcow2,
                     };
                     Op::CreateDisk { path: d.path.clone().into(), base: d.base.map(PathBuf::from), size: d.size, format }
                 } else {
                     let domain = cfg.resources.iter().find_map(|ir| match &ir.spec {
-                        Spec::Instance(i) if i.disks.iter().any(|x| x.0 == addr) => lowering
+                        Spec::Instance(i) if i.disks.iter().chain(&i.volumes).any(|x| x.0 == addr) => lowering
                             .domain(ir)
                             .and_then(|def| def.disks.iter().find(|dd| dd.path == d.path).map(|dd| (def.name.clone(), dd.target.clone()))),
                         _ => None,
@@ -625,6 +651,13 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                             b.dag.depend(id, d);
                         }
                     }
+                    b.chain(id, last);
+                    last = Some(id);
+                }
+                let seed = if redefine { lowering.seed(r) } else { None };
+                if let Some((path, input)) = seed {
+                    let id = b.step(&addr, Op::WriteSeed { path: path.into(), input: Box::new(input) });
+                    b.after_removal(id, &addr);
                     b.chain(id, last);
                     last = Some(id);
                 }
@@ -727,6 +760,7 @@ impl Builder {
     fn after_created_deps(&mut self, id: usize, r: &crate::model::Resource, cfg: &Configuration) {
         let deps: Vec<String> = match &r.spec {
             Spec::Disk(d) => d.image.iter().map(|x| x.0.clone()).collect(),
+            Spec::Volume(v) => v.image.iter().map(|x| x.0.clone()).collect(),
             Spec::Port(p) => vec![p.network.0.clone()],
             Spec::Instance(i) => {
                 let mut v: Vec<String> = i.disks.iter().chain(&i.volumes).map(|x| x.0.clone()).collect();
@@ -839,12 +873,37 @@ fn bridge_update_ops(want: &DesiredBridge, alias: &str, old_addrs: Option<Vec<St
 }
 
 
-/// The console log (and the previous boot's) of an instance address.
+/// The console log (and the previous boot's) and the cloud-init seeds of an
+/// instance address: the files removed with it.
 fn console_logs(state_dir: &Path, stack: &str, address: &str) -> Vec<PathBuf> {
     let Some(addr) = crate::model::Address::parse(address) else { return Vec::new() };
     let log = crate::model::instance::console_log_path(state_dir, stack, &addr);
     let previous = log.with_extension("log.1");
-    vec![log, previous]
+    let mut files = vec![log, previous];
+    let prefix = format!("{}-", addr.file_stem());
+    if let Ok(rd) = std::fs::read_dir(state_dir.join(stack).join("seeds")) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&prefix) && n.ends_with(".iso") && crate::model::Address::from_stem(addr.kind, &n[..n.len() - 4].rsplit_once('-').map(|x| x.0).unwrap_or("")) == Some(addr.clone()) {
+                files.push(e.path());
+            }
+        }
+    }
+    files
+}
+
+/// Removes the other seeds of the instance `path` belongs to
+/// (`<stem>-<hash>.iso` with another hash).
+fn remove_stale_seeds(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return };
+    let Some((stem, _)) = name.rsplit_once('-') else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n != name && n.ends_with(".iso") && n[..n.len() - 4].rsplit_once('-').map(|x| x.0) == Some(stem) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// After a complete destroy: removes the stack's now-empty directories and its lock.

@@ -473,7 +473,7 @@ fn vsctl_messages(stderr: &str) -> Vec<String> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.contains("The default log directory is"))
-        .map(|l| l.strip_prefix("ovs-vsctl: ").unwrap_or(l).to_string())
+        .map(|l| l.strip_prefix("ovs-vsctl: ").unwrap_or(l).split_whitespace().collect::<Vec<_>>().join(" "))
         .collect()
 }
 
@@ -1428,7 +1428,7 @@ mod tests {
             (OvsOp::AddPort { bridge: s("b"), port: s("p"), iface_external_ids: ids(&[("k", "v\0")]) }, "NUL"),
         ];
         for (op, want) in bad_ops {
-            let e = transactions(&[op.clone()]).unwrap_err();
+            let e = transactions(std::slice::from_ref(&op)).unwrap_err();
             assert!(e.message.contains(want), "{op:?}: {e}");
             assert_eq!(e.object, op.object());
         }
@@ -1484,7 +1484,7 @@ mod tests {
         let e = apply_outcome_of(&[add_port("vfsys", "x"), sys.clone()], 0, &outcome(true, stderr), 5).unwrap_err();
         assert_eq!(e.op, "create OVS bridge (datapath system) (op 2 of 2)");
         assert_eq!(e.object, "vfsys");
-        assert_eq!(e.message, "Error detected while setting up 'vfsys'.  See ovs-vswitchd log for details.");
+        assert_eq!(e.message, "Error detected while setting up 'vfsys'. See ovs-vswitchd log for details.");
         let hint = e.hint.unwrap();
         assert!(hint.contains("committed"), "{hint}");
         if !kernel_module_loaded() {

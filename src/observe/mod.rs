@@ -109,7 +109,7 @@ pub type Scanned = (BTreeMap<String, ActualFile>, BTreeMap<String, String>);
 pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Path) -> Result<Scanned, crate::host::HostError> {
     use crate::host::{disks, HostError};
     let mut files = BTreeMap::new();
-    let dirs = [state_dir.join(&cfg.stack).join("disks"), state_dir.join(&cfg.stack).join("volumes"), state_dir.join("images")];
+    let dirs = [state_dir.join(&cfg.stack).join("disks"), state_dir.join(&cfg.stack).join("volumes"), state_dir.join(&cfg.stack).join("seeds"), state_dir.join("images")];
     for dir in dirs {
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,

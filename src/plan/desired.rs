@@ -95,6 +95,13 @@ impl Lowering<'_> {
         })
     }
 
+    /// The file a volume lives in.
+    pub fn volume(&self, r: &Resource) -> Option<DesiredDisk> {
+        let Spec::Volume(v) = &r.spec else { return None };
+        let base = v.image.as_ref().and_then(|i| self.get(&i.0)).and_then(|img| image_cache_path(self.state_dir, img, self.source_hashes));
+        Some(DesiredDisk { path: v.path(&r.address, &self.ctx()), format: v.format.as_str().into(), base, size: v.size.map(|s| s.0), cdrom: false })
+    }
+
     /// The libvirt network a nat/isolated network wants, with a DHCP host
     /// entry for every port on it that has a fixed IPv4 address.
     pub fn libvirt_network(&self, r: &Resource) -> Option<crate::xml::network::NetworkDef> {
@@ -158,37 +165,76 @@ impl Lowering<'_> {
         })
     }
 
+    /// The cloud-init seed an instance wants: its file (named after the
+    /// content, so a change of user-data is a new file and a restart) and
+    /// the seed's input. None without `cloud_init`.
+    pub fn seed(&self, r: &Resource) -> Option<(String, crate::seed::SeedInput)> {
+        let Spec::Instance(inst) = &r.spec else { return None };
+        let ci = inst.cloud_init.as_ref()?;
+        let mut nics = Vec::new();
+        for pref in &inst.ports {
+            let Some(Spec::Port(p)) = self.get(&pref.0).map(|x| &x.spec) else { continue };
+            let Some(Spec::Network(net)) = self.get(&p.network.0).map(|n| &n.spec) else { continue };
+            let prefix = net.address.map(|a| a.prefix);
+            nics.push(crate::seed::SeedNic {
+                mac: p.mac.map(|m| m.to_string()).unwrap_or_default(),
+                ip: p.ip.and_then(|ip| Some((ip.0, prefix?))),
+                // The host routes (NATs) for nat networks only.
+                gateway: if net.net_type == NetType::Nat { net.address.map(|a| a.addr) } else { None },
+                mtu: p.mtu.or(net.mtu),
+            });
+        }
+        let content = spec_hash(&(ci, nics.iter().map(|n| (n.mac.clone(), n.ip, n.gateway, n.mtu)).collect::<Vec<_>>()));
+        let input = crate::seed::SeedInput {
+            // A new instance-id when the content changes: cloud-init runs again.
+            instance_id: format!("{}-{}", inst.domain_name(), &content[..8]),
+            hostname: inst.domain_name().to_string(),
+            user_data: ci.user_data.clone(),
+            meta_data: ci.meta_data.clone(),
+            network_config: ci.network_config.clone(),
+            ssh_authorized_keys: ci.ssh_authorized_keys.clone(),
+            nics,
+        };
+        let path = self.ctx().stack_dir().join("seeds").join(format!("{}-{}.iso", r.address.file_stem(), &content[..12]));
+        Some((path.to_string_lossy().into_owned(), input))
+    }
+
     /// The domain definition an instance wants.
     pub fn domain(&self, r: &Resource) -> Option<DomainDef> {
         let Spec::Instance(inst) = &r.spec else { return None };
         let inst: &Instance = inst;
         let machine = inst.machine.clone().unwrap_or_else(|| "pc".into());
-        let mut disks: Vec<(DiskDevice, Bus, String, String, Option<String>)> = Vec::new();
+        let mut disks: Vec<(DiskDevice, Bus, String, String, Option<String>, bool)> = Vec::new();
         for dref in &inst.disks {
             let Some(res) = self.get(&dref.0) else { continue };
             let Spec::Disk(d) = &res.spec else { continue };
             let dd = self.disk(res)?;
             let device = if d.kind == DiskKind::Cdrom { DiskDevice::Cdrom } else { DiskDevice::Disk };
             let path = if d.kind == DiskKind::Cdrom { dd.base.clone().unwrap_or(dd.path.clone()) } else { dd.path.clone() };
-            disks.push((device, domain::effective_bus(device, d.bus, &machine), path, dd.format.clone(), None));
+            disks.push((device, domain::effective_bus(device, d.bus, &machine), path, dd.format.clone(), None, device == DiskDevice::Cdrom));
+        }
+        // The seed goes right after the instance's disks, before volumes, so
+        // hot-plugging a volume never moves it.
+        if let Some((path, _)) = self.seed(r) {
+            disks.push((DiskDevice::Disk, Bus::Virtio, path, "raw".into(), Some("cidata".into()), true));
         }
         for vref in &inst.volumes {
             let Some(res) = self.get(&vref.0) else { continue };
             let Spec::Volume(v) = &res.spec else { continue };
             let bus = v.bus.unwrap_or(Bus::Virtio);
-            disks.push((DiskDevice::Disk, bus, v.path(&res.address, &self.ctx()), v.format.as_str().into(), v.serial.clone()));
+            disks.push((DiskDevice::Disk, bus, v.path(&res.address, &self.ctx()), v.format.as_str().into(), v.serial.clone(), false));
         }
         let targets = domain::assign_targets(&disks.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(), &machine);
         let disk_defs = disks
             .into_iter()
             .zip(targets)
-            .map(|((device, bus, path, format, serial), target)| DiskDef {
+            .map(|((device, bus, path, format, serial, readonly), target)| DiskDef {
                 path,
                 format,
                 device,
                 bus,
                 target,
-                readonly: device == DiskDevice::Cdrom,
+                readonly,
                 serial,
                 boot_order: None,
             })

@@ -12,6 +12,7 @@
 pub mod desired;
 mod network;
 mod port;
+mod volume;
 pub mod render;
 
 use crate::config::Configuration;
@@ -185,10 +186,7 @@ impl Planner<'_> {
                     Spec::Port(_) => self.port(r),
                     Spec::Image(_) => self.image(r),
                     Spec::Disk(_) => self.disk(r),
-                    Spec::Volume(_) => {
-                        self.out.errors.push(format!("{}: volumes are not implemented yet", r.address));
-                        ResourceChange::new(r.address.to_string(), Kind::Volume, Action::NoOp)
-                    }
+                    Spec::Volume(_) => self.volume(r),
                     Spec::Instance(_) => self.instance(r),
                 };
                 let mut rc = rc;
@@ -286,6 +284,26 @@ impl Planner<'_> {
             }
         }
         let replaced: BTreeSet<String> = self.out.changes.iter().filter(|c| c.action == Action::Replace).map(|c| c.address.clone()).collect();
+        // A replaced volume is detached from its running instance and the new one attached.
+        for r in &self.cfg.resources {
+            let Spec::Instance(inst) = &r.spec else { continue };
+            let vols: Vec<&str> = inst.volumes.iter().filter(|v| replaced.contains(&v.0)).map(|v| v.0.as_str()).collect();
+            if vols.is_empty() {
+                continue;
+            }
+            let Some(def) = self.lowering().domain(r) else { continue };
+            let Some(i) = by_addr.get(&r.address.to_string()) else { continue };
+            for v in vols {
+                let Some(path) = self.cfg.resource(v).and_then(|vr| self.lowering().volume(vr)).map(|d| d.path) else { continue };
+                let Some(target) = def.disks.iter().find(|d| d.path == path).map(|d| d.target.clone()) else { continue };
+                let c = &mut self.out.changes[*i];
+                if matches!(c.action, Action::NoOp | Action::Update) && !c.changes.iter().any(|x| x.attr == format!("disk:{target}")) {
+                    c.action = Action::Update;
+                    c.reason.get_or_insert_with(|| "update".into());
+                    c.changes.push(AttrChange { attr: format!("disk:{target}"), before: Some(path.clone()), after: Some(format!("{path} (new {v})")), landing: Landing::Live, outside: false, sensitive: false });
+                }
+            }
+        }
         for r in &self.cfg.resources {
             let Spec::Instance(inst) = &r.spec else { continue };
             let causes: Vec<String> = inst.disks.iter().filter(|d| replaced.contains(&d.0)).map(|d| format!("{} is replaced", d.0)).collect();
@@ -403,6 +421,12 @@ impl Planner<'_> {
         let Spec::Instance(inst) = &r.spec else { unreachable!() };
         let addr = r.address.to_string();
         let Some(want) = self.lowering().domain(r) else { return ResourceChange::new(addr, Kind::Instance, Action::NoOp) };
+        let seed = self.lowering().seed(r);
+        if let Some((_, input)) = &seed
+            && let Err(e) = crate::seed::seed_files(input)
+        {
+            self.out.errors.push(format!("{addr}: {e}"));
+        }
         let Some(have) = self.obs.domains.get(&want.name) else {
             return ResourceChange::new(addr, Kind::Instance, Action::Create);
         };
@@ -419,12 +443,28 @@ impl Planner<'_> {
             }
             Some(def) => {
                 let fields = desired.changed_fields(def);
+                let seed_target = seed.as_ref().and_then(|(p, _)| want.disks.iter().find(|d| d.path == *p)).map(|d| format!("disk:{}", d.target));
+                let seed_dir = self.opts.state_dir.join(&self.cfg.stack).join("seeds");
+                let in_seeds = |p: &Option<String>| p.as_deref().is_some_and(|p| std::path::Path::new(p).parent() == Some(seed_dir.as_path()));
                 for f in &fields {
                     if f == "marker" {
                         continue;
                     }
-                    let landing = field_landing(f, &want, def, &self.opts.state_dir.join(&self.cfg.stack).join("volumes"));
                     let (before, after) = field_values(f, def, &desired);
+                    if Some(f) == seed_target.as_ref() || in_seeds(&before) {
+                        // A new seed (user-data, network config… changed): write it, restart.
+                        // Seeds are named after their content: show which content.
+                        let show = |p: &Option<String>| {
+                            p.as_deref().map(|p| match std::path::Path::new(p).file_stem().and_then(|n| n.to_str()).and_then(|n| n.rsplit_once('-')) {
+                                Some((_, h)) if in_seeds(&Some(p.to_string())) => format!("seed {h}"),
+                                _ => p.to_string(),
+                            })
+                        };
+                        let after = show(&after).map(|a| format!("{a} (user_data, meta_data, network_config, keys or ports changed)"));
+                        rc.changes.push(AttrChange { attr: "cloud_init".into(), before: show(&before), after, landing: Landing::Restart, outside, sensitive: false });
+                        continue;
+                    }
+                    let landing = field_landing(f, &want, def, &self.opts.state_dir.join(&self.cfg.stack).join("volumes"));
                     rc.changes.push(AttrChange { attr: f.clone(), before, after, landing, outside, sensitive: r.sensitive.iter().any(|s| s == "cmdline" && f == "cmdline") });
                 }
                 if !fields.is_empty() {
@@ -439,6 +479,12 @@ impl Planner<'_> {
                     rc.changes.push(change("marker", "older spec", "current spec", Landing::Live, false));
                 }
             }
+        }
+        if let Some((p, _)) = &seed
+            && !self.obs.files.contains_key(p)
+            && !rc.changes.iter().any(|c| c.attr == "cloud_init")
+        {
+            rc.changes.push(change("cloud_init", "(seed file missing)", "(seed)", Landing::Restart, true));
         }
         let want_running = inst.state == crate::model::instance::State::Running;
         if have.running != want_running {
@@ -505,15 +551,22 @@ impl Planner<'_> {
                 }
         }
         let disk_dir = self.opts.state_dir.join(&stack).join("disks");
+        let volume_dir = self.opts.state_dir.join(&stack).join("volumes");
         for path in self.obs.files.keys() {
             let p = std::path::Path::new(path);
-            if p.parent() == Some(disk_dir.as_path())
-                && let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
-                    let a = disk_address(stem);
-                    if !declared.contains(&a) {
-                        found.insert(a, (Kind::Disk, Some(path.clone())));
-                    }
+            let kind = if p.parent() == Some(disk_dir.as_path()) {
+                Kind::Disk
+            } else if p.parent() == Some(volume_dir.as_path()) {
+                Kind::Volume
+            } else {
+                continue;
+            };
+            if let Some(a) = p.file_stem().and_then(|s| s.to_str()).and_then(|stem| crate::model::Address::from_stem(kind, stem)) {
+                let a = a.to_string();
+                if !declared.contains(&a) {
+                    found.insert(a, (kind, Some(path.clone())));
                 }
+            }
         }
         // Images live in the shared, content-addressed cache and are kept;
         // bridge, ovs and network ports have no host object of their own.
@@ -543,15 +596,6 @@ fn created_attrs(r: &Resource) -> Vec<AttrChange> {
             AttrChange { attr: k.clone(), before: None, after: Some(shown), landing: Landing::Live, outside: false, sensitive }
         })
         .collect()
-}
-
-/// `root@1` → `disk.root[1]`, `root@a` → `disk.root["a"]`.
-fn disk_address(stem: &str) -> String {
-    match stem.split_once('@') {
-        None => format!("disk.{stem}"),
-        Some((n, k)) if k.chars().all(|c| c.is_ascii_digit()) => format!("disk.{n}[{k}]"),
-        Some((n, k)) => format!("disk.{n}[\"{k}\"]"),
-    }
 }
 
 /// How a changed domain field lands. NICs and volumes are hot-plugged

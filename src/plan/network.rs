@@ -121,7 +121,16 @@ impl Planner<'_> {
                 rc.changes.push(change("datapath_type", have_dp, dp, Landing::Live, outside));
             }
         }
-        self.link_changes(&mut rc, &want.name, want.mtu, n.address, outside);
+        // The MTU lives in OVS (the local port's mtu_request); `ip` changes
+        // to it are undone by ovs-vswitchd.
+        if let Some(m) = want.mtu {
+            let have_mtu = ovs.ports.get(&want.name).and_then(|p| p.mtu_request);
+            if have_mtu != Some(m) {
+                let show = have_mtu.map(|v| v.to_string()).unwrap_or_else(|| "(default)".into());
+                rc.changes.push(change("mtu", show, m, Landing::Live, outside));
+            }
+        }
+        self.link_changes(&mut rc, &want.name, None, n.address, outside);
         Self::finish_update(&mut rc, outside);
         rc
     }
