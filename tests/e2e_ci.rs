@@ -77,7 +77,7 @@ instance "vm" {{
   wait_for {{
     console = "VF-READY"
     tcp     = 8080
-    timeout = "180s"
+    timeout = "240s"
   }}
 }}
 "##,

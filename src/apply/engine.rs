@@ -32,6 +32,8 @@ pub struct Env {
     pub state_dir: PathBuf,
     /// Graceful shutdown timeout before a forced stop.
     pub shutdown_timeout: Duration,
+    /// How long a live detach waits for the guest to release the device.
+    pub detach_timeout: Duration,
 }
 
 /// What a step does.
@@ -79,9 +81,6 @@ pub enum Op {
     /// taken from the lease of `lease_from` = (network, MAC) when None).
     WaitTcp { name: String, ip: Option<String>, lease_from: Option<(String, String)>, port: u16, timeout: Duration },
 }
-
-/// How long a detach waits for the guest to release a device.
-const DETACH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One step of an apply.
 pub struct HostStep {
@@ -401,7 +400,15 @@ impl Step for HostStep {
                     }
                 };
                 let Some(dev) = find(&live).or_else(|| find(&inactive)) else { return Ok(StepOutcome::AlreadyDone) };
-                env.libvirt.detach_device(name, &dev, true, DETACH_TIMEOUT).map_err(herr)?;
+                if let Err(e) = env.libvirt.detach_device(name, &dev, true, env.detach_timeout) {
+                    // The guest kept the device: put it back into the persistent
+                    // config too, so the host is as before and the next plan
+                    // shows the detach again (never a silently half-done one).
+                    if let Err(back) = env.libvirt.attach_device(name, &dev, false) {
+                        tracing::warn!("cannot restore {dev} in the config of {name}: {back}");
+                    }
+                    return Err(herr(e));
+                }
                 Ok(StepOutcome::Done)
             }
             Op::WaitLease { name, network, mac, timeout } => {

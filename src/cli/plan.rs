@@ -81,6 +81,9 @@ pub struct ApplyArgs {
     /// Seconds a guest gets to shut down gracefully before it is stopped.
     #[arg(long, default_value_t = 60)]
     pub shutdown_timeout: u64,
+    /// Seconds a guest gets to release a hot-unplugged NIC or disk before the apply fails
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub detach_timeout: u64,
 }
 
 struct Session {
@@ -314,6 +317,7 @@ fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_p
         ovs: Box::new(Vsctl::default()),
         state_dir: g.state_dir.clone(),
         shutdown_timeout: Duration::from_secs(a.shutdown_timeout),
+        detach_timeout: Duration::from_secs(a.detach_timeout),
     });
     let dag = engine::lower(&p, &s.cfg, env, s.kvm, &s.observed.source_hashes);
     if let Err(cycle) = dag.validate() {
