@@ -335,6 +335,9 @@ struct ConnState {
 /// Serializes network lifecycle changes across every connection of the process.
 static NETWORK_LOCK: Mutex<()> = Mutex::new(());
 
+/// How long a lost connection is retried before the operation fails.
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(20);
+
 fn network_lock() -> std::sync::MutexGuard<'static, ()> {
     NETWORK_LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -366,11 +369,20 @@ impl VirtLibvirt {
         (s.conn.clone(), s.generation)
     }
 
-    /// Replaces the connection unless another thread already did since `generation`.
+    /// Replaces the connection unless another thread already did since
+    /// `generation`, retrying for [`RECONNECT_PATIENCE`] (a restart of libvirtd).
     fn reconnect(&self, generation: u64) -> Result<Connect, HostError> {
         let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
         if s.generation == generation {
-            let conn = open_connect(&self.uri)?;
+            // A restarting libvirtd needs a few seconds before its socket answers.
+            let deadline = Instant::now() + RECONNECT_PATIENCE;
+            let conn = loop {
+                match open_connect(&self.uri) {
+                    Ok(c) => break c,
+                    Err(e) if Instant::now() >= deadline => return Err(e),
+                    Err(_) => std::thread::sleep(Duration::from_millis(250)),
+                }
+            };
             tracing::warn!(uri = %self.uri, "libvirt connection was lost; reconnected");
             s.conn = conn;
             s.generation += 1;
