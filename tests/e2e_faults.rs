@@ -31,7 +31,7 @@ image "tiny" {{ source = "${{var.assets}}/tiny.qcow2" }}
     )
 }
 
-/// 3. Disk full: the state dir on a 3 MiB tmpfs. The image fetch and the
+/// Fault 3, disk full: the state dir on a 3 MiB tmpfs. The image fetch and the
 /// disk creation fail with a clear error; no partial file remains; nothing
 /// else on the host changes; with room again, apply converges.
 #[test]
@@ -92,7 +92,7 @@ fn disk_full_fails_cleanly() {
     assert!(!link_exists(&bridge));
 }
 
-/// 4. Ten stacks applied at once on one host: all succeed, each holds
+/// Fault 4: ten stacks applied at once on one host: all succeed, each holds
 /// exactly its own objects, and destroying them at once leaves nothing.
 #[test]
 fn ten_stacks_at_once() {
@@ -136,7 +136,7 @@ fn ten_stacks_at_once() {
     }
 }
 
-/// 5. Failures inside a step: QEMU cannot start one instance (its kernel is
+/// Fault 5: failures inside a step: QEMU cannot start one instance (its kernel is
 /// missing): the error names the domain and the cause, the independent
 /// instance runs, the dependent one is skipped and listed; with the kernel
 /// back, apply converges. A guest that never releases a NIC: the detach

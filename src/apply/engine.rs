@@ -891,7 +891,7 @@ fn console_logs(state_dir: &Path, stack: &str, address: &str) -> Vec<PathBuf> {
     if let Ok(rd) = std::fs::read_dir(state_dir.join(stack).join("seeds")) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with(&prefix) && n.ends_with(".iso") && crate::model::Address::from_stem(addr.kind, &n[..n.len() - 4].rsplit_once('-').map(|x| x.0).unwrap_or("")) == Some(addr.clone()) {
+            if n.starts_with(&prefix) && n.ends_with(".iso") && crate::model::Address::from_stem(addr.kind, n[..n.len() - 4].rsplit_once('-').map(|x| x.0).unwrap_or("")) == Some(addr.clone()) {
                 files.push(e.path());
             }
         }

@@ -21,7 +21,7 @@ impl Planner<'_> {
             return ResourceChange::new(addr, Kind::Volume, Action::Create);
         };
         let mut rc = ResourceChange::new(addr.clone(), Kind::Volume, Action::NoOp);
-        let forced = self.opts.replace.iter().any(|a| *a == addr);
+        let forced = self.opts.replace.contains(&addr);
         if have.format.as_str() != want.format && !forced {
             self.out.errors.push(format!(
                 "{addr}: the volume's file {} is {} but the configuration says {}; virtform never replaces a volume implicitly (its data would be lost). Keep the format, or back the data up and run with --replace {addr}",
