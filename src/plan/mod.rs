@@ -659,3 +659,6 @@ fn field_values(field: &str, have: &crate::xml::domain::ObservedDomain, want: &c
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_kinds;

@@ -34,14 +34,14 @@ instance "vm" {
 }
 "#;
 
-fn load(src: &str) -> (tempfile::TempDir, Configuration) {
+pub(super) fn load(src: &str) -> (tempfile::TempDir, Configuration) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("main.vf.hcl"), src).unwrap();
     let c = config::load(&LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/state".into(), ..Default::default() }).unwrap_or_else(|e| panic!("{}", e.render(false)));
     (dir, c)
 }
 
-fn opts() -> PlanOptions {
+pub(super) fn opts() -> PlanOptions {
     PlanOptions { state_dir: "/state".into(), ..Default::default() }
 }
 
@@ -99,7 +99,7 @@ fn converged(cfg: &Configuration) -> Observed {
     o
 }
 
-fn find<'p>(p: &'p Plan, a: &str) -> &'p ResourceChange {
+pub(super) fn find<'p>(p: &'p Plan, a: &str) -> &'p ResourceChange {
     p.changes.iter().find(|c| c.address == a).unwrap_or_else(|| panic!("{a} not in plan: {p:#?}"))
 }
 

@@ -1,0 +1,202 @@
+//! Planner tests for libvirt networks, hybrid-plugged ports, volumes and
+//! hot-plug (hand-built observed states, no host).
+
+use super::tests::{find, load, opts};
+use super::*;
+use crate::host::links::{BridgeInfo, Link, LinkKind};
+use crate::host::ovs::OvsState;
+use crate::observe::{ActualDomain, ActualFile, ActualNetwork};
+use crate::xml::domain::ObservedDomain;
+
+const NET: &str = r#"
+virtform { stack = "kinds" }
+network "nat" {
+  type    = "nat"
+  bridge  = "vfk-nat0"
+  address = "10.90.0.1/24"
+  dhcp {
+    start = "10.90.0.100"
+    end   = "10.90.0.200"
+  }
+}
+network "int" {
+  type          = "ovs"
+  bridge        = "vfk-int"
+  datapath_type = "netdev"
+}
+port "a" {
+  network = network.nat
+  ip      = "10.90.0.10"
+}
+port "h" {
+  network = network.int
+  plug    = "ovs_hybrid"
+}
+volume "data" {
+  size = "64M"
+}
+"#;
+
+fn lowering<'a>(cfg: &'a Configuration, hashes: &'a BTreeMap<String, String>) -> Lowering<'a> {
+    Lowering { cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: hashes }
+}
+
+fn link(name: &str, kind: LinkKind, alias: Option<String>) -> Link {
+    let is_bridge = kind == LinkKind::Bridge;
+    Link {
+        name: name.into(),
+        ifindex: 9,
+        kind,
+        alias,
+        mtu: 1500,
+        up: true,
+        promisc: true,
+        master: None,
+        mac: None,
+        addrs: Vec::new(),
+        bridge: is_bridge.then_some(BridgeInfo { stp: false, forward_delay_cs: 0, mcast_snooping: false }),
+        veth_peer: None,
+        ipv6_disabled: Some(true),
+    }
+}
+
+fn with_ovs() -> Observed {
+    Observed { ovs: Some(OvsState::default()), ..Default::default() }
+}
+
+#[test]
+fn nat_network_is_created_then_compared_field_by_field() {
+    let (_d, cfg) = load(NET);
+    let p = plan(&cfg, &with_ovs(), &opts());
+    assert_eq!(find(&p, "network.nat").action, Action::Create);
+    assert_eq!(find(&p, "network.int").action, Action::Create);
+    assert_eq!(find(&p, "port.h").action, Action::Create);
+    assert_eq!(find(&p, "volume.data").action, Action::Create);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+
+    // The network as libvirt holds it after creation, with another DHCP range and no host entry.
+    let hashes = BTreeMap::new();
+    let want = lowering(&cfg, &hashes).libvirt_network(cfg.resource("network.nat").unwrap()).unwrap();
+    assert_eq!(want.name, "vf-kinds-nat");
+    assert_eq!(want.hosts.len(), 1, "a DHCP host entry per fixed-IP port");
+    let mut def = crate::xml::network::parse_network(&crate::xml::network::network_xml(&want)).unwrap();
+    def.dhcp_range = Some(("10.90.0.100".parse().unwrap(), "10.90.0.150".parse().unwrap()));
+    def.hosts.clear();
+    let mut o = with_ovs();
+    o.networks.insert(want.name.clone(), ActualNetwork { name: want.name.clone(), uuid: want.uuid.clone(), active: true, autostart: true, def: Some(def) });
+    let p = plan(&cfg, &o, &opts());
+    let c = find(&p, "network.nat");
+    assert_eq!(c.action, Action::Update);
+    assert_eq!(c.landing(), Some(Landing::Restart));
+    let dhcp = c.changes.iter().find(|x| x.attr == "dhcp").expect("dhcp change");
+    assert_eq!(dhcp.after.as_deref(), Some("10.90.0.100-10.90.0.200"));
+    let host = c.changes.iter().find(|x| x.attr.starts_with("dhcp_host ")).expect("dhcp host change");
+    assert_eq!((host.before.as_deref(), host.after.as_deref(), host.landing), (None, Some("10.90.0.10"), Landing::Live));
+}
+
+#[test]
+fn libvirt_network_with_a_foreign_uuid_is_a_conflict_and_orphans_are_found_by_uuid() {
+    let (_d, cfg) = load(NET);
+    let mut o = with_ovs();
+    o.networks.insert("vf-kinds-nat".into(), ActualNetwork { name: "vf-kinds-nat".into(), uuid: "00000000-0000-4000-8000-000000000000".into(), active: true, autostart: true, def: None });
+    // Ours, no longer configured: found by its derived UUID.
+    let uuid = desired::libvirt_network_uuid("kinds", "network.old");
+    o.networks.insert("vf-kinds-old".into(), ActualNetwork { name: "vf-kinds-old".into(), uuid, active: true, autostart: true, def: None });
+    // Another stack's (`kinds-x` + `old`) with a colliding-looking name: not ours.
+    o.networks.insert("vf-kinds-x-old".into(), ActualNetwork { name: "vf-kinds-x-old".into(), uuid: desired::libvirt_network_uuid("kinds-x", "network.old"), active: true, autostart: true, def: None });
+    let p = plan(&cfg, &o, &opts());
+    assert_eq!(p.conflicts.len(), 1, "{:?}", p.conflicts);
+    assert!(p.conflicts[0].message.contains("was not created by virtform"), "{}", p.conflicts[0].message);
+    let old = find(&p, "network.old");
+    assert_eq!((old.action, old.object.as_deref()), (Action::Delete, Some("libvirt network vf-kinds-old")));
+    assert!(!p.changes.iter().any(|c| c.object.as_deref() == Some("libvirt network vf-kinds-x-old")));
+}
+
+#[test]
+fn hybrid_port_repairs_partial_state_and_refuses_foreign_devices() {
+    let (_d, cfg) = load(NET);
+    let hashes = BTreeMap::new();
+    let h = lowering(&cfg, &hashes).hybrid(cfg.resource("port.h").unwrap()).unwrap();
+    let marker = crate::host::marker_with_hash("kinds", "port.h", &h.hash());
+    // qbr and the veth exist with our marker, qvb is out of qbr; no OVS port.
+    let mut o = with_ovs();
+    o.links.insert(h.qbr.clone(), link(&h.qbr, LinkKind::Bridge, Some(marker.clone())));
+    let mut qvb = link(&h.qvb, LinkKind::Veth, Some(marker.clone()));
+    qvb.veth_peer = Some(h.qvo.clone());
+    let mut qvo = link(&h.qvo, LinkKind::Veth, Some(marker.clone()));
+    qvo.veth_peer = Some(h.qvb.clone());
+    o.links.insert(h.qvb.clone(), qvb);
+    o.links.insert(h.qvo.clone(), qvo);
+    let p = plan(&cfg, &o, &opts());
+    let c = find(&p, "port.h");
+    assert_eq!((c.action, c.reason.as_deref()), (Action::Update, Some("drift")));
+    assert!(c.changes.iter().any(|x| x.attr == h.qvb && x.after.as_deref() == Some(&format!("enslave to {}", h.qbr)[..])), "{:?}", c.changes);
+    assert!(c.changes.iter().any(|x| x.attr == format!("ovs {}", h.qvo)), "{:?}", c.changes);
+
+    // A qbr with the port's name but no marker: a conflict, nothing planned for the port.
+    let mut o = with_ovs();
+    o.links.insert(h.qbr.clone(), link(&h.qbr, LinkKind::Bridge, None));
+    let p = plan(&cfg, &o, &opts());
+    assert_eq!(find(&p, "port.h").action, Action::NoOp);
+    assert!(p.conflicts.iter().any(|x| x.object == format!("link \"{}\"", h.qbr)), "{:?}", p.conflicts);
+
+    // OVS down: an error, not a guess.
+    let p = plan(&cfg, &Observed::default(), &opts());
+    assert!(p.errors.iter().any(|e| e.contains("Open vSwitch is not running")), "{:?}", p.errors);
+}
+
+#[test]
+fn volumes_grow_live_and_never_shrink_or_change_format() {
+    let (_d, cfg) = load(NET);
+    let path = "/state/kinds/volumes/data.qcow2".to_string();
+    let file = |size: u64, format| ActualFile { format, virtual_size: size, backing_file: None };
+    let mut o = with_ovs();
+    o.files.insert(path.clone(), file(32 << 20, crate::model::image::ImageFormat::Qcow2));
+    let p = plan(&cfg, &o, &opts());
+    let c = find(&p, "volume.data");
+    assert_eq!((c.action, c.landing()), (Action::Update, Some(Landing::Live)));
+    o.files.insert(path.clone(), file(128 << 20, crate::model::image::ImageFormat::Qcow2));
+    let p = plan(&cfg, &o, &opts());
+    assert!(p.errors.iter().any(|e| e.contains("shrinking a volume is refused")), "{:?}", p.errors);
+    o.files.insert(path.clone(), file(64 << 20, crate::model::image::ImageFormat::Raw));
+    let p = plan(&cfg, &o, &opts());
+    assert!(p.errors.iter().any(|e| e.contains("never replaces a volume implicitly")), "{:?}", p.errors);
+    // An orphan volume file of the stack is deleted with its address.
+    o.files.insert(path, file(64 << 20, crate::model::image::ImageFormat::Qcow2));
+    o.files.insert("/state/kinds/volumes/old@2.qcow2".into(), file(1 << 20, crate::model::image::ImageFormat::Qcow2));
+    let p = plan(&cfg, &o, &opts());
+    assert_eq!(find(&p, "volume.old[2]").action, Action::Delete);
+    assert_eq!(find(&p, "volume.data").action, Action::NoOp);
+}
+
+#[test]
+fn an_added_port_or_volume_is_hot_plugged_not_a_restart() {
+    let src = r#"
+virtform { stack = "hp" }
+network "lan" {
+  bridge  = "vfh-lan0"
+}
+port "a" { network = network.lan }
+port "b" { network = network.lan }
+volume "v" { size = "16M" }
+instance "vm" {
+  memory  = "256M"
+  kernel  = "/k"
+  ports   = [port.a, port.b]
+  volumes = [volume.v]
+}
+"#;
+    let (_d, cfg) = load(src);
+    let hashes = BTreeMap::new();
+    let mut def = lowering(&cfg, &hashes).domain(cfg.resource("instance.vm").unwrap()).unwrap();
+    // The host has the domain without port.b and without the volume.
+    def.nics.truncate(1);
+    def.disks.clear();
+    let mut o = Observed::default();
+    o.domains.insert(def.name.clone(), ActualDomain { name: def.name.clone(), running: true, autostart: false, def: Some(ObservedDomain::from_def(&def)), marker: Some(("hp".into(), "instance.vm".into(), "old".into())) });
+    let p = plan(&cfg, &o, &opts());
+    let c = find(&p, "instance.vm");
+    assert_eq!((c.action, c.landing()), (Action::Update, Some(Landing::Live)), "{c:#?}");
+    assert!(c.changes.iter().any(|x| x.attr.starts_with("nic:") && x.before.is_none()), "{:?}", c.changes);
+    assert!(c.changes.iter().any(|x| x.attr == "disk:vda" && x.before.is_none()), "{:?}", c.changes);
+}
