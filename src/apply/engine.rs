@@ -517,9 +517,9 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 _ => None,
             },
             Kind::Port => {
-                let qbr = match (&c.object, cfg.resource(&c.address)) {
+                let qbr = match (&c.object, cfg.resource(&c.address).map(|r| &r.spec)) {
                     (Some(o), _) => o.strip_prefix("ovs_hybrid ").map(str::to_string),
-                    (None, Some(r)) => lowering.hybrid(r).map(|h| h.qbr),
+                    (None, Some(Spec::Port(p))) if p.plug == Some(crate::model::port::Plug::OvsHybrid) => Some(p.dev("qbr")),
                     _ => None,
                 };
                 qbr.and_then(|q| DesiredHybrid::names_from_qbr(&q).map(|(qvb, qvo, _)| Op::HybridUnplug { qbr: q, qvb, qvo }))

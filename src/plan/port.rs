@@ -26,7 +26,18 @@ impl Planner<'_> {
         let Spec::Port(p) = &r.spec else { unreachable!() };
         let addr = r.address.to_string();
         if p.plug != Some(Plug::OvsHybrid) {
-            return ResourceChange::new(addr, Kind::Port, Action::NoOp);
+            let mut rc = ResourceChange::new(addr, Kind::Port, Action::NoOp);
+            // Plugged the hybrid way before: those devices go (a replacement;
+            // the instance's NIC is detached first and attached again).
+            let qbr = p.dev("qbr");
+            let ours = [qbr.clone(), p.dev("qvb"), p.dev("qvo")].iter().any(|n| self.owned(&self.obs.link_owner(n), r));
+            if ours {
+                rc.action = Action::Replace;
+                rc.reason = Some("replace_because_cannot_update".into());
+                rc.object = Some(format!("ovs_hybrid {qbr}"));
+                rc.changes.push(super::change("plug", "ovs_hybrid", p.plug.map(|x| x.as_str()).unwrap_or("?"), Landing::Replace, false));
+            }
+            return rc;
         }
         let Some(want) = self.lowering().hybrid(r) else { return ResourceChange::new(addr, Kind::Port, Action::NoOp) };
         let marker = marker_with_hash(&self.cfg.stack, &addr, &want.hash());
