@@ -46,7 +46,9 @@ pub enum Op {
     /// (`domain` = (domain name, target device)), else offline.
     ResizeDisk { path: PathBuf, size: u64, domain: Option<(String, String)> },
     RemoveFile { path: PathBuf },
-    Define { name: String, xml: String, console_dir: PathBuf },
+    /// Define (or redefine). `keep`: attributes under `lifecycle.ignore_changes`,
+    /// whose values are taken from the existing definition.
+    Define { name: String, def: Box<crate::xml::domain::DomainDef>, console_dir: PathBuf, keep: Vec<String> },
     /// Start; `log` is the console log, rotated to `<log>.1` before a fresh boot
     /// so a readiness wait never matches the previous boot's output.
     Start { name: String, log: Option<PathBuf> },
@@ -192,9 +194,15 @@ impl Step for HostStep {
                 disks::remove(path).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
-            Op::Define { xml, console_dir, .. } => {
+            Op::Define { name, def, console_dir, keep } => {
                 disks::ensure_dir(console_dir).map_err(herr)?;
-                env.libvirt.define(xml).map_err(herr)?;
+                let mut def = (**def).clone();
+                if !keep.is_empty()
+                    && let Some(current) = env.libvirt.domain(name).map_err(herr)?.and_then(|d| d.observed)
+                {
+                    keep_ignored(&mut def, &current, keep);
+                }
+                env.libvirt.define(&crate::xml::domain::domain_xml(&def)).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
             Op::Start { name, log } => {
@@ -661,7 +669,9 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     b.chain(id, last);
                     last = Some(id);
                 }
-                let seed = if redefine { lowering.seed(r) } else { None };
+                // An ignored cloud_init keeps the existing domain's seed.
+                let keep_seed = !creating && r.lifecycle.ignore_changes.iter().any(|a| a == "cloud_init");
+                let seed = if redefine && !keep_seed { lowering.seed(r) } else { None };
                 if let Some((path, input)) = seed {
                     let id = b.step(&addr, Op::WriteSeed { path: path.into(), input: Box::new(input) });
                     b.after_removal(id, &addr);
@@ -669,7 +679,8 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     last = Some(id);
                 }
                 if redefine {
-                    let id = b.step(&addr, Op::Define { name: name.clone(), xml: crate::xml::domain::domain_xml(&def), console_dir });
+                    let keep = if creating { Vec::new() } else { r.lifecycle.ignore_changes.clone() };
+                    let id = b.step(&addr, Op::Define { name: name.clone(), def: Box::new(def.clone()), console_dir, keep });
                     b.after_removal(id, &addr);
                     b.after_created_deps(id, r, cfg);
                     if let Some(ds) = b.detaches.get(&addr).cloned() {
@@ -798,6 +809,31 @@ impl Builder {
                     self.dag.depend(id, *s);
                 }
             }
+        }
+    }
+}
+
+/// Takes the values of ignored attributes (`lifecycle.ignore_changes`) from
+/// the domain's current definition, so a redefine for another reason does not
+/// apply them behind the plan's back.
+pub fn keep_ignored(def: &mut crate::xml::domain::DomainDef, current: &crate::xml::domain::ObservedDomain, keep: &[String]) {
+    for k in keep {
+        match k.as_str() {
+            "memory" => def.memory_kib = current.memory_kib,
+            "vcpus" => def.vcpus = current.vcpus,
+            "cmdline" => def.cmdline = current.cmdline.clone(),
+            "kernel" => def.kernel = current.kernel.clone(),
+            "initrd" => def.initrd = current.initrd.clone(),
+            "cpu" => def.cpu = current.cpu.clone(),
+            "cloud_init" => {
+                // The seed disk keeps its current file.
+                for d in def.disks.iter_mut().filter(|d| d.serial.as_deref() == Some("cidata")) {
+                    if let Some(p) = current.disks.iter().find(|c| c.target == d.target).and_then(|c| c.path.clone()) {
+                        d.path = p;
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

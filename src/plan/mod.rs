@@ -210,6 +210,7 @@ impl Planner<'_> {
                 }
             }
             self.propagate_replacements(&by_addr);
+            self.lifecycle_rules();
         }
         self.orphans();
         if !self.opts.targets.is_empty() {
@@ -226,6 +227,57 @@ impl Planner<'_> {
                             if c.action == Action::Delete { "destroy" } else { "replace" }
                         ));
                     }
+        }
+    }
+
+    /// `lifecycle { ignore_changes, replace_triggered_by }`.
+    ///
+    /// Ignored attributes are dropped from updates (the engine keeps the
+    /// host's value when it redefines the object for another reason, see
+    /// `apply::engine::keep_ignored`); creations and replacements use the
+    /// configuration. `ports`, `disks` and `volumes` cannot be ignored: the
+    /// devices would be half applied. A resource is replaced when anything
+    /// it lists in `replace_triggered_by` is created, updated or replaced.
+    fn lifecycle_rules(&mut self) {
+        let changed: BTreeMap<String, Action> = self.out.changes.iter().filter(|c| c.action != Action::NoOp).map(|c| (c.address.clone(), c.action)).collect();
+        for i in 0..self.out.changes.len() {
+            let addr = self.out.changes[i].address.clone();
+            let Some(r) = self.cfg.resource(&addr) else { continue };
+            for bad in r.lifecycle.ignore_changes.iter().filter(|a| matches!(a.as_str(), "ports" | "disks" | "volumes")) {
+                self.out.errors.push(format!("{addr}: lifecycle.ignore_changes = [{bad}] is not supported: device lists are applied as a whole (hot-plug) or not at all"));
+            }
+            if r.address.kind == Kind::Network && !r.lifecycle.ignore_changes.is_empty() {
+                self.out.errors.push(format!("{addr}: lifecycle.ignore_changes is not supported on networks yet: a network is reconfigured as a whole"));
+            }
+            let c = &mut self.out.changes[i];
+            if c.action == Action::Update && !r.lifecycle.ignore_changes.is_empty() {
+                c.changes.retain(|ch| !ignored_attr(&ch.attr).is_some_and(|a| r.lifecycle.ignore_changes.iter().any(|x| x == a)));
+                if c.changes.is_empty() {
+                    c.action = Action::NoOp;
+                    c.reason = None;
+                    c.xml_diff = None;
+                }
+            }
+            if matches!(c.action, Action::NoOp | Action::Update) {
+                let key = match &r.address.key {
+                    crate::model::Key::None => None,
+                    crate::model::Key::Index(n) => Some(n.to_string()),
+                    crate::model::Key::Name(k) => Some(format!("\"{k}\"")),
+                };
+                for t in &r.lifecycle.replace_triggered_by {
+                    let t = match &key {
+                        Some(k) => t.replace("[count.index]", &format!("[{k}]")).replace("[each.key]", &format!("[{k}]")),
+                        None => t.clone(),
+                    };
+                    let hit = changed.keys().find(|a| **a == t || a.starts_with(&format!("{t}[")) || t.starts_with(&format!("{a}.")));
+                    if let Some(a) = hit {
+                        c.action = Action::Replace;
+                        c.reason = Some("replace_by_triggers".into());
+                        c.because.push(format!("{a} changes (replace_triggered_by)"));
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -577,6 +629,17 @@ impl Planner<'_> {
             self.out.changes.push(rc);
         }
     }
+}
+
+/// The configuration attribute a planned change belongs to (for
+/// `ignore_changes`); None for host details no attribute names.
+fn ignored_attr(attr: &str) -> Option<&str> {
+    Some(match attr {
+        "memory" | "current_memory" => "memory",
+        "vcpus" | "cpu" | "cmdline" | "kernel" | "initrd" | "autostart" | "state" | "graphics" | "cloud_init" => attr,
+        "mtu" | "address" | "stp" | "forward_delay" | "dhcp" | "datapath_type" | "size" => attr,
+        _ => return None,
+    })
 }
 
 /// The attributes a created resource will have (its resolved spec), for display.

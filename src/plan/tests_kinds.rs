@@ -200,3 +200,48 @@ instance "vm" {
     assert!(c.changes.iter().any(|x| x.attr.starts_with("nic:") && x.before.is_none()), "{:?}", c.changes);
     assert!(c.changes.iter().any(|x| x.attr == "disk:vda" && x.before.is_none()), "{:?}", c.changes);
 }
+
+#[test]
+fn ignore_changes_and_replace_triggered_by() {
+    let src = r#"
+virtform { stack = "lc" }
+network "lan" { bridge = "vfl-lan0" }
+volume "v" { size = "16M" }
+instance "vm" {
+  memory  = "256M"
+  kernel  = "/k"
+  cmdline = "console=ttyS0"
+  lifecycle {
+    ignore_changes       = [memory]
+    replace_triggered_by = [volume.v]
+  }
+}
+instance "bad" {
+  memory = "256M"
+  kernel = "/k"
+  lifecycle { ignore_changes = [ports] }
+}
+"#;
+    let (_d, cfg) = load(src);
+    let hashes = BTreeMap::new();
+    let mut o = Observed::default();
+    for a in ["instance.vm", "instance.bad"] {
+        let r = cfg.resource(a).unwrap();
+        let def = lowering(&cfg, &hashes).domain(r).unwrap();
+        let mut od = ObservedDomain::from_def(&def);
+        if a == "instance.vm" {
+            od.memory_kib = 512 * 1024; // changed by hand
+        }
+        o.domains.insert(def.name.clone(), ActualDomain { name: def.name.clone(), running: true, autostart: false, def: Some(od), marker: Some(("lc".into(), a.into(), def.marker.spec_hash.clone())) });
+    }
+    o.files.insert("/state/lc/volumes/v.qcow2".into(), ActualFile { format: crate::model::image::ImageFormat::Qcow2, virtual_size: 16 << 20, backing_file: None });
+    let p = plan(&cfg, &o, &opts());
+    assert_eq!(find(&p, "instance.vm").action, Action::NoOp, "ignored memory drift is not a change");
+    assert!(p.errors.iter().any(|e| e.contains("instance.bad") && e.contains("ignore_changes = [ports] is not supported")), "{:?}", p.errors);
+    // The volume grows: the instance is replaced because of the trigger.
+    o.files.insert("/state/lc/volumes/v.qcow2".into(), ActualFile { format: crate::model::image::ImageFormat::Qcow2, virtual_size: 8 << 20, backing_file: None });
+    let p = plan(&cfg, &o, &opts());
+    let c = find(&p, "instance.vm");
+    assert_eq!((c.action, c.reason.as_deref()), (Action::Replace, Some("replace_by_triggers")));
+    assert!(c.because.iter().any(|b| b.contains("volume.v")), "{:?}", c.because);
+}
