@@ -74,6 +74,7 @@ impl Global {
             env: std::env::vars().filter(|(k, _)| k.starts_with("VIRTFORM_VAR_")).collect(),
             stack: self.stack.clone(),
             state_dir: self.state_dir.clone(),
+            facts: Default::default(),
         }
     }
 

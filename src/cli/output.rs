@@ -18,10 +18,12 @@ pub struct OutputArgs {
 }
 
 pub fn run(g: &Global, a: OutputArgs) -> ExitCode {
-    let cfg = match g.load(dir_or_cwd(a.dir)) {
+    let dir = dir_or_cwd(a.dir);
+    let cfg = match g.load(dir.clone()) {
         Ok(c) => c,
         Err(c) => return c,
     };
+    let cfg = with_host_facts(g, &dir, cfg);
     if let Some(name) = &a.name {
         let Some(o) = cfg.outputs.iter().find(|o| &o.name == name) else {
             let names: Vec<&str> = cfg.outputs.iter().map(|o| o.name.as_str()).collect();
@@ -72,4 +74,50 @@ pub fn print_outputs(cfg: &crate::config::Configuration) {
 /// Outputs as a JSON object of values (sensitive ones null).
 pub fn outputs_json(cfg: &crate::config::Configuration) -> serde_json::Map<String, serde_json::Value> {
     cfg.outputs.iter().map(|o| (o.name.clone(), if o.sensitive { serde_json::Value::Null } else { o.value.to_json() })).collect()
+}
+
+/// Ports without a fixed `ip` on a nat/isolated network: their MAC and the
+/// libvirt network that leases them an address.
+fn leased_ports(cfg: &crate::config::Configuration) -> Vec<(String, String, String)> {
+    use crate::model::Spec;
+    cfg.resources
+        .iter()
+        .filter_map(|r| {
+            let Spec::Port(p) = &r.spec else { return None };
+            if p.ip.is_some() {
+                return None;
+            }
+            let Some(Spec::Network(n)) = cfg.resource(&p.network.0).map(|x| &x.spec) else { return None };
+            let mac = p.mac?.to_string();
+            n.net_type.is_libvirt().then(|| (r.address.to_string(), mac, crate::plan::desired::libvirt_network_name(&cfg.stack, &p.network.0)))
+        })
+        .collect()
+}
+
+/// Reloads the configuration with the addresses libvirt's DHCP servers
+/// leased to ports without a fixed IP, so outputs show them instead of
+/// "(known after apply)". Without such ports (or without libvirt) the
+/// configuration is returned as it is.
+pub fn with_host_facts(g: &Global, dir: &std::path::Path, cfg: crate::config::Configuration) -> crate::config::Configuration {
+    use crate::host::libvirt::Libvirt;
+    let ports = leased_ports(&cfg);
+    if ports.is_empty() {
+        return cfg;
+    }
+    let Ok(libvirt) = crate::host::libvirt::VirtLibvirt::open(&g.connect) else { return cfg };
+    let mut leases: std::collections::BTreeMap<String, Vec<crate::host::libvirt::Lease>> = Default::default();
+    let mut facts = std::collections::BTreeMap::new();
+    for (addr, mac, net) in ports {
+        let l = leases.entry(net.clone()).or_insert_with(|| libvirt.leases(&net).unwrap_or_default());
+        // The newest lease of the MAC.
+        if let Some(lease) = l.iter().filter(|x| x.mac.eq_ignore_ascii_case(&mac)).max_by_key(|x| x.expiry) {
+            facts.insert(addr, lease.ip.split('/').next().unwrap_or(&lease.ip).to_string());
+        }
+    }
+    if facts.is_empty() {
+        return cfg;
+    }
+    let mut opts = g.load_options(dir.to_path_buf());
+    opts.facts = facts;
+    crate::config::load(&opts).unwrap_or(cfg)
 }

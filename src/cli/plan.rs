@@ -389,8 +389,10 @@ fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_p
         }
     });
     total.finish_and_clear();
+    // Outputs with what only the host knows now (DHCP-leased addresses).
+    let cfg_out = if destroy { s.cfg.clone() } else { super::output::with_host_facts(g, &s.cfg.dir, s.cfg.clone()) };
     if a.json {
-        let outputs = super::output::outputs_json(&s.cfg);
+        let outputs = super::output::outputs_json(&cfg_out);
         println!("{}", serde_json::json!({"event": "summary", "ok": report.ok(), "done": report.done.len(), "already": report.already.len(), "failed": report.failed.len(), "skipped": report.skipped.len(), "outputs": outputs}));
         if report.ok() && destroy {
             engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
@@ -406,7 +408,7 @@ fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_p
         if destroy {
             engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
         } else {
-            super::output::print_outputs(&s.cfg);
+            super::output::print_outputs(&cfg_out);
         }
         ExitCode::SUCCESS
     } else {

@@ -57,6 +57,10 @@ pub struct LoadOptions {
     /// `--stack` / `VIRTFORM_STACK`: overrides the configuration's stack.
     pub stack: Option<String>,
     pub state_dir: PathBuf,
+    /// Values only the host knows, by port address: the IP a DHCP server
+    /// leased to a port without a fixed `ip`. They fill the port's exported
+    /// `ip` (for outputs and references) and never its spec.
+    pub facts: BTreeMap<String, String>,
 }
 
 /// A loaded, validated configuration.
@@ -1001,7 +1005,12 @@ impl<'o> Loader<'o> {
             }
             let ctx = model::Ctx { stack: paths.stack, state_dir: paths.state_dir, config_dir: paths.config_dir, built };
             match model::build(&addr, &attrs, &ctx) {
-                Ok((spec, exports)) => {
+                Ok((spec, mut exports)) => {
+                    if let (Some(ip), Value::Map(m)) = (self.opts.facts.get(&addr.to_string()), &mut exports)
+                        && matches!(m.get("ip"), Some(Value::Unknown))
+                    {
+                        m.insert("ip".into(), Value::String(ip.clone()));
+                    }
                     let r = Resource {
                         address: addr.clone(),
                         spec,

@@ -239,8 +239,8 @@ impl Instance {
                     errs.push(FieldError::new("wait_for.lease", "`lease` needs a port on a nat or isolated network (virtform reads leases from libvirt's DHCP)"));
                 }
             }
-            if w.tcp.is_some() && !ports.iter().any(|p| p.ip.is_some()) {
-                errs.push(FieldError::new("wait_for.tcp", "`tcp` needs a port with a fixed `ip` to connect to"));
+            if w.tcp.is_some() && !ports.iter().any(|p| p.ip.is_some() || p.plug == Some(Plug::Network)) {
+                errs.push(FieldError::new("wait_for.tcp", "`tcp` needs a port with a fixed `ip`, or one on a nat or isolated network (its DHCP lease), to connect to"));
             }
         }
         let _ = NetType::Bridge;
