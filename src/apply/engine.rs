@@ -223,10 +223,12 @@ impl Step for HostStep {
             }
             Op::Remove { name, logs } => {
                 env.libvirt.shutdown(name, env.shutdown_timeout).map_err(herr)?;
-                env.libvirt.undefine(name).map_err(herr)?;
+                // Files first, the domain last: a kill in between leaves the
+                // domain, which the next plan still removes (with its files).
                 for l in logs {
                     disks::remove(l).map_err(herr)?;
                 }
+                env.libvirt.undefine(name).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
             Op::Autostart { name, on } => {
@@ -950,8 +952,24 @@ fn remove_stale_seeds(path: &Path) {
 }
 
 /// After a complete destroy: removes the stack's now-empty directories and its lock.
+///
+/// Console logs and seeds belong to the stack's instances only; after a
+/// complete destroy every one left is a leftover of an interrupted removal
+/// (the domain was undefined, the process killed before its files went), so
+/// they go too. Disks and volumes are objects the plan lists: an unexpected
+/// one keeps its directory.
 pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
     let dir = state_dir.join(stack);
+    for (sub, suffixes) in [("console", &[".log", ".log.1"][..]), ("seeds", &[".iso", ".iso.part"][..])] {
+        if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if e.file_type().is_ok_and(|t| t.is_file()) && suffixes.iter().any(|x| n.ends_with(x)) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
     for sub in ["disks", "volumes", "console", "seeds"] {
         let _ = std::fs::remove_dir(dir.join(sub));
     }
