@@ -139,9 +139,9 @@ fn ovs_hybrid_pair_hotplug_drift_and_destroy() {
     }
     s.write(&hybrid_conf(&bridge, &net, false));
     s.apply();
-    let log = s.console("vm@a.log");
-    let last = console_lines(&log).into_iter().rev().find(|l| l.starts_with("VF-NETDEVS")).unwrap_or_default();
-    assert_eq!(last, "VF-NETDEVS eth0 lo", "the guest still sees the removed NIC:\n{log}");
+    // The guest's watch loop reports device changes about once a second.
+    let last = || console_lines(&s.console("vm@a.log")).into_iter().rev().find(|l| l.starts_with("VF-NETDEVS")).unwrap_or_default();
+    assert!(wait_until(Duration::from_secs(30), || last() == "VF-NETDEVS eth0 lo"), "the guest still sees the removed NIC:\n{}", s.console("vm@a.log"));
     for prefix in ["qbr", "qvb", "qvo", "tap"] {
         assert!(!link_exists(&format!("{prefix}{id}")), "{prefix}{id} is left over after unplug");
     }
