@@ -556,10 +556,11 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
             b.dag.depend(*n, *p);
         }
     }
+    let by_address: BTreeMap<&str, &crate::plan::ResourceChange> = plan.changes.iter().map(|c| (c.address.as_str(), c)).collect();
     // Pass 2: creates and updates, in the configuration's order (dependencies first).
     for r in &cfg.resources {
         let addr = r.address.to_string();
-        let Some(c) = plan.changes.iter().find(|c| c.address == addr) else { continue };
+        let Some(c) = by_address.get(addr.as_str()) else { continue };
         let creating = matches!(c.action, Action::Create | Action::Replace);
         match &r.spec {
             Spec::Image(img) if creating => {
