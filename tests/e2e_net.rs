@@ -180,6 +180,30 @@ port "eth0" {{
   ip      = "{net}.10"
 }}
 
+port "dyn" {{
+  network = network.nat
+}}
+
+instance "dyn" {{
+  memory  = "256M"
+  kernel  = "${{var.assets}}/vmlinuz"
+  initrd  = "${{var.assets}}/initrd.gz"
+  cmdline = "console=ttyS0 vf.dhcp=1 vf.listen=8080"
+  disks   = [disk.dyn]
+  ports   = [port.dyn]
+  wait_for {{
+    lease   = true
+    tcp     = 8080
+    timeout = "240s"
+  }}
+}}
+
+disk "dyn" {{ image = image.tiny }}
+
+output "dyn_ip" {{
+  value = port.dyn.ip
+}}
+
 instance "web" {{
   memory  = "256M"
   kernel  = "${{var.assets}}/vmlinuz"
@@ -212,6 +236,13 @@ fn nat_network_fixed_ip_by_dhcp_and_tcp_readiness() {
     assert!(has_line(&s.console("web.log"), &format!("VF-DHCP eth0 ok {net}.10")), "{}", s.console("web.log"));
     assert!(run("ping", &["-c", "2", "-W", "3", &format!("{net}.10")]).ok(), "the host cannot reach the guest");
     s.assert_plan_empty("after apply");
+    // A port without a fixed IP: the address its lease gave it is an output,
+    // and the TCP wait connected to it.
+    let dyn_ip = s.output(&["output", "dyn_ip"]).must().stdout.trim().to_string();
+    assert!(dyn_ip.starts_with(&format!("{net}.")), "dyn_ip is not a leased address: {dyn_ip:?}");
+    let last: u32 = dyn_ip.rsplit('.').next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    assert!((100..=200).contains(&last), "{dyn_ip} is outside the DHCP range");
+    assert!(out.stdout.contains(&format!("dyn_ip = \"{dyn_ip}\"")), "apply did not print the leased address:\n{}", out.stdout);
 
     // A port that never listens: the wait times out naming the instance and the port.
     s.write(&nat_conf(&bridge, &net, 9, "8s"));
