@@ -41,7 +41,14 @@ pub struct PlanArgs {
     pub out: Option<PathBuf>,
 }
 
+/// The plan file format this virtform writes and reads.
+const PLAN_FILE_FORMAT: &str = "1";
+
 /// A saved plan: what to load, what the host looked like, what to do.
+///
+/// It holds the `--var` values as given (sensitive ones included, so that
+/// `apply FILE` computes the same plan): it is written readable by its
+/// owner only.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct PlanFile {
     format_version: String,
@@ -69,9 +76,9 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
-    /// How many steps run at once (waits do not count).
-    #[arg(long, default_value_t = 10)]
-    pub parallelism: usize,
+    /// How many steps run at once (waits do not count); at least 1.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub parallelism: u64,
     /// Force the replacement of a resource (repeatable).
     #[arg(long, value_name = "ADDRESS")]
     pub replace: Vec<String>,
@@ -96,10 +103,14 @@ struct Session {
 /// The configuration of DIR; for a stack named with --stack whose directory
 /// has no configuration files (deleted, or never there), an empty one, so
 /// `destroy --stack NAME` and `show --stack NAME` still work.
+///
+/// A directory that does not exist (a typo) is an error, never an empty
+/// configuration: `apply --stack prod ./typo` must not plan to delete every
+/// object of stack prod.
 fn load_or_empty(g: &Global, dir: PathBuf) -> Result<Configuration, ExitCode> {
     let has_files = crate::config::config_files(&dir).map(|f| !f.is_empty()).unwrap_or(false);
     match (&g.stack, has_files) {
-        (Some(stack), false) => {
+        (Some(stack), false) if dir.is_dir() => {
             if let Err(m) = crate::model::check_stack(stack) {
                 eprintln!("error: {m}");
                 return Err(ExitCode::from(1));
@@ -142,7 +153,7 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
     if let Some(out) = &a.out {
         let dir = std::fs::canonicalize(&s.cfg.dir).unwrap_or(s.cfg.dir.clone());
         let pf = PlanFile {
-            format_version: "1".into(),
+            format_version: PLAN_FILE_FORMAT.into(),
             dir,
             vars: g.vars.clone(),
             var_files: g.var_files.iter().map(|f| std::fs::canonicalize(f).unwrap_or(f.clone())).collect(),
@@ -155,7 +166,7 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
             plan: render::to_json(&p),
         };
         let text = serde_json::to_string_pretty(&pf).unwrap_or_default();
-        if let Err(e) = std::fs::write(out, text) {
+        if let Err(e) = write_private(out, &text) {
             eprintln!("error: cannot write the plan file {}: {e}", out.display());
             return ExitCode::from(1);
         }
@@ -174,7 +185,7 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
 pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
     let dir = dir_or_cwd(a.dir.clone());
     if dir.is_file() {
-        return apply_saved(g, a, &dir);
+        return apply_saved(g, a, &dir, destroy);
     }
     // Load first (to know the stack), lock, then observe under the lock.
     let cfg = match load_or_empty(g, dir.clone()) {
@@ -247,13 +258,75 @@ pub fn run_show(g: &Global, dir: Option<PathBuf>, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Writes a file that holds user data (a plan file: variables, possibly
+/// sensitive): created with mode 0600 next to its destination, then renamed
+/// over it, so it is never readable by others, not even for a moment, and
+/// never half-written.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    if path.is_dir() {
+        return Err(std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"));
+    }
+    let tmp = dir.join(format!(".{name}.vf-tmp.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Reads and checks a plan file before anything else happens: its format,
+/// its stack name (it becomes a path under the state dir), and that the
+/// command line does not ask for something the plan cannot do.
+fn read_plan_file(g: &Global, a: &ApplyArgs, file: &std::path::Path, destroy: bool) -> Result<PlanFile, String> {
+    let shown = file.display();
+    let text = std::fs::read(file).map_err(|e| format!("cannot read the plan file {shown}: {e}"))?;
+    if text.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(format!("{shown} is empty, not a virtform plan file; make one with `virtform plan --out {shown}`"));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| format!("{shown} is not a virtform plan file: {e}"))?;
+    // The version first: a newer file may not parse as this version's fields.
+    match v.get("format_version") {
+        Some(serde_json::Value::String(f)) if f == PLAN_FILE_FORMAT => {}
+        Some(serde_json::Value::String(f)) => {
+            return Err(format!("{shown} has plan file format {f:?}; this virtform reads format {PLAN_FILE_FORMAT:?} (was it written by another version?); run `virtform plan --out` again"));
+        }
+        _ => return Err(format!("{shown} is not a virtform plan file: it has no `format_version`")),
+    }
+    let pf: PlanFile = serde_json::from_value(v).map_err(|e| format!("{shown} is not a virtform plan file: {e}"))?;
+    crate::model::check_stack(&pf.stack).map_err(|m| format!("{shown} is not a valid plan file: {m}"))?;
+    if pf.plan.get("stack").and_then(|s| s.as_str()) != Some(pf.stack.as_str()) {
+        return Err(format!("{shown} is not a valid plan file: its plan is not for its stack \"{}\"", pf.stack));
+    }
+    if let Some(st) = &g.stack
+        && *st != pf.stack
+    {
+        return Err(format!("{shown} is a plan for stack \"{}\", but --stack (or VIRTFORM_STACK) says \"{st}\"", pf.stack));
+    }
+    for (flag, given) in [("--var", !g.vars.is_empty()), ("--var-file", !g.var_files.is_empty()), ("--target", !a.target.is_empty()), ("--replace", !a.replace.is_empty())] {
+        if given {
+            return Err(format!("{flag} cannot be used with a saved plan ({shown}): the plan was made with its own; run `virtform plan {flag} ... --out FILE` instead"));
+        }
+    }
+    if destroy && !pf.destroy {
+        return Err(format!("{shown} is not a destroy plan; `virtform destroy` takes a configuration directory (or use `virtform apply {shown}`)"));
+    }
+    Ok(pf)
+}
+
 /// `apply FILE`: re-observe, refuse if the host changed since the plan was
 /// made, else do exactly the saved plan.
-fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path) -> ExitCode {
-    let pf: PlanFile = match std::fs::read_to_string(file).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path, destroy: bool) -> ExitCode {
+    let pf = match read_plan_file(g, &a, file, destroy) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {} is not a virtform plan file: {e}", file.display());
+            eprintln!("error: {e}; nothing was changed.");
             return ExitCode::from(1);
         }
     };
@@ -264,7 +337,10 @@ fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path) -> ExitCode {
     };
     let s = match open(&g2, Some(pf.dir.clone())) {
         Ok(s) => s,
-        Err(c) => return c,
+        Err(c) => {
+            eprintln!("error: cannot plan again what the plan file {} was made from ({}); nothing was changed.", file.display(), pf.dir.display());
+            return c;
+        }
     };
     let p = make_plan(&g2, &s, pf.destroy, &pf.replace, &pf.targets);
     if p.fingerprint != pf.fingerprint {
@@ -272,7 +348,7 @@ fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path) -> ExitCode {
         return ExitCode::from(1);
     }
     if render::to_json(&p) != pf.plan {
-        eprintln!("error: the configuration changed since this plan was made ({}); nothing was changed. Run `virtform plan` again.", file.display());
+        eprintln!("error: the plan in {} is not what virtform plans now: the configuration changed since it was made, or the file was edited; nothing was changed. Run `virtform plan` again.", file.display());
         return ExitCode::from(1);
     }
     let a = ApplyArgs { auto_approve: true, ..a };
@@ -336,7 +412,7 @@ fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_p
         total.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let spinners: std::sync::Mutex<std::collections::HashMap<usize, indicatif::ProgressBar>> = Default::default();
-    let report = dag.run(a.parallelism.max(1), &|e| {
+    let report = dag.run(a.parallelism.max(1) as usize, &|e| {
         if live {
             match &e {
                 Event::Started { id, description, address } => {
@@ -436,32 +512,82 @@ fn confirm() -> bool {
     }
 }
 
-/// An exclusive lock per stack: `<state_dir>/<stack>/.lock`.
-fn lock_stack(g: &Global, stack: &str) -> Result<std::fs::File, ExitCode> {
-    let dir = g.state_dir.join(stack);
-    if let Err(e) = crate::host::disks::ensure_dir(&dir) {
-        eprintln!("error: {e}");
-        return Err(ExitCode::from(1));
-    }
-    let path = dir.join(".lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| {
-        eprintln!("error: cannot open the stack lock {}: {e}", path.display());
-        ExitCode::from(1)
-    })?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            eprintln!("Another virtform run holds the lock of stack \"{stack}\" ({}); waiting for it to finish…", path.display());
-            f.lock().map_err(|e| {
-                eprintln!("error: cannot lock {}: {e}", path.display());
-                ExitCode::from(1)
-            })?;
-            Ok(f)
+/// The exclusive lock of a stack, held until dropped.
+struct StackLock {
+    _file: std::fs::File,
+    path: PathBuf,
+    dir: PathBuf,
+    /// This run created the stack directory (to hold the lock).
+    created_dir: bool,
+    /// This run created the lock file.
+    created_file: bool,
+}
+
+impl Drop for StackLock {
+    /// A run removes the lock file it created, and the stack directory it
+    /// created when nothing else is in it, so a refused or failed apply
+    /// leaves the state dir as it found it. Done while the lock is still
+    /// held; a waiter then finds its lock file unlinked and retries
+    /// ([`lock_stack`]).
+    fn drop(&mut self) {
+        if self.created_file {
+            let _ = std::fs::remove_file(&self.path);
         }
-        Err(std::fs::TryLockError::Error(e)) => {
-            eprintln!("error: cannot lock {}: {e}", path.display());
-            Err(ExitCode::from(1))
+        if self.created_dir {
+            // Fails, as it should, unless the directory is empty.
+            let _ = std::fs::remove_dir(&self.dir);
         }
     }
 }
 
+/// An exclusive lock per stack: `<state_dir>/<stack>/.lock`.
+///
+/// The lock file can be unlinked by the holder before us (destroy removes
+/// the stack directory; so does a run that created it and left it empty):
+/// after taking the lock we check that the path still names the file we
+/// locked, and start again if not. Without that check, a waiter would hold
+/// a lock on a deleted file while a newcomer locks a fresh one: two applies
+/// of one stack at once.
+fn lock_stack(g: &Global, stack: &str) -> Result<StackLock, ExitCode> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let dir = g.state_dir.join(stack);
+    let path = dir.join(".lock");
+    let mut said_waiting = false;
+    let mut created_dir = false;
+    let mut created_file = false;
+    loop {
+        created_dir |= !dir.exists();
+        created_file |= !path.exists();
+        if let Err(e) = crate::host::disks::ensure_dir(&dir) {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(1));
+        }
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(|e| {
+            eprintln!("error: cannot open the stack lock {}: {e}", path.display());
+            ExitCode::from(1)
+        })?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if !said_waiting {
+                    eprintln!("Another virtform run holds the lock of stack \"{stack}\" ({}); waiting for it to finish…", path.display());
+                    said_waiting = true;
+                }
+                f.lock().map_err(|e| {
+                    eprintln!("error: cannot lock {}: {e}", path.display());
+                    ExitCode::from(1)
+                })?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                eprintln!("error: cannot lock {}: {e}", path.display());
+                return Err(ExitCode::from(1));
+            }
+        }
+        let locked = f.metadata().map(|m| (m.dev(), m.ino())).ok();
+        let current = std::fs::metadata(&path).map(|m| (m.dev(), m.ino())).ok();
+        if locked.is_some() && locked == current {
+            return Ok(StackLock { _file: f, path, dir, created_dir, created_file });
+        }
+        // Unlinked by the previous holder: drop this lock and take the current file's.
+    }
+}

@@ -553,15 +553,31 @@ fn resolve_path(ctx: &FnCtx<'_>, path: &str) -> Result<PathBuf, FnError> {
     Ok(if p.is_absolute() { p.to_path_buf() } else { ctx.base_dir.join(p) })
 }
 
+/// The most `file()` and its kin read: a configuration input, not a disk image.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
 fn read_bytes(ctx: &FnCtx<'_>, path: &str) -> Result<Vec<u8>, FnError> {
+    use std::io::Read;
     let full = resolve_path(ctx, path)?;
-    if full.is_dir() {
-        return Err(err_at(0, format!("{} is a directory, not a file", quote(path))));
-    }
-    std::fs::read(&full).map_err(|e| match e.kind() {
+    let io_err = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => err_at(0, format!("no file exists at {}", quote(path))),
         _ => err_at(0, format!("cannot read {}: {e}", quote(path))),
-    })
+    };
+    let meta = std::fs::metadata(&full).map_err(io_err)?;
+    if meta.is_dir() {
+        return Err(err_at(0, format!("{} is a directory, not a file", quote(path))));
+    }
+    // A device or FIFO (/dev/zero, /dev/stdin) would never end or block.
+    if !meta.is_file() {
+        return Err(err_at(0, format!("{} is not a regular file", quote(path))));
+    }
+    let f = std::fs::File::open(&full).map_err(io_err)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(io_err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(err_at(0, format!("{} is larger than {} MiB", quote(path), MAX_FILE_BYTES >> 20)));
+    }
+    Ok(bytes)
 }
 
 /// Expands a leading `~` to the home directory (Terraform's `pathexpand`).

@@ -114,38 +114,156 @@ fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Opt
     functions::did_you_mean(name, candidates).map(|s| format!("did you mean `{s}`?"))
 }
 
-/// Lists the configuration files of a directory, sorted.
+/// Lists the configuration files of a directory, sorted. Every entry whose
+/// name ends in `.vf.hcl` is listed, whatever it is: a directory, a FIFO or
+/// a dangling link named like a configuration file is reported when read
+/// ([`read_source`]), never silently skipped.
 pub fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    entries_with_suffix(dir, CONFIG_SUFFIX)
+}
+
+fn entries_with_suffix(dir: &Path, suffix: &str) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(CONFIG_SUFFIX)))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(suffix) && n.len() > suffix.len()))
         .collect();
     files.sort();
     Ok(files)
 }
 
 fn auto_var_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(AUTO_VARS_SUFFIX)))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+    entries_with_suffix(dir, AUTO_VARS_SUFFIX).unwrap_or_default()
+}
+
+/// Reads one configuration or variables file. `inside`: the configuration
+/// directory the file was found in; a symbolic link leading out of it is
+/// refused (the directory is the configuration, and an error snippet would
+/// show another file's contents). Directories, devices and FIFOs are
+/// refused (a FIFO would block). Text that is not UTF-8 is registered
+/// (lossily) and reported at the first bad byte.
+pub fn read_source(path: &Path, what: &str, inside: Option<&Path>, sources: &mut Sources) -> Result<source::FileId, Diagnostic> {
+    let shown = source::display_path(path);
+    if let Some(dir) = inside
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
+        let Ok(real) = std::fs::canonicalize(path) else {
+            return Err(Diagnostic::error(format!("{shown} is a symbolic link to {target}, which does not exist")).help("remove the link or restore its target"));
+        };
+        let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if !real.starts_with(&root) {
+            return Err(Diagnostic::error(format!("{shown} is a symbolic link to {}, outside the configuration directory", real.display()))
+                .help("virtform reads configuration files only from inside the configuration directory; copy the file in, or pass variables with --var-file"));
+        }
+    }
+    let meta = std::fs::metadata(path).map_err(|e| Diagnostic::error(format!("cannot read the {what} {shown}: {e}")))?;
+    if meta.is_dir() {
+        return Err(Diagnostic::error(format!("{shown} is a directory, not a {what}")).help(if inside.is_some() {
+            "rename it so that its name does not end in .vf.hcl or .auto.vfvars"
+        } else {
+            "name a file"
+        }));
+    }
+    if !meta.is_file() {
+        return Err(Diagnostic::error(format!("{shown} is not a regular file")).help(format!("a {what} must be a regular file")));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Diagnostic::error(format!("cannot read the {what} {shown}: {e}")))?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(sources.add(path, text)),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bad = e.as_bytes().get(at).copied().unwrap_or(0);
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let id = sources.add(path, text);
+            Err(Diagnostic::error(format!("{shown} is not UTF-8 text"))
+                .at(Span::new(id, at..at + char::REPLACEMENT_CHARACTER.len_utf8()))
+                .label(format!("byte 0x{bad:02x} is not valid UTF-8"))
+                .help(format!("a {what} is UTF-8 text; is this a binary file?")))
+        }
+    }
 }
 
 /// Loads and validates the configuration in `opts.dir`.
 pub fn load(opts: &LoadOptions) -> Result<Configuration, LoadError> {
     let mut l = Loader::new(opts);
     match l.run() {
-        Ok(c) => Ok(c),
+        Ok(mut c) => {
+            scrub(&mut c.warnings, &l.secrets);
+            Ok(c)
+        }
         Err(()) => {
             l.diags.sort();
+            scrub(&mut l.diags, &l.secrets);
             Err(LoadError { sources: l.sources, diags: l.diags })
+        }
+    }
+}
+
+/// "string \"x\"", "number 5", "null": a value with its type, for messages.
+fn described(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Unknown => "a value known only after apply".into(),
+        v => format!("{} {v}", v.type_name()),
+    }
+}
+
+/// Shortest sensitive value that messages are scrubbed of: shorter ones
+/// ("1", "yes") would mangle unrelated words and say little anyway.
+const MIN_SECRET_LEN: usize = 3;
+
+/// The texts a sensitive value can show up as in a message: its leaves
+/// (strings, numbers, map keys), raw and as quoted/escaped.
+fn secret_texts(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => {
+            out.push(s.clone());
+            out.push(format!("{s:?}").trim_matches('"').to_string());
+            out.push(serde_json::to_string(s).unwrap_or_default().trim_matches('"').to_string());
+        }
+        Value::Number(n) => out.push(value::format_number(*n)),
+        Value::Bool(_) | Value::Null | Value::Unknown => {}
+        Value::List(xs) | Value::Set(xs) => xs.iter().for_each(|x| secret_texts(x, out)),
+        Value::Map(m) => {
+            for (k, x) in m {
+                out.push(k.clone());
+                secret_texts(x, out);
+            }
+        }
+    }
+}
+
+/// Replaces every sensitive value in the diagnostics' words (messages,
+/// labels, notes, help) with `(sensitive value)`. Errors say what is wrong
+/// with a value by quoting it ("cannot convert \"…\" to a number"), so
+/// rather than teach every function and check to tell sensitive values
+/// apart, their words are scrubbed here, once, before anything is printed.
+fn scrub(diags: &mut Diagnostics, secrets: &[String]) {
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| s.chars().count() >= MIN_SECRET_LEN).collect();
+    if secrets.is_empty() {
+        return;
+    }
+    // Longest first, so a secret containing another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    let clean = |t: &mut String| {
+        for s in &secrets {
+            if t.contains(s.as_str()) {
+                *t = t.replace(s.as_str(), "(sensitive value)");
+            }
+        }
+    };
+    for d in &mut diags.0 {
+        clean(&mut d.message);
+        if let Some(l) = &mut d.label {
+            clean(l);
+        }
+        if let Some(h) = &mut d.help {
+            clean(h);
+        }
+        for (_, n) in &mut d.notes {
+            clean(n);
         }
     }
 }
@@ -161,13 +279,15 @@ struct Loader<'o> {
     sources: Sources,
     diags: Diagnostics,
     warnings: Diagnostics,
+    /// Texts of sensitive variables' values, scrubbed from every message.
+    secrets: Vec<String>,
 }
 
 type Res<T> = Result<T, ()>;
 
 impl<'o> Loader<'o> {
     fn new(opts: &'o LoadOptions) -> Self {
-        Loader { opts, sources: Sources::default(), diags: Diagnostics::default(), warnings: Diagnostics::default() }
+        Loader { opts, sources: Sources::default(), diags: Diagnostics::default(), warnings: Diagnostics::default(), secrets: Vec::new() }
     }
 
     fn fail<T>(&mut self, d: Diagnostic) -> Res<T> {
@@ -193,14 +313,13 @@ impl<'o> Loader<'o> {
         }
         let mut bodies = Vec::new();
         for f in &files {
-            let text = match std::fs::read_to_string(f) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.diags.push(Diagnostic::error(format!("cannot read {}: {e}", f.display())));
+            let id = match read_source(f, "configuration file", Some(&dir), &mut self.sources) {
+                Ok(id) => id,
+                Err(d) => {
+                    self.diags.push(d);
                     continue;
                 }
             };
-            let id = self.sources.add(f, text);
             match parse::parse_file(&self.sources, id) {
                 Ok(b) => bodies.push(b),
                 Err(d) => self.diags.extend(d),
@@ -411,6 +530,16 @@ impl<'o> Loader<'o> {
                 Node::Local(name) => {
                     let a = &locals_by_name[name];
                     let v = Evaluator::new(a.file, a.expr_span, &fn_ctx, &roots).eval(&a.expr);
+                    // Each local can wrap the one before: a chain of them
+                    // would build a value deep enough to overflow the stack
+                    // of every recursive walk (clone, compare, print).
+                    let v = v.and_then(|v| {
+                        if v.deeper_than(value::MAX_DEPTH) {
+                            Err(Diagnostic::error(format!("local.{name} is nested more than {} levels deep", value::MAX_DEPTH)).at(a.expr_span))
+                        } else {
+                            Ok(v)
+                        }
+                    });
                     match v {
                         Ok(v) => {
                             if let Some(Value::Map(m)) = roots.get_mut("local") {
@@ -665,17 +794,20 @@ impl<'o> Loader<'o> {
                     raw.insert(n.to_string(), (vars::Raw::Text(v.clone()), vars::Origin::Env(k.clone())));
                 }
         }
-        let mut files = auto_var_files(&self.opts.dir);
-        files.extend(self.opts.var_files.iter().cloned());
-        for f in files {
-            let text = match std::fs::read_to_string(&f) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.diags.push(Diagnostic::error(format!("cannot read the variables file {}: {e}", f.display())));
+        let auto = auto_var_files(&self.opts.dir);
+        let n_auto = auto.len();
+        let files = auto.into_iter().chain(self.opts.var_files.iter().cloned());
+        for (i, f) in files.enumerate() {
+            // Auto files come from the configuration directory; --var-file names any file on purpose.
+            let inside = if i < n_auto { Some(self.opts.dir.as_path()) } else { None };
+            let what = if inside.is_some() { "variables file" } else { "variables file (--var-file)" };
+            let id = match read_source(&f, what, inside, &mut self.sources) {
+                Ok(id) => id,
+                Err(d) => {
+                    self.diags.push(d);
                     continue;
                 }
             };
-            let id = self.sources.add(&f, text);
             let body = match parse::parse_file(&self.sources, id) {
                 Ok(b) => b,
                 Err(d) => {
@@ -716,6 +848,13 @@ impl<'o> Loader<'o> {
                 Err(d) => self.diags.push(d),
             }
         }
+        for d in decls.iter().filter(|d| d.sensitive) {
+            match raw.get(&d.name) {
+                Some((vars::Raw::Text(t), _)) => self.secrets.push(t.clone()),
+                Some((vars::Raw::Value(v), _)) => secret_texts(v, &mut self.secrets),
+                None => {}
+            }
+        }
         self.checkpoint()?;
 
         // Convert and validate.
@@ -746,6 +885,9 @@ impl<'o> Loader<'o> {
                     continue;
                 }
             };
+            if d.sensitive {
+                secret_texts(&v, &mut self.secrets);
+            }
             // validation { condition, error_message }
             let block = blocks.iter().find(|b| b.labels[0].0 == d.name).expect("declared");
             let mut vroots = BTreeMap::new();
@@ -905,7 +1047,7 @@ impl<'o> Loader<'o> {
                 Some(n) => {
                     return self.fail(Diagnostic::error(format!("`count` must be a whole number from 0 to 100000, got {}", value::format_number(n))).at(c.expr_span));
                 }
-                None => return self.fail(Diagnostic::error(format!("`count` must be a number, got {} {v}", v.type_name())).at(c.expr_span)),
+                None => return self.fail(Diagnostic::error(format!("`count` must be a number, got {}", described(&v))).at(c.expr_span)),
             };
             for i in 0..n {
                 instances.push((Key::Index(i), Some(Value::map([("index", Value::Number(i as f64))])), None));
@@ -939,7 +1081,7 @@ impl<'o> Loader<'o> {
                 }
                 Value::Unknown => return self.fail(Diagnostic::error("`for_each` is not known until apply").at(fe.expr_span).label("for_each must be known at plan time")),
                 other => {
-                    return self.fail(Diagnostic::error(format!("`for_each` needs a map or a set of strings, got {} {other}", other.type_name())).at(fe.expr_span));
+                    return self.fail(Diagnostic::error(format!("`for_each` needs a map or a set of strings, got {}", described(&other))).at(fe.expr_span));
                 }
             };
             for (k, v) in pairs {

@@ -26,7 +26,29 @@ pub enum Value {
     Unknown,
 }
 
+/// How deeply lists, sets and maps may nest in a value built by the
+/// configuration (the parser already stops at 64 levels per expression).
+pub const MAX_DEPTH: usize = 256;
+
 impl Value {
+    /// Whether lists, sets and maps nest more than `limit` levels (walked
+    /// with an explicit stack: the point is to never recurse that deep).
+    pub fn deeper_than(&self, limit: usize) -> bool {
+        let mut stack: Vec<(&Value, usize)> = vec![(self, 0)];
+        while let Some((v, d)) = stack.pop() {
+            let children: Box<dyn Iterator<Item = &Value>> = match v {
+                Value::List(xs) | Value::Set(xs) => Box::new(xs.iter()),
+                Value::Map(m) => Box::new(m.values()),
+                _ => continue,
+            };
+            if d >= limit {
+                return true;
+            }
+            stack.extend(children.map(|c| (c, d + 1)));
+        }
+        false
+    }
+
     /// Builds a set: sorts and removes duplicates.
     pub fn set(mut items: Vec<Value>) -> Value {
         items.sort_by_cached_key(Value::sort_key);
