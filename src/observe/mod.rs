@@ -69,28 +69,52 @@ impl Observed {
         self.links.get(name).and_then(Link::owner).map(|(s, a)| (s.to_string(), a.to_string()))
     }
 
-    /// A stable fingerprint of the observed state (plan files refuse to apply
-    /// when the host changed since).
-    pub fn fingerprint(&self) -> String {
+    /// A stable fingerprint of the part of the host a stack's plan depends
+    /// on (plan files refuse to apply when it changed since): objects that
+    /// carry the stack's marker, objects with a name in `wanted` (what the
+    /// configuration would create: conflicts), and the stack's files. Other
+    /// stacks' and unrelated objects do not count, so a busy host does not
+    /// invalidate every saved plan.
+    pub fn fingerprint(&self, stack: &str, wanted: &std::collections::BTreeSet<String>) -> String {
         use sha2::Digest;
+        let mine = |marker: Option<&str>| marker.is_some_and(|m| m.strip_prefix("virtform:").and_then(|r| r.split_once(':')).is_some_and(|(s, _)| s == stack));
         let mut h = sha2::Sha256::new();
         for (n, l) in &self.links {
-            h.update(format!("link {n} {:?} {:?} {} {} {:?} {:?}\n", l.kind, l.alias, l.mtu, l.up, l.master, l.addrs).as_bytes());
+            if !wanted.contains(n) && !mine(l.alias.as_deref()) {
+                continue;
+            }
+            h.update(format!("link {n} {:?} {:?} {} {} {:?} {:?} {} {:?}\n", l.kind, l.alias, l.mtu, l.up, l.master, l.addrs, l.promisc, l.veth_peer).as_bytes());
             if let Some(b) = &l.bridge {
                 h.update(format!(" {} {}\n", b.stp, b.forward_delay_cs).as_bytes());
             }
         }
         for (n, d) in &self.domains {
+            if !wanted.contains(n) && d.marker.as_ref().is_none_or(|m| m.0 != stack) {
+                continue;
+            }
             h.update(format!("domain {n} {} {} {:?}\n", d.running, d.autostart, d.marker).as_bytes());
             if let Some(def) = &d.def {
                 h.update(def.normalized_xml().as_bytes());
             }
         }
+        let net_prefix = format!("vf-{stack}-");
         for (n, net) in &self.networks {
+            if !wanted.contains(n) && !n.starts_with(&net_prefix) {
+                continue;
+            }
             h.update(format!("network {n} {} {} {} {:?}\n", net.uuid, net.active, net.autostart, net.def).as_bytes());
         }
         if let Some(ovs) = &self.ovs {
-            h.update(format!("ovs {ovs:?}\n").as_bytes());
+            for (n, b) in &ovs.bridges {
+                if wanted.contains(n) || mine(ovs.bridge_marker(n)) {
+                    h.update(format!("ovs bridge {n} {:?}\n", b).as_bytes());
+                }
+            }
+            for (n, p) in &ovs.ports {
+                if wanted.contains(n) || mine(ovs.port_marker(n)) {
+                    h.update(format!("ovs port {n} {:?}\n", p).as_bytes());
+                }
+            }
         }
         for (p, f) in &self.files {
             h.update(format!("file {p} {:?} {} {:?}\n", f.format, f.virtual_size, f.backing_file).as_bytes());

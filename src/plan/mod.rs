@@ -156,8 +156,9 @@ pub struct PlanOptions {
 
 /// Computes the plan. Pure.
 pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
-    let mut p = Planner { cfg, obs, opts, out: Plan { stack: cfg.stack.clone(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: obs.fingerprint() } };
+    let mut p = Planner { cfg, obs, opts, out: Plan { stack: cfg.stack.clone(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
     p.run();
+    p.out.fingerprint = obs.fingerprint(&cfg.stack, &p.wanted_names());
     p.out
 }
 
@@ -173,6 +174,30 @@ fn change(attr: &str, before: impl ToString, after: impl ToString, landing: Land
 }
 
 impl Planner<'_> {
+    /// The host object names the configuration would create (a foreign
+    /// object with one of them is a conflict, so it matters to the plan).
+    fn wanted_names(&self) -> BTreeSet<String> {
+        let mut w = BTreeSet::new();
+        for r in &self.cfg.resources {
+            match &r.spec {
+                Spec::Network(n) => {
+                    w.insert(n.bridge_name().to_string());
+                    w.insert(desired::libvirt_network_name(&self.cfg.stack, &r.address.to_string()));
+                }
+                Spec::Port(p) => {
+                    for prefix in ["qbr", "qvb", "qvo", "tap"] {
+                        w.insert(p.dev(prefix));
+                    }
+                }
+                Spec::Instance(i) => {
+                    w.insert(i.domain_name().to_string());
+                }
+                _ => {}
+            }
+        }
+        w
+    }
+
     fn lowering(&self) -> Lowering<'_> {
         Lowering { cfg: self.cfg, state_dir: &self.opts.state_dir, kvm_usable: self.opts.kvm_usable, source_hashes: &self.obs.source_hashes }
     }
