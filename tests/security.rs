@@ -745,14 +745,12 @@ fn sensitive_values_are_never_shown() {
     assert!(leaks.is_empty(), "{} problems:\n\n{}", leaks.len(), leaks.join("\n\n"));
 }
 
-/// KNOWN BUG (src/plan/mod.rs, `Planner::instance`: `rc.xml_diff` is built
-/// from the normalized domain XML, `<cmdline>` included, whatever
-/// `r.sensitive` says): when a sensitive value in an instance's cmdline
-/// changes, the text plan (`plan`, and `apply` before it asks) prints both
-/// the old and the new secret in the XML diff under the instance, although
-/// the attribute line itself says `(sensitive value) -> (sensitive value)`.
+/// When a sensitive value in an instance's cmdline changes, the text plan
+/// (`plan`, and `apply` before it asks) shows neither the old nor the new
+/// secret: the attribute line says `(sensitive value) -> (sensitive value)`
+/// and the XML diff under the instance masks `<cmdline>` (fixed in
+/// `Planner::instance`; it printed both secrets before).
 #[test]
-#[ignore = "known bug in src/plan/mod.rs: the XML diff of an instance shows a sensitive cmdline"]
 fn sensitive_change_is_hidden_in_the_plan_diff() {
     let st = SecretStack::new("b");
     let s1 = format!("vfSECRET-{}-d1f", pid());

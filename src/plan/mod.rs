@@ -542,10 +542,30 @@ impl Planner<'_> {
                         continue;
                     }
                     let landing = field_landing(f, &want, def, &self.opts.state_dir.join(&self.cfg.stack).join("volumes"));
-                    rc.changes.push(AttrChange { attr: f.clone(), before, after, landing, outside, sensitive: r.sensitive.iter().any(|s| s == "cmdline" && f == "cmdline") });
+                    rc.changes.push(AttrChange { attr: f.clone(), before, after, landing, outside, sensitive: r.sensitive.iter().any(|s| s == f) });
                 }
                 if !fields.is_empty() {
-                    let (a, b) = crate::xml::domain::normalized_pair(&desired, def);
+                    // Sensitive values never reach the diff.
+                    let hidden = |d: &crate::xml::domain::ObservedDomain| {
+                        let mut d = d.clone();
+                        let secret = |a: &str| r.sensitive.iter().any(|s| s == a);
+                        let mask = |v: &mut Option<String>| {
+                            if v.is_some() {
+                                *v = Some("(sensitive value)".into());
+                            }
+                        };
+                        if secret("cmdline") {
+                            mask(&mut d.cmdline);
+                        }
+                        if secret("kernel") {
+                            mask(&mut d.kernel);
+                        }
+                        if secret("initrd") {
+                            mask(&mut d.initrd);
+                        }
+                        d
+                    };
+                    let (a, b) = crate::xml::domain::normalized_pair(&hidden(&desired), &hidden(def));
                     // The marker's spec hash always differs when anything does: noise.
                     let strip = |t: &str| t.lines().filter(|l| !l.trim_start().starts_with("<marker ")).map(|l| format!("{l}\n")).collect::<String>();
                     let (a, b) = (strip(&a), strip(&b));
