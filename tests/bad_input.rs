@@ -877,7 +877,8 @@ fn run_plan_case(case: &PlanCase, fx: &PlanFixture, scratch: &Path) -> Result<()
                 fs::create_dir(&file).unwrap();
             }
         }
-        let dummy = format!("vfbx{}", pid());
+        // A host change the plan depends on: a link with the name it wants.
+        let dummy = fx.bridge.clone();
         if case.touch_host {
             run("ip", &["link", "add", "name", &dummy, "type", "bridge"]).must();
         }

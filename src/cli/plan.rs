@@ -140,8 +140,11 @@ fn connect(g: &Global, cfg: Configuration) -> Result<Session, ExitCode> {
     Ok(Session { cfg, libvirt, observed, kvm })
 }
 
-fn make_plan(g: &Global, s: &Session, destroy: bool, replace: &[String], targets: &[String]) -> Plan {
-    plan::plan(&s.cfg, &s.observed, &PlanOptions { destroy, replace: replace.to_vec(), state_dir: g.state_dir.clone(), kvm_usable: s.kvm, targets: targets.to_vec() })
+/// `fingerprint`: whether the plan needs the host's fingerprint (saved
+/// plans and `--json`); hashing every owned domain's definition costs time
+/// on large hosts, so plain plans and applies skip it.
+fn make_plan(g: &Global, s: &Session, destroy: bool, replace: &[String], targets: &[String], fingerprint: bool) -> Plan {
+    plan::plan(&s.cfg, &s.observed, &PlanOptions { destroy, replace: replace.to_vec(), state_dir: g.state_dir.clone(), kvm_usable: s.kvm, targets: targets.to_vec(), fingerprint })
 }
 
 pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
@@ -149,7 +152,7 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let p = make_plan(g, &s, a.destroy, &a.replace, &a.target);
+    let p = make_plan(g, &s, a.destroy, &a.replace, &a.target, a.out.is_some() || a.json);
     if let Some(out) = &a.out {
         let dir = std::fs::canonicalize(&s.cfg.dir).unwrap_or(s.cfg.dir.clone());
         let pf = PlanFile {
@@ -205,7 +208,7 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         eprintln!("error: no configuration to apply in {}", s.cfg.dir.display());
         return ExitCode::from(1);
     }
-    let p = make_plan(g, &s, destroy, &a.replace, &a.target);
+    let p = make_plan(g, &s, destroy, &a.replace, &a.target, false);
     execute(g, &a, s, p, destroy, true)
 }
 
@@ -342,7 +345,7 @@ fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path, destroy: bool) 
             return c;
         }
     };
-    let p = make_plan(&g2, &s, pf.destroy, &pf.replace, &pf.targets);
+    let p = make_plan(&g2, &s, pf.destroy, &pf.replace, &pf.targets, true);
     if p.fingerprint != pf.fingerprint {
         eprintln!("error: the host changed since this plan was made ({}); nothing was changed. Run `virtform plan` again.", file.display());
         return ExitCode::from(1);

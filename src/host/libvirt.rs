@@ -519,7 +519,12 @@ fn domain_info(d: &Domain, state: DomainState, autostart: bool, persistent: bool
         state,
         autostart,
         persistent,
-        marker: read_marker(&xml),
+        // The parsed definition carries the marker; the separate (second)
+        // parse only when the definition could not be parsed as a whole.
+        marker: match &observed {
+            Some(o) => o.marker.clone(),
+            None => read_marker(&xml),
+        },
         inactive_xml: xml,
         observed,
         parse_error,

@@ -152,13 +152,17 @@ pub struct PlanOptions {
     /// Only these resources (block `instance.web` or instance `disk.root[0]`
     /// addresses) and what they depend on.
     pub targets: Vec<String>,
+    /// Compute the host fingerprint (saved plans, `--json`); empty otherwise.
+    pub fingerprint: bool,
 }
 
 /// Computes the plan. Pure.
 pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
     let mut p = Planner { cfg, obs, opts, out: Plan { stack: cfg.stack.clone(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
     p.run();
-    p.out.fingerprint = obs.fingerprint(&cfg.stack, &p.wanted_names());
+    if opts.fingerprint {
+        p.out.fingerprint = obs.fingerprint(&cfg.stack, &p.wanted_names());
+    }
     p.out
 }
 
