@@ -522,20 +522,18 @@ struct StackLock {
     dir: PathBuf,
     /// This run created the stack directory (to hold the lock).
     created_dir: bool,
-    /// This run created the lock file.
-    created_file: bool,
 }
 
 impl Drop for StackLock {
-    /// A run removes the lock file it created, and the stack directory it
-    /// created when nothing else is in it, so a refused or failed apply
-    /// leaves the state dir as it found it. Done while the lock is still
-    /// held; a waiter then finds its lock file unlinked and retries
+    /// A run removes the lock file (whoever created it: a run killed
+    /// while holding the lock leaves its file behind, and the next run
+    /// takes it over and removes it), and the stack directory it created
+    /// when nothing else is in it, so a refused or failed apply leaves the
+    /// state dir as it found it. Done while the lock is still held; a
+    /// waiter then finds its lock file unlinked and retries
     /// ([`lock_stack`]).
     fn drop(&mut self) {
-        if self.created_file {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        let _ = std::fs::remove_file(&self.path);
         if self.created_dir {
             // Fails, as it should, unless the directory is empty.
             let _ = std::fs::remove_dir(&self.dir);
@@ -557,10 +555,8 @@ fn lock_stack(g: &Global, stack: &str) -> Result<StackLock, ExitCode> {
     let path = dir.join(".lock");
     let mut said_waiting = false;
     let mut created_dir = false;
-    let mut created_file = false;
     loop {
         created_dir |= !dir.exists();
-        created_file |= !path.exists();
         if let Err(e) = crate::host::disks::ensure_dir(&dir) {
             eprintln!("error: {e}");
             return Err(ExitCode::from(1));
@@ -589,7 +585,7 @@ fn lock_stack(g: &Global, stack: &str) -> Result<StackLock, ExitCode> {
         let locked = f.metadata().map(|m| (m.dev(), m.ino())).ok();
         let current = std::fs::metadata(&path).map(|m| (m.dev(), m.ino())).ok();
         if locked.is_some() && locked == current {
-            return Ok(StackLock { _file: f, path, dir, created_dir, created_file });
+            return Ok(StackLock { _file: f, path, dir, created_dir });
         }
         // Unlinked by the previous holder: drop this lock and take the current file's.
     }
