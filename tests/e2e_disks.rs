@@ -85,9 +85,9 @@ fn fetch_local_image_then_hit() {
     assert_eq!(first.info.virtual_size, 64 * MIB);
     assert_eq!(first.info.backing_file, None);
     assert_eq!(fs::read(&first.path).unwrap(), fs::read(&img).unwrap());
-    assert_eq!(mode(&first.path), 0o644);
-    assert_eq!(mode(&cache), 0o755);
-    assert_eq!(mode(&d.path().join("state")), 0o755);
+    assert_eq!(mode(&first.path), 0o600);
+    assert_eq!(mode(&cache), 0o711);
+    assert_eq!(mode(&d.path().join("state")), 0o711);
     assert_clean_cache(&cache, &[&sha]);
 
     let t = Instant::now();
@@ -290,9 +290,9 @@ fn overlays_grow_and_never_shrink() {
     assert_eq!(q["backing-filename-format"].as_str(), Some("qcow2"));
     assert_eq!(q["virtual-size"].as_u64(), Some(128 * MIB));
     must("qemu-img", &["check", "-q", "-f", "qcow2", s(&root)]);
-    assert_eq!(mode(&root), 0o644);
-    assert_eq!(mode(&state.join("demo")), 0o755);
-    assert_eq!(mode(&state.join("demo/disks")), 0o755);
+    assert_eq!(mode(&root), 0o600);
+    assert_eq!(mode(&state.join("demo")), 0o711);
+    assert_eq!(mode(&state.join("demo/disks")), 0o711);
     let info: ImageInfo = disks::inspect(&root).unwrap();
     assert_eq!(info.backing_file.as_deref(), Some(s(&base.path)));
     assert_eq!(info.virtual_size, 128 * MIB);
@@ -345,7 +345,7 @@ fn blank_disks_swap_and_filesystems() {
     disks::create_blank(&raw, DiskFormat::Raw, 64 * MIB).unwrap();
     disks::create_blank(&raw, DiskFormat::Raw, 64 * MIB).unwrap(); // idempotent
     assert_eq!(fs::metadata(&raw).unwrap().len(), 64 * MIB);
-    assert_eq!(mode(&raw), 0o644);
+    assert_eq!(mode(&raw), 0o600);
     disks::format_filesystem(&raw, Filesystem::Ext4, Some("scratch")).unwrap();
     let b = fs::read(&raw).unwrap();
     assert_eq!(&b[1080..1082], &[0x53, 0xef], "ext2/3/4 superblock magic");
@@ -359,7 +359,7 @@ fn blank_disks_swap_and_filesystems() {
     disks::format_swap(&swap, Some("swap0")).unwrap();
     let info = disks::inspect(&swap).unwrap();
     assert_eq!((info.format, info.virtual_size, info.backing_file), (ImageFormat::Qcow2, 32 * MIB, None));
-    assert_eq!(mode(&swap), 0o644);
+    assert_eq!(mode(&swap), 0o600);
     let flat = d.path().join("flat.raw");
     must("qemu-img", &["convert", "-f", "qcow2", "-O", "raw", s(&swap), s(&flat)]);
     let b = fs::read(&flat).unwrap();
@@ -462,7 +462,7 @@ fn fetch_over_http() {
     let got = disks::fetch_image(&cache, &url, Some(&sha), ImageFormat::Qcow2).unwrap();
     assert!(got.fetched);
     assert_eq!(fs::read(&got.path).unwrap(), fs::read(&img).unwrap());
-    assert_eq!(mode(&got.path), 0o644);
+    assert_eq!(mode(&got.path), 0o600);
     assert_clean_cache(&cache, &[&sha]);
 
     // A hit needs no network: stop the server first.

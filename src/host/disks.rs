@@ -19,8 +19,10 @@
 //!   download and never collide. The lock file is removed by its holder
 //!   (with an inode re-check on acquisition, so removal cannot race).
 //! - Nothing unverified comes from the network: http(s) fetches need a sha256.
-//! - Directories are created 0755 and files 0644 regardless of the umask, so
-//!   libvirt's qemu user can traverse and read them.
+//! - Directories are created 0711 and files 0600 regardless of the umask:
+//!   guests' data is readable by root only; libvirt's qemu user traverses
+//!   the directories and gets each file it needs from libvirt's dynamic
+//!   ownership while its domain runs.
 //! - Callers compute paths under the state dir with [`state_path`], which
 //!   refuses `..`, absolute paths and symlinks leading outside the root.
 
@@ -45,8 +47,13 @@ pub const QCOW2_KNOWN_INCOMPATIBLE: u64 = 0b1_1111;
 const INCOMPAT_DIRTY: u64 = 1 << 0;
 const INCOMPAT_CORRUPT: u64 = 1 << 1;
 const INCOMPAT_DATA_FILE: u64 = 1 << 2;
-const FILE_MODE: u32 = 0o644;
-const DIR_MODE: u32 = 0o755;
+/// Files hold guests' data: readable by root only. libvirt's DAC driver
+/// (dynamic ownership) hands each disk, overlay and backing image to the
+/// qemu user while a domain runs and gives it back when it stops.
+const FILE_MODE: u32 = 0o600;
+/// Directories: qemu (libvirt-qemu) must traverse them to the files libvirt
+/// hands it; nobody else may list them.
+const DIR_MODE: u32 = 0o711;
 const BUF: usize = 1 << 20;
 
 /// What [`inspect`] found in an image file.
@@ -480,7 +487,7 @@ fn check_local_source(source: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Copies `src` to `dst` (created 0644, new), hashing what it reads; runs of
+/// Copies `src` to `dst` (created 0600, new), hashing what it reads; runs of
 /// zeros become holes, so sparse raw images stay sparse. Returns the sha256.
 fn copy_hashing(src: &Path, dst: &Path) -> Result<String, HostError> {
     let rerr = |e: io::Error| HostError::new("fetch image", src.display().to_string(), format!("cannot read: {e}"));
@@ -646,7 +653,7 @@ pub fn state_path(root: &Path, rel: &Path) -> Result<PathBuf, HostError> {
     Ok(root.join(rel))
 }
 
-/// Creates `dir` and its missing parents with mode 0755 (whatever the umask).
+/// Creates `dir` and its missing parents with mode 0711 (whatever the umask).
 pub fn ensure_dir(dir: &Path) -> Result<(), HostError> {
     let err = |p: &Path, e: io::Error| HostError::new("create directory", p.display().to_string(), e.to_string());
     let mut missing = Vec::new();
@@ -683,7 +690,7 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-/// fsyncs `part`, makes it 0644, renames it to `dst` and fsyncs the directory.
+/// fsyncs `part`, makes it 0600, renames it to `dst` and fsyncs the directory.
 fn finish_file(part: &Path, dst: &Path) -> io::Result<()> {
     let f = OpenOptions::new().write(true).open(part)?;
     f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
@@ -1108,7 +1115,7 @@ mod tests {
         ensure_dir(&deep).unwrap();
         ensure_dir(&deep).unwrap();
         for p in [d.path().join("a"), d.path().join("a/b"), deep] {
-            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o755);
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o711);
         }
         std::fs::write(d.path().join("f"), b"").unwrap();
         assert!(ensure_dir(&d.path().join("f/g")).is_err());
@@ -1137,7 +1144,7 @@ mod tests {
         assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
         let m = std::fs::metadata(&dst).unwrap();
         assert!(m.blocks() * 512 <= 256 << 10, "copy is not sparse: {} bytes allocated", m.blocks() * 512);
-        assert_eq!(m.permissions().mode() & 0o777, 0o644);
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
     }
 
     /// Prints inspect vs `qemu-img info` timings (`cargo test -- --nocapture`).
