@@ -1350,9 +1350,12 @@ mod tests {
         let (report, _) = f.run(1);
         assert!(report.ok(), "{}", report.render());
         assert_eq!(f.probe.max_running(), 1);
+        // The wait was running while the short steps ran (it returned only
+        // after they finished, and report.ok() says it did not time out);
+        // when its thread got the CPU relative to them is up to the OS, so
+        // no assertion on its start time (it flaked on a loaded CI host).
         for i in 1..=5 {
-            assert!(f.probe.start(0) < f.probe.end(i), "the wait was running while short{i} ran");
-            assert!(f.probe.end(i) < f.probe.end(0), "short{i} finished while the wait was still running");
+            assert!(f.probe.end(i) < f.probe.end(0), "the wait finished before short{i}");
         }
     }
 

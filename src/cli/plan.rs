@@ -153,7 +153,8 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
         Err(c) => return c,
     };
     let p = make_plan(g, &s, a.destroy, &a.replace, &a.target, a.out.is_some() || a.json);
-    if let Some(out) = &a.out {
+    let refused = !p.errors.is_empty() || !p.conflicts.is_empty();
+    if let (Some(out), false) = (&a.out, refused) {
         let dir = std::fs::canonicalize(&s.cfg.dir).unwrap_or(s.cfg.dir.clone());
         let pf = PlanFile {
             format_version: PLAN_FILE_FORMAT.into(),
@@ -179,7 +180,10 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
     } else {
         print!("{}", render::text(&p, g.color_stdout()));
     }
-    if !p.errors.is_empty() || !p.conflicts.is_empty() {
+    if refused {
+        if let Some(out) = &a.out {
+            eprintln!("error: no plan file written to {}: apply would refuse this plan (see above)", out.display());
+        }
         return ExitCode::from(1);
     }
     if a.detailed_exitcode && p.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS }

@@ -28,6 +28,9 @@ impl Size {
         if t.is_empty() {
             return Err("a size must not be empty; write e.g. \"512M\" or \"10G\"".into());
         }
+        if t.starts_with('-') {
+            return Err(format!("\"{s}\" is negative; a size is at least 0, e.g. \"512M\" or \"10G\""));
+        }
         let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let unit = unit.trim();
@@ -422,8 +425,15 @@ impl IfName {
                 Self::MAX
             ));
         }
-        if s == "." || s == ".." || s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
-            return Err(format!("\"{s}\" is not a valid interface name (no '/', ':', spaces)"));
+        // Linux itself refuses only '/', ':' and whitespace; the rest of what
+        // it accepts breaks the tools around it (`ip` reads a leading '-' as
+        // an option, `name@peer` is its own notation, quotes and '#' do not
+        // survive configuration files of other tools): refused here, with
+        // the location, not at apply.
+        if s == "." || s == ".." || s.starts_with('-') || !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            return Err(format!(
+                "{s:?} is not a valid interface name: use letters, digits, '_', '-' and '.', not starting with '-'"
+            ));
         }
         Ok(IfName(s.to_string()))
     }
@@ -447,7 +457,7 @@ impl JsonSchema for IfName {
         "IfName".into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "string", "minLength": 1, "maxLength": 15, "pattern": "^[^/:\\s]+$", "description": "A Linux interface name (at most 15 characters)."})
+        json_schema!({"type": "string", "minLength": 1, "maxLength": 15, "pattern": "^[A-Za-z0-9_.][A-Za-z0-9_.-]*$", "description": "A Linux interface name (at most 15 characters)."})
     }
 }
 
@@ -543,6 +553,7 @@ mod tests {
         assert!(Size::parse("99999999999999T").unwrap_err().contains("too large"));
         assert!(Size::parse("").is_err());
         assert!(Size::parse("1.2.3G").is_err());
+        assert!(Size::parse("-1G").unwrap_err().contains("negative"), "{:?}", Size::parse("-1G"));
         assert_eq!(Size(3 << 29).to_string(), "1536M");
     }
 
@@ -585,6 +596,13 @@ mod tests {
         assert!(IfName::parse("vf-lan0").is_ok());
         assert!(IfName::parse("a-very-long-bridge").unwrap_err().contains("at most 15"));
         assert!(IfName::parse("a/b").is_err());
+        for ok in ["br-ex", "virbr0", "eth0.100", "qbr0123456789a", "_x"] {
+            assert!(IfName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["-br", "a#b", "a'b", "a\"b", "a\\b", "a@b", "a$(x)", "a b", "é", "a\u{1}"] {
+            let e = IfName::parse(bad).unwrap_err();
+            assert!(e.contains("not a valid interface name"), "{bad}: {e}");
+        }
     }
 
     #[test]

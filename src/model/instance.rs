@@ -216,6 +216,16 @@ impl Instance {
                 }
             }
         }
+        // Control characters (XML cannot carry most of them) are refused here
+        // rather than rewritten on the way to libvirt; a command line may hold
+        // the whitespace ones (a heredoc's newline), which the kernel reads as
+        // spaces.
+        for (f, v) in [("kernel", &self.kernel), ("initrd", &self.initrd), ("cmdline", &self.cmdline)] {
+            let bad = |c: &char| c.is_control() && !(f == "cmdline" && matches!(c, '\t' | '\n' | '\r'));
+            if let Some(c) = v.as_deref().and_then(|v| v.chars().find(bad)) {
+                errs.push(FieldError::new(f, format!("`{f}` contains the control character {c:?}; remove it")));
+            }
+        }
         for p in [&mut self.kernel, &mut self.initrd].into_iter().flatten() {
             *p = resolve_path(ctx, p);
         }

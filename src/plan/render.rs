@@ -65,7 +65,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
         out.push('\n');
     }
     let changes: Vec<&ResourceChange> = plan.changes.iter().filter(|c| c.action != Action::NoOp).collect();
-    if changes.is_empty() {
+    if changes.is_empty() && !plan.errors.is_empty() {
+        // Errors below: "No changes" would read as "the host matches".
+    } else if changes.is_empty() {
         out.push_str("No changes. The host matches the configuration.\n");
     } else {
         out.push_str("virtform will perform the following actions:\n\n");
