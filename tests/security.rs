@@ -404,7 +404,7 @@ fn check_accepted(cfg: &config::Configuration, state: &Path, field: &Field, valu
             Spec::Network(n) => {
                 let b = DesiredBridge::from_network(n);
                 if let Err(e) = virtform::host::links::check_name(&b.name) {
-                    problems.push(format!("KNOWN: network bridge {:?} is accepted by the configuration but refused by the host layer only at apply: {e}", b.name));
+                    problems.push(format!("network bridge {:?} is accepted by the configuration but refused by the host layer only at apply: {e}", b.name));
                 }
             }
             Spec::Disk(_) => {
@@ -462,7 +462,7 @@ fn check_accepted(cfg: &config::Configuration, state: &Path, field: &Field, valu
         // src/xml replaces what XML 1.0 cannot carry (C0 controls) with U+FFFD.
         let replaced: String = value.chars().map(|c| if matches!(c as u32, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF) { c } else { '\u{FFFD}' }).collect();
         if replaced != value && all_values.iter().any(|v| v.contains(&replaced)) {
-            problems.push(format!("KNOWN: accepted, but written to the XML as {replaced:?}: the domain does not get the configured value"));
+            problems.push(format!("accepted, but written to the XML as {replaced:?}: the domain does not get the configured value"));
         } else {
             problems.push(format!("the accepted value {value:?} does not appear intact in the domain XML (decoded values: {all_values:?})"));
         }
@@ -474,7 +474,6 @@ fn check_accepted(cfg: &config::Configuration, state: &Path, field: &Field, valu
 fn hostile_strings_are_rejected_or_escaped() {
     let state = PathBuf::from("/var/lib/virtform-hostile-test-state");
     let mut failures = Vec::new();
-    let mut known = Vec::new();
     let (mut accepted, mut rejected) = (0, 0);
     for field in fields() {
         for (case, value) in HOSTILE {
@@ -507,21 +506,12 @@ fn hostile_strings_are_rejected_or_escaped() {
                     if problems.is_empty() {
                         continue;
                     }
-                    let entry = format!("{what}:\n  {}", problems.join("\n  "));
-                    // Known bugs outside this test's reach are printed, not failed (see the report).
-                    if problems.iter().all(|p| p.starts_with("KNOWN:")) {
-                        known.push(entry);
-                    } else {
-                        failures.push(entry);
-                    }
+                    failures.push(format!("{what}:\n  {}", problems.join("\n  ")));
                 }
             }
         }
     }
-    eprintln!("[security] hostile strings: {accepted} accepted (checked), {rejected} rejected with a location, {} known issues", known.len());
-    for k in &known {
-        eprintln!("[security] known issue: {k}");
-    }
+    eprintln!("[security] hostile strings: {accepted} accepted (checked), {rejected} rejected with a location");
     assert!(failures.is_empty(), "{} hostile-string failures:\n\n{}", failures.len(), failures.join("\n\n"));
 }
 
@@ -679,7 +669,7 @@ fn sensitive_values_are_never_shown() {
     assert!(domain_names().contains(&st.domain), "apply did not define {}:\n{}", st.domain, apply.show());
     check("apply --json (nothing to do)", &st.vf(&secret, &["apply", "--json", "--auto-approve"]), true);
     // A new secret: an update of the cmdline, as JSON progress lines (the
-    // text plan's XML diff is the known bug of the ignored test below).
+    // text plan's XML diff: `sensitive_change_is_hidden_in_the_plan_diff`).
     let up = st.vf(&secret2, &["-vv", "apply", "--json", "--auto-approve"]);
     check("apply --json (update)", &up, true);
     let xml = virsh(&["dumpxml", "--inactive", &st.domain]).must().stdout;

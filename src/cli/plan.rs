@@ -122,21 +122,69 @@ fn load_or_empty(g: &Global, dir: PathBuf) -> Result<Configuration, ExitCode> {
     }
 }
 
+/// Loads the configuration and observes the host, at the same time: the
+/// load is CPU work, the host reads are waits on libvirtd, `ip` and
+/// `ovs-vsctl`. Only the stack's files need the configuration; they are
+/// scanned once it is loaded. For commands that hold no lock (`plan`, `show`).
+/// A configuration error is reported alone (the host's is not printed).
 fn open(g: &Global, dir: Option<PathBuf>) -> Result<Session, ExitCode> {
-    connect(g, load_or_empty(g, dir_or_cwd(dir))?)
+    let dir = dir_or_cwd(dir);
+    let (cfg, host) = std::thread::scope(|s| {
+        let host = s.spawn(|| -> Result<(VirtLibvirt, bool, Observed), HostFailure> {
+            let libvirt = VirtLibvirt::open(&g.connect).map_err(HostFailure::Connect)?;
+            let kvm = libvirt.kvm_usable();
+            let observed = observe::observe_host(&IpLinks, &libvirt, &Vsctl::default()).map_err(HostFailure::Read)?;
+            Ok((libvirt, kvm, observed))
+        });
+        let cfg = load_or_empty(g, dir);
+        (cfg, host.join())
+    });
+    let cfg = cfg?;
+    let (libvirt, kvm, mut observed) = host.unwrap_or(Err(HostFailure::Panic)).map_err(HostFailure::report)?;
+    let (files, hashes) = observe::scan_files(&cfg, &g.state_dir).map_err(|e| HostFailure::Read(e).report())?;
+    observed.files = files;
+    observed.source_hashes = hashes;
+    Ok(Session { cfg, libvirt, observed, kvm })
 }
 
-/// Connects to the host and observes it for a loaded configuration.
-fn connect(g: &Global, cfg: Configuration) -> Result<Session, ExitCode> {
-    let libvirt = VirtLibvirt::open(&g.connect).map_err(|e| {
-        eprintln!("error: {e}");
+/// Why the host could not be read; printed only once the configuration loaded.
+enum HostFailure {
+    Connect(crate::host::HostError),
+    Read(crate::host::HostError),
+    Panic,
+}
+
+impl HostFailure {
+    fn report(self) -> ExitCode {
+        match self {
+            HostFailure::Connect(e) => eprintln!("error: {e}"),
+            HostFailure::Read(e) => eprintln!("error: cannot read the host: {e}"),
+            HostFailure::Panic => eprintln!("error: cannot read the host: the reading thread panicked"),
+        }
         ExitCode::from(1)
-    })?;
-    let kvm = libvirt.kvm_usable();
-    let observed = observe::observe(&IpLinks, &libvirt, &Vsctl::default(), &cfg, &g.state_dir).map_err(|e| {
-        eprintln!("error: cannot read the host: {e}");
-        ExitCode::from(1)
-    })?;
+    }
+}
+
+/// Opens the libvirt connection and checks KVM while the configuration
+/// loads (an apply observes only under the stack's lock, after the load).
+fn load_and_connect(g: &Global, dir: PathBuf) -> Result<(Configuration, (VirtLibvirt, bool)), ExitCode> {
+    let (cfg, conn) = std::thread::scope(|s| {
+        let conn = s.spawn(|| -> Result<(VirtLibvirt, bool), HostFailure> {
+            let libvirt = VirtLibvirt::open(&g.connect).map_err(HostFailure::Connect)?;
+            let kvm = libvirt.kvm_usable();
+            Ok((libvirt, kvm))
+        });
+        (load_or_empty(g, dir), conn.join())
+    });
+    let cfg = cfg?;
+    let conn = conn.unwrap_or(Err(HostFailure::Panic)).map_err(HostFailure::report)?;
+    Ok((cfg, conn))
+}
+
+/// Observes the host for a loaded configuration, over a connection opened
+/// beforehand (with whether KVM is usable).
+fn connect(g: &Global, cfg: Configuration, (libvirt, kvm): (VirtLibvirt, bool)) -> Result<Session, ExitCode> {
+    let observed = observe::observe(&IpLinks, &libvirt, &Vsctl::default(), &cfg, &g.state_dir).map_err(|e| HostFailure::Read(e).report())?;
     Ok(Session { cfg, libvirt, observed, kvm })
 }
 
@@ -195,8 +243,8 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         return apply_saved(g, a, &dir, destroy);
     }
     // Load first (to know the stack), lock, then observe under the lock.
-    let cfg = match load_or_empty(g, dir.clone()) {
-        Ok(c) => c,
+    let (cfg, conn) = match load_and_connect(g, dir.clone()) {
+        Ok(x) => x,
         Err(c) => return c,
     };
     let _lock = match lock_stack(g, &cfg.stack) {
@@ -204,7 +252,7 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         Err(c) => return c,
     };
     // The lock is held for the whole observe, plan and apply.
-    let s = match connect(g, cfg) {
+    let s = match connect(g, cfg, conn) {
         Ok(s) => s,
         Err(c) => return c,
     };

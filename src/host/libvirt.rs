@@ -318,13 +318,25 @@ fn host_err(op: &str, object: &str, e: &VirtError) -> HostError {
 
 // ---------------------------------------------------------------- the adapter
 
-/// The libvirt connection (one per process is enough; it is shared by
-/// worker threads).
+/// The libvirt connection, shared by worker threads, and a few extra
+/// connections for long operations.
+///
+/// libvirtd serves at most `max_client_requests` (default 5) calls of one
+/// client at a time; a domain start under TCG holds its call for seconds, so
+/// ten parallel starts over one connection went in waves of about three
+/// (BENCHMARKS.md, "Starting guests"). Long calls ([`Self::call_long`]) take
+/// an extra connection of their own when one is idle or can be opened (up to
+/// [`LONG_CONNECTIONS`]), and fall back to the shared one otherwise.
 #[derive(Debug)]
 pub struct VirtLibvirt {
     uri: String,
     state: RwLock<ConnState>,
+    /// Idle extra connections, and how many are open (idle or in use).
+    long: Mutex<(Vec<Connect>, usize)>,
 }
+
+/// Extra connections for long calls (each serves one call at a time).
+const LONG_CONNECTIONS: usize = 8;
 
 #[derive(Debug)]
 struct ConnState {
@@ -356,7 +368,7 @@ impl VirtLibvirt {
     /// Opens a read-write connection (`qemu:///system`, `test:///default`, `qemu+ssh://…`).
     pub fn open(uri: &str) -> Result<Self, HostError> {
         let conn = open_connect(uri)?;
-        Ok(VirtLibvirt { uri: uri.to_string(), state: RwLock::new(ConnState { conn, generation: 0 }) })
+        Ok(VirtLibvirt { uri: uri.to_string(), state: RwLock::new(ConnState { conn, generation: 0 }), long: Mutex::new((Vec::new(), 0)) })
     }
 
     /// The URI this adapter was opened with.
@@ -407,6 +419,52 @@ impl VirtLibvirt {
                     he
                 })?;
                 f(&conn).map_err(|e| host_err(op, object, &e))
+            }
+        }
+    }
+
+    /// [`Self::call`] for a call that may hold libvirtd for seconds (a domain
+    /// start or destroy): on an extra connection of its own when one is idle
+    /// or may be opened, else on the shared one. A failure on an extra
+    /// connection that is dead drops it and runs `f` again through
+    /// [`Self::call`] (which reconnects the shared one when needed).
+    fn call_long<T>(&self, op: &str, object: &str, f: impl Fn(&Connect) -> Result<T, VirtError>) -> Result<T, HostError> {
+        let taken = {
+            let mut g = self.long.lock().unwrap_or_else(|p| p.into_inner());
+            match g.0.pop() {
+                Some(c) => Some(Ok(c)),
+                None if g.1 < LONG_CONNECTIONS => {
+                    g.1 += 1;
+                    Some(Err(()))
+                }
+                None => None,
+            }
+        };
+        let conn = match taken {
+            None => return self.call(op, object, f),
+            Some(Ok(c)) => c,
+            // Opened outside the lock; a failure gives the slot back.
+            Some(Err(())) => match open_connect(&self.uri) {
+                Ok(c) => c,
+                Err(_) => {
+                    self.long.lock().unwrap_or_else(|p| p.into_inner()).1 -= 1;
+                    return self.call(op, object, f);
+                }
+            },
+        };
+        match f(&conn) {
+            Ok(v) => {
+                self.long.lock().unwrap_or_else(|p| p.into_inner()).0.push(conn);
+                Ok(v)
+            }
+            Err(e) if conn.is_alive().unwrap_or(false) => {
+                self.long.lock().unwrap_or_else(|p| p.into_inner()).0.push(conn);
+                Err(host_err(op, object, &e))
+            }
+            Err(_) => {
+                drop(conn);
+                self.long.lock().unwrap_or_else(|p| p.into_inner()).1 -= 1;
+                self.call(op, object, f)
             }
         }
     }
@@ -531,8 +589,9 @@ fn domain_info(d: &Domain, state: DomainState, autostart: bool, persistent: bool
     })
 }
 
-fn uuid_set(ds: Vec<Domain>) -> HashSet<String> {
-    ds.iter().filter_map(|d| d.uuid_string().ok()).collect()
+/// Raw UUIDs: formatting thousands of UUID strings showed in profiles.
+fn uuid_set(ds: Vec<Domain>) -> HashSet<[u8; 16]> {
+    ds.iter().filter_map(|d| d.uuid().ok()).map(|u| *u.as_bytes()).collect()
 }
 
 fn domain_name_of(xml: &str) -> String {
@@ -790,13 +849,15 @@ impl Libvirt for VirtLibvirt {
     fn domains(&self) -> Result<Vec<DomainInfo>, HostError> {
         self.call("list domains", &self.uri, |c| {
             let all = c.list_all_domains(0)?;
+            // States from listings sized by the domains in them (the
+            // listing of all domains already says which are inactive: no
+            // id), so a host of shut-off domains costs no extra full listing.
             let running = uuid_set(c.list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_RUNNING)?);
             let paused = uuid_set(c.list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_PAUSED)?);
-            let shutoff = uuid_set(c.list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_SHUTOFF)?);
             let autostart = uuid_set(c.list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?);
             let transient = uuid_set(c.list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT)?);
             let fetch = |d: &Domain| -> Result<Option<DomainInfo>, VirtError> {
-                let uuid = d.uuid_string()?;
+                let uuid = *d.uuid()?.as_bytes();
                 let xml = match d.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE) {
                     Ok(x) => x,
                     Err(e) if virt_not_found(&e) => return Ok(None), // undefined meanwhile
@@ -806,7 +867,7 @@ impl Libvirt for VirtLibvirt {
                     DomainState::Running
                 } else if paused.contains(&uuid) {
                     DomainState::Paused
-                } else if shutoff.contains(&uuid) {
+                } else if d.id().is_none() {
                     DomainState::Shutoff
                 } else {
                     match domain_state(d) {
@@ -930,7 +991,7 @@ impl Libvirt for VirtLibvirt {
     }
 
     fn start(&self, name: &str) -> Result<(), HostError> {
-        self.call("start domain", name, |c| {
+        self.call_long("start domain", name, |c| {
             let d = c.lookup_domain_by_name(name)?;
             match domain_state(&d)? {
                 DomainState::Running => Ok(()),
@@ -998,7 +1059,7 @@ impl Libvirt for VirtLibvirt {
     }
 
     fn destroy(&self, name: &str) -> Result<(), HostError> {
-        self.call("destroy domain", name, |c| {
+        self.call_long("destroy domain", name, |c| {
             let Some(d) = lookup_domain(c, name)? else { return Ok(()) };
             match d.destroy() {
                 Err(e) if virt_not_found(&e) || (code_is(&e, ErrorNumber::OperationInvalid) && !d.is_active().unwrap_or(true)) => Ok(()),

@@ -188,6 +188,9 @@ impl Instance {
             match (cpu.mode, &cpu.model) {
                 (CpuMode::Custom, None) => errs.push(FieldError::new("cpu.mode", "cpu mode \"custom\" needs `model`").label("e.g. model = \"qemu64\"")),
                 (m, Some(_)) if m != CpuMode::Custom => errs.push(FieldError::new("cpu.model", "`model` applies only to cpu mode \"custom\"")),
+                (_, Some(model)) if model.is_empty() || !model.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+                    errs.push(FieldError::new("cpu.model", format!("{model:?} is not a CPU model name")).label("e.g. \"qemu64\" or \"Skylake-Client\""))
+                }
                 _ => {}
             }
         }

@@ -171,32 +171,43 @@ pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Pat
     Ok((files, hashes))
 }
 
-/// Reads the whole host state the planner needs: one link dump, one domain
-/// listing (inactive XML parsed), and a scan of the stack's files.
-pub fn observe(
+/// Reads the host state that does not depend on the configuration: libvirt
+/// networks, Open vSwitch, the link dump and libvirt domains, each on its own
+/// thread (they wait on different daemons and processes). Errors are
+/// reported in that order, whichever came first.
+pub fn observe_host(
     links: &dyn crate::host::links::LinkHost,
     libvirt: &dyn crate::host::libvirt::Libvirt,
     ovs: &dyn crate::host::ovs::Ovs,
-    cfg: &crate::config::Configuration,
-    state_dir: &std::path::Path,
 ) -> Result<Observed, crate::host::HostError> {
+    use crate::host::HostError;
+    fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, HostError>>, what: &str) -> Result<T, HostError> {
+        h.join().unwrap_or_else(|_| Err(HostError::new("read the host", what, "the reading thread panicked")))
+    }
+    let (networks, ovs_state, link_list, domains) = std::thread::scope(|s| {
+        let networks = s.spawn(|| libvirt.networks());
+        let ovs_state = s.spawn(|| ovs.state());
+        let link_list = s.spawn(|| links.list());
+        let domains = libvirt.domains();
+        (joined(networks, "libvirt networks"), joined(ovs_state, "Open vSwitch"), joined(link_list, "links"), domains)
+    });
     let mut o = Observed::default();
-    for n in libvirt.networks()? {
+    for n in networks? {
         o.networks.insert(n.name.clone(), ActualNetwork { name: n.name, uuid: n.uuid, active: n.active, autostart: n.autostart, def: n.observed });
     }
     // OVS is read when it runs; a configuration that needs it and finds it
     // down gets a plan error saying how to start it.
-    o.ovs = match ovs.state() {
+    o.ovs = match ovs_state {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::debug!("Open vSwitch not available: {e}");
             None
         }
     };
-    for l in links.list()? {
+    for l in link_list? {
         o.links.insert(l.name.clone(), l);
     }
-    for d in libvirt.domains()? {
+    for d in domains? {
         let marker = d.marker.as_ref().map(|m| (m.stack.clone(), m.address.clone(), m.spec_hash.clone()));
         o.domains.insert(
             d.name.clone(),
@@ -209,7 +220,26 @@ pub fn observe(
             },
         );
     }
-    let (files, hashes) = scan_files(cfg, state_dir)?;
+    Ok(o)
+}
+
+/// Reads the whole host state the planner needs: [`observe_host`] and, at
+/// the same time, the stack's files ([`scan_files`]).
+pub fn observe(
+    links: &dyn crate::host::links::LinkHost,
+    libvirt: &dyn crate::host::libvirt::Libvirt,
+    ovs: &dyn crate::host::ovs::Ovs,
+    cfg: &crate::config::Configuration,
+    state_dir: &std::path::Path,
+) -> Result<Observed, crate::host::HostError> {
+    let (host, files) = std::thread::scope(|s| {
+        let files = s.spawn(|| scan_files(cfg, state_dir));
+        let host = observe_host(links, libvirt, ovs);
+        let files = files.join().unwrap_or_else(|_| Err(crate::host::HostError::new("read the host", "state dir", "the reading thread panicked")));
+        (host, files)
+    });
+    let mut o = host?;
+    let (files, hashes) = files?;
     o.files = files;
     o.source_hashes = hashes;
     Ok(o)
