@@ -85,7 +85,7 @@ fn fetch_local_image_then_hit() {
     assert_eq!(first.info.virtual_size, 64 * MIB);
     assert_eq!(first.info.backing_file, None);
     assert_eq!(fs::read(&first.path).unwrap(), fs::read(&img).unwrap());
-    assert_eq!(mode(&first.path), 0o600);
+    assert_eq!(mode(&first.path), 0o644);
     assert_eq!(mode(&cache), 0o711);
     assert_eq!(mode(&d.path().join("state")), 0o711);
     assert_clean_cache(&cache, &[&sha]);
@@ -462,7 +462,7 @@ fn fetch_over_http() {
     let got = disks::fetch_image(&cache, &url, Some(&sha), ImageFormat::Qcow2).unwrap();
     assert!(got.fetched);
     assert_eq!(fs::read(&got.path).unwrap(), fs::read(&img).unwrap());
-    assert_eq!(mode(&got.path), 0o600);
+    assert_eq!(mode(&got.path), 0o644);
     assert_clean_cache(&cache, &[&sha]);
 
     // A hit needs no network: stop the server first.

@@ -22,7 +22,9 @@
 //! - Directories are created 0711 and files 0600 regardless of the umask:
 //!   guests' data is readable by root only; libvirt's qemu user traverses
 //!   the directories and gets each file it needs from libvirt's dynamic
-//!   ownership while its domain runs.
+//!   ownership while its domain runs. Cached base images are 0644: shared
+//!   read-only by many domains, where libvirt's relabelling races
+//!   ([`IMAGE_MODE`]).
 //! - Callers compute paths under the state dir with [`state_path`], which
 //!   refuses `..`, absolute paths and symlinks leading outside the root.
 
@@ -51,6 +53,13 @@ const INCOMPAT_DATA_FILE: u64 = 1 << 2;
 /// (dynamic ownership) hands each disk, overlay and backing image to the
 /// qemu user while a domain runs and gives it back when it stops.
 const FILE_MODE: u32 = 0o600;
+/// Cached base images: 0644. Every overlay of every stack uses one as its
+/// read-only backing file, and libvirt's relabelling of a shared file races:
+/// a domain whose start fails gives the file back to root while another
+/// domain's QEMU is opening it ("Permission denied", seen in
+/// tests/e2e_faults.rs). They hold the image as fetched, never a guest's
+/// writes (those go to the 0600 overlays); their directory is not listable.
+const IMAGE_MODE: u32 = 0o644;
 /// Directories: qemu (libvirt-qemu) must traverse them to the files libvirt
 /// hands it; nobody else may list them.
 const DIR_MODE: u32 = 0o711;
@@ -434,7 +443,7 @@ pub fn fetch_image_with(cache_dir: &Path, source: &str, sha256: Option<&str>, de
     }
     let info = inspect(&part).map_err(|e| HostError { object: source.to_string(), ..e })?;
     check_base_image(&info, declared, source)?;
-    finish_file(&part, &path).map_err(|e| err(format!("cannot store {}: {e}", path.display())))?;
+    finish_file(&part, &path, IMAGE_MODE).map_err(|e| err(format!("cannot store {}: {e}", path.display())))?;
     tracing::info!(source, path = %path.display(), bytes = info.allocated, ms = t.elapsed().as_millis() as u64, "image fetched");
     let info = ImageInfo { allocated: fs::metadata(&path).map(|m| m.blocks() * 512).unwrap_or(info.allocated), ..info };
     Ok(CachedImage { path, sha256: expected, info, fetched: true })
@@ -690,10 +699,10 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-/// fsyncs `part`, makes it 0600, renames it to `dst` and fsyncs the directory.
-fn finish_file(part: &Path, dst: &Path) -> io::Result<()> {
+/// fsyncs `part`, gives it `mode`, renames it to `dst` and fsyncs the directory.
+fn finish_file(part: &Path, dst: &Path, mode: u32) -> io::Result<()> {
     let f = OpenOptions::new().write(true).open(part)?;
-    f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
     f.sync_all()?;
     drop(f);
     fs::rename(part, dst)?;
@@ -774,7 +783,7 @@ pub fn create_overlay(path: &Path, base: &Path, base_format: ImageFormat, size: 
         args.push(&want_s);
     }
     run(op, &path.display().to_string(), "qemu-img", &args, None)?;
-    finish_file(&part, path).map_err(|e| err(e.to_string()))
+    finish_file(&part, path, FILE_MODE).map_err(|e| err(e.to_string()))
 }
 
 /// Creates a blank disk of `size` bytes: qcow2 (`qemu-img create`) or a
@@ -807,7 +816,7 @@ pub fn create_blank(path: &Path, format: DiskFormat, size: u64) -> Result<(), Ho
             f.set_len(size).map_err(|e| err(e.to_string()))?;
         }
     }
-    finish_file(&part, path).map_err(|e| err(e.to_string()))
+    finish_file(&part, path, FILE_MODE).map_err(|e| err(e.to_string()))
 }
 
 /// Grows a disk to `new_size` bytes (`qemu-img resize`, never `--shrink`).
@@ -889,7 +898,7 @@ fn format_with(path: &Path, program: &str, args: &[&str]) -> Result<(), HostErro
         let _c = RemoveOnDrop(&part);
         remove_if_exists(&part).map_err(|e| err(e.to_string()))?;
         run(&op, &path.display().to_string(), "qemu-img", &["convert", "-q", "-f", "raw", "-O", "qcow2", &t, &part.to_string_lossy()], None)?;
-        finish_file(&part, path).map_err(|e| err(e.to_string()))?;
+        finish_file(&part, path, FILE_MODE).map_err(|e| err(e.to_string()))?;
     } else {
         File::open(path).and_then(|f| f.sync_all()).map_err(|e| err(e.to_string()))?;
     }
