@@ -7,12 +7,20 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // Like every Unix filter: `virtform plan | head` ends quietly instead of
-    // panicking on a closed pipe.
-    // SAFETY: restoring the default disposition of SIGPIPE at startup, before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default): libvirt writes to its sockets
+    // with plain write(2), so a connection that libvirtd closed (a restart)
+    // would otherwise kill the process with SIGPIPE in the middle of an
+    // apply, instead of the reconnect the adapter does. Like every Unix
+    // filter, `virtform plan | head` still ends quietly: a write to a closed
+    // stdout or stderr exits with 141 (128 + SIGPIPE), as a killed filter would.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied()).unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info)
+    }));
     let cli = match virtform::cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

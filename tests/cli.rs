@@ -207,3 +207,22 @@ fn help_and_version_exit_0() {
     assert_eq!(run(&["--version"]).status.code(), Some(0));
     assert_eq!(run(&["validate", "--frob"]).status.code(), Some(1));
 }
+
+/// `virtform … | head`: a closed stdout ends the process quietly with 141
+/// (128 + SIGPIPE, what a filter killed by SIGPIPE reports), without a
+/// panic message. SIGPIPE itself stays ignored (libvirt needs that: see
+/// src/main.rs), so both the explicit writers (man) and println! (graph,
+/// validate) are covered.
+#[test]
+fn closed_stdout_ends_quietly() {
+    let quick = root().join("examples/quickstart");
+    for args in [vec!["man"], vec!["graph", quick.to_str().unwrap()], vec!["validate", "--json", quick.to_str().unwrap()]] {
+        // A pipe whose read end is closed before the child starts.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = bin().args(&args).stdout(writer).stderr(std::process::Stdio::piped()).output().expect("run");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {:?}\n{err}", out.status);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -96,7 +96,7 @@ instance "vm" {{
     } else {
         // A failure names the step that met the restart.
         let failed = lines.iter().find(|l| l.contains("\"event\":\"failed\"")).cloned().unwrap_or_default();
-        assert!(failed.contains("\"step\":") && failed.contains("\"error\":"), "no failed step reported:\n{all}");
+        assert!(failed.contains("\"step\":") && failed.contains("\"error\":"), "no failed step reported (exit {status:?}):\n{all}");
         eprintln!("[lvr] RESULT: the apply failed naming the step: {failed}");
     }
     s.apply();

@@ -152,6 +152,8 @@ pub fn run(cli: Cli) -> ExitCode {
             let cmd = <Cli as clap::CommandFactory>::command();
             match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
+                // `virtform man | head`: quiet, as a filter killed by SIGPIPE.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
                 Err(e) => {
                     eprintln!("error: cannot write the man page: {e}");
                     ExitCode::from(1)
