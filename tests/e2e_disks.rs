@@ -65,8 +65,11 @@ fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
+/// The cache holds exactly `expected` (besides `.sources.json`, the index
+/// of local sources' hashes).
 fn assert_clean_cache(cache: &Path, expected: &[&str]) {
-    assert_eq!(names(cache), expected.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "cache dir {} holds leftovers", cache.display());
+    let held: Vec<String> = names(cache).into_iter().filter(|n| n != ".sources.json").collect();
+    assert_eq!(held, expected.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "cache dir {} holds leftovers", cache.display());
 }
 
 #[test]
@@ -470,4 +473,81 @@ fn fetch_over_http() {
     let hit = disks::fetch_image(&cache, &url, Some(&sha), ImageFormat::Qcow2).unwrap();
     assert!(!hit.fetched);
     assert_eq!(hit.path, got.path);
+}
+
+/// `inspect` reads the first 4 KiB and the whole first cluster only when
+/// the header does not parse from them: a backing file name that qemu-img
+/// placed elsewhere in the first cluster is still found, and one past it
+/// is still an error.
+#[test]
+fn backing_name_anywhere_in_the_first_cluster() {
+    let (img, _) = tiny();
+    let d = tempfile::tempdir().unwrap();
+    let ov = d.path().join("ov.qcow2");
+    must("qemu-img", &["create", "-q", "-f", "qcow2", "-b", s(&img), "-F", "qcow2", s(&ov)]);
+    let info = disks::inspect(&ov).unwrap();
+    assert_eq!(info.backing_file.as_deref(), Some(s(&img)));
+    let bytes = fs::read(&ov).unwrap();
+    assert!(bytes.len() > 70_000, "overlay of {} bytes", bytes.len());
+    let off = u64::from_be_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    let n = u32::from_be_bytes(bytes[16..20].try_into().unwrap()) as usize;
+    assert!(off + n < 4096, "qemu-img wrote the name at {off}");
+    for (at, ok) in [(8192usize, true), (65_536 - n, true), (70_000, false)] {
+        let mut b = bytes.clone();
+        let name = b[off..off + n].to_vec();
+        b[off..off + n].fill(0);
+        b[at..at + n].copy_from_slice(&name);
+        b[8..16].copy_from_slice(&(at as u64).to_be_bytes());
+        let moved = d.path().join(format!("moved-{at}.qcow2"));
+        fs::write(&moved, &b).unwrap();
+        match disks::inspect(&moved) {
+            Ok(i) if ok => assert_eq!(i.backing_file.as_deref(), Some(s(&img)), "name at {at}"),
+            Err(e) if !ok => assert!(e.message.contains("lies outside the header cluster"), "name at {at}: {e}"),
+            r => panic!("name at {at}: {r:?}"),
+        }
+    }
+}
+
+/// Local sources without a declared sha256 are hashed once: the fetch
+/// remembers the hash under the file's identity (inode, size, mtime,
+/// ctime); a plan then takes it from the index; a rewritten file is hashed
+/// again; plans never write the index.
+#[test]
+fn local_source_hashes_are_remembered_by_file_identity() {
+    let (img, sha) = tiny();
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("images");
+    let src = d.path().join("src.qcow2");
+    fs::copy(&img, &src).unwrap();
+    // Old enough to be remembered (a file modified in the last 2 s is not).
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    fs::File::options().write(true).open(&src).unwrap().set_modified(old).unwrap();
+    std::thread::sleep(Duration::from_millis(2100)); // ctime is now, too
+    let index = cache.join(".sources.json");
+    // A plan's read: computed, not remembered.
+    fs::create_dir_all(&cache).unwrap();
+    assert_eq!(disks::source_hash(&cache, &src, false).unwrap(), sha);
+    assert!(!index.exists(), "a plan wrote the index");
+    // The fetch remembers it.
+    let got = disks::fetch_image(&cache, s(&src), None, ImageFormat::Qcow2).unwrap();
+    assert_eq!(got.sha256, sha);
+    let text = fs::read_to_string(&index).expect("the fetch wrote no index");
+    assert!(text.contains(&sha) && text.contains(s(&src)), "{text}");
+    assert_eq!(mode(&index), 0o600);
+    // The index answers (a forged entry for the same identity proves it is used).
+    let forged = text.replace(&sha, &"0".repeat(64));
+    fs::write(&index, &forged).unwrap();
+    assert_eq!(disks::source_hash(&cache, &src, false).unwrap(), "0".repeat(64));
+    // Rewriting the file in place (same size, same mtime) changes its ctime: hashed again.
+    let mut bytes = fs::read(&src).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&src, &bytes).unwrap();
+    fs::File::options().write(true).open(&src).unwrap().set_modified(old).unwrap();
+    let h = disks::source_hash(&cache, &src, false).unwrap();
+    assert_ne!(h, "0".repeat(64));
+    assert_ne!(h, sha);
+    // A damaged index is only a cache miss.
+    fs::write(&index, b"{not json").unwrap();
+    assert_eq!(disks::source_hash(&cache, &src, false).unwrap(), h);
 }

@@ -834,7 +834,9 @@ fn state_dir_files_are_not_world_readable() {
         files += 1;
         // Cached base images are shared read-only backing files of every
         // stack's overlays: 0644 (see IMAGE_MODE in src/host/disks.rs).
-        let allowed = if p.parent() == Some(images.as_path()) { 0o644 } else { 0o600 };
+        // The cache's own index (`.sources.json`) is private like the rest.
+        let dotfile = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        let allowed = if p.parent() == Some(images.as_path()) && !dotfile { 0o644 } else { 0o600 };
         if mode(&p) & 0o777 != allowed {
             bad.push(format!("{} has mode {:o}, not {allowed:o}", p.display(), mode(&p)));
         }

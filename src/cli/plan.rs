@@ -126,22 +126,33 @@ fn load_or_empty(g: &Global, dir: PathBuf) -> Result<Configuration, ExitCode> {
 /// load is CPU work, the host reads are waits on libvirtd, `ip` and
 /// `ovs-vsctl`. Only the stack's files need the configuration; they are
 /// scanned once it is loaded. For commands that hold no lock (`plan`, `show`).
-/// A configuration error is reported alone (the host's is not printed).
+///
+/// A configuration error is reported alone, and the reading thread stops
+/// at its next phase (connect, KVM check, read), so a typo does not cost a
+/// whole host read. (The thread is always joined: a process that exits
+/// while a thread is inside libvirt can crash in libvirt's exit handlers.)
 fn open(g: &Global, dir: Option<PathBuf>) -> Result<Session, ExitCode> {
     let dir = dir_or_cwd(dir);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
     let (cfg, host) = std::thread::scope(|s| {
         let host = s.spawn(|| -> Result<(VirtLibvirt, bool, Observed), HostFailure> {
+            let go_on = || if cancel.load(std::sync::atomic::Ordering::Relaxed) { Err(HostFailure::Cancelled) } else { Ok(()) };
             let libvirt = VirtLibvirt::open(&g.connect).map_err(HostFailure::Connect)?;
+            go_on()?;
             let kvm = libvirt.kvm_usable();
+            go_on()?;
             let observed = observe::observe_host(&IpLinks, &libvirt, &Vsctl::default()).map_err(HostFailure::Read)?;
             Ok((libvirt, kvm, observed))
         });
         let cfg = load_or_empty(g, dir);
+        if cfg.is_err() {
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         (cfg, host.join())
     });
     let cfg = cfg?;
     let (libvirt, kvm, mut observed) = host.unwrap_or(Err(HostFailure::Panic)).map_err(HostFailure::report)?;
-    let (files, hashes) = observe::scan_files(&cfg, &g.state_dir).map_err(|e| HostFailure::Read(e).report())?;
+    let (files, hashes) = observe::scan_files(&cfg, &g.state_dir, false).map_err(|e| HostFailure::Read(e).report())?;
     observed.files = files;
     observed.source_hashes = hashes;
     Ok(Session { cfg, libvirt, observed, kvm })
@@ -152,6 +163,8 @@ enum HostFailure {
     Connect(crate::host::HostError),
     Read(crate::host::HostError),
     Panic,
+    /// Stopped because the configuration failed to load (not reported).
+    Cancelled,
 }
 
 impl HostFailure {
@@ -160,6 +173,7 @@ impl HostFailure {
             HostFailure::Connect(e) => eprintln!("error: {e}"),
             HostFailure::Read(e) => eprintln!("error: cannot read the host: {e}"),
             HostFailure::Panic => eprintln!("error: cannot read the host: the reading thread panicked"),
+            HostFailure::Cancelled => {}
         }
         ExitCode::from(1)
     }
@@ -184,7 +198,7 @@ fn load_and_connect(g: &Global, dir: PathBuf) -> Result<(Configuration, (VirtLib
 /// Observes the host for a loaded configuration, over a connection opened
 /// beforehand (with whether KVM is usable).
 fn connect(g: &Global, cfg: Configuration, (libvirt, kvm): (VirtLibvirt, bool)) -> Result<Session, ExitCode> {
-    let observed = observe::observe(&IpLinks, &libvirt, &Vsctl::default(), &cfg, &g.state_dir).map_err(|e| HostFailure::Read(e).report())?;
+    let observed = observe::observe(&IpLinks, &libvirt, &Vsctl::default(), &cfg, &g.state_dir, true).map_err(|e| HostFailure::Read(e).report())?;
     Ok(Session { cfg, libvirt, observed, kvm })
 }
 

@@ -64,6 +64,8 @@ const IMAGE_MODE: u32 = 0o644;
 /// hands it; nobody else may list them.
 const DIR_MODE: u32 = 0o711;
 const BUF: usize = 1 << 20;
+/// What [`inspect`] reads first.
+const QCOW2_FIRST_READ: usize = 4 << 10;
 
 /// What [`inspect`] found in an image file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -140,20 +142,25 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, HostError> {
     }
     let len = meta.len();
     let allocated = meta.blocks() * 512;
-    // Everything we read lies in qcow2's first cluster: read 64 KiB (the
-    // default cluster size, and enough for the other formats' signatures),
-    // then the rest of a larger first cluster (at most 2 MiB).
-    let mut head = Vec::new();
-    (&mut f).take(len.min(64 << 10)).read_to_end(&mut head).map_err(|e| err(format!("cannot read: {e}")))?;
+    // A qcow2 header, its extensions and the backing file name are almost
+    // always in the first 4 KiB (qemu-img writes them there): read those,
+    // and the whole first cluster (where qcow2 allows them, at most 2 MiB)
+    // only when the header does not parse from them. A prefix that parses
+    // gives what the whole cluster would: the parser fails on any read past
+    // its input. Other formats: 64 KiB, enough for their signatures.
+    // (Planning a host of 1,000 overlays read 64 KiB each before.)
+    let malformed = |m: String| err(format!("malformed qcow2 image: {m}")).hint("the file is truncated or damaged; fetch or create it again (`qemu-img check` shows details)");
+    let mut head = Vec::with_capacity(QCOW2_FIRST_READ);
+    (&mut f).take(len.min(QCOW2_FIRST_READ as u64)).read_to_end(&mut head).map_err(|e| err(format!("cannot read: {e}")))?;
     let is_qcow2 = head.len() >= 4 && &head[..4] == QCOW2_MAGIC;
-    if let Some(bits) = be32(&head, 20).filter(|b| is_qcow2 && (17..=21).contains(b)) {
-        let want = len.min(1 << bits).saturating_sub(head.len() as u64);
-        (&mut f).take(want).read_to_end(&mut head).map_err(|e| err(format!("cannot read: {e}")))?;
+    if is_qcow2 && let Ok(info) = parse_qcow2(&head, len, allocated) {
+        return Ok(info);
     }
+    let cluster = be32(&head, 20).filter(|b| is_qcow2 && (9..=21).contains(b)).map_or(64 << 10, |bits| 1u64 << bits).max(64 << 10);
+    let want = len.min(cluster).saturating_sub(head.len() as u64);
+    (&mut f).take(want).read_to_end(&mut head).map_err(|e| err(format!("cannot read: {e}")))?;
     if is_qcow2 {
-        return parse_qcow2(&head, len, allocated).map_err(|m| {
-            err(format!("malformed qcow2 image: {m}")).hint("the file is truncated or damaged; fetch or create it again (`qemu-img check` shows details)")
-        });
+        return parse_qcow2(&head, len, allocated).map_err(malformed);
     }
     Ok(ImageInfo::raw(len, allocated, signature(&head)))
 }
@@ -414,7 +421,8 @@ pub fn fetch_image_with(cache_dir: &Path, source: &str, sha256: Option<&str>, de
         None if remote => return Err(err("an image fetched over the network needs sha256".into()).hint("add sha256 = \"<64 hex digits>\" to the image")),
         None => {
             check_local_source(source)?;
-            hash_file(Path::new(source)).map_err(|e| err(format!("cannot read: {e}")))?
+            ensure_dir(cache_dir)?;
+            source_hash(cache_dir, Path::new(source), true).map_err(|e| err(format!("cannot read: {e}")))?
         }
     };
     ensure_dir(cache_dir)?;
@@ -551,6 +559,75 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex(&hasher.finalize()))
+}
+
+/// The index of local image sources' hashes in the cache directory.
+const SOURCE_INDEX: &str = ".sources.json";
+
+/// What identifies a file's content without reading it: device, inode,
+/// size, modification and change times (ns). The change time cannot be set
+/// by users, so a file rewritten in place gets a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+fn file_key(m: &fs::Metadata) -> FileKey {
+    let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+    FileKey { dev: m.dev(), ino: m.ino(), size: m.len(), mtime_ns: ns(m.mtime(), m.mtime_nsec()), ctime_ns: ns(m.ctime(), m.ctime_nsec()) }
+}
+
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct SourceIndex {
+    /// By source path: the file's key when it was hashed, and its SHA-256.
+    sources: std::collections::BTreeMap<String, (FileKey, String)>,
+}
+
+fn read_source_index(cache_dir: &Path) -> SourceIndex {
+    fs::read(cache_dir.join(SOURCE_INDEX)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// The SHA-256 of a local image source (one that declares no `sha256`),
+/// taken from the cache's index when the file is the one hashed before
+/// (same [`FileKey`]), else computed (and remembered when `remember`:
+/// applies do, plans only read). A converged plan of a stack on a large
+/// cloud image then costs a `stat`, not a read of the whole image.
+///
+/// A hash is remembered only when the file did not change while it was
+/// read and was last modified more than 2 s earlier (a file written in the
+/// same clock tick as the hash could change without changing its key).
+/// The index is a cache: a lost or damaged one only costs a hash.
+pub fn source_hash(cache_dir: &Path, source: &Path, remember: bool) -> io::Result<String> {
+    let before = file_key(&fs::metadata(source)?);
+    let name = source.to_string_lossy().into_owned();
+    let index = read_source_index(cache_dir);
+    if let Some((key, sha)) = index.sources.get(&name)
+        && *key == before
+    {
+        return Ok(sha.clone());
+    }
+    let sha = hash_file(source)?;
+    let after = fs::metadata(source).map(|m| file_key(&m)).ok();
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+    if remember && after == Some(before) && now_ns - before.mtime_ns.max(before.ctime_ns) > 2_000_000_000 {
+        let mut index = read_source_index(cache_dir);
+        index.sources.insert(name, (before, sha.clone()));
+        if let Ok(text) = serde_json::to_vec(&index) {
+            // Atomic: readers see the old index or the new one. Two fetches
+            // at once may lose one entry (a hash next time), never corrupt it.
+            let tmp = cache_dir.join(format!("{SOURCE_INDEX}.{}.part", std::process::id()));
+            let written = create_file(&tmp).and_then(|mut f| io::Write::write_all(&mut f, &text)).and_then(|()| fs::rename(&tmp, cache_dir.join(SOURCE_INDEX)));
+            if let Err(e) = written {
+                let _ = fs::remove_file(&tmp);
+                tracing::debug!("cannot update {}: {e}", cache_dir.join(SOURCE_INDEX).display());
+            }
+        }
+    }
+    Ok(sha)
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

@@ -130,7 +130,11 @@ impl Observed {
 /// Files by path, and hashes of image sources by source path.
 pub type Scanned = (BTreeMap<String, ActualFile>, BTreeMap<String, String>);
 
-pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Path) -> Result<Scanned, crate::host::HostError> {
+///
+/// `remember`: record the hashes of local image sources in the image
+/// cache's index ([`disks::source_hash`](crate::host::disks::source_hash));
+/// applies do (under the stack lock), plans only read it.
+pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Path, remember: bool) -> Result<Scanned, crate::host::HostError> {
     use crate::host::{disks, HostError};
     let mut files = BTreeMap::new();
     let dirs = [state_dir.join(&cfg.stack).join("disks"), state_dir.join(&cfg.stack).join("volumes"), state_dir.join(&cfg.stack).join("seeds"), state_dir.join("images")];
@@ -162,7 +166,7 @@ pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Pat
             && !img.is_remote()
         {
             {
-                let h = disks::hash_file(std::path::Path::new(&img.source))
+                let h = disks::source_hash(&state_dir.join("images"), std::path::Path::new(&img.source), remember)
                     .map_err(|e| HostError::new("read image", &img.source, e.to_string()).hint(format!("{} declares this source; check the path", r.address)))?;
                 hashes.insert(img.source.clone(), h);
             }
@@ -224,16 +228,18 @@ pub fn observe_host(
 }
 
 /// Reads the whole host state the planner needs: [`observe_host`] and, at
-/// the same time, the stack's files ([`scan_files`]).
+/// the same time, the stack's files ([`scan_files`], remembering source
+/// hashes when `remember`).
 pub fn observe(
     links: &dyn crate::host::links::LinkHost,
     libvirt: &dyn crate::host::libvirt::Libvirt,
     ovs: &dyn crate::host::ovs::Ovs,
     cfg: &crate::config::Configuration,
     state_dir: &std::path::Path,
+    remember: bool,
 ) -> Result<Observed, crate::host::HostError> {
     let (host, files) = std::thread::scope(|s| {
-        let files = s.spawn(|| scan_files(cfg, state_dir));
+        let files = s.spawn(|| scan_files(cfg, state_dir, remember));
         let host = observe_host(links, libvirt, ovs);
         let files = files.join().unwrap_or_else(|_| Err(crate::host::HostError::new("read the host", "state dir", "the reading thread panicked")));
         (host, files)
