@@ -6,6 +6,12 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: reading 1,000 domains' XML and
+/// planning them is allocation-bound (malloc and free were about 30 % of a
+/// converged plan's instructions; see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // SIGPIPE stays ignored (Rust's default): libvirt writes to its sockets
     // with plain write(2), so a connection that libvirtd closed (a restart)

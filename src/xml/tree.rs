@@ -163,11 +163,21 @@ fn open(reader: &NsReader<&[u8]>, start: &BytesStart<'_>, stack: &[Elem], have_r
     let (ns, local) = reader.resolver().resolve_element(start.name());
     let name = local.as_ref().to_string();
     let ns = ns_of(ns);
+    // Built by hand: `format!` here was a fifth of the cost of reading a
+    // domain (profiled at 1,000 domains).
     let path = match stack.last() {
         None => name.clone(),
         Some(parent) => {
             let same = parent.children.iter().filter(|c| c.name == name).count();
-            if same == 0 { format!("{}/{name}", parent.path) } else { format!("{}/{name}[{}]", parent.path, same + 1) }
+            let mut p = String::with_capacity(parent.path.len() + name.len() + 6);
+            p.push_str(&parent.path);
+            p.push('/');
+            p.push_str(&name);
+            if same > 0 {
+                use std::fmt::Write;
+                let _ = write!(p, "[{}]", same + 1);
+            }
+            p
         }
     };
     let mut attrs = Vec::new();
