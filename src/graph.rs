@@ -63,6 +63,11 @@ impl DepGraph {
         self.index.contains_key(n)
     }
 
+    /// Whether any node refers to `n`.
+    pub fn is_referenced(&self, n: &Node) -> bool {
+        self.index.get(n).is_some_and(|i| self.g.neighbors_directed(*i, petgraph::Direction::Incoming).next().is_some())
+    }
+
     /// Direct dependencies of a node.
     pub fn deps(&self, n: &Node) -> Vec<&Node> {
         match self.index.get(n) {
@@ -207,6 +212,18 @@ fn dot_escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn referenced_means_an_incoming_edge() {
+        let mut g = super::DepGraph::default();
+        let a = super::Node::Local("a".into());
+        let b = super::Node::Local("b".into());
+        g.add_node(a.clone());
+        g.add_edge(&b, &a, super::Span { file: 0, start: 0, end: 1 });
+        assert!(g.is_referenced(&a));
+        assert!(!g.is_referenced(&b));
+        assert!(!g.is_referenced(&super::Node::Local("c".into())));
+    }
+
     use super::*;
 
     fn sp(n: usize) -> Span {

@@ -226,3 +226,20 @@ fn closed_stdout_ends_quietly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// Logs (-vv) on a stderr that is not a terminal carry no escape codes,
+/// with or without NO_COLOR/--no-color (they once always did).
+#[test]
+fn logs_are_plain_text_off_a_terminal() {
+    let dir = root().join("examples/quickstart");
+    for no_color_env in [true, false] {
+        let mut c = bin();
+        if !no_color_env {
+            c.env_remove("NO_COLOR");
+        }
+        let out = c.args(["--connect", "test:///default", "-vv", "plan", dir.to_str().unwrap()]).output().expect("run virtform");
+        let err = text(&out.stderr);
+        assert!(err.contains("DEBUG"), "expected debug logs: {err}");
+        assert!(!err.contains('\u{1b}'), "escape codes in logs (NO_COLOR set: {no_color_env}): {err:?}");
+    }
+}

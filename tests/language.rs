@@ -209,3 +209,32 @@ fn schema_is_up_to_date() {
     }
     assert!(v["$defs"]["Instance"]["properties"]["memory"]["description"].is_string());
 }
+
+/// Exports are built only for resources something refers to (a loading
+/// shortcut): a referenced instance's derived attributes still reach
+/// outputs and other resources, whichever block comes first.
+#[test]
+fn referenced_resources_export_their_derived_attributes() {
+    let c = ok(r#"
+output "vm" { value = { uuid = instance.vm.uuid, mem = instance.vm.memory, log = instance.vm.console_log } }
+network "lan" { address = "10.78.0.1/24" }
+port "p" { network = network.lan }
+instance "vm" {
+  memory = "256M"
+  kernel = "/boot/vmlinuz"
+  ports  = [port.p]
+}
+instance "plain" {
+  kernel = "/boot/vmlinuz"
+}
+"#);
+    let v = &c.outputs.iter().find(|o| o.name == "vm").unwrap().value;
+    let Value::Map(m) = v else { panic!("{v:?}") };
+    let uuid = m["uuid"].as_str().unwrap();
+    assert_eq!(uuid.len(), 36, "{uuid}");
+    assert_eq!(m["mem"], Value::Number(256.0 * 1024.0 * 1024.0));
+    assert!(m["log"].as_str().unwrap().ends_with(".log"), "{:?}", m["log"]);
+    // The unreferenced instance is built all the same.
+    let Spec::Instance(p) = &c.resource("instance.plain").unwrap().spec else { panic!() };
+    assert_eq!(p.domain_name(), "t-plain");
+}

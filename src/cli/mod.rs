@@ -132,7 +132,7 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    init_tracing(cli.global.verbose);
+    init_tracing(cli.global.verbose, cli.global.color_stderr());
     let g = &cli.global;
     match cli.command {
         Command::Validate(a) => validate::run(g, a),
@@ -163,13 +163,16 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// Logs go to stderr, coloured only where the rest of stderr is (a
+/// terminal, no --no-color or NO_COLOR): escape codes in a CI log or a
+/// redirected file are noise.
+fn init_tracing(verbose: u8, color: bool) {
     let level = match verbose {
         0 => tracing::Level::WARN,
         1 => tracing::Level::DEBUG,
         _ => tracing::Level::TRACE,
     };
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).without_time().try_init();
+    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(color).without_time().try_init();
 }
 
 /// The default configuration directory: the current one.

@@ -125,7 +125,8 @@ fn load_or_empty(g: &Global, dir: PathBuf) -> Result<Configuration, ExitCode> {
 /// Loads the configuration and observes the host, at the same time: the
 /// load is CPU work, the host reads are waits on libvirtd, `ip` and
 /// `ovs-vsctl`. Only the stack's files need the configuration; they are
-/// scanned once it is loaded. For commands that hold no lock (`plan`, `show`).
+/// scanned as soon as it is loaded, while the host reads go on. For
+/// commands that hold no lock (`plan`, `show`).
 ///
 /// A configuration error is reported alone, and the reading thread stops
 /// at its next phase (connect, KVM check, read), so a typo does not cost a
@@ -148,11 +149,16 @@ fn open(g: &Global, dir: Option<PathBuf>) -> Result<Session, ExitCode> {
         if cfg.is_err() {
             cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        // The stack's files, while the host is still being read.
+        let cfg = cfg.map(|cfg| {
+            let scanned = observe::scan_files(&cfg, &g.state_dir, false);
+            (cfg, scanned)
+        });
         (cfg, host.join())
     });
-    let cfg = cfg?;
+    let (cfg, scanned) = cfg?;
     let (libvirt, kvm, mut observed) = host.unwrap_or(Err(HostFailure::Panic)).map_err(HostFailure::report)?;
-    let (files, hashes) = observe::scan_files(&cfg, &g.state_dir, false).map_err(|e| HostFailure::Read(e).report())?;
+    let (files, hashes) = scanned.map_err(|e| HostFailure::Read(e).report())?;
     observed.files = files;
     observed.source_hashes = hashes;
     Ok(Session { cfg, libvirt, observed, kvm })

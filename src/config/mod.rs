@@ -559,7 +559,8 @@ impl<'o> Loader<'o> {
                     let Some(rb) = res_by_name.remove(&(*kind, name.clone())) else { continue };
                     let sensitive_attrs = self.sensitive_attrs(&rb.block.body, &sensitive_nodes, &var_names, &local_names);
                     let ctx_paths = ResCtx { stack: &stack, state_dir: &state_dir, config_dir: &dir };
-                    let value = self.resource(&rb, &fn_ctx, &roots, &ctx_paths, &mut built, &mut order_out, &sensitive_attrs);
+                    let exports = graph.is_referenced(&node);
+                    let value = self.resource(&rb, &fn_ctx, &roots, &ctx_paths, &mut built, &mut order_out, &sensitive_attrs, exports);
                     match value {
                         Ok(v) => {
                             if let Some(Value::Map(m)) = roots.get_mut(kind.as_str()) {
@@ -1020,6 +1021,7 @@ impl<'o> Loader<'o> {
         built: &mut BTreeMap<String, Resource>,
         order: &mut Vec<String>,
         sensitive: &BTreeSet<String>,
+        exports: bool,
     ) -> Res<Value> {
         let body = &rb.block.body;
         let block_addr = format!("{}.{}", rb.kind, rb.name);
@@ -1146,7 +1148,7 @@ impl<'o> Loader<'o> {
                 }
             }
             let ctx = model::Ctx { stack: paths.stack, state_dir: paths.state_dir, config_dir: paths.config_dir, built };
-            match model::build(&addr, &attrs, &ctx) {
+            match model::build(&addr, &attrs, &ctx, exports) {
                 Ok((spec, mut exports)) => {
                     if let (Some(ip), Value::Map(m)) = (self.opts.facts.get(&addr.to_string()), &mut exports)
                         && matches!(m.get("ip"), Some(Value::Unknown))

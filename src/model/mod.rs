@@ -263,8 +263,11 @@ impl Resource {
 }
 
 /// Builds and resolves the spec of `addr` from its evaluated attributes.
-/// Returns the spec and the exported object other resources may reference.
-pub fn build(addr: &Address, attrs: &Value, ctx: &Ctx<'_>) -> Result<(Spec, Value), Vec<FieldError>> {
+/// Returns the spec and, when `exports` (something refers to the resource),
+/// the exported object other resources and outputs may reference; else
+/// `Value::Null` (building it is a good part of loading a large
+/// configuration, and nothing would read it).
+pub fn build(addr: &Address, attrs: &Value, ctx: &Ctx<'_>, exports: bool) -> Result<(Spec, Value), Vec<FieldError>> {
     fn de<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Vec<FieldError>> {
         crate::config::de::from_value(v).map_err(|(path, e)| vec![FieldError::new(if path == "." { String::new() } else { path }, e.0)])
     }
@@ -272,37 +275,37 @@ pub fn build(addr: &Address, attrs: &Value, ctx: &Ctx<'_>) -> Result<(Spec, Valu
         Kind::Network => {
             let mut s: network::Network = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = s.exports(addr, ctx);
+            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
             (Spec::Network(s), x)
         }
         Kind::Port => {
             let mut s: port::Port = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = s.exports(addr, ctx);
+            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
             (Spec::Port(s), x)
         }
         Kind::Image => {
             let mut s: image::Image = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = s.exports(addr, ctx);
+            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
             (Spec::Image(s), x)
         }
         Kind::Disk => {
             let mut s: disk::Disk = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = s.exports(addr, ctx);
+            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
             (Spec::Disk(s), x)
         }
         Kind::Volume => {
             let mut s: volume::Volume = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = s.exports(addr, ctx);
+            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
             (Spec::Volume(s), x)
         }
         Kind::Instance => {
             let mut s: instance::Instance = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = s.exports(addr, ctx);
+            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
             (Spec::Instance(Box::new(s)), x)
         }
     };
