@@ -56,6 +56,7 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use crate::model::common::hex;
 use sha2::{Digest, Sha256};
 
 use super::value::{Value, format_number};
@@ -2029,13 +2030,6 @@ fn f_cidrsubnets(_: &FnCtx<'_>, a: &Args<'_>) -> Result<Value, FnError> {
 // Encoding and hashing
 // ---------------------------------------------------------------------------
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
 
 fn f_base64encode(_: &FnCtx<'_>, a: &Args<'_>) -> Result<Value, FnError> {
     Ok(Value::String(BASE64.encode(a.str(0)?)))

@@ -32,6 +32,7 @@ use super::{run, HostError};
 use crate::model::disk::{DiskFormat, Filesystem};
 use crate::model::image::ImageFormat;
 use serde::Serialize;
+use crate::model::common::hex;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -643,10 +644,6 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    bytes.iter().flat_map(|b| [D[(b >> 4) as usize] as char, D[(b & 15) as usize] as char]).collect()
-}
 
 /// An exclusive flock on a lock file, removed by its holder on drop. A
 /// waiter that wins the lock re-checks that the path still names the inode

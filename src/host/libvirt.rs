@@ -1351,9 +1351,7 @@ mod tests {
     /// redefinition would get a new UUID and clash with the old one).
     fn uuid_of(name: &str) -> String {
         use sha2::Digest;
-        let h = sha2::Sha256::digest(name.as_bytes());
-        let x: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+        crate::model::common::uuid_string(&sha2::Sha256::digest(name.as_bytes()))
     }
 
     fn def(name: &str) -> DomainDef {

@@ -119,7 +119,7 @@ impl Observed {
         for (p, f) in &self.files {
             h.update(format!("file {p} {:?} {} {:?}\n", f.format, f.virtual_size, f.backing_file).as_bytes());
         }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        crate::model::common::hex(&h.finalize())
     }
 }
 

@@ -17,7 +17,7 @@ use crate::xml::domain::{self, CpuDef, DiskDef, DiskDevice, DomainDef, DomainKin
 /// Hex SHA-256 of a value's JSON form, cut to 16 characters.
 pub fn spec_hash<T: serde::Serialize>(v: &T) -> String {
     let json = serde_json::to_string(v).unwrap_or_default();
-    sha(&json)[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::model::common::hex(&sha(&json)[..8])
 }
 
 /// A Linux bridge a `bridge` network wants.

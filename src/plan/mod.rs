@@ -20,7 +20,7 @@ use crate::model::{Kind, Resource, Spec};
 use crate::observe::Observed;
 use desired::Lowering;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 /// What happens to a resource.
@@ -158,7 +158,8 @@ pub struct PlanOptions {
 
 /// Computes the plan. Pure.
 pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
-    let mut p = Planner { cfg, obs, opts, out: Plan { stack: cfg.stack.clone(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
+    let domains = if opts.destroy { HashMap::new() } else { desired_domains(cfg, obs, opts) };
+    let mut p = Planner { cfg, obs, opts, domains, out: Plan { stack: cfg.stack.clone(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
     p.run();
     if opts.fingerprint {
         p.out.fingerprint = obs.fingerprint(&cfg.stack, &p.wanted_names());
@@ -166,10 +167,47 @@ pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
     p.out
 }
 
+/// Each instance's desired domain definition and the form libvirt would
+/// store it in, by address.
+type DesiredDomains = HashMap<String, (crate::xml::domain::DomainDef, crate::xml::domain::ObservedDomain)>;
+
+/// Lowers every instance to its domain definition up front, on up to four
+/// threads for large configurations: the lowering (derived UUID, disk paths,
+/// spec hash) is most of a converged plan's work at 1,000 instances, and
+/// each instance's is independent of the others'. Still pure.
+fn desired_domains(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> DesiredDomains {
+    let lowering = Lowering { cfg, state_dir: &opts.state_dir, kvm_usable: opts.kvm_usable, source_hashes: &obs.source_hashes };
+    let instances: Vec<&Resource> = cfg.resources.iter().filter(|r| matches!(r.spec, Spec::Instance(_))).collect();
+    let lower = |rs: &[&Resource]| -> Vec<(String, (crate::xml::domain::DomainDef, crate::xml::domain::ObservedDomain))> {
+        rs.iter()
+            .filter_map(|r| {
+                let d = lowering.domain(r)?;
+                let o = crate::xml::domain::ObservedDomain::from_def(&d);
+                Some((r.address.to_string(), (d, o)))
+            })
+            .collect()
+    };
+    const PER_THREAD: usize = 128;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4).min(instances.len().div_ceil(PER_THREAD)).max(1);
+    if threads == 1 {
+        return lower(&instances).into_iter().collect();
+    }
+    let chunk = instances.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = instances.chunks(chunk).map(|c| s.spawn(move || lower(c))).collect();
+        // A panicked thread's instances are simply not prepared: the
+        // planner lowers them again, serially, and meets the same panic
+        // where the rest of virtform reports one.
+        handles.into_iter().filter_map(|h| h.join().ok()).flatten().collect()
+    })
+}
+
 struct Planner<'a> {
     cfg: &'a Configuration,
     obs: &'a Observed,
     opts: &'a PlanOptions,
+    /// Prepared by [`desired_domains`]; taken by [`Planner::instance`].
+    domains: DesiredDomains,
     out: Plan,
 }
 
@@ -501,7 +539,14 @@ impl Planner<'_> {
     fn instance(&mut self, r: &Resource) -> ResourceChange {
         let Spec::Instance(inst) = &r.spec else { unreachable!() };
         let addr = r.address.to_string();
-        let Some(want) = self.lowering().domain(r) else { return ResourceChange::new(addr, Kind::Instance, Action::NoOp) };
+        let (want, desired) = match self.domains.remove(&addr) {
+            Some(x) => x,
+            None => {
+                let Some(want) = self.lowering().domain(r) else { return ResourceChange::new(addr, Kind::Instance, Action::NoOp) };
+                let desired = crate::xml::domain::ObservedDomain::from_def(&want);
+                (want, desired)
+            }
+        };
         let seed = self.lowering().seed(r);
         if let Some((_, input)) = &seed
             && let Err(e) = crate::seed::seed_files(input)
@@ -517,7 +562,6 @@ impl Planner<'_> {
         }
         let mut rc = ResourceChange::new(addr, Kind::Instance, Action::NoOp);
         let outside = have.marker.as_ref().is_some_and(|m| m.2 == want.marker.spec_hash);
-        let desired = crate::xml::domain::ObservedDomain::from_def(&want);
         match &have.def {
             None => {
                 rc.changes.push(change("definition", "(unreadable)", "(as configured)", Landing::Restart, true));

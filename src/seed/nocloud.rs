@@ -155,10 +155,7 @@ pub fn seed_hash(input: &SeedInput) -> Result<String, SeedError> {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::model::common::hex(&Sha256::digest(bytes))
 }
 
 // ---------------------------------------------------------------------------

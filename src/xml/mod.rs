@@ -117,6 +117,10 @@ fn xml_char(c: char) -> bool {
 /// XML cannot carry replaced by U+FFFD. Used by `from_def` so a desired value
 /// compares equal to what libvirt would store.
 pub(crate) fn xml_safe(s: &str) -> String {
+    // Nearly every string is clean: copy it whole instead of char by char.
+    if s.chars().all(xml_char) {
+        return s.to_string();
+    }
     s.chars().map(|c| if xml_char(c) { c } else { '\u{FFFD}' }).collect()
 }
 
@@ -157,6 +161,11 @@ pub fn scaled_to_kib(value: u64, unit: Option<&str>) -> Result<u64, String> {
 /// Lowercases a UUID and adds the dashes when it was written without them
 /// (libvirt accepts both and always prints the dashed lowercase form).
 pub fn normalize_uuid(s: &str) -> String {
+    // Already canonical (what virtform writes and libvirt returns).
+    let b = s.as_bytes();
+    if b.len() == 36 && b.iter().enumerate().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_digit() || (b'a'..=b'f').contains(c) }) {
+        return s.to_string();
+    }
     let hex: String = s.chars().filter(|c| *c != '-' && !c.is_whitespace()).collect();
     if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
         let h = hex.to_ascii_lowercase();
@@ -197,6 +206,16 @@ mod tests {
         assert_eq!(normalize_uuid("0B7F6A3E-5D2C-4C1A-9E8B-7F6A3E5D2C4C"), "0b7f6a3e-5d2c-4c1a-9e8b-7f6a3e5d2c4c");
         assert_eq!(normalize_uuid("0b7f6a3e5d2c4c1a9e8b7f6a3e5d2c4c"), "0b7f6a3e-5d2c-4c1a-9e8b-7f6a3e5d2c4c");
         assert_eq!(normalize_uuid("not-a-uuid"), "not-a-uuid");
+        assert_eq!(normalize_uuid("0b7f6a3e-5d2c-4c1a-9e8b-7f6a3e5d2c4c"), "0b7f6a3e-5d2c-4c1a-9e8b-7f6a3e5d2c4c");
+        // Canonical shape with a stray character is not taken as canonical.
+        assert_eq!(normalize_uuid("0b7f6a3e-5d2c-4c1a-9e8b-7f6a3e5d2c4g"), "0b7f6a3e-5d2c-4c1a-9e8b-7f6a3e5d2c4g");
+        assert_eq!(normalize_uuid("0b7f6a3e-5d2c-4c1a-9e8b 7f6a3e5d2c4c"), "0b7f6a3e-5d2c-4c1a-9e8b-7f6a3e5d2c4c");
+    }
+
+    #[test]
+    fn xml_safe_replaces_only_what_xml_cannot_carry() {
+        assert_eq!(xml_safe("plain ünïcode\ttab"), "plain ünïcode\ttab");
+        assert_eq!(xml_safe("a\u{0}b\u{1b}c"), "a\u{FFFD}b\u{FFFD}c");
     }
 
     #[test]
