@@ -212,22 +212,22 @@ fn dot_escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn referenced_means_an_incoming_edge() {
-        let mut g = super::DepGraph::default();
-        let a = super::Node::Local("a".into());
-        let b = super::Node::Local("b".into());
-        g.add_node(a.clone());
-        g.add_edge(&b, &a, super::Span { file: 0, start: 0, end: 1 });
-        assert!(g.is_referenced(&a));
-        assert!(!g.is_referenced(&b));
-        assert!(!g.is_referenced(&super::Node::Local("c".into())));
-    }
-
     use super::*;
 
     fn sp(n: usize) -> Span {
         Span { file: 0, start: n, end: n + 1 }
+    }
+
+    #[test]
+    fn referenced_means_an_incoming_edge() {
+        let mut g = DepGraph::default();
+        let a = Node::Local("a".into());
+        let b = Node::Local("b".into());
+        g.add_node(a.clone());
+        g.add_edge(&b, &a, sp(0));
+        assert!(g.is_referenced(&a));
+        assert!(!g.is_referenced(&b));
+        assert!(!g.is_referenced(&Node::Local("c".into())));
     }
 
     #[test]

@@ -2030,7 +2030,6 @@ fn f_cidrsubnets(_: &FnCtx<'_>, a: &Args<'_>) -> Result<Value, FnError> {
 // Encoding and hashing
 // ---------------------------------------------------------------------------
 
-
 fn f_base64encode(_: &FnCtx<'_>, a: &Args<'_>) -> Result<Value, FnError> {
     Ok(Value::String(BASE64.encode(a.str(0)?)))
 }

@@ -31,8 +31,8 @@
 use super::{run, HostError};
 use crate::model::disk::{DiskFormat, Filesystem};
 use crate::model::image::ImageFormat;
-use serde::Serialize;
 use crate::model::common::hex;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -417,16 +417,17 @@ pub fn fetch_image_with(cache_dir: &Path, source: &str, sha256: Option<&str>, de
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(err(format!("\"{h}\" is not a SHA-256 digest")).hint("expected 64 hex digits"));
             }
+            ensure_dir(cache_dir)?;
             h
         }
         None if remote => return Err(err("an image fetched over the network needs sha256".into()).hint("add sha256 = \"<64 hex digits>\" to the image")),
         None => {
             check_local_source(source)?;
+            // The cache directory first: the hash is remembered in it.
             ensure_dir(cache_dir)?;
             source_hash(cache_dir, Path::new(source), true).map_err(|e| err(format!("cannot read: {e}")))?
         }
     };
-    ensure_dir(cache_dir)?;
     let path = cache_dir.join(&expected);
     let what = format!("{source} (cached as {})", path.display());
     let _lock = FileLock::acquire(&cache_dir.join(format!(".{expected}.lock")))?;
@@ -615,6 +616,8 @@ pub fn source_hash(cache_dir: &Path, source: &Path, remember: bool) -> io::Resul
     let after = fs::metadata(source).map(|m| file_key(&m)).ok();
     let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
     if remember && after == Some(before) && now_ns - before.mtime_ns.max(before.ctime_ns) > 2_000_000_000 {
+        // Read again: hashing a large image takes a while, and another
+        // fetch may have written the index meanwhile.
         let mut index = read_source_index(cache_dir);
         index.sources.insert(name, (before, sha.clone()));
         if let Ok(text) = serde_json::to_vec(&index) {
@@ -643,7 +646,6 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(n)
 }
-
 
 /// An exclusive flock on a lock file, removed by its holder on drop. A
 /// waiter that wins the lock re-checks that the path still names the inode

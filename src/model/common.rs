@@ -552,19 +552,24 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The first 16 bytes of `b` as a UUID string (8-4-4-4-12).
 pub fn uuid_string(b: &[u8]) -> String {
-    let h = hex(&b[..16]);
+    uuid_dashed(&hex(&b[..16]))
+}
+
+/// 32 hex digits grouped 8-4-4-4-12 with dashes.
+pub fn uuid_dashed(hex32: &str) -> String {
     let mut u = String::with_capacity(36);
     for (i, r) in [0..8, 8..12, 12..16, 16..20, 20..32].into_iter().enumerate() {
         if i > 0 {
             u.push('-');
         }
-        u.push_str(&h[r]);
+        u.push_str(&hex32[r]);
     }
     u
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn hex_and_uuid_strings() {
@@ -576,7 +581,6 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "5", "version 5 layout: {u}");
     }
-    use super::*;
 
     #[test]
     fn sizes() {

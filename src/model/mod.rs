@@ -219,6 +219,18 @@ impl Spec {
             Spec::Instance(_) => Kind::Instance,
         }
     }
+
+    /// The object other resources and outputs see for this resource.
+    pub fn exports(&self, addr: &Address, ctx: &Ctx<'_>) -> Value {
+        match self {
+            Spec::Network(s) => s.exports(addr, ctx),
+            Spec::Port(s) => s.exports(addr, ctx),
+            Spec::Image(s) => s.exports(addr, ctx),
+            Spec::Disk(s) => s.exports(addr, ctx),
+            Spec::Volume(s) => s.exports(addr, ctx),
+            Spec::Instance(s) => s.exports(addr, ctx),
+        }
+    }
 }
 
 /// `lifecycle { ... }`.
@@ -271,44 +283,42 @@ pub fn build(addr: &Address, attrs: &Value, ctx: &Ctx<'_>, exports: bool) -> Res
     fn de<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Vec<FieldError>> {
         crate::config::de::from_value(v).map_err(|(path, e)| vec![FieldError::new(if path == "." { String::new() } else { path }, e.0)])
     }
-    let (spec, mut exports) = match addr.kind {
+    let spec = match addr.kind {
         Kind::Network => {
             let mut s: network::Network = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
-            (Spec::Network(s), x)
+            Spec::Network(s)
         }
         Kind::Port => {
             let mut s: port::Port = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
-            (Spec::Port(s), x)
+            Spec::Port(s)
         }
         Kind::Image => {
             let mut s: image::Image = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
-            (Spec::Image(s), x)
+            Spec::Image(s)
         }
         Kind::Disk => {
             let mut s: disk::Disk = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
-            (Spec::Disk(s), x)
+            Spec::Disk(s)
         }
         Kind::Volume => {
             let mut s: volume::Volume = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
-            (Spec::Volume(s), x)
+            Spec::Volume(s)
         }
         Kind::Instance => {
             let mut s: instance::Instance = de(attrs)?;
             s.resolve(addr, ctx)?;
-            let x = if exports { s.exports(addr, ctx) } else { Value::Null };
-            (Spec::Instance(Box::new(s)), x)
+            Spec::Instance(Box::new(s))
         }
     };
+    if !exports {
+        return Ok((spec, Value::Null));
+    }
+    let mut exports = spec.exports(addr, ctx);
     if let Value::Map(m) = &mut exports {
         m.insert(common::REF_KEY.into(), Value::String(addr.to_string()));
     }

@@ -123,14 +123,13 @@ impl Observed {
     }
 }
 
+/// Files by path, and hashes of image sources by source path.
+pub type Scanned = (BTreeMap<String, ActualFile>, BTreeMap<String, String>);
+
 /// Reads the files the stack may own (its disks and the image cache) and
 /// hashes local image sources that declare no sha256.
 ///
 /// One `read_dir` per directory and one header read per file; no processes.
-/// Files by path, and hashes of image sources by source path.
-pub type Scanned = (BTreeMap<String, ActualFile>, BTreeMap<String, String>);
-
-///
 /// `remember`: record the hashes of local image sources in the image
 /// cache's index ([`disks::source_hash`](crate::host::disks::source_hash));
 /// applies do (under the stack lock), plans only read it.

@@ -167,9 +167,18 @@ pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
     p.out
 }
 
-/// Each instance's desired domain definition and the form libvirt would
-/// store it in, by address.
-type DesiredDomains = HashMap<String, (crate::xml::domain::DomainDef, crate::xml::domain::ObservedDomain)>;
+/// An instance's desired domain definition and the form libvirt would
+/// store it in.
+type DesiredDomain = (crate::xml::domain::DomainDef, crate::xml::domain::ObservedDomain);
+
+/// [`DesiredDomain`]s by instance address.
+type DesiredDomains = HashMap<String, DesiredDomain>;
+
+fn desired_domain(lowering: &Lowering<'_>, r: &Resource) -> Option<DesiredDomain> {
+    let d = lowering.domain(r)?;
+    let o = crate::xml::domain::ObservedDomain::from_def(&d);
+    Some((d, o))
+}
 
 /// Lowers every instance to its domain definition up front, on up to four
 /// threads for large configurations: the lowering (derived UUID, disk paths,
@@ -178,15 +187,7 @@ type DesiredDomains = HashMap<String, (crate::xml::domain::DomainDef, crate::xml
 fn desired_domains(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> DesiredDomains {
     let lowering = Lowering { cfg, state_dir: &opts.state_dir, kvm_usable: opts.kvm_usable, source_hashes: &obs.source_hashes };
     let instances: Vec<&Resource> = cfg.resources.iter().filter(|r| matches!(r.spec, Spec::Instance(_))).collect();
-    let lower = |rs: &[&Resource]| -> Vec<(String, (crate::xml::domain::DomainDef, crate::xml::domain::ObservedDomain))> {
-        rs.iter()
-            .filter_map(|r| {
-                let d = lowering.domain(r)?;
-                let o = crate::xml::domain::ObservedDomain::from_def(&d);
-                Some((r.address.to_string(), (d, o)))
-            })
-            .collect()
-    };
+    let lower = |rs: &[&Resource]| -> Vec<(String, DesiredDomain)> { rs.iter().filter_map(|r| Some((r.address.to_string(), desired_domain(&lowering, r)?))).collect() };
     const PER_THREAD: usize = 128;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4).min(instances.len().div_ceil(PER_THREAD)).max(1);
     if threads == 1 {
@@ -539,13 +540,8 @@ impl Planner<'_> {
     fn instance(&mut self, r: &Resource) -> ResourceChange {
         let Spec::Instance(inst) = &r.spec else { unreachable!() };
         let addr = r.address.to_string();
-        let (want, desired) = match self.domains.remove(&addr) {
-            Some(x) => x,
-            None => {
-                let Some(want) = self.lowering().domain(r) else { return ResourceChange::new(addr, Kind::Instance, Action::NoOp) };
-                let desired = crate::xml::domain::ObservedDomain::from_def(&want);
-                (want, desired)
-            }
+        let Some((want, desired)) = self.domains.remove(&addr).or_else(|| desired_domain(&self.lowering(), r)) else {
+            return ResourceChange::new(addr, Kind::Instance, Action::NoOp);
         };
         let seed = self.lowering().seed(r);
         if let Some((_, input)) = &seed

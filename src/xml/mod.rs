@@ -168,8 +168,7 @@ pub fn normalize_uuid(s: &str) -> String {
     }
     let hex: String = s.chars().filter(|c| *c != '-' && !c.is_whitespace()).collect();
     if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        let h = hex.to_ascii_lowercase();
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        crate::model::common::uuid_dashed(&hex.to_ascii_lowercase())
     } else {
         s.trim().to_ascii_lowercase()
     }
