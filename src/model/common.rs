@@ -502,15 +502,23 @@ impl<'de> Deserialize<'de> for ResourceRef {
                     de::Error::custom("expected a reference to a resource, like network.lan, not a map")
                 })
             }
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<ResourceRef, D::Error> {
+                d.deserialize_any(self)
+            }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<ResourceRef, E> {
                 Err(E::custom(format!(
                     "expected a reference to a resource, like network.lan, not the string \"{s}\" (write it without quotes)"
                 )))
             }
         }
-        d.deserialize_any(V)
+        // The configuration's deserializer offers only the address entry of
+        // a resource object for this name; others see the value as it is.
+        d.deserialize_newtype_struct(REF_NEWTYPE, V)
     }
 }
+
+/// The newtype name under which [`ResourceRef`] asks to be deserialized.
+pub const REF_NEWTYPE: &str = "$virtform::ResourceRef";
 
 impl JsonSchema for ResourceRef {
     fn schema_name() -> Cow<'static, str> {

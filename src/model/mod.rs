@@ -137,10 +137,36 @@ impl Address {
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Piece by piece: addresses are formatted tens of thousands of
+        // times in a large plan, and `write!` of the whole was ~1,000
+        // instructions each.
+        f.write_str(self.kind.as_str())?;
+        f.write_str(".")?;
+        f.write_str(&self.name)?;
         match &self.key {
-            Key::None => write!(f, "{}.{}", self.kind, self.name),
-            Key::Index(i) => write!(f, "{}.{}[{i}]", self.kind, self.name),
-            Key::Name(k) => write!(f, "{}.{}[\"{k}\"]", self.kind, self.name),
+            Key::None => Ok(()),
+            Key::Index(i) => {
+                let mut buf = [0u8; 20];
+                let mut n = *i;
+                let mut at = buf.len();
+                loop {
+                    at -= 1;
+                    buf[at] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                f.write_str("[")?;
+                // ASCII digits.
+                f.write_str(std::str::from_utf8(&buf[at..]).unwrap_or("?"))?;
+                f.write_str("]")
+            }
+            Key::Name(k) => {
+                f.write_str("[\"")?;
+                f.write_str(k)?;
+                f.write_str("\"]")
+            }
         }
     }
 }
@@ -253,7 +279,8 @@ pub struct Resource {
     /// Attributes derived from sensitive values (never printed).
     pub sensitive: BTreeSet<String>,
     #[serde(skip)]
-    pub spans: BTreeMap<String, Span>,
+    /// Shared by the instances of a `count`/`for_each` block.
+    pub spans: std::sync::Arc<BTreeMap<String, Span>>,
     #[serde(skip)]
     pub block_span: Option<Span>,
 }
@@ -327,7 +354,7 @@ pub fn build(addr: &Address, attrs: &Value, ctx: &Ctx<'_>, exports: bool) -> Res
 
 /// Serializes a spec into a language value (for exports), merging `extra` on top.
 pub fn to_value<T: Serialize>(spec: &T, extra: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
-    let mut v = serde_json::to_value(spec).map(|j| Value::from_json(&j)).unwrap_or(Value::Null);
+    let mut v = crate::config::ser::to_value(spec).unwrap_or(Value::Null);
     if let Value::Map(m) = &mut v {
         for (k, x) in extra {
             m.insert(k.to_string(), x);

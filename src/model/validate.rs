@@ -28,7 +28,8 @@ pub fn check_all(resources: &[Resource]) -> Diagnostics {
         }
     };
     for (i, r) in resources.iter().enumerate() {
-        let me = r.address.to_string();
+        // Formatted only for a message (the loop runs for every resource).
+        let me = &r.address;
         match &r.spec {
             Spec::Network(n) => {
                 claim(&mut diags, "bridge", n.bridge_name().to_string(), i, "bridge".into(), &|a| {

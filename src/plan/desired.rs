@@ -14,10 +14,28 @@ use crate::model::port::Plug;
 use crate::model::{Resource, Spec};
 use crate::xml::domain::{self, CpuDef, DiskDef, DiskDevice, DomainDef, DomainKind, Marker, NicDef, NicSource};
 
-/// Hex SHA-256 of a value's JSON form, cut to 16 characters.
+/// Hex SHA-256 of a value's JSON form, cut to 16 characters. The JSON is
+/// streamed into the hash, not built as a string first.
 pub fn spec_hash<T: serde::Serialize>(v: &T) -> String {
-    let json = serde_json::to_string(v).unwrap_or_default();
-    crate::model::common::hex(&sha(&json)[..8])
+    use sha2::Digest;
+    struct HashWriter(sha2::Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = std::io::BufWriter::with_capacity(4096, HashWriter(sha2::Sha256::new()));
+    // Serializing our own types cannot fail; if it ever did, the hash of
+    // the empty string (what `to_string(..).unwrap_or_default()` gave).
+    let digest: [u8; 32] = match serde_json::to_writer(&mut w, v).map_err(std::io::Error::other).and_then(|()| w.into_inner().map_err(|e| e.into_error())) {
+        Ok(h) => h.0.finalize().into(),
+        Err(_) => sha(""),
+    };
+    crate::model::common::hex(&digest[..8])
 }
 
 /// A Linux bridge a `bridge` network wants.
@@ -355,5 +373,24 @@ impl DesiredHybrid {
     pub fn names_from_qbr(qbr: &str) -> Option<(String, String, String)> {
         let id = qbr.strip_prefix("qbr")?;
         Some((format!("qvb{id}"), format!("qvo{id}"), format!("tap{id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spec hashes are stored in every domain's marker: streaming the JSON
+    /// into the hash must give what hashing the JSON string gave, or every
+    /// existing domain would look edited outside virtform.
+    #[test]
+    fn spec_hash_is_the_hash_of_the_json_text() {
+        let b = DesiredBridge { name: "br-\"x\"".into(), mtu: Some(1450), stp: true, forward_delay_s: 2, address: None };
+        let old = |v: &DesiredBridge| crate::model::common::hex(&sha(&serde_json::to_string(v).unwrap())[..8]);
+        assert_eq!(spec_hash(&b), old(&b));
+        assert_eq!(spec_hash(&b), "151f0fa99874e0e5");
+        // Longer than the writer's 4 KiB buffer.
+        let long = DesiredBridge { name: "n".repeat(10_000), ..b };
+        assert_eq!(spec_hash(&long), old(&long));
     }
 }

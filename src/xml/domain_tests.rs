@@ -1,5 +1,5 @@
 use super::*;
-use crate::xml::Elem;
+use crate::xml::{Doc, Elem};
 
 fn mac(s: &str) -> Mac {
     Mac::parse(s).unwrap()
@@ -293,11 +293,12 @@ fn device_xml_snapshots_match_the_domain() {
     assert!(squash(&domain_xml(&nat())).contains(&squash(&disk)));
     for n in &hostile().nics {
         let x = nic_device_xml(n);
-        let e = Elem::parse(&x, "interface").unwrap();
-        assert_eq!(e.child("mac").unwrap().attr("address"), Some(n.mac.to_string().as_str()));
+        let doc = Doc::parse(&x, "interface").unwrap();
+        assert_eq!(doc.root().child("mac").unwrap().attr("address"), Some(n.mac.to_string().as_str()));
     }
-    let e = Elem::parse(&disk_device_xml(&hostile().disks[0]), "disk").unwrap();
-    assert_eq!(e.child("source").unwrap().attr("file"), Some(hostile().disks[0].path.as_str()));
+    let x = disk_device_xml(&hostile().disks[0]);
+    let doc = Doc::parse(&x, "disk").unwrap();
+    assert_eq!(doc.root().child("source").unwrap().attr("file"), Some(hostile().disks[0].path.as_str()));
 }
 
 #[test]
@@ -354,7 +355,7 @@ fn hostile_values_stay_well_formed_and_round_trip() {
             Err(e) => panic!("not well-formed: {e}\n{xml}"),
         }
     }
-    assert_eq!(elements, Elem::parse(&xml, "domain").map(|e| count(&e)).unwrap());
+    assert_eq!(elements, Doc::parse(&xml, "domain").map(|d| count(d.root())).unwrap());
     // Nothing user-controlled leaked into markup.
     assert!(!xml.contains("<b>") && !xml.contains("$(reboot)`id`;|>\n"));
 
@@ -375,8 +376,8 @@ fn hostile_values_stay_well_formed_and_round_trip() {
     assert_eq!(o, ObservedDomain::from_def(&d));
 }
 
-fn count(e: &Elem) -> usize {
-    1 + e.children.iter().map(count).sum::<usize>()
+fn count(e: Elem<'_>) -> usize {
+    1 + e.elements().map(count).sum::<usize>()
 }
 
 // ------------------------------------------------------------ reading libvirt's output

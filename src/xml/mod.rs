@@ -26,7 +26,7 @@ pub mod network;
 mod tree;
 mod write;
 
-pub use tree::{Attr, Elem};
+pub use tree::{Attr, Doc, Elem};
 
 /// virtform's XML namespace for the domain `<metadata>` marker.
 pub const NS: &str = "https://virtform.dev/xmlns/virtform/1";
@@ -60,9 +60,9 @@ pub enum XmlError {
 }
 
 impl XmlError {
-    pub(crate) fn invalid(element: &Elem, attribute: Option<&str>, value: &str, expected: impl Into<String>) -> XmlError {
+    pub(crate) fn invalid(element: Elem<'_>, attribute: Option<&str>, value: &str, expected: impl Into<String>) -> XmlError {
         XmlError::InvalidValue {
-            element: element.path.clone(),
+            element: element.path(),
             what: match attribute {
                 Some(a) => format!("attribute `{a}`"),
                 None => "text".to_string(),

@@ -10,7 +10,7 @@
 //! libvirt 9.0 networks have no `<metadata>`: ownership is by name prefix
 //! and virtform's ledger (DESIGN.md §4).
 
-use super::tree::Elem;
+use super::tree::{Doc, Elem};
 use super::write::XmlWriter;
 use super::{normalize_uuid, xml_safe, XmlError};
 use crate::model::common::Mac;
@@ -130,9 +130,10 @@ pub struct ObservedNetwork {
 
 /// Reads a network (preferably `virsh net-dumpxml --inactive`).
 pub fn parse_network(xml: &str) -> Result<ObservedNetwork, XmlError> {
-    let root = Elem::parse(xml, "network")?;
-    let name = root.req_child("name")?.text.clone();
-    let uuid = root.child("uuid").map(|u| normalize_uuid(&u.text)).filter(|u| !u.is_empty());
+    let doc = Doc::parse(xml, "network")?;
+    let root = doc.root();
+    let name = root.req_child("name")?.text().to_string();
+    let uuid = root.child("uuid").map(|u| normalize_uuid(u.text())).filter(|u| !u.is_empty());
     // A <forward> without mode is NAT (libvirt's default).
     let forward = root.child("forward").map(|f| f.attr("mode").unwrap_or("nat").to_string());
     let (mut bridge, mut stp, mut delay) = (None, true, 0);
@@ -181,7 +182,7 @@ pub fn parse_network(xml: &str) -> Result<ObservedNetwork, XmlError> {
     Ok(ObservedNetwork { name, uuid, forward, bridge, stp, delay, mtu, address, dhcp_range, hosts })
 }
 
-fn ipv4_attr(e: &Elem, name: &'static str) -> Result<Ipv4Addr, XmlError> {
+fn ipv4_attr(e: Elem<'_>, name: &'static str) -> Result<Ipv4Addr, XmlError> {
     let v = e.req_attr(name)?;
     v.trim().parse().map_err(|_| XmlError::invalid(e, Some(name), v, "an IPv4 address"))
 }

@@ -64,8 +64,8 @@ fn dhcp_host_entries() {
     assert_eq!(dhcp_host_xml(&mac("52:54:00:ab:cd:ef"), ip("10.0.0.9"), None), "<host mac=\"52:54:00:ab:cd:ef\" ip=\"10.0.0.9\"/>\n");
     assert_eq!(dhcp_host_xml(&mac("52:54:00:ab:cd:ef"), ip("10.0.0.9"), Some("")), "<host mac=\"52:54:00:ab:cd:ef\" ip=\"10.0.0.9\"/>\n");
     let x = dhcp_host_xml(&mac("52:54:00:ab:cd:ef"), ip("10.0.0.9"), Some("a'\"<&>"));
-    let e = crate::xml::Elem::parse(&x, "host").unwrap();
-    assert_eq!(e.attr("name"), Some("a'\"<&>"));
+    let doc = crate::xml::Doc::parse(&x, "host").unwrap();
+    assert_eq!(doc.root().attr("name"), Some("a'\"<&>"));
     // The same element as inside the network document.
     let net = network_xml(&nat());
     let h = &nat().hosts[0];
