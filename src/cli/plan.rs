@@ -216,12 +216,25 @@ fn make_plan(g: &Global, s: &Session, destroy: bool, replace: &[String], targets
 }
 
 pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
-    let s = match open(g, a.dir) {
+    let s = match open(g, a.dir.clone()) {
         Ok(s) => s,
         Err(c) => return c,
     };
     let p = make_plan(g, &s, a.destroy, &a.replace, &a.target, a.out.is_some() || a.json);
     let refused = !p.errors.is_empty() || !p.conflicts.is_empty();
+    let code = write_plan(g, &a, &s, &p, refused);
+    // The process ends here: the connection is closed, but the loaded
+    // configuration and the observed host are not taken apart piece by
+    // piece (at 1,000 instances that was 1.4 % of a converged plan's
+    // instructions, all of it after the answer was known).
+    let Session { cfg, libvirt, observed, kvm: _ } = s;
+    drop(libvirt);
+    std::mem::forget((cfg, observed, p));
+    code
+}
+
+/// Writes the plan file (`--out`), prints the plan, and says how to exit.
+fn write_plan(g: &Global, a: &PlanArgs, s: &Session, p: &Plan, refused: bool) -> ExitCode {
     if let (Some(out), false) = (&a.out, refused) {
         let dir = std::fs::canonicalize(&s.cfg.dir).unwrap_or(s.cfg.dir.clone());
         let pf = PlanFile {
@@ -235,7 +248,7 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
             replace: a.replace.clone(),
             targets: a.target.clone(),
             fingerprint: p.fingerprint.clone(),
-            plan: render::to_json(&p),
+            plan: render::to_json(p),
         };
         let text = serde_json::to_string_pretty(&pf).unwrap_or_default();
         if let Err(e) = write_private(out, &text) {
@@ -244,9 +257,9 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&render::to_json(&p)).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&render::to_json(p)).unwrap_or_default());
     } else {
-        print!("{}", render::text(&p, g.color_stdout()));
+        print!("{}", render::text(p, g.color_stdout()));
     }
     if refused {
         if let Some(out) = &a.out {
