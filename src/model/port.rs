@@ -131,22 +131,46 @@ impl Port {
 
     /// Nova device name: prefix + first 11 characters of the port id.
     pub fn dev(&self, prefix: &str) -> String {
-        let id: String = self.id().chars().take(11).collect();
-        format!("{prefix}{id}")
+        let id = self.id();
+        // The first 11 characters (ids are checked to be ASCII; the
+        // char-wise path is for an id that has not been checked yet).
+        let head = match id.get(..11) {
+            Some(h) if id.is_ascii() => std::borrow::Cow::Borrowed(h),
+            _ => std::borrow::Cow::Owned(id.chars().take(11).collect::<String>()),
+        };
+        let mut s = String::with_capacity(prefix.len() + head.len());
+        s.push_str(prefix);
+        s.push_str(&head);
+        s
     }
 
     pub fn exports(&self, _addr: &Address, _ctx: &Ctx<'_>) -> Value {
         let hybrid = self.plug == Some(Plug::OvsHybrid);
-        let opt = |b: bool, s: String| if b { Value::String(s) } else { Value::Null };
+        let opt = |b: bool, prefix: &str| if b { Value::String(self.dev(prefix)) } else { Value::Null };
         to_value(
             self,
             [
                 ("ip", self.ip.map(|i| Value::String(i.to_string())).unwrap_or(Value::Unknown)),
                 ("tap", Value::String(self.dev("tap"))),
-                ("qbr", opt(hybrid, self.dev("qbr"))),
-                ("qvb", opt(hybrid, self.dev("qvb"))),
-                ("qvo", opt(hybrid, self.dev("qvo"))),
+                ("qbr", opt(hybrid, "qbr")),
+                ("qvb", opt(hybrid, "qvb")),
+                ("qvo", opt(hybrid, "qvo")),
             ],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_use_the_first_eleven_characters_of_the_id() {
+        let p = |id: &str| Port { network: ResourceRef("network.n".into()), plug: None, mac: None, ip: None, mtu: None, model: NicModel::default(), id: Some(id.into()) };
+        assert_eq!(p("3519d39f-95ee-556a-aaf9-58cc638a60ed").dev("tap"), "tap3519d39f-95");
+        assert_eq!(p("3519d39f-95ee-556a-aaf9-58cc638a60ed").dev("qvo"), "qvo3519d39f-95");
+        assert_eq!(p("short").dev("qbr"), "qbrshort");
+        // Not yet checked (the check rejects it): characters, not bytes.
+        assert_eq!(p("äöüäöüäöüäöüäöü").dev("tap"), "tapäöüäöüäöüäö");
     }
 }

@@ -5,55 +5,65 @@
 
 use super::{Resource, Spec};
 use crate::config::diag::{Diagnostic, Diagnostics};
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 /// Duplicate MACs, bridges, domain names, fixed IPs; disks, ports and volumes
 /// used by two instances.
 pub fn check_all(resources: &[Resource]) -> Diagnostics {
     let mut diags = Diagnostics::default();
-    let mut seen: HashMap<(String, String), (usize, String)> = HashMap::new();
-    let mut claim = |diags: &mut Diagnostics, what: &str, value: String, idx: usize, path: String, msg: &dyn Fn(&Resource) -> String| {
-        let key = (what.to_string(), value);
-        if let Some((first, first_path)) = seen.get(&key) {
-            let a = &resources[*first];
-            let b = &resources[idx];
-            diags.push(
-                Diagnostic::error(msg(a))
-                    .at_opt(b.span_of(&path))
-                    .label(format!("{} {} is already used by {}", what, key.1, a.address))
-                    .note(a.span_of(first_path), format!("{} claims it here", a.address)),
-            );
-        } else {
-            seen.insert(key, (idx, path));
+    // (what, value) -> (first claimant, where it claims it). Keys borrow
+    // the resources and paths are formatted only for a finding: this runs
+    // for every resource of every load.
+    type Seen<'r> = HashMap<(&'static str, Cow<'r, str>), (usize, Attr)>;
+    let mut seen: Seen<'_> = HashMap::new();
+    #[allow(clippy::too_many_arguments)]
+    fn claim<'r>(seen: &mut Seen<'r>, resources: &'r [Resource], diags: &mut Diagnostics, what: &'static str, value: Cow<'r, str>, idx: usize, attr: Attr, msg: &dyn Fn(&Resource) -> String) {
+        match seen.entry((what, value)) {
+            Entry::Occupied(e) => {
+                let (first, first_attr) = e.get();
+                let a = &resources[*first];
+                let b = &resources[idx];
+                diags.push(
+                    Diagnostic::error(msg(a))
+                        .at_opt(b.span_of(&attr.path()))
+                        .label(format!("{} {} is already used by {}", what, e.key().1, a.address))
+                        .note(a.span_of(&first_attr.path()), format!("{} claims it here", a.address)),
+                );
+            }
+            Entry::Vacant(e) => {
+                e.insert((idx, attr));
+            }
         }
-    };
+    }
     for (i, r) in resources.iter().enumerate() {
         // Formatted only for a message (the loop runs for every resource).
         let me = &r.address;
         match &r.spec {
             Spec::Network(n) => {
-                claim(&mut diags, "bridge", n.bridge_name().to_string(), i, "bridge".into(), &|a| {
+                claim(&mut seen, resources, &mut diags, "bridge", n.bridge_name().into(), i, Attr("bridge", None), &|a| {
                     format!("{me} and {} claim the same bridge \"{}\"", a.address, n.bridge_name())
                 });
             }
             Spec::Port(p) => {
                 if let Some(mac) = p.mac {
-                    claim(&mut diags, "MAC", mac.to_string(), i, "mac".into(), &|a| format!("{me} and {} have the same MAC {mac}", a.address));
+                    claim(&mut seen, resources, &mut diags, "MAC", mac.to_string().into(), i, Attr("mac", None), &|a| format!("{me} and {} have the same MAC {mac}", a.address));
                 }
                 if let Some(ip) = p.ip {
-                    claim(&mut diags, "IP", format!("{} on {}", ip, p.network), i, "ip".into(), &|a| {
+                    claim(&mut seen, resources, &mut diags, "IP", format!("{} on {}", ip, p.network).into(), i, Attr("ip", None), &|a| {
                         format!("{me} and {} have the same fixed IP {ip} on {}", a.address, p.network)
                     });
                 }
             }
             Spec::Instance(inst) => {
-                let name = inst.domain_name().to_string();
-                claim(&mut diags, "domain name", name.clone(), i, "name".into(), &|a| {
+                let name = inst.domain_name();
+                claim(&mut seen, resources, &mut diags, "domain name", name.into(), i, Attr("name", None), &|a| {
                     format!("{me} and {} would both be the libvirt domain \"{name}\"", a.address)
                 });
-                for (field, refs) in [("disks", &inst.disks), ("ports", &inst.ports), ("volumes", &inst.volumes)] {
+                for (field, what, refs) in [("disks", "disk", &inst.disks), ("ports", "port", &inst.ports), ("volumes", "volume", &inst.volumes)] {
                     for (j, d) in refs.iter().enumerate() {
-                        claim(&mut diags, field.trim_end_matches('s'), d.to_string(), i, format!("{field}[{j}]"), &|a| {
+                        claim(&mut seen, resources, &mut diags, what, d.0.as_str().into(), i, Attr(field, Some(j)), &|a| {
                             format!("{d} is used by two instances, {} and {me}", a.address)
                         });
                     }
@@ -63,4 +73,17 @@ pub fn check_all(resources: &[Resource]) -> Diagnostics {
         }
     }
     diags
+}
+
+/// Where a resource claims something: an attribute, or an item of a list
+/// attribute (`disks[1]`).
+struct Attr(&'static str, Option<usize>);
+
+impl Attr {
+    fn path(&self) -> String {
+        match self.1 {
+            None => self.0.to_string(),
+            Some(j) => format!("{}[{j}]", self.0),
+        }
+    }
 }
