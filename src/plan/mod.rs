@@ -20,7 +20,7 @@ use crate::model::{Kind, Resource, Spec};
 use crate::observe::Observed;
 use desired::Lowering;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 /// What happens to a resource.
@@ -159,7 +159,7 @@ pub struct PlanOptions {
 /// Computes the plan. Pure.
 pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
     let domains = if opts.destroy { HashMap::new() } else { desired_domains(cfg, obs, opts) };
-    let mut p = Planner { cfg, obs, opts, domains, out: Plan { stack: cfg.stack.clone(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
+    let mut p = Planner { cfg, obs, opts, domains, disks_in_use: None, out: Plan { stack: cfg.stack.clone(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
     p.run();
     if opts.fingerprint {
         p.out.fingerprint = obs.fingerprint(&cfg.stack, &p.wanted_names());
@@ -209,6 +209,9 @@ struct Planner<'a> {
     opts: &'a PlanOptions,
     /// Prepared by [`desired_domains`]; taken by [`Planner::instance`].
     domains: DesiredDomains,
+    /// Disks (by address) of instances whose domain exists and is ours;
+    /// built on first use (see [`Planner::instance_of_disk_exists`]).
+    disks_in_use: Option<HashSet<String>>,
     out: Plan,
 }
 
@@ -527,14 +530,25 @@ impl Planner<'_> {
         rc
     }
 
-    fn instance_of_disk_exists(&self, disk_addr: &str) -> bool {
-        self.cfg.resources.iter().any(|r| match &r.spec {
-            Spec::Instance(i) => {
-                i.disks.iter().any(|d| d.0 == disk_addr)
-                    && self.obs.domains.get(i.domain_name()).and_then(|d| d.marker.as_ref()).is_some_and(|m| m.0 == self.cfg.stack && m.1 == r.address.to_string())
-            }
-            _ => false,
-        })
+    /// Whether an instance using the disk has its domain on the host (so a
+    /// missing disk file is drift, not a first create). One pass over the
+    /// instances, on first use: per missing disk, it was a pass over every
+    /// resource (quadratic when many disk files were removed).
+    fn instance_of_disk_exists(&mut self, disk_addr: &str) -> bool {
+        let (cfg, obs) = (self.cfg, self.obs);
+        self.disks_in_use
+            .get_or_insert_with(|| {
+                let mut used = HashSet::new();
+                for r in &cfg.resources {
+                    if let Spec::Instance(i) = &r.spec
+                        && obs.domains.get(i.domain_name()).and_then(|d| d.marker.as_ref()).is_some_and(|m| m.0 == cfg.stack && m.1 == r.address.to_string())
+                    {
+                        used.extend(i.disks.iter().map(|d| d.0.clone()));
+                    }
+                }
+                used
+            })
+            .contains(disk_addr)
     }
 
     fn instance(&mut self, r: &Resource) -> ResourceChange {

@@ -324,3 +324,31 @@ fn many_instances_plan_the_same_when_lowered_in_parallel() {
     let changed: Vec<&str> = p.changes.iter().filter(|c| c.action != Action::NoOp).map(|c| c.address.as_str()).collect();
     assert_eq!(changed, ["instance.vm[217]"]);
 }
+
+/// A disk file removed by hand while its instance's domain exists is drift
+/// (recreated, shown as such); without the domain it is a plain create.
+/// Many at once stay linear (one pass over the instances, not one per disk).
+#[test]
+fn missing_disk_files_are_drift_only_while_their_domain_exists() {
+    let src = QUICKSTART
+        .replace("disk \"root\" {\n", "disk \"root\" {\n  count = 300\n")
+        .replace("port \"eth0\" {\n  network = network.lan\n  ip      = \"10.77.0.10\"\n", "port \"eth0\" {\n  count   = 300\n  network = network.lan\n")
+        .replace("instance \"vm\" {\n", "instance \"vm\" {\n  count   = 300\n  name    = \"vm-${count.index}\"\n")
+        .replace("disks   = [disk.root]", "disks   = [disk.root[count.index]]")
+        .replace("ports   = [port.eth0]", "ports   = [port.eth0[count.index]]");
+    let (_d, cfg) = load(&src);
+    let mut obs = converged(&cfg);
+    let disks: Vec<String> = obs.files.keys().filter(|p| p.contains("/disks/root@")).cloned().collect();
+    assert_eq!(disks.len(), 300);
+    for d in &disks {
+        obs.files.remove(d);
+    }
+    obs.domains.remove("vm-7");
+    let p = plan(&cfg, &obs, &opts());
+    let disk_changes: Vec<&ResourceChange> = p.changes.iter().filter(|c| c.address.starts_with("disk.root[")).collect();
+    assert_eq!(disk_changes.len(), 300);
+    assert!(disk_changes.iter().all(|c| c.action == Action::Create));
+    let drift: Vec<&str> = disk_changes.iter().filter(|c| c.reason.as_deref() == Some("drift")).map(|c| c.address.as_str()).collect();
+    assert_eq!(drift.len(), 299, "every disk whose domain exists");
+    assert!(!drift.contains(&"disk.root[7]"), "vm-7's domain is gone: a plain create");
+}
