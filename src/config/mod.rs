@@ -1259,7 +1259,6 @@ impl<'o> Loader<'o> {
     }
 
     /// Evaluates a block body into a map: attributes and nested blocks (as maps).
-    #[allow(clippy::too_many_arguments)]
     fn eval_body(&mut self, body: &RawBody, scope: &Scope<'_>, top: bool) -> Res<Value> {
         let mut m = BTreeMap::new();
         let mut ok = true;

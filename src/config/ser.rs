@@ -41,6 +41,16 @@ fn tagged(variant: &str, v: Value) -> Value {
     Value::Map(BTreeMap::from([(variant.to_string(), v)]))
 }
 
+/// `fn serialize_x(self, v: X) -> Result<Ok, SerError> { Ok(body) }` for
+/// each (method, type), `v` bound in the body.
+macro_rules! scalars {
+    ($ok:ty; $($m:ident: $t:ty),* => |$v:ident| $body:expr) => {$(
+        fn $m(self, $v: $t) -> Result<$ok, SerError> {
+            Ok($body)
+        }
+    )*};
+}
+
 struct ValueSer;
 
 impl ser::Serializer for ValueSer {
@@ -54,54 +64,16 @@ impl ser::Serializer for ValueSer {
     type SerializeStruct = MapSer;
     type SerializeStructVariant = MapSer;
 
-    fn serialize_bool(self, v: bool) -> Result<Value, SerError> {
-        Ok(Value::Bool(v))
-    }
-    fn serialize_i8(self, v: i8) -> Result<Value, SerError> {
-        Ok(Value::Number(v.into()))
-    }
-    fn serialize_i16(self, v: i16) -> Result<Value, SerError> {
-        Ok(Value::Number(v.into()))
-    }
-    fn serialize_i32(self, v: i32) -> Result<Value, SerError> {
-        Ok(Value::Number(v.into()))
-    }
-    fn serialize_i64(self, v: i64) -> Result<Value, SerError> {
-        Ok(Value::Number(v as f64))
-    }
-    fn serialize_i128(self, v: i128) -> Result<Value, SerError> {
-        Ok(Value::Number(v as f64))
-    }
-    fn serialize_u8(self, v: u8) -> Result<Value, SerError> {
-        Ok(Value::Number(v.into()))
-    }
-    fn serialize_u16(self, v: u16) -> Result<Value, SerError> {
-        Ok(Value::Number(v.into()))
-    }
-    fn serialize_u32(self, v: u32) -> Result<Value, SerError> {
-        Ok(Value::Number(v.into()))
-    }
-    fn serialize_u64(self, v: u64) -> Result<Value, SerError> {
-        Ok(Value::Number(v as f64))
-    }
-    fn serialize_u128(self, v: u128) -> Result<Value, SerError> {
-        Ok(Value::Number(v as f64))
-    }
-    fn serialize_f32(self, v: f32) -> Result<Value, SerError> {
-        Ok(number(v.into()))
-    }
-    fn serialize_f64(self, v: f64) -> Result<Value, SerError> {
-        Ok(number(v))
-    }
-    fn serialize_char(self, v: char) -> Result<Value, SerError> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn serialize_str(self, v: &str) -> Result<Value, SerError> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn serialize_bytes(self, v: &[u8]) -> Result<Value, SerError> {
-        Ok(Value::List(v.iter().map(|b| Value::Number((*b).into())).collect()))
-    }
+    scalars!(Value; serialize_bool: bool => |v| Value::Bool(v));
+    scalars!(Value; serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32 => |v| Value::Number(v.into()));
+    // As serde_json: 64- and 128-bit integers as the nearest f64.
+    scalars!(Value; serialize_i64: i64, serialize_i128: i128, serialize_u64: u64, serialize_u128: u128 => |v| Value::Number(v as f64));
+    scalars!(Value; serialize_f32: f32 => |v| number(v.into()));
+    scalars!(Value; serialize_f64: f64 => |v| number(v));
+    scalars!(Value; serialize_char: char => |v| Value::String(v.to_string()));
+    scalars!(Value; serialize_str: &str => |v| Value::String(v.to_string()));
+    scalars!(Value; serialize_bytes: &[u8] => |v| Value::List(v.iter().map(|b| Value::Number((*b).into())).collect()));
+
     fn serialize_none(self) -> Result<Value, SerError> {
         Ok(Value::Null)
     }
@@ -146,68 +118,34 @@ impl ser::Serializer for ValueSer {
     }
 }
 
+/// A list being built (a tuple variant's under its variant's name).
 struct SeqSer {
     items: Vec<Value>,
     variant: Option<&'static str>,
 }
 
-impl SeqSer {
-    fn push<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), SerError> {
-        self.items.push(v.serialize(ValueSer)?);
-        Ok(())
-    }
-    fn finish(self) -> Value {
-        match self.variant {
-            None => Value::List(self.items),
-            Some(v) => tagged(v, Value::List(self.items)),
+/// serde's four sequence traits are the same thing here.
+macro_rules! seq_traits {
+    ($($tr:ident :: $m:ident),*) => {$(
+        impl ser::$tr for SeqSer {
+            type Ok = Value;
+            type Error = SerError;
+            fn $m<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), SerError> {
+                self.items.push(v.serialize(ValueSer)?);
+                Ok(())
+            }
+            fn end(self) -> Result<Value, SerError> {
+                Ok(match self.variant {
+                    None => Value::List(self.items),
+                    Some(v) => tagged(v, Value::List(self.items)),
+                })
+            }
         }
-    }
+    )*};
 }
+seq_traits!(SerializeSeq::serialize_element, SerializeTuple::serialize_element, SerializeTupleStruct::serialize_field, SerializeTupleVariant::serialize_field);
 
-impl ser::SerializeSeq for SeqSer {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), SerError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Value, SerError> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeTuple for SeqSer {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), SerError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Value, SerError> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeTupleStruct for SeqSer {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), SerError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Value, SerError> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeTupleVariant for SeqSer {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), SerError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Value, SerError> {
-        Ok(self.finish())
-    }
-}
-
+/// A map or struct being built (a struct variant's under its variant's name).
 struct MapSer {
     map: BTreeMap<String, Value>,
     key: Option<String>,
@@ -215,11 +153,11 @@ struct MapSer {
 }
 
 impl MapSer {
-    fn finish(self) -> Value {
-        match self.variant {
+    fn finish(self) -> Result<Value, SerError> {
+        Ok(match self.variant {
             None => Value::Map(self.map),
             Some(v) => tagged(v, Value::Map(self.map)),
-        }
+        })
     }
 }
 
@@ -236,40 +174,34 @@ impl ser::SerializeMap for MapSer {
         Ok(())
     }
     fn end(self) -> Result<Value, SerError> {
-        Ok(self.finish())
+        self.finish()
     }
 }
 
-impl ser::SerializeStruct for MapSer {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, k: &'static str, v: &T) -> Result<(), SerError> {
-        self.map.insert(k.to_string(), v.serialize(ValueSer)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Value, SerError> {
-        Ok(self.finish())
-    }
+/// Structs and struct variants are the same thing here.
+macro_rules! struct_traits {
+    ($($tr:ident),*) => {$(
+        impl ser::$tr for MapSer {
+            type Ok = Value;
+            type Error = SerError;
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, k: &'static str, v: &T) -> Result<(), SerError> {
+                self.map.insert(k.to_string(), v.serialize(ValueSer)?);
+                Ok(())
+            }
+            fn end(self) -> Result<Value, SerError> {
+                self.finish()
+            }
+        }
+    )*};
 }
+struct_traits!(SerializeStruct, SerializeStructVariant);
 
-impl ser::SerializeStructVariant for MapSer {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, k: &'static str, v: &T) -> Result<(), SerError> {
-        self.map.insert(k.to_string(), v.serialize(ValueSer)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Value, SerError> {
-        Ok(self.finish())
-    }
-}
-
-/// Map keys: strings, and what serde_json turns into strings (numbers,
+/// Map keys: strings, and what serde_json turns into strings (integers,
 /// bools, chars, unit variants); anything else is an error, as in serde_json.
 struct KeySer;
 
-fn key_error() -> SerError {
-    SerError("map keys must be strings".into())
+fn key_error<T>() -> Result<T, SerError> {
+    Err(SerError("map keys must be strings".into()))
 }
 
 impl ser::Serializer for KeySer {
@@ -283,65 +215,30 @@ impl ser::Serializer for KeySer {
     type SerializeStruct = ser::Impossible<String, SerError>;
     type SerializeStructVariant = ser::Impossible<String, SerError>;
 
-    fn serialize_bool(self, v: bool) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i8(self, v: i8) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i16(self, v: i16) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i32(self, v: i32) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i64(self, v: i64) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i128(self, v: i128) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u8(self, v: u8) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u16(self, v: u16) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u32(self, v: u32) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u64(self, v: u64) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u128(self, v: u128) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
+    scalars!(String; serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64, serialize_i128: i128,
+        serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_char: char, serialize_str: &str
+        => |v| v.to_string());
+
     fn serialize_f32(self, _: f32) -> Result<String, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_f64(self, _: f64) -> Result<String, SerError> {
-        Err(key_error())
-    }
-    fn serialize_char(self, v: char) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_str(self, v: &str) -> Result<String, SerError> {
-        Ok(v.to_string())
+        key_error()
     }
     fn serialize_bytes(self, _: &[u8]) -> Result<String, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_none(self) -> Result<String, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<String, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_unit(self) -> Result<String, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_unit_struct(self, _: &'static str) -> Result<String, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result<String, SerError> {
         Ok(variant.to_string())
@@ -350,28 +247,28 @@ impl ser::Serializer for KeySer {
         v.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(self, _: &'static str, _: u32, _: &'static str, _: &T) -> Result<String, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_tuple_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeTupleVariant, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, SerError> {
-        Err(key_error())
+        key_error()
     }
     fn serialize_struct_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeStructVariant, SerError> {
-        Err(key_error())
+        key_error()
     }
 }
 

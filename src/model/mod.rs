@@ -145,23 +145,7 @@ impl fmt::Display for Address {
         f.write_str(&self.name)?;
         match &self.key {
             Key::None => Ok(()),
-            Key::Index(i) => {
-                let mut buf = [0u8; 20];
-                let mut n = *i;
-                let mut at = buf.len();
-                loop {
-                    at -= 1;
-                    buf[at] = b'0' + (n % 10) as u8;
-                    n /= 10;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                f.write_str("[")?;
-                // ASCII digits.
-                f.write_str(std::str::from_utf8(&buf[at..]).unwrap_or("?"))?;
-                f.write_str("]")
-            }
+            Key::Index(i) => write!(f, "[{i}]"),
             Key::Name(k) => {
                 f.write_str("[\"")?;
                 f.write_str(k)?;

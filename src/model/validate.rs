@@ -12,20 +12,64 @@ use std::collections::HashMap;
 /// Duplicate MACs, bridges, domain names, fixed IPs; disks, ports and volumes
 /// used by two instances.
 pub fn check_all(resources: &[Resource]) -> Diagnostics {
-    let mut diags = Diagnostics::default();
-    // (what, value) -> (first claimant, where it claims it). Keys borrow
-    // the resources and paths are formatted only for a finding: this runs
-    // for every resource of every load.
-    type Seen<'r> = HashMap<(&'static str, Cow<'r, str>), (usize, Attr)>;
-    let mut seen: Seen<'_> = HashMap::new();
-    #[allow(clippy::too_many_arguments)]
-    fn claim<'r>(seen: &mut Seen<'r>, resources: &'r [Resource], diags: &mut Diagnostics, what: &'static str, value: Cow<'r, str>, idx: usize, attr: Attr, msg: &dyn Fn(&Resource) -> String) {
-        match seen.entry((what, value)) {
+    let mut c = Claims { resources, seen: HashMap::new(), diags: Diagnostics::default() };
+    for (i, r) in resources.iter().enumerate() {
+        // Formatted only for a message (the loop runs for every resource).
+        let me = &r.address;
+        match &r.spec {
+            Spec::Network(n) => {
+                c.claim("bridge", n.bridge_name().into(), i, Attr("bridge", None), &|a| {
+                    format!("{me} and {} claim the same bridge \"{}\"", a.address, n.bridge_name())
+                });
+            }
+            Spec::Port(p) => {
+                if let Some(mac) = p.mac {
+                    c.claim("MAC", mac.to_string().into(), i, Attr("mac", None), &|a| format!("{me} and {} have the same MAC {mac}", a.address));
+                }
+                if let Some(ip) = p.ip {
+                    c.claim("IP", format!("{} on {}", ip, p.network).into(), i, Attr("ip", None), &|a| {
+                        format!("{me} and {} have the same fixed IP {ip} on {}", a.address, p.network)
+                    });
+                }
+            }
+            Spec::Instance(inst) => {
+                let name = inst.domain_name();
+                c.claim("domain name", name.into(), i, Attr("name", None), &|a| {
+                    format!("{me} and {} would both be the libvirt domain \"{name}\"", a.address)
+                });
+                for (field, what, refs) in [("disks", "disk", &inst.disks), ("ports", "port", &inst.ports), ("volumes", "volume", &inst.volumes)] {
+                    for (j, d) in refs.iter().enumerate() {
+                        c.claim(what, d.0.as_str().into(), i, Attr(field, Some(j)), &|a| {
+                            format!("{d} is used by two instances, {} and {me}", a.address)
+                        });
+                    }
+                }
+            }
+            Spec::Image(_) | Spec::Disk(_) | Spec::Volume(_) => {}
+        }
+    }
+    c.diags
+}
+
+/// What the resources claim so far: (what, value) -> (first claimant,
+/// where it claims it). Keys borrow the resources and paths are formatted
+/// only for a finding: this runs for every resource of every load.
+struct Claims<'r> {
+    resources: &'r [Resource],
+    seen: HashMap<(&'static str, Cow<'r, str>), (usize, Attr)>,
+    diags: Diagnostics,
+}
+
+impl<'r> Claims<'r> {
+    /// Resource `idx` claims `what` = `value` at `attr`; a second claimant
+    /// gets the error `msg(first claimant)`.
+    fn claim(&mut self, what: &'static str, value: Cow<'r, str>, idx: usize, attr: Attr, msg: &dyn Fn(&Resource) -> String) {
+        match self.seen.entry((what, value)) {
             Entry::Occupied(e) => {
                 let (first, first_attr) = e.get();
-                let a = &resources[*first];
-                let b = &resources[idx];
-                diags.push(
+                let a = &self.resources[*first];
+                let b = &self.resources[idx];
+                self.diags.push(
                     Diagnostic::error(msg(a))
                         .at_opt(b.span_of(&attr.path()))
                         .label(format!("{} {} is already used by {}", what, e.key().1, a.address))
@@ -37,42 +81,6 @@ pub fn check_all(resources: &[Resource]) -> Diagnostics {
             }
         }
     }
-    for (i, r) in resources.iter().enumerate() {
-        // Formatted only for a message (the loop runs for every resource).
-        let me = &r.address;
-        match &r.spec {
-            Spec::Network(n) => {
-                claim(&mut seen, resources, &mut diags, "bridge", n.bridge_name().into(), i, Attr("bridge", None), &|a| {
-                    format!("{me} and {} claim the same bridge \"{}\"", a.address, n.bridge_name())
-                });
-            }
-            Spec::Port(p) => {
-                if let Some(mac) = p.mac {
-                    claim(&mut seen, resources, &mut diags, "MAC", mac.to_string().into(), i, Attr("mac", None), &|a| format!("{me} and {} have the same MAC {mac}", a.address));
-                }
-                if let Some(ip) = p.ip {
-                    claim(&mut seen, resources, &mut diags, "IP", format!("{} on {}", ip, p.network).into(), i, Attr("ip", None), &|a| {
-                        format!("{me} and {} have the same fixed IP {ip} on {}", a.address, p.network)
-                    });
-                }
-            }
-            Spec::Instance(inst) => {
-                let name = inst.domain_name();
-                claim(&mut seen, resources, &mut diags, "domain name", name.into(), i, Attr("name", None), &|a| {
-                    format!("{me} and {} would both be the libvirt domain \"{name}\"", a.address)
-                });
-                for (field, what, refs) in [("disks", "disk", &inst.disks), ("ports", "port", &inst.ports), ("volumes", "volume", &inst.volumes)] {
-                    for (j, d) in refs.iter().enumerate() {
-                        claim(&mut seen, resources, &mut diags, what, d.0.as_str().into(), i, Attr(field, Some(j)), &|a| {
-                            format!("{d} is used by two instances, {} and {me}", a.address)
-                        });
-                    }
-                }
-            }
-            Spec::Image(_) | Spec::Disk(_) | Spec::Volume(_) => {}
-        }
-    }
-    diags
 }
 
 /// Where a resource claims something: an attribute, or an item of a list

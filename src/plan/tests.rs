@@ -299,18 +299,23 @@ fn target_keeps_the_resource_and_its_dependencies() {
     assert!(p.errors.iter().any(|e| e.contains("--target instance.nope")), "{:?}", p.errors);
 }
 
+/// The quickstart with `n` instances (`vm-0` …), each with its own disk
+/// and port (no fixed IP).
+fn quickstart_times(n: usize) -> String {
+    QUICKSTART
+        .replace("disk \"root\" {\n", &format!("disk \"root\" {{\n  count = {n}\n"))
+        .replace("port \"eth0\" {\n  network = network.lan\n  ip      = \"10.77.0.10\"\n", &format!("port \"eth0\" {{\n  count   = {n}\n  network = network.lan\n"))
+        .replace("instance \"vm\" {\n", &format!("instance \"vm\" {{\n  count   = {n}\n  name    = \"vm-${{count.index}}\"\n"))
+        .replace("disks   = [disk.root]", "disks   = [disk.root[count.index]]")
+        .replace("ports   = [port.eth0]", "ports   = [port.eth0[count.index]]")
+}
+
 /// Past 128 instances the domains are lowered on several threads: the plan
 /// is the same as for one instance at a time (converged: all no-ops; one
 /// drifted domain among 300 found; every address planned once).
 #[test]
 fn many_instances_plan_the_same_when_lowered_in_parallel() {
-    let src = QUICKSTART
-        .replace("disk \"root\" {\n", "disk \"root\" {\n  count = 300\n")
-        .replace("port \"eth0\" {\n  network = network.lan\n  ip      = \"10.77.0.10\"\n", "port \"eth0\" {\n  count   = 300\n  network = network.lan\n")
-        .replace("instance \"vm\" {\n", "instance \"vm\" {\n  count   = 300\n  name    = \"vm-${count.index}\"\n")
-        .replace("disks   = [disk.root]", "disks   = [disk.root[count.index]]")
-        .replace("ports   = [port.eth0]", "ports   = [port.eth0[count.index]]");
-    let (_d, cfg) = load(&src);
+    let (_d, cfg) = load(&quickstart_times(300));
     assert_eq!(cfg.resources.iter().filter(|r| matches!(r.spec, Spec::Instance(_))).count(), 300);
     let mut obs = converged(&cfg);
     let p = plan(&cfg, &obs, &opts());
@@ -330,13 +335,7 @@ fn many_instances_plan_the_same_when_lowered_in_parallel() {
 /// Many at once stay linear (one pass over the instances, not one per disk).
 #[test]
 fn missing_disk_files_are_drift_only_while_their_domain_exists() {
-    let src = QUICKSTART
-        .replace("disk \"root\" {\n", "disk \"root\" {\n  count = 300\n")
-        .replace("port \"eth0\" {\n  network = network.lan\n  ip      = \"10.77.0.10\"\n", "port \"eth0\" {\n  count   = 300\n  network = network.lan\n")
-        .replace("instance \"vm\" {\n", "instance \"vm\" {\n  count   = 300\n  name    = \"vm-${count.index}\"\n")
-        .replace("disks   = [disk.root]", "disks   = [disk.root[count.index]]")
-        .replace("ports   = [port.eth0]", "ports   = [port.eth0[count.index]]");
-    let (_d, cfg) = load(&src);
+    let (_d, cfg) = load(&quickstart_times(300));
     let mut obs = converged(&cfg);
     let disks: Vec<String> = obs.files.keys().filter(|p| p.contains("/disks/root@")).cloned().collect();
     assert_eq!(disks.len(), 300);

@@ -853,18 +853,28 @@ impl ObservedDomain {
     /// Replaces values libvirt expanded from an alias by the desired spelling
     /// when they are equivalent (today: the machine type, see
     /// [`machines_match`]). Call on the observed side before comparing.
-    /// Whether [`align_aliases`](Self::align_aliases) would change anything.
-    fn needs_alignment(&self, desired: &ObservedDomain) -> bool {
-        (self.machine != desired.machine && machines_match(&desired.machine, &self.machine)) || (desired.cpu.is_none() && self.cpu.as_ref().is_some_and(is_default_cpu))
+    pub fn align_aliases(&mut self, desired: &ObservedDomain) {
+        if let std::borrow::Cow::Owned(o) = self.aligned_to(desired) {
+            *self = o;
+        }
     }
 
-    pub fn align_aliases(&mut self, desired: &ObservedDomain) {
-        if self.machine != desired.machine && machines_match(&desired.machine, &self.machine) {
-            self.machine = desired.machine.clone();
+    /// [`align_aliases`](Self::align_aliases) as a value, borrowing when
+    /// nothing needs replacing (most comparisons of a large plan).
+    pub fn aligned_to(&self, desired: &ObservedDomain) -> std::borrow::Cow<'_, ObservedDomain> {
+        let machine = self.machine != desired.machine && machines_match(&desired.machine, &self.machine);
+        let cpu = desired.cpu.is_none() && self.cpu.as_ref().is_some_and(is_default_cpu);
+        if !machine && !cpu {
+            return std::borrow::Cow::Borrowed(self);
         }
-        if desired.cpu.is_none() && self.cpu.as_ref().is_some_and(is_default_cpu) {
-            self.cpu = None;
+        let mut o = self.clone();
+        if machine {
+            o.machine = desired.machine.clone();
         }
+        if cpu {
+            o.cpu = None;
+        }
+        std::borrow::Cow::Owned(o)
     }
 
     /// A canonical copy: disks sorted by target (vda < vdb < … < vdz < vdaa),
@@ -1024,15 +1034,7 @@ impl ObservedDomain {
         // Copies only where aligning or sorting changes something (a
         // converged plan compares 1,000 of these: three copies each were
         // a sixth of its serial part).
-        let aligned;
-        let obs = if observed.needs_alignment(self) {
-            let mut o = observed.clone();
-            o.align_aliases(self);
-            aligned = o;
-            &aligned
-        } else {
-            observed
-        };
+        let obs = observed.aligned_to(self);
         let (a, b) = (self.normalized_cow(), obs.normalized_cow());
         let mut out = Vec::new();
         let mut check = |name: &str, differ: bool| {
@@ -1097,9 +1099,7 @@ fn is_default_cpu(c: &CpuDef) -> bool {
 /// The texts to diff for a plan: `desired.normalized_xml()` and the observed
 /// one after [`ObservedDomain::align_aliases`].
 pub fn normalized_pair(desired: &ObservedDomain, observed: &ObservedDomain) -> (String, String) {
-    let mut obs = observed.clone();
-    obs.align_aliases(desired);
-    (desired.normalized_xml(), obs.normalized_xml())
+    (desired.normalized_xml(), observed.aligned_to(desired).normalized_xml())
 }
 
 /// Sort key of a target name: prefix, then length, then name (vdz < vdaa).

@@ -93,6 +93,15 @@ fn rebase<'a>(input: &'a str, s: Cow<'_, str>) -> Cow<'a, str> {
     Cow::Owned(s.into_owned())
 }
 
+/// The last `len` bytes of `s` (a suffix `s` was split into), borrowed
+/// from the input when `s` is.
+fn tail<'a>(s: &Cow<'a, str>, len: usize) -> Cow<'a, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(&b[b.len() - len..]),
+        Cow::Owned(o) => Cow::Owned(o[o.len() - len..].to_string()),
+    }
+}
+
 struct Builder<'a> {
     input: &'a str,
     doc: Doc<'a>,
@@ -337,21 +346,14 @@ impl<'a> Builder<'a> {
             if self.bindings.len() >= MAX_BINDINGS {
                 return Err(bad(self, format!("more than {MAX_BINDINGS} namespace declarations in scope")));
             }
-            let prefix = prefix.map(|p| match key {
-                Cow::Borrowed(k) => Cow::Borrowed(&k[6..]),
-                Cow::Owned(_) => Cow::Owned(p.to_string()),
-            });
-            self.bindings.push(Binding { level, prefix, uri });
+            self.bindings.push(Binding { level, prefix: prefix.map(|p| tail(key, p.len())), uri });
         }
         let (prefix, local) = match qname.split_once(':') {
             Some((p, l)) => (Some(p), l),
             None => (None, qname.as_ref()),
         };
         let ns = self.resolve(prefix);
-        let name = match &qname {
-            Cow::Borrowed(q) => Cow::Borrowed(&q[q.len() - local.len()..]),
-            Cow::Owned(_) => Cow::Owned(local.to_string()),
-        };
+        let name = tail(&qname, local.len());
         let node = &mut self.doc.nodes[i as usize];
         node.ns = ns;
         node.name = name;
@@ -360,14 +362,7 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let (ans, aname) = match key.split_once(':') {
-                Some((p, l)) => {
-                    let ns = self.resolve(Some(p));
-                    let l = match &key {
-                        Cow::Borrowed(k) => Cow::Borrowed(&k[k.len() - l.len()..]),
-                        Cow::Owned(_) => Cow::Owned(l.to_string()),
-                    };
-                    (ns, l)
-                }
+                Some((p, l)) => (self.resolve(Some(p)), tail(&key, l.len())),
                 None => (None, key),
             };
             let (lo, hi) = (first_attr as usize, self.doc.attrs.len());
