@@ -20,6 +20,8 @@ pub enum Node {
     Var(String),
     Local(String),
     Resource(Kind, String),
+    /// A data source block (`data.network.lan`).
+    Data(Kind, String),
     Output(String),
 }
 
@@ -29,6 +31,7 @@ impl fmt::Display for Node {
             Node::Var(n) => write!(f, "var.{n}"),
             Node::Local(n) => write!(f, "local.{n}"),
             Node::Resource(k, n) => write!(f, "{k}.{n}"),
+            Node::Data(k, n) => write!(f, "data.{k}.{n}"),
             Node::Output(n) => write!(f, "output.{n}"),
         }
     }
@@ -158,11 +161,12 @@ impl DepGraph {
         out
     }
 
-    /// Resource → resource dependencies, looking through locals and variables.
+    /// Resource → resource dependencies (data sources count as resources
+    /// here), looking through locals and variables.
     pub fn resource_edges(&self) -> BTreeSet<(Node, Node)> {
         let mut out = BTreeSet::new();
         for i in self.g.node_indices() {
-            if !matches!(self.g[i], Node::Resource(..)) {
+            if !matches!(self.g[i], Node::Resource(..) | Node::Data(..)) {
                 continue;
             }
             let mut stack: Vec<NodeIndex> = self.g.neighbors(i).collect();
@@ -172,7 +176,7 @@ impl DepGraph {
                     continue;
                 }
                 match &self.g[j] {
-                    Node::Resource(..) => {
+                    Node::Resource(..) | Node::Data(..) => {
                         if j != i {
                             out.insert((self.g[i].clone(), self.g[j].clone()));
                         }
@@ -184,9 +188,10 @@ impl DepGraph {
         out
     }
 
-    /// Graphviz DOT: resources as nodes, one edge per dependency (dependent → dependency).
+    /// Graphviz DOT: resources as nodes (data sources dashed: read, never
+    /// changed), one edge per dependency (dependent → dependency).
     pub fn to_dot(&self) -> String {
-        let mut nodes: Vec<&Node> = self.g.node_weights().filter(|n| matches!(n, Node::Resource(..))).collect();
+        let mut nodes: Vec<&Node> = self.g.node_weights().filter(|n| matches!(n, Node::Resource(..) | Node::Data(..))).collect();
         nodes.sort();
         let mut s = String::from("digraph virtform {\n  rankdir = \"RL\";\n  node [shape = box, fontname = \"sans-serif\"];\n");
         for n in nodes {
@@ -194,6 +199,7 @@ impl DepGraph {
                 Node::Resource(Kind::Network, _) => "hexagon",
                 Node::Resource(Kind::Image, _) | Node::Resource(Kind::Disk, _) | Node::Resource(Kind::Volume, _) => "cylinder",
                 Node::Resource(Kind::Port, _) => "ellipse",
+                Node::Data(Kind::Network, _) => "hexagon, style = dashed",
                 _ => "box",
             };
             s.push_str(&format!("  \"{}\" [label = \"{}\", shape = {shape}];\n", dot_escape(&n.to_string()), dot_escape(&n.to_string())));

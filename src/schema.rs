@@ -3,7 +3,7 @@
 //! Invariant: `schema/language.schema.json` in the repository equals
 //! [`language_schema`]'s output (a test fails when it is stale).
 
-use crate::model::{disk::Disk, image::Image, instance::Instance, network::Network, port::Port, volume::Volume};
+use crate::model::{data::DataNetwork, disk::Disk, image::Image, instance::Instance, network::Network, port::Port, volume::Volume};
 use schemars::generate::SchemaSettings;
 
 /// The schema: one definition per resource kind, with descriptions.
@@ -29,6 +29,22 @@ pub fn language_schema() -> serde_json::Value {
             }),
         );
     }
+    let data_network = generator.subschema_for::<DataNetwork>();
+    kinds.insert(
+        "data".to_string(),
+        serde_json::json!({
+            "type": "object",
+            "description": "`data \"TYPE\" \"NAME\" { ... }` blocks: existing objects virtform reads and never changes, referenced as data.TYPE.NAME.",
+            "properties": {
+                "network": {
+                    "type": "object",
+                    "description": "`data \"network\" \"NAME\" { ... }`: an existing Linux bridge, libvirt network or Open vSwitch bridge (exactly one selector).",
+                    "additionalProperties": data_network.to_value(),
+                }
+            },
+            "additionalProperties": false,
+        }),
+    );
     for (k, v) in generator.definitions() {
         defs.insert(k.clone(), v.clone());
     }

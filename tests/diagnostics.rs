@@ -91,7 +91,7 @@ fn cases() -> Vec<Case> {
         case!("negative count", "network \"n\" {\n  count = -1\n}\n", at = "-1", msg = "`count` must be a whole number from 0 to 100000"),
         case!("sensitive output", "variable \"pw\" {\n  default = \"secret\"\n  sensitive = true\n}\noutput \"pw\" {\n  value = var.pw\n}\n", at = "var.pw\n}", msg = "refers to sensitive values"),
         case!("tcp wait without fixed ip", "network \"n\" {}\nport \"p\" {\n  network = network.n\n}\ninstance \"vm\" {\n  kernel = \"/k\"\n  ports = [port.p]\n  wait_for {\n    tcp = 22\n  }\n}\n", at = "22", msg = "`tcp` needs a port with a fixed `ip`"),
-        case!("fixed ip without network address", "network \"n\" {}\nport \"p\" {\n  network = network.n\n  ip = \"10.0.0.5\"\n}\n", at = "\"10.0.0.5\"", msg = "needs its network to have an `address`"),
+        case!("fixed ip without network address", "network \"n\" {}\nport \"p\" {\n  network = network.n\n  ip = \"10.0.0.5\"\n}\n", at = "\"10.0.0.5\"", msg = "needs its network to have a `subnet` (or an `address`)"),
         case!("unknown attribute in nested block", "instance \"vm\" {\n  kernel = \"/k\"\n  wait_for {\n    consol = \"login:\"\n  }\n}\n", at = "consol", msg = "unknown attribute `consol` in `wait_for` of instance.vm", label = "did you mean `console`?"),
         case!("unsafe for_each key", "network \"n\" {\n  for_each = { \"../x\" = 1 }\n}\n", at = "{ \"../x\"", msg = "is not usable"),
         case!("index into a set", "locals {\n  s = toset([\"a\"])\n  x = local.s[0]\n}\n", at = "0]", msg = "is a set"),

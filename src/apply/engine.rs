@@ -857,7 +857,7 @@ fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Op
     inst.ports.iter().find_map(|p| {
         let Some(Spec::Port(port)) = cfg.resource(&p.0).map(|r| &r.spec) else { return None };
         let Some(Spec::Network(n)) = cfg.resource(&port.network.0).map(|r| &r.spec) else { return None };
-        n.net_type.is_libvirt().then(|| (libvirt_network_name(&cfg.stack, &port.network.0), port.mac.map(|m| m.to_string()).unwrap_or_default()))
+        n.net_type.is_libvirt().then(|| (crate::plan::desired::libvirt_name_of(&cfg.stack, &port.network.0, n), port.mac.map(|m| m.to_string()).unwrap_or_default()))
     })
 }
 

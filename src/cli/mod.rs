@@ -75,12 +75,27 @@ impl Global {
             stack: self.stack.clone(),
             state_dir: self.state_dir.clone(),
             facts: Default::default(),
+            data: None,
         }
     }
 
     /// Loads a configuration, printing diagnostics (and warnings) on stderr.
+    /// Data sources are not read (their facts are unknown): for commands
+    /// that do not look at the host (`validate`, `graph`).
     pub fn load(&self, dir: PathBuf) -> Result<config::Configuration, ExitCode> {
-        match config::load(&self.load_options(dir)) {
+        self.load_opts(self.load_options(dir))
+    }
+
+    /// Loads a configuration whose data sources read the host (through
+    /// `--connect` for libvirt networks), on the first one asked for.
+    pub fn load_reading_host(&self, dir: PathBuf) -> Result<config::Configuration, ExitCode> {
+        let mut opts = self.load_options(dir);
+        opts.data = Some(config::DataHandle(std::sync::Arc::new(crate::observe::data::HostData::new(&self.connect))));
+        self.load_opts(opts)
+    }
+
+    pub fn load_opts(&self, opts: LoadOptions) -> Result<config::Configuration, ExitCode> {
+        match config::load(&opts) {
             Ok(c) => {
                 if !c.warnings.is_empty() {
                     eprint!("{}", c.warnings.render(&c.sources, self.color_stderr()));

@@ -19,7 +19,7 @@ pub struct OutputArgs {
 
 pub fn run(g: &Global, a: OutputArgs) -> ExitCode {
     let dir = dir_or_cwd(a.dir);
-    let cfg = match g.load(dir.clone()) {
+    let cfg = match g.load_reading_host(dir.clone()) {
         Ok(c) => c,
         Err(c) => return c,
     };
@@ -89,7 +89,7 @@ fn leased_ports(cfg: &crate::config::Configuration) -> Vec<(String, String, Stri
             }
             let Some(Spec::Network(n)) = cfg.resource(&p.network.0).map(|x| &x.spec) else { return None };
             let mac = p.mac?.to_string();
-            n.net_type.is_libvirt().then(|| (r.address.to_string(), mac, crate::plan::desired::libvirt_network_name(&cfg.stack, &p.network.0)))
+            n.net_type.is_libvirt().then(|| (r.address.to_string(), mac, crate::plan::desired::libvirt_name_of(&cfg.stack, &p.network.0, n)))
         })
         .collect()
 }
@@ -119,5 +119,8 @@ pub fn with_host_facts(g: &Global, dir: &std::path::Path, cfg: crate::config::Co
     }
     let mut opts = g.load_options(dir.to_path_buf());
     opts.facts = facts;
+    if !cfg.data.is_empty() {
+        opts.data = Some(crate::config::DataHandle(std::sync::Arc::new(crate::observe::data::HostData::new(&g.connect))));
+    }
     crate::config::load(&opts).unwrap_or(cfg)
 }

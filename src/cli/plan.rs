@@ -118,7 +118,7 @@ fn load_or_empty(g: &Global, dir: PathBuf) -> Result<Configuration, ExitCode> {
             eprintln!("note: no configuration in {}; acting on stack \"{stack}\" from the host's markers alone", dir.display());
             Ok(Configuration::empty(stack, dir))
         }
-        _ => g.load(dir),
+        _ => g.load_reading_host(dir),
     }
 }
 

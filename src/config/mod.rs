@@ -35,7 +35,10 @@ use std::path::{Path, PathBuf};
 use value::Value;
 
 /// Block kinds allowed at the top level.
-pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "network", "port", "image", "disk", "volume", "instance"];
+pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "data", "network", "port", "image", "disk", "volume", "instance"];
+
+/// Types of `data` blocks.
+pub const DATA_KINDS: &[&str] = &["network"];
 
 /// Attributes every resource block accepts besides its own.
 pub const META_ARGS: &[&str] = &["count", "for_each", "depends_on", "lifecycle"];
@@ -62,6 +65,19 @@ pub struct LoadOptions {
     /// leased to a port without a fixed `ip`. They fill the port's exported
     /// `ip` (for outputs and references) and never its spec.
     pub facts: BTreeMap<String, String>,
+    /// Where `data` blocks read the host; `None` (validate, graph): their
+    /// facts are unknown.
+    pub data: Option<DataHandle>,
+}
+
+/// A shared [`DataReader`](model::data::DataReader) in [`LoadOptions`].
+#[derive(Clone)]
+pub struct DataHandle(pub std::sync::Arc<dyn model::data::DataReader>);
+
+impl std::fmt::Debug for DataHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataHandle")
+    }
 }
 
 /// A loaded, validated configuration.
@@ -72,6 +88,8 @@ pub struct Configuration {
     pub stack: String,
     /// Resource instances in dependency order.
     pub resources: Vec<Resource>,
+    /// Data source instances (`data.network.lan`), read-only, in dependency order.
+    pub data: Vec<Resource>,
     pub graph: DepGraph,
     pub outputs: Vec<Output>,
     pub variables: Vec<VariableValue>,
@@ -79,6 +97,8 @@ pub struct Configuration {
     /// Position in `resources` by address, for `resource()` (planning looks
     /// up every reference; a linear scan would make it quadratic).
     index: BTreeMap<String, usize>,
+    /// The same for `data`.
+    data_index: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -269,7 +289,16 @@ fn scrub(diags: &mut Diagnostics, secrets: &[String]) {
     }
 }
 
+/// Declared names, for reference checks.
+struct Names<'a> {
+    vars: &'a BTreeSet<String>,
+    locals: &'a BTreeSet<String>,
+    res: &'a BTreeSet<(Kind, String)>,
+    data: &'a BTreeSet<(Kind, String)>,
+}
+
 struct ResourceBlock {
+    mode: model::Mode,
     kind: Kind,
     name: String,
     block: RawBlock,
@@ -346,6 +375,7 @@ impl<'o> Loader<'o> {
             for b in body.blocks {
                 let want_labels = match b.kind.as_str() {
                     "virtform" | "locals" => 0,
+                    "data" => 2,
                     k if BLOCK_KINDS.contains(&k) => 1,
                     k => {
                         let mut d = Diagnostic::error(format!("unknown block type `{k}`")).at(b.kind_span);
@@ -358,13 +388,17 @@ impl<'o> Loader<'o> {
                     }
                 };
                 if b.labels.len() != want_labels {
-                    let what = if want_labels == 0 {
+                    let what = if want_labels == 2 {
+                        "a `data` block takes two labels: its type and its name, like data \"network\" \"lan\"".to_string()
+                    } else if want_labels == 0 {
                         format!("a `{}` block takes no label", b.kind)
                     } else {
                         format!("a `{}` block takes exactly one label, its name", b.kind)
                     };
                     let span = b.labels.get(want_labels).map(|l| l.1).unwrap_or(b.kind_span);
-                    self.diags.push(Diagnostic::error(what).at(span).label(if want_labels == 0 {
+                    self.diags.push(Diagnostic::error(what).at(span).label(if want_labels == 2 {
+                        "write `data \"network\" \"NAME\" { ... }`".to_string()
+                    } else if want_labels == 0 {
                         format!("write `{} {{ ... }}`", b.kind)
                     } else {
                         format!("write `{} \"NAME\" {{ ... }}`", b.kind)
@@ -388,6 +422,41 @@ impl<'o> Loader<'o> {
                         continue;
                     }
                     seen.insert(key, span);
+                }
+                if want_labels == 2 {
+                    let (kind, kspan) = b.labels[0].clone();
+                    let (name, span) = b.labels[1].clone();
+                    if !DATA_KINDS.contains(&kind.as_str()) {
+                        let mut d = Diagnostic::error(format!("there is no data source of type \"{kind}\"")).at(kspan);
+                        d = match suggest(&kind, DATA_KINDS.iter().copied()) {
+                            Some(s) => d.label(s),
+                            None => d.label(format!("expected one of {}", DATA_KINDS.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", "))),
+                        };
+                        self.diags.push(d);
+                        continue;
+                    }
+                    if let Err(m) = model::check_name(&name) {
+                        self.diags.push(Diagnostic::error(m).at(span));
+                        continue;
+                    }
+                    let key = format!("data.{kind}.{name}");
+                    if let Some(prev) = seen.get(&key) {
+                        self.diags.push(
+                            Diagnostic::error(format!("duplicate data \"{kind}\" \"{name}\""))
+                                .at(span)
+                                .label(format!("{key} is already declared"))
+                                .note(Some(*prev), "first declared here"),
+                        );
+                        continue;
+                    }
+                    seen.insert(key, span);
+                    if let Some(lc) = b.body.blocks_named("lifecycle").next() {
+                        self.diags.push(Diagnostic::error("a data source has no `lifecycle`: virtform never creates, changes or destroys it").at(lc.kind_span));
+                        continue;
+                    }
+                    let kind = Kind::parse(&kind).expect("data kind");
+                    resources.push(ResourceBlock { mode: model::Mode::Data, kind, name, block: b });
+                    continue;
                 }
                 match b.kind.as_str() {
                     "virtform" => {
@@ -424,7 +493,7 @@ impl<'o> Loader<'o> {
                     k => {
                         let kind = Kind::parse(k).expect("resource kind");
                         let name = b.labels[0].0.clone();
-                        resources.push(ResourceBlock { kind, name, block: b });
+                        resources.push(ResourceBlock { mode: model::Mode::Managed, kind, name, block: b });
                     }
                 }
             }
@@ -434,7 +503,9 @@ impl<'o> Loader<'o> {
         // Declared names, for reference checks.
         let var_names: BTreeSet<String> = var_blocks.iter().map(|b| b.labels[0].0.clone()).collect();
         let local_names: BTreeSet<String> = locals.iter().map(|a| a.name.clone()).collect();
-        let res_names: BTreeSet<(Kind, String)> = resources.iter().map(|r| (r.kind, r.name.clone())).collect();
+        let res_names: BTreeSet<(Kind, String)> = resources.iter().filter(|r| r.mode == model::Mode::Managed).map(|r| (r.kind, r.name.clone())).collect();
+        let data_names: BTreeSet<(Kind, String)> = resources.iter().filter(|r| r.mode == model::Mode::Data).map(|r| (r.kind, r.name.clone())).collect();
+        let names = Names { vars: &var_names, locals: &local_names, res: &res_names, data: &data_names };
 
         // The graph.
         let mut graph = DepGraph::default();
@@ -445,10 +516,10 @@ impl<'o> Loader<'o> {
             let me = Node::Local(a.name.clone());
             graph.add_node(me.clone());
             let rs = refs::references(&a.expr, a.file, a.expr_span);
-            self.add_refs(&mut graph, &me, &rs, &var_names, &local_names, &res_names, None);
+            self.add_refs(&mut graph, &me, &rs, &names, None);
         }
         for r in &resources {
-            let me = Node::Resource(r.kind, r.name.clone());
+            let me = if r.mode == model::Mode::Data { Node::Data(r.kind, r.name.clone()) } else { Node::Resource(r.kind, r.name.clone()) };
             graph.add_node(me.clone());
             let has_count = r.block.body.attr("count").is_some();
             let has_each = r.block.body.attr("for_each").is_some();
@@ -456,7 +527,7 @@ impl<'o> Loader<'o> {
             for (a, _) in all_attrs(&r.block.body, "") {
                 if a.name == "depends_on" || a.name == "replace_triggered_by" {
                     let rs = refs::references(&a.expr, a.file, a.expr_span);
-                    self.add_refs(&mut graph, &me, &rs, &var_names, &local_names, &res_names, ctx);
+                    self.add_refs(&mut graph, &me, &rs, &names, ctx);
                     continue;
                 }
                 if a.name == "ignore_changes" {
@@ -470,7 +541,7 @@ impl<'o> Loader<'o> {
                 } else {
                     rs
                 };
-                self.add_refs(&mut graph, &me, &rs, &var_names, &local_names, &res_names, ctx);
+                self.add_refs(&mut graph, &me, &rs, &names, ctx);
             }
         }
         for o in &outputs {
@@ -478,7 +549,7 @@ impl<'o> Loader<'o> {
             graph.add_node(me.clone());
             for a in &o.body.attrs {
                 let rs = refs::references(&a.expr, a.file, a.expr_span);
-                self.add_refs(&mut graph, &me, &rs, &var_names, &local_names, &res_names, None);
+                self.add_refs(&mut graph, &me, &rs, &names, None);
             }
         }
         for d in graph.cycles() {
@@ -508,10 +579,13 @@ impl<'o> Loader<'o> {
         for k in Kind::ALL {
             roots.insert(k.as_str().into(), Value::Map(BTreeMap::new()));
         }
+        roots.insert("data".into(), Value::Map(DATA_KINDS.iter().map(|k| (k.to_string(), Value::Map(BTreeMap::new()))).collect()));
 
         // Evaluate in dependency order.
         let locals_by_name: BTreeMap<String, RawAttr> = locals.into_iter().map(|a| (a.name.clone(), a)).collect();
+        let (data_blocks, resources): (Vec<ResourceBlock>, Vec<ResourceBlock>) = resources.into_iter().partition(|r| r.mode == model::Mode::Data);
         let mut res_by_name: BTreeMap<(Kind, String), ResourceBlock> = resources.into_iter().map(|r| ((r.kind, r.name.clone()), r)).collect();
+        let mut data_by_name: BTreeMap<(Kind, String), ResourceBlock> = data_blocks.into_iter().map(|r| ((r.kind, r.name.clone()), r)).collect();
         let outputs_by_name: BTreeMap<String, RawBlock> = outputs.into_iter().map(|o| (o.labels[0].0.clone(), o)).collect();
         let mut sensitive_nodes: BTreeSet<Node> = sensitive_vars.iter().map(|v| Node::Var(v.clone())).collect();
         let mut built: BTreeMap<String, Resource> = BTreeMap::new();
@@ -556,6 +630,25 @@ impl<'o> Loader<'o> {
                         sensitive_nodes.insert(node.clone());
                     }
                 }
+                Node::Data(kind, name) => {
+                    let Some(rb) = data_by_name.remove(&(*kind, name.clone())) else { continue };
+                    let sensitive_attrs = self.sensitive_attrs(&rb.block.body, &sensitive_nodes, &var_names, &local_names);
+                    let ctx_paths = ResCtx { stack: &stack, state_dir: &state_dir, config_dir: &dir };
+                    let exports = graph.is_referenced(&node);
+                    match self.resource(&rb, &fn_ctx, &roots, &ctx_paths, &mut built, &mut order_out, &sensitive_attrs, exports) {
+                        Ok(v) => {
+                            if let Some(Value::Map(m)) = roots.get_mut("data").and_then(|d| match d {
+                                Value::Map(m) => m.get_mut(kind.as_str()),
+                                _ => None,
+                            }) {
+                                m.insert(name.clone(), v);
+                            }
+                        }
+                        Err(()) => {
+                            failed_nodes.insert(node.clone());
+                        }
+                    }
+                }
                 Node::Resource(kind, name) => {
                     let Some(rb) = res_by_name.remove(&(*kind, name.clone())) else { continue };
                     let sensitive_attrs = self.sensitive_attrs(&rb.block.body, &sensitive_nodes, &var_names, &local_names);
@@ -581,18 +674,22 @@ impl<'o> Loader<'o> {
         }
         self.checkpoint()?;
         let outputs: Vec<Output> = out_values.into_iter().flatten().collect();
-        let mut resources: Vec<Resource> = order_out.iter().filter_map(|a| built.remove(a)).collect();
+        let (mut data, mut resources): (Vec<Resource>, Vec<Resource>) = order_out.iter().filter_map(|a| built.remove(a)).partition(|r| r.address.is_data());
         self.diags.extend(model::validate::check_all(&resources));
+        data.shrink_to_fit();
         self.checkpoint()?;
         resources.shrink_to_fit();
         let mut warnings = std::mem::take(&mut self.warnings);
         warnings.extend(Diagnostics(self.diags.0.drain(..).filter(|d| d.severity == Severity::Warning).collect()));
         let index = resources.iter().enumerate().map(|(i, r)| (r.address.to_string(), i)).collect();
+        let data_index = data.iter().enumerate().map(|(i, r)| (r.address.to_string(), i)).collect();
         Ok(Configuration {
             sources: std::mem::take(&mut self.sources),
             dir,
             stack,
             resources,
+            data,
+            data_index,
             graph,
             outputs,
             variables: var_values,
@@ -611,17 +708,8 @@ impl<'o> Loader<'o> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn add_refs(
-        &mut self,
-        graph: &mut DepGraph,
-        me: &Node,
-        rs: &[Reference],
-        vars: &BTreeSet<String>,
-        locals: &BTreeSet<String>,
-        res: &BTreeSet<(Kind, String)>,
-        repetition: Option<(bool, bool)>,
-    ) {
+    fn add_refs(&mut self, graph: &mut DepGraph, me: &Node, rs: &[Reference], names: &Names<'_>, repetition: Option<(bool, bool)>) {
+        let (vars, locals, res) = (names.vars, names.locals, names.res);
         for r in rs {
             match r.root.as_str() {
                 "var" => match r.first_attr() {
@@ -681,6 +769,31 @@ impl<'o> Loader<'o> {
                         self.diags.push(Diagnostic::error("`path` has the attributes `module` and `cwd`").at(r.span));
                     }
                 }
+                "data" => {
+                    let kind = r.first_attr();
+                    let name = match r.steps.get(1) {
+                        Some(Step::Attr(n)) => Some(n.as_str()),
+                        _ => None,
+                    };
+                    match (kind, name) {
+                        (Some(k), Some(n)) if Kind::parse(k).is_some_and(|kind| names.data.contains(&(kind, n.to_string()))) => {
+                            graph.add_edge(me, &Node::Data(Kind::parse(k).expect("kind"), n.to_string()), r.span)
+                        }
+                        (Some(k), Some(n)) if DATA_KINDS.contains(&k) => {
+                            let same = names.data.iter().map(|(_, n)| n.as_str());
+                            let mut d = Diagnostic::error(format!("reference to undeclared data source `data.{k}.{n}`")).at(r.span);
+                            d = match suggest(n, same) {
+                                Some(s) => d.label(s),
+                                None => d.label(format!("declare it with: data \"{k}\" \"{n}\" {{ ... }}")),
+                            };
+                            self.diags.push(d);
+                        }
+                        (Some(k), _) if !DATA_KINDS.contains(&k) => {
+                            self.diags.push(Diagnostic::error(format!("there is no data source of type \"{k}\"")).at(r.span).label("expected data.network.NAME"));
+                        }
+                        _ => self.diags.push(Diagnostic::error("`data` must be followed by a type and a name, like data.network.lan").at(r.span)),
+                    }
+                }
                 root => {
                     if let Some(kind) = Kind::parse(root) {
                         match r.first_attr() {
@@ -699,7 +812,7 @@ impl<'o> Loader<'o> {
                             ),
                         }
                     } else {
-                        let mut roots: Vec<&str> = vec!["var", "local", "count", "each", "virtform", "path"];
+                        let mut roots: Vec<&str> = vec!["var", "local", "count", "each", "virtform", "path", "data"];
                         roots.extend(Kind::ALL.iter().map(|k| k.as_str()));
                         let mut d = Diagnostic::error(format!("unknown name `{root}`")).at(r.span);
                         d = match suggest(root, roots.iter().copied()) {
@@ -1125,7 +1238,7 @@ impl<'o> Loader<'o> {
         let mut single = Value::Null;
         let mut failed = false;
         for (key, count_v, each) in instances {
-            let addr = Address { kind: rb.kind, name: rb.name.clone(), key: key.clone() };
+            let addr = Address { mode: rb.mode, kind: rb.kind, name: rb.name.clone(), key: key.clone() };
             let mut bind: Vec<(&str, Value)> = Vec::new();
             if let Some(c) = count_v {
                 bind.push(("count", c));
@@ -1149,7 +1262,7 @@ impl<'o> Loader<'o> {
                     }
                 }
             }
-            let ctx = model::Ctx { stack: paths.stack, state_dir: paths.state_dir, config_dir: paths.config_dir, built };
+            let ctx = model::Ctx { stack: paths.stack, state_dir: paths.state_dir, config_dir: paths.config_dir, built, data: self.opts.data.as_ref().map(|d| &*d.0 as &dyn model::data::DataReader) };
             match model::build(&addr, &attrs, &ctx, exports) {
                 Ok((spec, mut exports)) => {
                     if let (Some(ip), Value::Map(m)) = (self.opts.facts.get(&addr.to_string()), &mut exports)
@@ -1472,6 +1585,8 @@ impl Configuration {
             dir,
             stack: stack.to_string(),
             resources: Vec::new(),
+            data: Vec::new(),
+            data_index: BTreeMap::new(),
             graph: DepGraph::default(),
             outputs: Vec::new(),
             variables: Vec::new(),
@@ -1480,7 +1595,11 @@ impl Configuration {
         }
     }
 
+    /// A resource or data source instance by address (`network.lan[0]`, `data.network.lan`).
     pub fn resource(&self, addr: &str) -> Option<&Resource> {
+        if addr.starts_with("data.") {
+            return self.data_index.get(addr).and_then(|i| self.data.get(*i));
+        }
         self.index.get(addr).and_then(|i| self.resources.get(*i))
     }
 }

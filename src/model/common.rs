@@ -469,9 +469,14 @@ pub const REF_KEY: &str = "__ref";
 pub struct ResourceRef(pub String);
 
 impl ResourceRef {
-    /// The kind part of the address (`network` in `network.lan`).
+    /// The kind part of the address (`network` in `network.lan` and in `data.network.lan`).
     pub fn kind(&self) -> &str {
-        self.0.split('.').next().unwrap_or("")
+        self.0.strip_prefix("data.").unwrap_or(&self.0).split('.').next().unwrap_or("")
+    }
+
+    /// Whether it names a data source (`data.network.lan`).
+    pub fn is_data(&self) -> bool {
+        self.0.starts_with("data.")
     }
 }
 

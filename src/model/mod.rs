@@ -10,6 +10,7 @@
 //!   keys and the stack name are restricted to safe characters.
 
 pub mod common;
+pub mod data;
 pub mod disk;
 pub mod image;
 pub mod instance;
@@ -70,9 +71,21 @@ pub enum Key {
     Name(String),
 }
 
-/// `kind.name`, `kind.name[0]` or `kind.name["key"]`.
+/// Whether an address names something virtform manages (`network.lan`) or
+/// an existing object it only reads (`data.network.lan`), as in OpenTofu's
+/// `addrs.ResourceMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Mode {
+    #[default]
+    Managed,
+    Data,
+}
+
+/// `kind.name`, `kind.name[0]` or `kind.name["key"]`; data sources are
+/// `data.kind.name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
+    pub mode: Mode,
     pub kind: Kind,
     pub name: String,
     pub key: Key,
@@ -82,6 +95,10 @@ impl Address {
     /// Parses `kind.name`, `kind.name[0]` or `kind.name["key"]` (the form
     /// `Display` writes and markers record).
     pub fn parse(s: &str) -> Option<Address> {
+        let (mode, s) = match s.strip_prefix("data.") {
+            Some(rest) => (Mode::Data, rest),
+            None => (Mode::Managed, s),
+        };
         let (kind, rest) = s.split_once('.')?;
         let kind = Kind::parse(kind)?;
         let (name, key) = match rest.split_once('[') {
@@ -95,12 +112,21 @@ impl Address {
                 (n, key)
             }
         };
-        (!name.is_empty()).then(|| Address { kind, name: name.to_string(), key })
+        (!name.is_empty()).then(|| Address { mode, kind, name: name.to_string(), key })
+    }
+
+    /// A managed resource's address.
+    pub fn managed(kind: Kind, name: impl Into<String>, key: Key) -> Address {
+        Address { mode: Mode::Managed, kind, name: name.into(), key }
+    }
+
+    pub fn is_data(&self) -> bool {
+        self.mode == Mode::Data
     }
 
     /// The block's address without the instance key.
     pub fn block(&self) -> String {
-        format!("{}.{}", self.kind, self.name)
+        if self.is_data() { format!("data.{}.{}", self.kind, self.name) } else { format!("{}.{}", self.kind, self.name) }
     }
 
     /// A file-name-safe form: `root`, `root@0`, `root@web` (keys are validated to be safe).
@@ -122,7 +148,7 @@ impl Address {
             Some((n, k)) if !k.is_empty() => (n, Key::Name(k.to_string())),
             _ => return None,
         };
-        (!name.is_empty() && check_name(name).is_ok()).then(|| Address { kind, name: name.to_string(), key })
+        (!name.is_empty() && check_name(name).is_ok()).then(|| Address::managed(kind, name, key))
     }
 
     /// A dash-joined form for derived names: `web`, `web-0`, `web-a`.
@@ -140,6 +166,9 @@ impl fmt::Display for Address {
         // Piece by piece: addresses are formatted tens of thousands of
         // times in a large plan, and `write!` of the whole was ~1,000
         // instructions each.
+        if self.is_data() {
+            f.write_str("data.")?;
+        }
         f.write_str(self.kind.as_str())?;
         f.write_str(".")?;
         f.write_str(&self.name)?;
@@ -168,6 +197,9 @@ pub struct Ctx<'a> {
     pub config_dir: &'a Path,
     /// Resources built so far (every dependency of the one being built), by address.
     pub built: &'a BTreeMap<String, Resource>,
+    /// Where data sources read existing objects; `None` at validate (their
+    /// facts are then unknown).
+    pub data: Option<&'a dyn data::DataReader>,
 }
 
 impl Ctx<'_> {
@@ -290,9 +322,21 @@ impl Resource {
 /// the exported object other resources and outputs may reference; else
 /// `Value::Null` (building it is a good part of loading a large
 /// configuration, and nothing would read it).
-pub fn build(addr: &Address, attrs: &Value, ctx: &Ctx<'_>, exports: bool) -> Result<(Spec, Value), Vec<FieldError>> {
+pub fn build(addr: &Address, attrs: &Value, ctx: &Ctx<'_>, want_exports: bool) -> Result<(Spec, Value), Vec<FieldError>> {
     fn de<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Vec<FieldError>> {
         crate::config::de::from_value(v).map_err(|(path, e)| vec![FieldError::new(if path == "." { String::new() } else { path }, e.0)])
+    }
+    if addr.is_data() {
+        return match addr.kind {
+            Kind::Network => {
+                let (net, mut exports) = data::build_network(addr, attrs, ctx)?;
+                if let Value::Map(m) = &mut exports {
+                    m.insert(common::REF_KEY.into(), Value::String(addr.to_string()));
+                }
+                Ok((Spec::Network(net), if want_exports { exports } else { Value::Null }))
+            }
+            k => Err(vec![FieldError::new("", format!("there is no data source of type \"{k}\"; the only one is \"network\""))]),
+        };
     }
     let spec = match addr.kind {
         Kind::Network => {
@@ -326,7 +370,7 @@ pub fn build(addr: &Address, attrs: &Value, ctx: &Ctx<'_>, exports: bool) -> Res
             Spec::Instance(Box::new(s))
         }
     };
-    if !exports {
+    if !want_exports {
         return Ok((spec, Value::Null));
     }
     let mut exports = spec.exports(addr, ctx);
@@ -347,8 +391,13 @@ pub fn to_value<T: Serialize>(spec: &T, extra: impl IntoIterator<Item = (&'stati
     v
 }
 
-/// Checks that a reference points at a resource of the expected kind.
+/// Checks that a reference points at a resource of the expected kind (for
+/// networks, a `data "network"` too).
 pub fn check_ref(path: &str, r: &common::ResourceRef, want: Kind, ctx: &Ctx<'_>) -> Result<(), FieldError> {
+    if r.is_data() && want != Kind::Network {
+        return Err(FieldError::new(path, format!("expected a reference to a {want}, got a reference to the data source {r}"))
+            .label(format!("write {want}.NAME here")));
+    }
     if r.kind() != want.as_str() {
         return Err(FieldError::new(path, format!("expected a reference to a {want}, got a reference to {r}"))
             .label(format!("write {want}.NAME here")));
@@ -437,15 +486,19 @@ mod tests {
 
     #[test]
     fn addresses_render_like_terraform() {
-        let a = Address { kind: Kind::Disk, name: "root".into(), key: Key::Index(2) };
+        let a = Address::managed(Kind::Disk, "root", Key::Index(2));
         assert_eq!(a.to_string(), "disk.root[2]");
         assert_eq!(a.file_stem(), "root@2");
-        let b = Address { kind: Kind::Port, name: "p".into(), key: Key::Name("a".into()) };
+        let b = Address::managed(Kind::Port, "p", Key::Name("a".into()));
         assert_eq!(b.to_string(), "port.p[\"a\"]");
         assert_eq!(b.dashed(), "p-a");
-        for a in [a, b] {
+        let d = Address { mode: Mode::Data, kind: Kind::Network, name: "lan".into(), key: Key::None };
+        assert_eq!(d.to_string(), "data.network.lan");
+        assert_eq!(d.block(), "data.network.lan");
+        for a in [a, b, d] {
             assert_eq!(Address::parse(&a.to_string()), Some(a));
         }
+        assert_eq!(Address::parse("data.lan"), None);
         assert_eq!(Address::parse("disk"), None);
         assert_eq!(Address::parse("disk.root[x]"), None);
     }

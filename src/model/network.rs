@@ -72,8 +72,14 @@ pub struct Network {
     pub bridge: Option<IfName>,
     /// MTU of the bridge (68 to 65535).
     pub mtu: Option<u32>,
-    /// The host's address on the segment with its prefix, e.g. "10.77.0.1/24". Required for nat and isolated.
+    /// The host's own address on the segment with its prefix, e.g. "10.77.0.1/24". Required for nat and isolated; optional elsewhere (a tenant subnet where the host has no address leaves it out and sets `subnet`).
     pub address: Option<IpCidr>,
+    /// The guests' prefix, e.g. "10.50.0.0/24"; port ips are checked against it. Default: the prefix of `address`.
+    pub subnet: Option<IpCidr>,
+    /// The guests' default gateway, inside `subnet`, written into their generated network-config. Default: the host's `address` on nat networks, none elsewhere.
+    pub gateway: Option<Ip>,
+    /// DNS servers written into the generated network-config of guests with a fixed ip. Default: the host's `address` on nat networks, none elsewhere.
+    pub dns: Option<Vec<Ip>>,
     /// Spanning tree on a Linux bridge (default false).
     pub stp: Option<bool>,
     /// Forward delay of a Linux bridge in seconds (default 0).
@@ -82,11 +88,45 @@ pub struct Network {
     pub datapath_type: Option<Datapath>,
     /// DHCP range on a nat or isolated network (default: the upper half of the subnet).
     pub dhcp: Option<Dhcp>,
+    /// Set for a `data "network"`: the existing object it names. Never
+    /// deserialized: only the data source's own build sets it.
+    #[serde(skip)]
+    pub existing: Option<super::data::Existing>,
 }
 
 impl Network {
     pub fn bridge_name(&self) -> &str {
         self.bridge.as_ref().map(|b| b.0.as_str()).unwrap_or("")
+    }
+
+    /// The guests' prefix: `subnet`, else the prefix of `address`.
+    pub fn subnet(&self) -> Option<IpCidr> {
+        self.subnet.or(self.address.map(|a| a.network()))
+    }
+
+    /// The gateway guests with a fixed ip route through: `gateway`, else
+    /// the host's address on a nat network (the host NATs).
+    pub fn guest_gateway(&self) -> Option<std::net::IpAddr> {
+        match self.gateway {
+            Some(g) => Some(g.0),
+            None if self.net_type == NetType::Nat => self.address.map(|a| a.addr),
+            None => None,
+        }
+    }
+
+    /// DNS servers for guests with a fixed ip: `dns`, else the host's
+    /// address on a nat network (libvirt's dnsmasq answers there).
+    pub fn guest_dns(&self) -> Vec<std::net::IpAddr> {
+        match &self.dns {
+            Some(d) => d.iter().map(|i| i.0).collect(),
+            None if self.net_type == NetType::Nat => self.address.map(|a| a.addr).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether this is a data source (an existing network virtform only reads).
+    pub fn is_existing(&self) -> bool {
+        self.existing.is_some()
     }
 
     pub fn resolve(&mut self, addr: &Address, ctx: &Ctx<'_>) -> Result<(), Vec<FieldError>> {
@@ -126,6 +166,7 @@ impl Network {
         } else if self.dhcp.is_some() {
             errs.push(FieldError::new("dhcp", format!("`dhcp` applies only to nat and isolated networks, this one is \"{}\"", t.as_str())));
         }
+        errs.extend(check_subnet(self.subnet, self.address, self.gateway, self.dns.as_deref()));
         if let (Some(d), Some(a)) = (&self.dhcp, &self.address) {
             for (ip, name) in [(d.start.0, "dhcp.start"), (d.end.0, "dhcp.end")] {
                 if !a.contains(ip) {
@@ -144,14 +185,57 @@ impl Network {
 
     pub fn exports(&self, addr: &Address, _ctx: &Ctx<'_>) -> Value {
         let _ = addr;
+        let s = |v: Option<String>| v.map(Value::String).unwrap_or(Value::Null);
         to_value(
             self,
             [
-                ("cidr", self.address.map(|a| Value::String(a.network().to_string())).unwrap_or(Value::Null)),
-                ("gateway", self.address.map(|a| Value::String(a.addr.to_string())).unwrap_or(Value::Null)),
+                ("cidr", s(self.subnet().map(|a| a.to_string()))),
+                ("subnet", s(self.subnet().map(|a| a.to_string()))),
+                // Before `gateway` existed, the host's address was exported as it.
+                ("gateway", s(self.gateway.map(|g| g.to_string()).or(self.address.map(|a| a.addr.to_string())))),
             ],
         )
     }
+}
+
+/// The rules that tie `subnet`, `address`, `gateway` and `dns` together,
+/// shared by networks and data sources: a subnet is a prefix (no host
+/// bits), an address lies in it, a gateway lies in it and is not its
+/// network or broadcast address.
+pub fn check_subnet(subnet: Option<IpCidr>, address: Option<IpCidr>, gateway: Option<Ip>, dns: Option<&[Ip]>) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if let Some(sn) = subnet {
+        if sn.network() != sn {
+            errs.push(FieldError::new("subnet", format!("{sn} has host bits set; a subnet is a prefix such as {}", sn.network())).label(format!("did you mean \"{}\"?", sn.network())));
+        }
+        if let Some(a) = address
+            && (a.network() != sn.network())
+        {
+            errs.push(
+                FieldError::new("subnet", format!("subnet {sn} and address {a} disagree: the host's address must lie in the subnet with the same prefix length"))
+                    .label(format!("address {a} is in {}", a.network())),
+            );
+        }
+    }
+    let effective = subnet.map(|s| s.network()).or(address.map(|a| a.network()));
+    if let Some(g) = gateway {
+        match effective {
+            None => errs.push(FieldError::new("gateway", "a `gateway` needs a `subnet` (or an `address`) to lie in").label("add subnet = \"PREFIX/LEN\"")),
+            Some(sn) if !sn.contains(g.0) => {
+                errs.push(FieldError::new("gateway", format!("gateway {g} is outside the subnet {sn}")).label(format!("expected an address in {sn}")))
+            }
+            Some(sn) if sn.is_broadcast(g.0) || (sn.addr == g.0 && sn.prefix < 31) => {
+                errs.push(FieldError::new("gateway", format!("gateway {g} is the network or broadcast address of {sn}")))
+            }
+            _ => {}
+        }
+    }
+    if let Some(d) = dns
+        && d.is_empty()
+    {
+        errs.push(FieldError::new("dns", "`dns` is an empty list; leave it out for the default"));
+    }
+    errs
 }
 
 fn ip_num(ip: std::net::IpAddr) -> u128 {

@@ -50,7 +50,7 @@ pub enum NicModel {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Port {
-    /// The network this port is on: `network.NAME`.
+    /// The network this port is on: `network.NAME`, or an existing one: `data.network.NAME`.
     pub network: ResourceRef,
     /// `bridge`, `ovs`, `ovs_hybrid` or `network`. Default: `bridge` on bridge networks, `ovs` on ovs networks, `network` on nat/isolated ones.
     pub plug: Option<Plug>,
@@ -95,18 +95,25 @@ impl Port {
                 errs.push(FieldError::new("mtu", format!("MTU {m} is out of range")).label("expected 68 to 65535"));
             }
         if let Some(ip) = self.ip {
-            match &net.address {
+            // A data network read at validate has facts not known yet.
+            let unread = net.existing.as_ref().is_some_and(|e| !e.read);
+            match net.subnet() {
+                None if unread => {}
+                None if net.is_existing() => errs.push(
+                    FieldError::new("ip", format!("a fixed ip needs a subnet, and the host has no address on {}, so none is known", self.network))
+                        .label(format!("set `subnet` (and `gateway`) on {}, e.g. subnet = \"192.168.1.0/24\"", self.network)),
+                ),
                 None => errs.push(
-                    FieldError::new("ip", format!("a fixed ip needs its network to have an `address`, and {} has none", self.network))
-                        .label("set `address` on the network, e.g. \"10.77.0.1/24\""),
+                    FieldError::new("ip", format!("a fixed ip needs its network to have a `subnet` (or an `address`), and {} has neither", self.network))
+                        .label("set `subnet` on the network, e.g. \"10.50.0.0/24\" (or the host's `address`, e.g. \"10.50.0.1/24\")"),
                 ),
-                Some(a) if !a.contains(ip.0) => errs.push(
-                    FieldError::new("ip", format!("{ip} is outside {}'s subnet {}", self.network, a.network()))
-                        .label(format!("expected an address in {}", a.network())),
+                Some(sn) if !sn.contains(ip.0) => errs.push(
+                    FieldError::new("ip", format!("{ip} is outside {}'s subnet {sn}", self.network)).label(format!("expected an address in {sn}")),
                 ),
-                Some(a) if a.addr == ip.0 => errs.push(FieldError::new("ip", format!("{ip} is the host's own address on {}", self.network))),
-                Some(a) if a.is_broadcast(ip.0) || a.network().addr == ip.0 && a.prefix < 31 => {
-                    errs.push(FieldError::new("ip", format!("{ip} is the network or broadcast address of {}", a.network())))
+                Some(_) if net.address.is_some_and(|a| a.addr == ip.0) => errs.push(FieldError::new("ip", format!("{ip} is the host's own address on {}", self.network))),
+                Some(_) if net.gateway.is_some_and(|g| g.0 == ip.0) => errs.push(FieldError::new("ip", format!("{ip} is the gateway of {}", self.network))),
+                Some(sn) if sn.is_broadcast(ip.0) || sn.addr == ip.0 && sn.prefix < 31 => {
+                    errs.push(FieldError::new("ip", format!("{ip} is the network or broadcast address of {sn}")))
                 }
                 _ => {}
             }

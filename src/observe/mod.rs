@@ -7,6 +7,8 @@
 //! - Ownership is read from the objects' own markers (link alias, domain
 //!   metadata), never from a local state file.
 
+pub mod data;
+
 use crate::host::links::Link;
 use crate::model::image::ImageFormat;
 use crate::xml::domain::ObservedDomain;

@@ -98,7 +98,7 @@ impl Lowering<'_> {
     fn ctx(&self) -> crate::model::Ctx<'_> {
         // A context only for path derivation; `built` is not consulted.
         static EMPTY: std::sync::OnceLock<std::collections::BTreeMap<String, Resource>> = std::sync::OnceLock::new();
-        crate::model::Ctx { stack: &self.cfg.stack, state_dir: self.state_dir, config_dir: &self.cfg.dir, built: EMPTY.get_or_init(Default::default) }
+        crate::model::Ctx { stack: &self.cfg.stack, state_dir: self.state_dir, config_dir: &self.cfg.dir, built: EMPTY.get_or_init(Default::default), data: None }
     }
 
     pub fn disk(&self, r: &Resource) -> Option<DesiredDisk> {
@@ -193,16 +193,23 @@ impl Lowering<'_> {
         for pref in &inst.ports {
             let Some(Spec::Port(p)) = self.get(&pref.0).map(|x| &x.spec) else { continue };
             let Some(Spec::Network(net)) = self.get(&p.network.0).map(|n| &n.spec) else { continue };
-            let prefix = net.address.map(|a| a.prefix);
+            let prefix = net.subnet().map(|a| a.prefix);
             nics.push(crate::seed::SeedNic {
                 mac: p.mac.map(|m| m.to_string()).unwrap_or_default(),
                 ip: p.ip.and_then(|ip| Some((ip.0, prefix?))),
-                // The host routes (NATs) for nat networks only.
-                gateway: if net.net_type == NetType::Nat { net.address.map(|a| a.addr) } else { None },
+                // `gateway`, else the host for nat networks (it NATs).
+                gateway: net.guest_gateway(),
+                dns: net.guest_dns(),
                 mtu: p.mtu.or(net.mtu),
             });
         }
-        let content = spec_hash(&(ci, nics.iter().map(|n| (n.mac.clone(), n.ip, n.gateway, n.mtu)).collect::<Vec<_>>()));
+        // DNS joins the hash only when set, so seeds made before `dns`
+        // existed keep their content hash (and their guests are not restarted).
+        let content = if nics.iter().all(|n| n.dns.is_empty() || n.ip.is_none()) {
+            spec_hash(&(ci, nics.iter().map(|n| (n.mac.clone(), n.ip, n.gateway, n.mtu)).collect::<Vec<_>>()))
+        } else {
+            spec_hash(&(ci, nics.iter().map(|n| (n.mac.clone(), n.ip, n.gateway, n.mtu, n.ip.map(|_| n.dns.clone()).unwrap_or_default())).collect::<Vec<_>>()))
+        };
         let input = crate::seed::SeedInput {
             // A new instance-id when the content changes: cloud-init runs again.
             instance_id: format!("{}-{}", inst.domain_name(), &content[..8]),
@@ -265,7 +272,7 @@ impl Lowering<'_> {
             let source = match (p.plug.unwrap_or(Plug::Bridge), net.net_type) {
                 (Plug::OvsHybrid, _) => NicSource::Bridge { bridge: p.dev("qbr") },
                 (Plug::Ovs, _) => NicSource::Ovs { bridge: net.bridge_name().to_string(), interface_id: p.id().to_string() },
-                (Plug::Network, _) | (_, NetType::Nat | NetType::Isolated) => NicSource::Network { network: libvirt_network_name(&self.cfg.stack, &p.network.0) },
+                (Plug::Network, _) | (_, NetType::Nat | NetType::Isolated) => NicSource::Network { network: libvirt_name_of(&self.cfg.stack, &p.network.0, net) },
                 (Plug::Bridge, _) => NicSource::Bridge { bridge: net.bridge_name().to_string() },
             };
             nics.push(NicDef { mac: p.mac.unwrap_or(crate::model::common::Mac([0x52, 0x54, 0, 0, 0, 0])), model: p.model, source, target_dev: Some(p.dev("tap")), mtu: p.mtu.or(net.mtu) });
@@ -305,6 +312,15 @@ impl Lowering<'_> {
 pub fn libvirt_network_name(stack: &str, network_addr: &str) -> String {
     let stem = crate::model::Address::parse(network_addr).map(|a| a.file_stem()).unwrap_or_else(|| network_addr.trim_start_matches("network.").to_string());
     format!("vf-{stack}-{stem}")
+}
+
+/// The libvirt network a port on `net` (at `network_addr`) joins: the one a
+/// `data "network"` names, else the one virtform derives.
+pub fn libvirt_name_of(stack: &str, network_addr: &str, net: &Network) -> String {
+    match net.existing.as_ref().map(|e| &e.selector) {
+        Some(crate::model::data::Selector::LibvirtNetwork(n)) => n.clone(),
+        _ => libvirt_network_name(stack, network_addr),
+    }
 }
 
 /// The UUID virtform gives the libvirt network of a stack's network address:

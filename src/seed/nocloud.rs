@@ -49,6 +49,9 @@ pub struct SeedNic {
     /// A fixed address and its prefix length; `None`: DHCP.
     pub ip: Option<(IpAddr, u8)>,
     pub gateway: Option<IpAddr>,
+    /// DNS servers for a NIC with a fixed address (a DHCP NIC gets them from
+    /// its DHCP server).
+    pub dns: Vec<IpAddr>,
     pub mtu: Option<u32>,
 }
 
@@ -386,7 +389,14 @@ struct Ethernet {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     routes: Vec<Route>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    nameservers: Option<Nameservers>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     mtu: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Nameservers {
+    addresses: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -469,6 +479,7 @@ fn network_config(input: &SeedInput) -> Result<Option<String>, SeedError> {
             match_: MatchMac { macaddress: mac },
             set_name: name.clone(),
             dhcp4: nic.ip.is_none().then_some(true),
+            nameservers: (nic.ip.is_some() && !nic.dns.is_empty()).then(|| Nameservers { addresses: nic.dns.iter().map(|d| d.to_string()).collect() }),
             addresses,
             routes,
             mtu: nic.mtu,
@@ -612,6 +623,7 @@ mod tests {
                 (a.parse().unwrap(), l.parse().unwrap())
             }),
             gateway: gw.map(|g| g.parse().unwrap()),
+            dns: Vec::new(),
             mtu,
         }
     }
@@ -841,10 +853,14 @@ mod tests {
                 None,
             ),
         ];
+        i.nics[0].dns = vec!["10.77.0.1".parse().unwrap(), "10.77.0.2".parse().unwrap()];
+        i.nics[1].dns = vec!["10.77.0.1".parse().unwrap()];
         let files = seed_files(&i).unwrap();
         let text = file(&files, "network-config").unwrap();
         let v = yaml(text);
         assert_eq!(v["version"].as_u64(), Some(2));
+        assert_eq!(v["ethernets"]["eth0"]["nameservers"]["addresses"][1].as_str(), Some("10.77.0.2"), "{text}");
+        assert!(v["ethernets"]["eth1"].get("nameservers").is_none(), "a DHCP NIC takes DNS from DHCP:\n{text}");
         let eth = v["ethernets"].as_mapping().unwrap();
         let names: Vec<&str> = eth.keys().map(|k| k.as_str().unwrap()).collect();
         assert_eq!(names, ["eth0", "eth1", "eth2", "eth3"]);
