@@ -107,7 +107,10 @@ struct Session {
 /// A directory that does not exist (a typo) is an error, never an empty
 /// configuration: `apply --stack prod ./typo` must not plan to delete every
 /// object of stack prod.
-fn load_or_empty(g: &Global, dir: PathBuf) -> Result<Configuration, ExitCode> {
+/// `read_data`: data sources read the host (plans and applies); a
+/// destroy does not need them, so a data source that vanished never
+/// blocks tearing the stack down.
+fn load_or_empty(g: &Global, dir: PathBuf, read_data: bool) -> Result<Configuration, ExitCode> {
     let has_files = crate::config::config_files(&dir).map(|f| !f.is_empty()).unwrap_or(false);
     match (&g.stack, has_files) {
         (Some(stack), false) if dir.is_dir() => {
@@ -118,7 +121,8 @@ fn load_or_empty(g: &Global, dir: PathBuf) -> Result<Configuration, ExitCode> {
             eprintln!("note: no configuration in {}; acting on stack \"{stack}\" from the host's markers alone", dir.display());
             Ok(Configuration::empty(stack, dir))
         }
-        _ => g.load_reading_host(dir),
+        _ if read_data => g.load_reading_host(dir),
+        _ => g.load(dir),
     }
 }
 
@@ -132,7 +136,7 @@ fn load_or_empty(g: &Global, dir: PathBuf) -> Result<Configuration, ExitCode> {
 /// at its next phase (connect, KVM check, read), so a typo does not cost a
 /// whole host read. (The thread is always joined: a process that exits
 /// while a thread is inside libvirt can crash in libvirt's exit handlers.)
-fn open(g: &Global, dir: Option<PathBuf>) -> Result<Session, ExitCode> {
+fn open(g: &Global, dir: Option<PathBuf>, read_data: bool) -> Result<Session, ExitCode> {
     let dir = dir_or_cwd(dir);
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let (cfg, host) = std::thread::scope(|s| {
@@ -145,7 +149,7 @@ fn open(g: &Global, dir: Option<PathBuf>) -> Result<Session, ExitCode> {
             let observed = observe::observe_host(&IpLinks, &libvirt, &Vsctl::default()).map_err(HostFailure::Read)?;
             Ok((libvirt, kvm, observed))
         });
-        let cfg = load_or_empty(g, dir);
+        let cfg = load_or_empty(g, dir, read_data);
         if cfg.is_err() {
             cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -187,14 +191,14 @@ impl HostFailure {
 
 /// Opens the libvirt connection and checks KVM while the configuration
 /// loads (an apply observes only under the stack's lock, after the load).
-fn load_and_connect(g: &Global, dir: PathBuf) -> Result<(Configuration, (VirtLibvirt, bool)), ExitCode> {
+fn load_and_connect(g: &Global, dir: PathBuf, read_data: bool) -> Result<(Configuration, (VirtLibvirt, bool)), ExitCode> {
     let (cfg, conn) = std::thread::scope(|s| {
         let conn = s.spawn(|| -> Result<(VirtLibvirt, bool), HostFailure> {
             let libvirt = VirtLibvirt::open(&g.connect).map_err(HostFailure::Connect)?;
             let kvm = libvirt.kvm_usable();
             Ok((libvirt, kvm))
         });
-        (load_or_empty(g, dir), conn.join())
+        (load_or_empty(g, dir, read_data), conn.join())
     });
     let cfg = cfg?;
     let conn = conn.unwrap_or(Err(HostFailure::Panic)).map_err(HostFailure::report)?;
@@ -216,7 +220,7 @@ fn make_plan(g: &Global, s: &Session, destroy: bool, replace: &[String], targets
 }
 
 pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
-    let s = match open(g, a.dir.clone()) {
+    let s = match open(g, a.dir.clone(), !a.destroy) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -276,7 +280,7 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         return apply_saved(g, a, &dir, destroy);
     }
     // Load first (to know the stack), lock, then observe under the lock.
-    let (cfg, conn) = match load_and_connect(g, dir.clone()) {
+    let (cfg, conn) = match load_and_connect(g, dir.clone(), !destroy) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -299,7 +303,7 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
 
 /// `virtform show [DIR] [--json]`: what the host holds for the stack.
 pub fn run_show(g: &Global, dir: Option<PathBuf>, json: bool) -> ExitCode {
-    let s = match open(g, dir) {
+    let s = match open(g, dir, false) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -423,7 +427,7 @@ fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path, destroy: bool) 
         Ok(l) => l,
         Err(c) => return c,
     };
-    let s = match open(&g2, Some(pf.dir.clone())) {
+    let s = match open(&g2, Some(pf.dir.clone()), !pf.destroy) {
         Ok(s) => s,
         Err(c) => {
             eprintln!("error: cannot plan again what the plan file {} was made from ({}); nothing was changed.", file.display(), pf.dir.display());

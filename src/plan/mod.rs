@@ -107,13 +107,54 @@ impl ResourceChange {
 pub struct Conflict {
     pub address: String,
     pub object: String,
+    /// What the object is and why it is not this resource's.
     pub message: String,
+    /// The ways out, each a sentence and, where there is one, HCL to copy
+    /// (an `import` block, a `data` source).
+    pub ways_out: Vec<String>,
+}
+
+/// How a conflicting object could be brought in: its import id and, for
+/// networks, the data source selector that would read it as it is.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Foreign {
+    /// `domain "vm"`, `link "br0"`, …
+    pub object: String,
+    /// The `id` of an `import` block that would adopt it.
+    pub import_id: Option<String>,
+    /// `bridge = "br0"` (or `libvirt_network`/`ovs_bridge`) for a `data "network"`.
+    pub data: Option<(&'static str, String)>,
+}
+
+impl Foreign {
+    pub fn new(object: String) -> Foreign {
+        Foreign { object, ..Default::default() }
+    }
+    pub fn import(mut self, id: &str) -> Foreign {
+        self.import_id = Some(id.to_string());
+        self
+    }
+    pub fn data(mut self, attr: &'static str, name: &str) -> Foreign {
+        self.data = Some((attr, name.to_string()));
+        self
+    }
+}
+
+/// A data source as the plan read it: never changed by any apply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataSource {
+    pub address: String,
+    /// "bridge br0", "libvirt network default", …
+    pub object: String,
+    pub facts: crate::model::data::NetworkFacts,
 }
 
 /// A complete plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub stack: String,
+    /// Data sources, read again from the observation planned against.
+    pub data: Vec<DataSource>,
     pub changes: Vec<ResourceChange>,
     pub conflicts: Vec<Conflict>,
     /// Errors that make the plan unappliable (prevent_destroy, unsupported kinds).
@@ -159,7 +200,7 @@ pub struct PlanOptions {
 /// Computes the plan. Pure.
 pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
     let domains = if opts.destroy { HashMap::new() } else { desired_domains(cfg, obs, opts) };
-    let mut p = Planner { cfg, obs, opts, domains, disks_in_use: None, out: Plan { stack: cfg.stack.clone(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
+    let mut p = Planner { cfg, obs, opts, domains, disks_in_use: None, out: Plan { stack: cfg.stack.clone(), data: Vec::new(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
     p.run();
     if opts.fingerprint {
         p.out.fingerprint = obs.fingerprint(&cfg.stack, &p.wanted_names());
@@ -241,6 +282,18 @@ impl Planner<'_> {
                 _ => {}
             }
         }
+        // Data sources' objects: a plan made against one must not apply
+        // after it changed.
+        for r in &self.cfg.data {
+            if let Spec::Network(n) = &r.spec
+                && let Some(ex) = &n.existing
+            {
+                w.insert(ex.selector.name().to_string());
+                if let Some(b) = &n.bridge {
+                    w.insert(b.0.clone());
+                }
+            }
+        }
         w
     }
 
@@ -248,7 +301,30 @@ impl Planner<'_> {
         Lowering { cfg: self.cfg, state_dir: &self.opts.state_dir, kvm_usable: self.opts.kvm_usable, source_hashes: &self.obs.source_hashes }
     }
 
+    /// Reads every data source again from the observation: one that
+    /// vanished or changed since the configuration was loaded is a plan
+    /// error (the load already refused what was missing then).
+    fn data_sources(&mut self) {
+        for r in &self.cfg.data {
+            let Spec::Network(n) = &r.spec else { continue };
+            let Some(ex) = &n.existing else { continue };
+            let addr = r.address.to_string();
+            match crate::observe::data::network_facts(self.obs, &ex.selector) {
+                Err(m) => self.out.errors.push(format!("{addr}: {m}")),
+                Ok(f) => {
+                    if ex.read && (f.address != n.address || f.mtu != n.mtu || n.bridge.as_ref().is_some_and(|b| b.0 != f.bridge)) {
+                        self.out.errors.push(format!("{addr}: {} changed while virtform was planning; plan again", ex.selector.describe()));
+                    }
+                    self.out.data.push(DataSource { address: addr, object: ex.selector.describe(), facts: f });
+                }
+            }
+        }
+    }
+
     fn run(&mut self) {
+        if !self.opts.destroy {
+            self.data_sources();
+        }
         let mut by_addr: BTreeMap<String, usize> = BTreeMap::new();
         if !self.opts.destroy {
             for r in &self.cfg.resources {
@@ -444,17 +520,38 @@ impl Planner<'_> {
         }
     }
 
-    fn conflict(&mut self, r: &Resource, object: String, owner: Option<(String, String)>) -> ResourceChange {
-        let message = match owner {
-            None => format!("{object} exists but was not created by virtform (no marker); virtform will not touch it. Remove or rename it, or choose another name"),
-            Some((s, a)) if s != self.cfg.stack => format!("{object} belongs to stack \"{s}\" ({a}); virtform will not touch it"),
-            Some((_, a)) => format!("{object} belongs to {a} of this stack, not to {}", r.address),
+    fn conflict(&mut self, r: &Resource, f: Foreign, owner: Option<(String, String)>) -> ResourceChange {
+        let addr = r.address.to_string();
+        let object = f.object.clone();
+        let (message, ways_out) = match owner {
+            None => {
+                let mut ways = Vec::new();
+                if let Some(id) = &f.import_id {
+                    ways.push(format!("to manage it with virtform from now on, import it:\n    import {{\n      to = {addr}\n      id = {id:?}\n    }}"));
+                }
+                if let Some((attr, name)) = &f.data {
+                    ways.push(format!(
+                        "to use it as it is without managing it, declare it as a data source and write data.network.{n} where {addr} is used:\n    data \"network\" \"{n}\" {{\n      {attr} = {name:?}\n    }}",
+                        n = r.address.name
+                    ));
+                }
+                ways.push(if f.import_id.is_some() || f.data.is_some() {
+                    "or give this resource another host name, or remove the object".to_string()
+                } else {
+                    "give this resource another host name, or remove the object".to_string()
+                });
+                (format!("{object} exists on the host but was not created by virtform (it carries no virtform marker), so virtform will not touch it"), ways)
+            }
+            Some((s, a)) if s != self.cfg.stack => (
+                format!("{object} belongs to {a} of stack \"{s}\" (its marker says so), so this stack will not touch it"),
+                vec![format!("give this resource another host name, or remove {a} from stack \"{s}\" first; an object can be managed by one stack only")],
+            ),
+            Some((_, a)) => (
+                format!("{object} belongs to {a} of this stack, not to {addr}"),
+                vec![format!("two resources of this stack want the same host name: give one of them another name (or destroy {a} first if it was renamed)")],
+            ),
         };
-        self.conflict_with(r, object, message)
-    }
-
-    fn conflict_with(&mut self, r: &Resource, object: String, message: String) -> ResourceChange {
-        self.out.conflicts.push(Conflict { address: r.address.to_string(), object, message });
+        self.out.conflicts.push(Conflict { address: addr, object, message, ways_out });
         let mut rc = ResourceChange::new(r.address.to_string(), r.address.kind, Action::NoOp);
         rc.reason = Some("conflict".into());
         rc
@@ -568,7 +665,7 @@ impl Planner<'_> {
         };
         let owner = have.marker.as_ref().map(|(s, a, _)| (s.clone(), a.clone()));
         if !self.owned(&owner, r) {
-            return self.conflict(r, format!("domain \"{}\"", want.name), owner);
+            return self.conflict(r, Foreign::new(format!("domain \"{}\"", want.name)).import(&want.name), owner);
         }
         let mut rc = ResourceChange::new(addr, Kind::Instance, Action::NoOp);
         let outside = have.marker.as_ref().is_some_and(|m| m.2 == want.marker.spec_hash);
@@ -828,3 +925,6 @@ mod tests;
 
 #[cfg(test)]
 mod tests_kinds;
+
+#[cfg(test)]
+mod tests_data;

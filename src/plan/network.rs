@@ -9,7 +9,7 @@
 //!   carries one; a libvirt network's changes are all shown as updates.
 
 use super::desired::{DesiredBridge, DesiredOvsBridge};
-use super::{change, AttrChange, Landing, Planner, ResourceChange};
+use super::{change, AttrChange, Foreign, Landing, Planner, ResourceChange};
 use crate::model::network::NetType;
 use crate::model::{Kind, Resource, Spec};
 use crate::plan::Action;
@@ -70,7 +70,9 @@ impl Planner<'_> {
         };
         let owner = self.obs.link_owner(&want.name);
         if !self.owned(&owner, r) {
-            return self.conflict(r, format!("link \"{}\"", want.name), owner);
+            let f = Foreign::new(format!("link \"{}\"", want.name));
+            let f = if link.bridge.is_some() { f.import(&want.name).data("bridge", &want.name) } else { f };
+            return self.conflict(r, f, owner);
         }
         let outside = link.alias.as_deref().and_then(crate::host::marker_hash) == Some(&want.hash());
         let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
@@ -105,13 +107,15 @@ impl Planner<'_> {
             if let Some(l) = self.obs.links.get(&want.name) {
                 // A Linux link (not an OVS bridge) holds the name.
                 let owner = l.owner().map(|(s, a)| (s.to_string(), a.to_string()));
-                return self.conflict(r, format!("link \"{}\"", want.name), owner);
+                let f = Foreign::new(format!("link \"{}\" (not an Open vSwitch bridge)", want.name));
+                let f = if l.bridge.is_some() { f.data("bridge", &want.name) } else { f };
+                return self.conflict(r, f, owner);
             }
             return ResourceChange::new(addr, Kind::Network, Action::Create);
         };
         let owner = ovs.bridge_owner(&want.name);
         if !self.owned(&owner, r) {
-            return self.conflict(r, format!("Open vSwitch bridge \"{}\"", want.name), owner);
+            return self.conflict(r, Foreign::new(format!("Open vSwitch bridge \"{}\"", want.name)).import(&want.name).data("ovs_bridge", &want.name), owner);
         }
         let outside = ovs.bridge_marker_hash(&want.name).as_deref() == Some(want.hash().as_str());
         let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
@@ -141,16 +145,19 @@ impl Planner<'_> {
         let Some(have) = self.obs.networks.get(&want.name) else {
             if let Some(l) = self.obs.links.get(&want.bridge) {
                 let owner = l.owner().map(|(s, a)| (s.to_string(), a.to_string()));
-                return self.conflict(r, format!("link \"{}\"", want.bridge), owner);
+                let f = Foreign::new(format!("link \"{}\" (the bridge of libvirt network \"{}\")", want.bridge, want.name));
+                let f = if l.bridge.is_some() { f.data("bridge", &want.bridge) } else { f };
+                return self.conflict(r, f, owner);
             }
             return ResourceChange::new(addr, Kind::Network, Action::Create);
         };
         if have.uuid != want.uuid {
-            let message = format!(
-                "libvirt network \"{}\" exists but was not created by virtform for {} of stack \"{}\" (its UUID is {}, not {}); virtform will not touch it. Remove or rename it, or rename the network",
-                want.name, addr, self.cfg.stack, have.uuid, want.uuid
-            );
-            return self.conflict_with(r, format!("libvirt network \"{}\"", want.name), message);
+            // Not ours: libvirt networks carry no metadata marker; virtform's
+            // own have the UUID derived from the stack and address.
+            let f = Foreign::new(format!("libvirt network \"{}\" (UUID {}, not the {} virtform derives for {addr})", want.name, have.uuid, want.uuid))
+                .import(&want.name)
+                .data("libvirt_network", &want.name);
+            return self.conflict(r, f, None);
         }
         let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
         match &have.def {

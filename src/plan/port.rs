@@ -13,7 +13,7 @@
 //! - Partial state (a missing qvo, qvb out of its qbr, a missing OVS port,
 //!   wrong external-ids) is an update that repairs exactly what is missing.
 
-use super::{AttrChange, Landing, Planner, ResourceChange};
+use super::{AttrChange, Foreign, Landing, Planner, ResourceChange};
 use crate::host::links::{hybrid_plug_ops, Link};
 use crate::host::marker_with_hash;
 use crate::host::ovs::hybrid_ovs_ops;
@@ -46,7 +46,7 @@ impl Planner<'_> {
             if self.obs.links.contains_key(name.as_str()) {
                 let owner = self.obs.link_owner(name);
                 if !self.owned(&owner, r) {
-                    return self.conflict(r, format!("link \"{name}\""), owner);
+                    return self.conflict(r, Foreign::new(format!("link \"{name}\"")), owner);
                 }
             }
         }
@@ -59,7 +59,7 @@ impl Planner<'_> {
         if ovs.ports.contains_key(&want.qvo) {
             let owner = ovs.port_owner(&want.qvo);
             if !self.owned(&owner, r) {
-                return self.conflict(r, format!("Open vSwitch port \"{}\"", want.qvo), owner);
+                return self.conflict(r, Foreign::new(format!("Open vSwitch port \"{}\"", want.qvo)), owner);
             }
         }
         let links: Vec<Link> = [&want.qbr, &want.qvb, &want.qvo].iter().filter_map(|n| self.obs.links.get(n.as_str()).cloned()).collect();

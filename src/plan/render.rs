@@ -54,23 +54,62 @@ fn header(rc: &ResourceChange) -> String {
     }
 }
 
+/// " (mtu 1500, address 192.168.1.1/24, DHCP 192.168.122.2-192.168.122.254)".
+fn facts_note(f: &crate::model::data::NetworkFacts) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = f.net_type {
+        parts.push(format!("type {}", t.as_str()));
+    }
+    if !f.bridge.is_empty() {
+        parts.push(format!("device {}", f.bridge));
+    }
+    if let Some(m) = f.mtu {
+        parts.push(format!("mtu {m}"));
+    }
+    if let Some(a) = f.address {
+        parts.push(format!("address {a}"));
+    }
+    if let Some((a, b)) = f.dhcp_range {
+        parts.push(format!("DHCP {a}-{b}"));
+    }
+    if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
+}
+
 /// The human plan.
 pub fn text(plan: &Plan, color: bool) -> String {
     let s = style(color);
     let mut out = String::new();
-    for c in &plan.conflicts {
-        out.push_str(&format!("{}conflict{}: {}: {}\n", s.red, s.reset, c.address, c.message));
+    if !plan.data.is_empty() {
+        out.push_str("Data sources (read from the host, never changed):\n");
+        for d in &plan.data {
+            out.push_str(&format!("  {}{}{}: {}{}\n", s.bold, d.address, s.reset, d.object, facts_note(&d.facts)));
+        }
+        out.push('\n');
     }
-    if !plan.conflicts.is_empty() {
+    for c in &plan.conflicts {
+        out.push_str(&format!("{}error{}: {}: {}.\n", s.red, s.reset, c.address, c.message));
+        for w in &c.ways_out {
+            let mut lines = w.lines();
+            if let Some(first) = lines.next() {
+                out.push_str(&format!("  - {first}\n"));
+            }
+            for l in lines {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
         out.push('\n');
     }
     let changes: Vec<&ResourceChange> = plan.changes.iter().filter(|c| c.action != Action::NoOp).collect();
-    if changes.is_empty() && !plan.errors.is_empty() {
-        // Errors below: "No changes" would read as "the host matches".
+    if changes.is_empty() && (!plan.errors.is_empty() || !plan.conflicts.is_empty()) {
+        // Errors or conflicts: "No changes" would read as "the host matches".
     } else if changes.is_empty() {
         out.push_str("No changes. The host matches the configuration.\n");
     } else {
-        out.push_str("virtform will perform the following actions:\n\n");
+        if !plan.conflicts.is_empty() {
+            out.push_str("Once the conflicts above are resolved, virtform would also perform these actions:\n\n");
+        } else {
+            out.push_str("virtform will perform the following actions:\n\n");
+        }
         for rc in changes {
             let (sym, col) = match rc.action {
                 Action::Create => ("  +", s.green),
@@ -125,8 +164,10 @@ pub fn text(plan: &Plan, color: bool) -> String {
         }
         out.push_str(&format!("{}{}{}\n", s.bold, plan.summary(), s.reset));
     }
-    if !plan.conflicts.is_empty() {
-        out.push_str(&format!("{}apply will refuse this plan until the conflicts above are resolved{}\n", s.red, s.reset));
+    match plan.conflicts.len() {
+        0 => {}
+        1 => out.push_str(&format!("{}error{}: 1 conflict: nothing can be applied until it is resolved\n", s.red, s.reset)),
+        n => out.push_str(&format!("{}error{}: {n} conflicts: nothing can be applied until they are resolved\n", s.red, s.reset)),
     }
     for e in &plan.errors {
         out.push_str(&format!("{}error{}: {e}\n", s.red, s.reset));
@@ -163,6 +204,19 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
             },
             "action_reason": c.reason,
             "because": c.because,
+        })).collect::<Vec<_>>(),
+        "data_sources": plan.data.iter().map(|d| serde_json::json!({
+            "address": d.address,
+            "mode": "data",
+            "type": "network",
+            "object": d.object,
+            "facts": {
+                "type": d.facts.net_type.map(|t| t.as_str()),
+                "device": if d.facts.bridge.is_empty() { None } else { Some(&d.facts.bridge) },
+                "mtu": d.facts.mtu,
+                "address": d.facts.address.map(|a| a.to_string()),
+                "dhcp_range": d.facts.dhcp_range.map(|(a, b)| serde_json::json!({"start": a.to_string(), "end": b.to_string()})),
+            },
         })).collect::<Vec<_>>(),
         "conflicts": plan.conflicts,
         "errors": plan.errors,

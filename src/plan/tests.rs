@@ -178,7 +178,7 @@ fn unmanaged_objects_are_conflicts() {
     // Another stack's bridge.
     o.links.get_mut("vfq-lan0").unwrap().alias = Some(crate::host::marker("other", "network.lan"));
     let p = plan(&cfg, &o, &opts());
-    assert!(p.conflicts.iter().any(|c| c.message.contains("belongs to stack \"other\"")), "{:?}", p.conflicts);
+    assert!(p.conflicts.iter().any(|c| c.message.contains("of stack \"other\"")), "{:?}", p.conflicts);
 }
 
 #[test]
