@@ -1,6 +1,7 @@
 //! The examples work as written (real host): `examples/ci-fleet/ci-job` (the
 //! README's "Using virtform in CI" pipeline) with 3 VMs, and the
-//! `nova-hybrid` and `nat` examples applied, checked and destroyed.
+//! `nova-hybrid`, `nat` and `libvirt-default` examples applied, checked and
+//! destroyed.
 //!
 //! Each run uses its own state directory (`VIRTFORM_STATE_DIR`); the
 //! examples' own names (stacks, bridges, subnets) are used as written, so no
@@ -71,4 +72,27 @@ fn nova_hybrid_and_nat_examples_work_as_written() {
         let stack = if name == "nat" { "natdemo" } else { "nova" };
         assert!(leaks_of_stack(stack).is_empty(), "{name}: left {:?}", leaks_of_stack(stack));
     }
+}
+
+/// `examples/libvirt-default`: a guest leased an address by libvirt's own
+/// `default` network (made active for the test, and returned as found).
+#[test]
+fn libvirt_default_example_works_as_written() {
+    preflight();
+    let _default = DefaultNetwork::ensure();
+    let state = tempdir("vf-ex-default-state-");
+    let dir = example("libvirt-default");
+    let out = virtform(state.path(), &["apply", "--auto-approve", &dir]);
+    let ip = virtform(state.path(), &["output", "ip", "-C", &dir]);
+    let net = virtform(state.path(), &["output", "--json", "network", "-C", &dir]);
+    let destroy = virtform(state.path(), &["destroy", "--auto-approve", &dir]);
+    assert!(out.ok(), "apply failed:\n{}", out.show());
+    let ip = ip.stdout.trim().trim_matches('"').to_string();
+    assert!(ip.starts_with("192.168.122."), "not a lease of the default network: {ip:?}\n{}", out.show());
+    let net: serde_json::Value = serde_json::from_str(&net.stdout).unwrap_or_default();
+    assert_eq!(net["subnet"], "192.168.122.0/24", "{net}");
+    assert_eq!(net["gateway"], "192.168.122.1", "{net}");
+    assert!(destroy.ok(), "destroy failed:\n{}", destroy.show());
+    assert!(virsh(&["net-info", "default"]).ok(), "destroy removed the default network");
+    assert!(leaks_of_stack("defaultnet").is_empty(), "left {:?}", leaks_of_stack("defaultnet"));
 }

@@ -260,35 +260,12 @@ fn guest_on_a_linux_bridge_made_with_ip_link() {
 #[test]
 fn guest_on_libvirt_default_network_gets_a_lease() {
     let s = VfStack::new("guest_on_libvirt_default_network_gets_a_lease", "exl");
-    let listed = virsh(&["net-info", "default"]);
-    let defined_here = !listed.ok();
-    if defined_here {
-        let dir = tempdir("vf-exl-net-");
-        let xml = dir.path().join("default.xml");
-        std::fs::write(&xml, "<network>\n  <name>default</name>\n  <forward mode='nat'/>\n  <bridge name='virbr0' stp='on' delay='0'/>\n  <ip address='192.168.122.1' netmask='255.255.255.0'>\n    <dhcp>\n      <range start='192.168.122.2' end='192.168.122.254'/>\n    </dhcp>\n  </ip>\n</network>\n").expect("write network xml");
-        virsh(&["net-define", &xml.display().to_string()]).must();
-    }
-    let started_here = !virsh(&["net-info", "default"]).stdout.lines().any(|l| l.starts_with("Active:") && l.contains("yes"));
-    if started_here {
-        virsh(&["net-start", "default"]).must();
-    }
-    struct Restore(bool, bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            if self.1 {
-                virsh(&["net-destroy", "default"]);
-            }
-            if self.0 {
-                virsh(&["net-undefine", "default"]);
-            }
-        }
-    }
-    let _restore = Restore(defined_here, started_here);
-    settled(&virsh(&["net-info", "default"]).stdout.lines().find_map(|l| l.strip_prefix("Bridge:")).unwrap_or("virbr0").trim().to_string());
+    let default = DefaultNetwork::ensure();
+    let bridge = default.bridge();
+    settled(&bridge);
     let xml_before = net_xml("default", false);
     let live_before = net_xml("default", true);
     let inactive_before = inactive_xml("default");
-    let bridge = xml_before.split("<bridge name='").nth(1).and_then(|r| r.split('\'').next()).expect("the default network's bridge").to_string();
     let link_before = link_state(&bridge, false);
     let whole_before = link_state(&bridge, true);
 

@@ -501,3 +501,46 @@ impl Drop for VfStack {
         }
     }
 }
+
+/// libvirt's `default` network, active for the guard's life: defined and
+/// started if missing, started if inactive; on drop returned to the state
+/// it was found in. Only one test at a time may hold it (the tests using
+/// it live in different test binaries, which cargo runs one after another).
+pub struct DefaultNetwork {
+    defined_here: bool,
+    started_here: bool,
+}
+
+impl DefaultNetwork {
+    pub fn ensure() -> DefaultNetwork {
+        let defined_here = !virsh(&["net-info", "default"]).ok();
+        if defined_here {
+            let dir = tempdir("vf-default-net-");
+            let xml = dir.path().join("default.xml");
+            fs::write(&xml, "<network>\n  <name>default</name>\n  <forward mode='nat'/>\n  <bridge name='virbr0' stp='on' delay='0'/>\n  <ip address='192.168.122.1' netmask='255.255.255.0'>\n    <dhcp>\n      <range start='192.168.122.2' end='192.168.122.254'/>\n    </dhcp>\n  </ip>\n</network>\n").expect("write network xml");
+            virsh(&["net-define", &xml.display().to_string()]).must();
+        }
+        let started_here = !virsh(&["net-info", "default"]).stdout.lines().any(|l| l.starts_with("Active:") && l.contains("yes"));
+        let g = DefaultNetwork { defined_here, started_here };
+        if started_here {
+            virsh(&["net-start", "default"]).must();
+        }
+        g
+    }
+
+    /// The network's bridge device.
+    pub fn bridge(&self) -> String {
+        virsh(&["net-info", "default"]).stdout.lines().find_map(|l| l.strip_prefix("Bridge:")).unwrap_or("virbr0").trim().to_string()
+    }
+}
+
+impl Drop for DefaultNetwork {
+    fn drop(&mut self) {
+        if self.started_here {
+            virsh(&["net-destroy", "default"]);
+        }
+        if self.defined_here {
+            virsh(&["net-undefine", "default"]);
+        }
+    }
+}
