@@ -216,7 +216,7 @@ fn guest_on_a_linux_bridge_made_with_ip_link() {
     let plan = s.vf(&["plan", "--detailed-exitcode"]);
     assert_eq!(plan.code, Some(1), "{}", plan.show());
     assert!(!plan.stdout.contains("No changes"), "{}", plan.stdout);
-    assert!(plan.stdout.contains(&format!("error: network.lan: link \"{}\" exists on the host but was not created by virtform", br.name)), "{}", plan.stdout);
+    assert!(plan.stdout.contains(&format!("error: conflict: network.lan: link \"{}\" exists on the host but was not created by virtform", br.name)), "{}", plan.stdout);
     assert!(plan.stdout.contains(&format!("import {{\n        to = network.lan\n        id = \"{}\"", br.name)), "{}", plan.stdout);
     assert!(plan.stdout.contains(&format!("data \"network\" \"lan\" {{\n        bridge = \"{}\"", br.name)), "{}", plan.stdout);
     let apply = s.vf(&["apply", "--auto-approve"]);

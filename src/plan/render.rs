@@ -87,7 +87,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
         out.push('\n');
     }
     for c in &plan.conflicts {
-        out.push_str(&format!("{}error{}: {}: {}.\n", s.red, s.reset, c.address, c.message));
+        out.push_str(&format!("{}error{}: conflict: {}: {}.\n", s.red, s.reset, c.address, c.message));
         for w in &c.ways_out {
             let mut lines = w.lines();
             if let Some(first) = lines.next() {
