@@ -178,7 +178,10 @@ pub fn build_network(addr: &Address, attrs: &Value, ctx: &Ctx<'_>) -> Result<(Ne
         None => None,
         Some(reader) => match reader.network(&selector) {
             Ok(f) => Some(f),
-            Err(m) => return Err(vec![FieldError::new(selector.attr(), format!("{m}")).label("create it first, or correct the name")]),
+            Err(m) => {
+                let label = if m.contains("not found") { "create it first, or correct the name" } else { "virtform reads this network as it is and never changes it" };
+                return Err(vec![FieldError::new(selector.attr(), m).label(label)]);
+            }
         },
     };
     let read = facts.is_some();
