@@ -15,6 +15,7 @@ pub mod diag;
 pub mod eval;
 pub mod fmt;
 pub mod functions;
+pub mod import;
 pub mod parse;
 pub mod refs;
 pub mod source;
@@ -35,7 +36,7 @@ use std::path::{Path, PathBuf};
 use value::Value;
 
 /// Block kinds allowed at the top level.
-pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "data", "network", "port", "image", "disk", "volume", "instance"];
+pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "data", "import", "network", "port", "image", "disk", "volume", "instance"];
 
 /// Types of `data` blocks.
 pub const DATA_KINDS: &[&str] = &["network"];
@@ -94,6 +95,9 @@ pub struct Configuration {
     pub outputs: Vec<Output>,
     pub variables: Vec<VariableValue>,
     pub warnings: Diagnostics,
+    /// `import` blocks, checked against the resources (`import.rs`); the
+    /// command line's `virtform import ADDRESS ID` adds one.
+    pub imports: Vec<import::Import>,
     /// Position in `resources` by address, for `resource()` (planning looks
     /// up every reference; a linear scan would make it quadratic).
     index: BTreeMap<String, usize>,
@@ -362,6 +366,7 @@ impl<'o> Loader<'o> {
         let mut var_blocks: Vec<RawBlock> = Vec::new();
         let mut locals: Vec<RawAttr> = Vec::new();
         let mut outputs: Vec<RawBlock> = Vec::new();
+        let mut import_blocks: Vec<RawBlock> = Vec::new();
         let mut resources: Vec<ResourceBlock> = Vec::new();
         let mut seen: BTreeMap<String, Span> = BTreeMap::new();
         for body in bodies {
@@ -374,7 +379,7 @@ impl<'o> Loader<'o> {
             }
             for b in body.blocks {
                 let want_labels = match b.kind.as_str() {
-                    "virtform" | "locals" => 0,
+                    "virtform" | "locals" | "import" => 0,
                     "data" => 2,
                     k if BLOCK_KINDS.contains(&k) => 1,
                     k => {
@@ -472,6 +477,7 @@ impl<'o> Loader<'o> {
                     }
                     "variable" => var_blocks.push(b),
                     "output" => outputs.push(b),
+                    "import" => import_blocks.push(b),
                     "locals" => {
                         for nb in &b.body.blocks {
                             self.diags.push(Diagnostic::error(format!("unexpected block `{}` in locals", nb.kind)).at(nb.kind_span).label("locals holds only attributes: name = expression"));
@@ -676,6 +682,8 @@ impl<'o> Loader<'o> {
         let outputs: Vec<Output> = out_values.into_iter().flatten().collect();
         let (mut data, mut resources): (Vec<Resource>, Vec<Resource>) = order_out.iter().filter_map(|a| built.remove(a)).partition(|r| r.address.is_data());
         self.diags.extend(model::validate::check_all(&resources));
+        let (imports, import_diags) = import::check(&import_blocks, &self.sources, &resources, &fn_ctx, &roots);
+        self.diags.extend(import_diags);
         data.shrink_to_fit();
         self.checkpoint()?;
         resources.shrink_to_fit();
@@ -694,6 +702,7 @@ impl<'o> Loader<'o> {
             outputs,
             variables: var_values,
             warnings,
+            imports,
             index,
         })
     }
@@ -1591,6 +1600,7 @@ impl Configuration {
             outputs: Vec::new(),
             variables: Vec::new(),
             warnings: Diagnostics::default(),
+            imports: Vec::new(),
             index: BTreeMap::new(),
         }
     }
