@@ -66,7 +66,8 @@ pub enum Op {
     LibvirtNetwork { name: String, xml: String, restart: bool, bridge: String, taps: Vec<String>, hosts_add: Vec<String>, hosts_remove: Vec<String>, create: bool },
     RemoveLibvirtNetwork { name: String },
     /// Create or repair an OVS bridge, then its internal port's MTU, address and state.
-    OvsNetwork { want: crate::plan::desired::DesiredOvsBridge, marker: String, address: Option<crate::model::common::IpCidr>, create: bool },
+    /// `adopt`: the plan imports the bridge, which carries no marker yet.
+    OvsNetwork { want: crate::plan::desired::DesiredOvsBridge, marker: String, address: Option<crate::model::common::IpCidr>, create: bool, adopt: bool },
     RemoveOvsBridge { name: String },
     /// Nova's hybrid plug of one port (Linux side, then OVS side), repairing partial state.
     HybridPlug { want: crate::plan::desired::DesiredHybrid, marker: String },
@@ -197,10 +198,16 @@ impl Step for HostStep {
             Op::Define { name, def, console_dir, keep } => {
                 disks::ensure_dir(console_dir).map_err(herr)?;
                 let mut def = (**def).clone();
-                if !keep.is_empty()
-                    && let Some(current) = env.libvirt.domain(name).map_err(herr)?.and_then(|d| d.observed)
-                {
-                    keep_ignored(&mut def, &current, keep);
+                if let Some(current) = env.libvirt.domain(name).map_err(herr)?.and_then(|d| d.observed) {
+                    // An existing domain keeps its UUID: libvirt refuses to
+                    // redefine a name with another one, and an imported
+                    // domain's was not derived by virtform.
+                    if let Some(u) = &current.uuid {
+                        def.uuid = u.clone();
+                    }
+                    if !keep.is_empty() {
+                        keep_ignored(&mut def, &current, keep);
+                    }
                 }
                 env.libvirt.define(&crate::xml::domain::domain_xml(&def)).map_err(herr)?;
                 Ok(StepOutcome::Done)
@@ -297,13 +304,13 @@ impl Step for HostStep {
                 env.libvirt.undefine_network(name).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
-            Op::OvsNetwork { want, marker, address, .. } => {
+            Op::OvsNetwork { want, marker, address, adopt, .. } => {
                 let state = env.ovs.state().map_err(herr)?;
                 if let Some((st, a)) = state.bridge_owner(&want.name).filter(|(st, a)| format!("virtform:{st}:{a}") != marker.split(";h=").next().unwrap_or(marker))
                 {
                     return Err(StepError::new(format!("Open vSwitch bridge {} belongs to {a} of stack {st}; not touching it", want.name)));
                 }
-                if state.bridges.contains_key(&want.name) && state.bridge_owner(&want.name).is_none() {
+                if state.bridges.contains_key(&want.name) && state.bridge_owner(&want.name).is_none() && !*adopt {
                     return Err(StepError::new(format!("Open vSwitch bridge {} exists without a virtform marker; not touching it", want.name)).with_hint("remove or rename it, then apply again"));
                 }
                 // The MTU goes through OVS (mtu_request): ovs-vswitchd resets a
@@ -579,7 +586,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     NetType::Ovs => {
                         let want = DesiredOvsBridge::from_network(n);
                         let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
-                        Op::OvsNetwork { want, marker, address: n.address, create: creating }
+                        Op::OvsNetwork { want, marker, address: n.address, create: creating, adopt: c.importing.is_some() }
                     }
                     NetType::Nat | NetType::Isolated => {
                         let Some(def) = lowering.libvirt_network(r) else { continue };

@@ -10,6 +10,7 @@
 //!   reported, never touched.
 
 pub mod desired;
+mod import;
 mod network;
 mod port;
 mod volume;
@@ -89,11 +90,13 @@ pub struct ResourceChange {
     /// The host object of a resource that is no longer configured (domain
     /// name, link name, file path), so it can be removed without its config.
     pub object: Option<String>,
+    /// The `import` id when this change takes over an unmarked object.
+    pub importing: Option<String>,
 }
 
 impl ResourceChange {
     fn new(address: String, kind: Kind, action: Action) -> ResourceChange {
-        ResourceChange { address, kind, action, reason: None, changes: Vec::new(), because: Vec::new(), xml_diff: None, object: None }
+        ResourceChange { address, kind, action, reason: None, changes: Vec::new(), because: Vec::new(), xml_diff: None, object: None, importing: None }
     }
 
     /// The strongest landing among the changes.
@@ -164,6 +167,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Changes that import an object.
+    pub fn imports(&self) -> usize {
+        self.changes.iter().filter(|c| c.importing.is_some()).count()
+    }
+
     pub fn count(&self, a: Action) -> usize {
         self.changes.iter().filter(|c| c.action == a).count()
     }
@@ -176,7 +184,10 @@ impl Plan {
         let add = self.count(Action::Create) + self.count(Action::Replace);
         let change = self.count(Action::Update);
         let destroy = self.count(Action::Delete) + self.count(Action::Replace);
-        format!("Plan: {add} to add, {change} to change, {destroy} to destroy.")
+        match self.imports() {
+            0 => format!("Plan: {add} to add, {change} to change, {destroy} to destroy."),
+            n => format!("Plan: {n} to import, {add} to add, {change} to change, {destroy} to destroy."),
+        }
     }
 }
 
@@ -200,7 +211,7 @@ pub struct PlanOptions {
 /// Computes the plan. Pure.
 pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
     let domains = if opts.destroy { HashMap::new() } else { desired_domains(cfg, obs, opts) };
-    let mut p = Planner { cfg, obs, opts, domains, disks_in_use: None, out: Plan { stack: cfg.stack.clone(), data: Vec::new(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
+    let mut p = Planner { cfg, obs, opts, domains, disks_in_use: None, imports_ok: BTreeSet::new(), out: Plan { stack: cfg.stack.clone(), data: Vec::new(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
     p.run();
     if opts.fingerprint {
         p.out.fingerprint = obs.fingerprint(&cfg.stack, &p.wanted_names());
@@ -253,6 +264,9 @@ struct Planner<'a> {
     /// Disks (by address) of instances whose domain exists and is ours;
     /// built on first use (see [`Planner::instance_of_disk_exists`]).
     disks_in_use: Option<HashSet<String>>,
+    /// Resources whose import [`Planner::check_imports`] accepted: their
+    /// unmarked object is adopted instead of being a conflict.
+    imports_ok: BTreeSet<String>,
     out: Plan,
 }
 
@@ -324,6 +338,7 @@ impl Planner<'_> {
     fn run(&mut self) {
         if !self.opts.destroy {
             self.data_sources();
+            self.check_imports();
         }
         let mut by_addr: BTreeMap<String, usize> = BTreeMap::new();
         if !self.opts.destroy {
@@ -664,10 +679,26 @@ impl Planner<'_> {
             return ResourceChange::new(addr, Kind::Instance, Action::Create);
         };
         let owner = have.marker.as_ref().map(|(s, a, _)| (s.clone(), a.clone()));
-        if !self.owned(&owner, r) {
+        let importing = self.adopting(r, &owner);
+        if !importing && !self.owned(&owner, r) {
+            if owner.is_none() && self.import_of(r).is_some() {
+                // The import was refused (a located plan error says why).
+                return ResourceChange::new(addr, Kind::Instance, Action::NoOp);
+            }
             return self.conflict(r, Foreign::new(format!("domain \"{}\"", want.name)).import(&want.name), owner);
         }
+        // An existing domain keeps its UUID (libvirt cannot change it, and
+        // an imported one was not derived by virtform): the engine's define
+        // takes the host's (`apply::engine`, `Op::Define`).
+        let mut desired = desired;
+        if let Some(u) = have.def.as_ref().and_then(|d| d.uuid.clone()) {
+            desired.uuid = Some(u);
+        }
         let mut rc = ResourceChange::new(addr, Kind::Instance, Action::NoOp);
+        if importing {
+            rc.importing = self.import_of(r).map(|i| i.id.clone());
+            rc.changes.push(AttrChange { attr: "marker".into(), before: Some("(none)".into()), after: Some(format!("virtform:{}:{}", self.cfg.stack, r.address)), landing: Landing::Live, outside: false, sensitive: false });
+        }
         let outside = have.marker.as_ref().is_some_and(|m| m.2 == want.marker.spec_hash);
         match &have.def {
             None => {
@@ -727,7 +758,7 @@ impl Planner<'_> {
                     let diff = similar::TextDiff::from_lines(&b, &a);
                     rc.xml_diff = Some(diff.unified_diff().context_radius(2).header("host", "config").to_string());
                 }
-                if fields.iter().all(|f| f == "marker") && !fields.is_empty() {
+                if fields.iter().all(|f| f == "marker") && !fields.is_empty() && !importing {
                     rc.changes.push(change("marker", "older spec", "current spec", Landing::Live, false));
                 }
             }
@@ -751,10 +782,20 @@ impl Planner<'_> {
             Some(Landing::Replace) => {
                 rc.action = Action::Replace;
                 rc.reason = Some("replace_because_cannot_update".into());
+                if importing && !self.opts.replace.iter().any(|a| *a == rc.address) {
+                    let why: Vec<&str> = rc.changes.iter().filter(|c| c.landing == Landing::Replace).map(|c| c.attr.as_str()).collect();
+                    self.out.errors.push(format!(
+                        "{}: importing domain {:?} needs it replaced ({} cannot change in place): the guest would be destroyed and defined anew; plan with --replace {} if that is meant, or make the configuration match the domain",
+                        rc.address,
+                        want.name,
+                        why.join(", "),
+                        rc.address
+                    ));
+                }
             }
             Some(_) => {
                 rc.action = Action::Update;
-                rc.reason = Some(if outside { "drift".into() } else { "update".into() });
+                rc.reason = Some(if importing { "import".into() } else if outside { "drift".into() } else { "update".into() });
             }
             None => {}
         }

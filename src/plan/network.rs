@@ -52,7 +52,7 @@ impl Planner<'_> {
     fn finish_update(rc: &mut ResourceChange, outside: bool) {
         if !rc.changes.is_empty() {
             rc.action = Action::Update;
-            rc.reason = Some(if outside { "drift".into() } else { "update".into() });
+            rc.reason = Some(if rc.importing.is_some() { "import".into() } else if outside { "drift".into() } else { "update".into() });
         } else if !outside {
             // Same values, older marker: refresh the marker only.
             rc.action = Action::Update;
@@ -69,13 +69,20 @@ impl Planner<'_> {
             return ResourceChange::new(addr, Kind::Network, Action::Create);
         };
         let owner = self.obs.link_owner(&want.name);
-        if !self.owned(&owner, r) {
+        let importing = self.adopting(r, &owner);
+        if !importing && !self.owned(&owner, r) {
+            if owner.is_none() && self.import_of(r).is_some() {
+                return ResourceChange::new(addr, Kind::Network, Action::NoOp);
+            }
             let f = Foreign::new(format!("link \"{}\"", want.name));
             let f = if link.bridge.is_some() { f.import(&want.name).data("bridge", &want.name) } else { f };
             return self.conflict(r, f, owner);
         }
         let outside = link.alias.as_deref().and_then(crate::host::marker_hash) == Some(&want.hash());
         let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        if importing {
+            self.import_marker(&mut rc, r);
+        }
         let Some(b) = link.bridge.as_ref() else {
             rc.action = Action::Replace;
             rc.reason = Some("replace_because_cannot_update".into());
@@ -91,6 +98,12 @@ impl Planner<'_> {
         self.link_changes(&mut rc, &want.name, want.mtu, want.address, outside);
         Self::finish_update(&mut rc, outside);
         rc
+    }
+
+    /// The change an import is: the marker written, live.
+    fn import_marker(&self, rc: &mut ResourceChange, r: &Resource) {
+        rc.importing = self.import_of(r).map(|i| i.id.clone());
+        rc.changes.push(change("marker", "(none)", format!("virtform:{}:{}", self.cfg.stack, r.address), Landing::Live, false));
     }
 
     fn ovs_bridge(&mut self, r: &Resource) -> ResourceChange {
@@ -114,11 +127,18 @@ impl Planner<'_> {
             return ResourceChange::new(addr, Kind::Network, Action::Create);
         };
         let owner = ovs.bridge_owner(&want.name);
-        if !self.owned(&owner, r) {
+        let importing = self.adopting(r, &owner);
+        if !importing && !self.owned(&owner, r) {
+            if owner.is_none() && self.import_of(r).is_some() {
+                return ResourceChange::new(addr, Kind::Network, Action::NoOp);
+            }
             return self.conflict(r, Foreign::new(format!("Open vSwitch bridge \"{}\"", want.name)).import(&want.name).data("ovs_bridge", &want.name), owner);
         }
         let outside = ovs.bridge_marker_hash(&want.name).as_deref() == Some(want.hash().as_str());
         let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        if importing {
+            self.import_marker(&mut rc, r);
+        }
         if let Some(dp) = &want.datapath_type {
             let have_dp = if have.datapath_type.is_empty() { "system" } else { have.datapath_type.as_str() };
             if have_dp != dp {

@@ -118,6 +118,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
                 Action::Update => ("  ~", s.yellow),
                 Action::NoOp => ("   ", ""),
             };
+            if let Some(id) = &rc.importing {
+                out.push_str(&format!("  {}# {} will be imported (id {id:?}){}\n", s.bold, rc.address, s.reset));
+            }
             out.push_str(&format!("  {}{}{}\n", s.bold, header(rc), s.reset));
             if rc.changes.iter().any(|c| c.outside) {
                 out.push_str(&format!("  {}# (changed outside virtform){}\n", s.dim, s.reset));
@@ -204,6 +207,7 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
             },
             "action_reason": c.reason,
             "because": c.because,
+            "importing": c.importing.as_ref().map(|id| serde_json::json!({"id": id})),
         })).collect::<Vec<_>>(),
         "data_sources": plan.data.iter().map(|d| serde_json::json!({
             "address": d.address,
