@@ -969,3 +969,6 @@ mod tests_kinds;
 
 #[cfg(test)]
 mod tests_data;
+
+#[cfg(test)]
+mod tests_import;
