@@ -69,6 +69,11 @@ pub enum Op {
     /// `adopt`: the plan imports the bridge, which carries no marker yet.
     OvsNetwork { want: crate::plan::desired::DesiredOvsBridge, marker: String, address: Option<crate::model::common::IpCidr>, create: bool, adopt: bool },
     RemoveOvsBridge { name: String },
+    /// An import's marker alone: the domain's `<metadata>` element set in
+    /// place (no redefine, no restart).
+    MarkDomain { name: String, element: String },
+    /// An import's marker alone on an Open vSwitch bridge (`external_ids:virtform`).
+    MarkOvsBridge { name: String, marker: String },
     /// Nova's hybrid plug of one port (Linux side, then OVS side), repairing partial state.
     HybridPlug { want: crate::plan::desired::DesiredHybrid, marker: String },
     /// Reverse of the hybrid plug: delete qbr, del-port qvo, delete the veth.
@@ -124,6 +129,8 @@ impl Step for HostStep {
             Op::OvsNetwork { want, create: true, .. } => format!("create Open vSwitch bridge {}", want.name),
             Op::OvsNetwork { want, .. } => format!("configure Open vSwitch bridge {}", want.name),
             Op::RemoveOvsBridge { name } => format!("delete Open vSwitch bridge {name}"),
+            Op::MarkDomain { name, .. } => format!("mark domain {name} as imported"),
+            Op::MarkOvsBridge { name, .. } => format!("mark Open vSwitch bridge {name} as imported"),
             Op::HybridPlug { want, .. } => format!("plug {} ({} / {} / {} on {})", want.tap, want.qbr, want.qvb, want.qvo, want.bridge),
             Op::HybridUnplug { qbr, qvo, .. } => format!("unplug {qbr} / {qvo}"),
             Op::Attach { name, what, .. } => format!("attach {what} to {name}"),
@@ -304,6 +311,18 @@ impl Step for HostStep {
                 env.libvirt.undefine_network(name).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
+            Op::MarkDomain { name, element } => {
+                env.libvirt.set_marker(name, element).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::MarkOvsBridge { name, marker } => {
+                let state = env.ovs.state().map_err(herr)?;
+                if state.bridge_owner(name).is_some() {
+                    return Err(StepError::new(format!("Open vSwitch bridge {name} got a marker since the plan; not touching it")).with_hint("plan again"));
+                }
+                env.ovs.apply(&[crate::host::ovs::OvsOp::SetBridge { name: name.clone(), datapath_type: None, marker: marker.clone() }]).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
             Op::OvsNetwork { want, marker, address, adopt, .. } => {
                 let state = env.ovs.state().map_err(herr)?;
                 if let Some((st, a)) = state.bridge_owner(&want.name).filter(|(st, a)| format!("virtform:{st}:{a}") != marker.split(";h=").next().unwrap_or(marker))
@@ -471,6 +490,15 @@ impl Step for HostStep {
     }
 }
 
+/// The reason of an import whose other changes were left for later
+/// (`virtform import`): the marker is written without a spec hash.
+pub const IMPORT_MARKER_ONLY: &str = "import_marker_only";
+
+/// Whether a change writes nothing but a marker.
+fn marker_only(c: &crate::plan::ResourceChange) -> bool {
+    c.action == Action::Update && !c.changes.is_empty() && c.changes.iter().all(|ch| ch.attr == "marker")
+}
+
 /// Builds the step DAG for a plan.
 pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, source_hashes: &BTreeMap<String, String>) -> Dag<HostStep> {
     let mut b = Builder { dag: Dag::new(), env: env.clone(), created: BTreeMap::new(), removed: BTreeMap::new(), detaches: BTreeMap::new() };
@@ -574,6 +602,24 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 let id = b.step(&addr, Op::FetchImage { source: img.source.clone(), sha256: img.sha256.clone(), format: img.format });
                 b.created.insert(addr, id);
             }
+            Spec::Network(n) if c.importing.is_some() && marker_only(c) => {
+                let pending = c.reason.as_deref() == Some(IMPORT_MARKER_ONLY);
+                let op = match n.net_type {
+                    NetType::Bridge => {
+                        let want = DesiredBridge::from_network(n);
+                        let alias = if pending { crate::host::marker(&cfg.stack, &addr) } else { marker_with_hash(&cfg.stack, &addr, &want.hash()) };
+                        Op::Links { what: format!("mark bridge {} as imported", want.name), ops: vec![LinkOp::SetAlias { name: want.name.clone(), alias }] }
+                    }
+                    NetType::Ovs => {
+                        let want = DesiredOvsBridge::from_network(n);
+                        let marker = if pending { crate::host::marker(&cfg.stack, &addr) } else { marker_with_hash(&cfg.stack, &addr, &want.hash()) };
+                        Op::MarkOvsBridge { name: want.name.clone(), marker }
+                    }
+                    NetType::Nat | NetType::Isolated => continue,
+                };
+                let id = b.step(&addr, op);
+                b.created.insert(addr, id);
+            }
             Spec::Network(n) if creating || c.action == Action::Update => {
                 let op = match n.net_type {
                     NetType::Bridge => {
@@ -639,6 +685,18 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 let id = b.step(&addr, op);
                 b.after_removal(id, &addr);
                 b.after_created_deps(id, r, cfg);
+                b.created.insert(addr, id);
+            }
+            Spec::Instance(_) if c.importing.is_some() && marker_only(c) => {
+                let Some(def) = lowering.domain(r) else { continue };
+                // The host matches the configuration: the marker records its
+                // spec hash. Marker only with differences left (`virtform
+                // import`): no hash, so the next plan shows them as updates.
+                let mut m = def.marker.clone();
+                if c.reason.as_deref() == Some(IMPORT_MARKER_ONLY) {
+                    m.spec_hash = String::new();
+                }
+                let id = b.step(&addr, Op::MarkDomain { name: def.name.clone(), element: crate::xml::domain::marker_element(&m) });
                 b.created.insert(addr, id);
             }
             Spec::Instance(inst) => {

@@ -24,10 +24,11 @@ pub struct Import {
     /// The host object: a domain name or UUID, a bridge name, a libvirt
     /// network name, a file path.
     pub id: String,
-    /// The block's `import` keyword.
-    pub span: Span,
-    pub to_span: Span,
-    pub id_span: Span,
+    /// The block's `import` keyword, its `to` and `id` expressions; `None`
+    /// for the command line's `virtform import ADDRESS ID`.
+    pub span: Option<Span>,
+    pub to_span: Option<Span>,
+    pub id_span: Option<Span>,
 }
 
 /// The attributes an `import` block takes.
@@ -127,7 +128,7 @@ pub(super) fn check(blocks: &[RawBlock], sources: &Sources, resources: &[Resourc
                 Diagnostic::error(format!("two imports to {address}"))
                     .at(to.expr_span)
                     .label("a resource takes over one object")
-                    .note(Some(prev.to_span), "first imported here"),
+                    .note(prev.to_span, "first imported here"),
             );
             continue;
         }
@@ -136,11 +137,11 @@ pub(super) fn check(blocks: &[RawBlock], sources: &Sources, resources: &[Resourc
                 Diagnostic::error(format!("{id_text:?} is imported twice, into {} and {address}", prev.to))
                     .at(id.expr_span)
                     .label("an object can belong to one resource only")
-                    .note(Some(prev.id_span), "first imported here"),
+                    .note(prev.id_span, "first imported here"),
             );
             continue;
         }
-        out.push(Import { to: address, id: id_text, span: b.kind_span, to_span: to.expr_span, id_span: id.expr_span });
+        out.push(Import { to: address, id: id_text, span: Some(b.kind_span), to_span: Some(to.expr_span), id_span: Some(id.expr_span) });
     }
     (out, diags)
 }

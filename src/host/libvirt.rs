@@ -201,6 +201,13 @@ pub trait Libvirt: Send + Sync {
     /// Hard power-off; done when stopped or missing.
     fn destroy(&self, name: &str) -> Result<(), HostError>;
     fn set_autostart(&self, name: &str, on: bool) -> Result<(), HostError>;
+    /// Writes virtform's marker element into the domain's `<metadata>`
+    /// (persistent config, and the running guest's when active) without
+    /// redefining it: an import's only change.
+    fn set_marker(&self, name: &str, element: &str) -> Result<(), HostError> {
+        let _ = element;
+        Err(HostError::new("set marker", name, "not supported by this libvirt adapter".to_string()))
+    }
     /// Attaches a `<disk>` or `<interface>`: always to the persistent config,
     /// and to the running guest when `live` and the domain is active.
     /// Already attached (same target and source, or same MAC): done. The
@@ -1078,6 +1085,15 @@ impl Libvirt for VirtLibvirt {
                 Err(e) if virt_not_found(&e) || (code_is(&e, ErrorNumber::OperationInvalid) && !d.is_active().unwrap_or(true)) => Ok(()),
                 r => r,
             }
+        })
+    }
+
+    fn set_marker(&self, name: &str, element: &str) -> Result<(), HostError> {
+        self.call("set marker", name, |c| {
+            let d = c.lookup_domain_by_name(name)?;
+            // VIR_DOMAIN_METADATA_ELEMENT = 2; AFFECT_CONFIG = 2, AFFECT_LIVE = 1.
+            let flags = if d.is_active()? { 3 } else { 2 };
+            d.set_metadata(2, Some(element), Some(crate::xml::PREFIX), Some(crate::xml::NS), flags)
         })
     }
 

@@ -36,7 +36,8 @@ impl Planner<'_> {
 
     /// A located plan error about an import (rendered with its source line).
     fn import_error(&mut self, i: &Import, at_to: bool, message: String, help: Option<String>) {
-        let mut d = Diagnostic::error(format!("import {}: {message}", i.to)).at(if at_to { i.to_span } else { i.id_span });
+        let from = if i.span.is_none() { " (virtform import)" } else { "" };
+        let mut d = Diagnostic::error(format!("import {}{from}: {message}", i.to)).at_opt(if at_to { i.to_span } else { i.id_span });
         if let Some(h) = help {
             d = d.help(h);
         }

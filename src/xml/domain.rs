@@ -299,6 +299,15 @@ fn boots_from_os(d: &DomainDef) -> bool {
 
 // ---------------------------------------------------------------- writing
 
+/// The marker element alone, for `virDomainSetMetadata` (libvirt puts it
+/// in virtform's namespace under the `virtform` prefix): how an import
+/// marks a domain without redefining it.
+pub fn marker_element(m: &Marker) -> String {
+    let mut w = XmlWriter::new();
+    w.empty("instance", &[("stack", &m.stack), ("address", &m.address), ("spec-hash", &m.spec_hash)]);
+    w.finish()
+}
+
 /// The whole domain document. Deterministic; every value escaped.
 pub fn domain_xml(d: &DomainDef) -> String {
     let mut w = XmlWriter::new();
