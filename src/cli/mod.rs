@@ -6,6 +6,7 @@
 
 pub mod fmt;
 pub mod graph;
+pub mod import;
 pub mod output;
 pub mod plan;
 pub mod validate;
@@ -126,6 +127,8 @@ pub enum Command {
     Apply(plan::ApplyArgs),
     /// Remove every object of the stack from the host.
     Destroy(plan::ApplyArgs),
+    /// Take over an object made outside virtform (writes its ownership marker only).
+    Import(import::ImportArgs),
     /// Print the configuration's outputs.
     Output(output::OutputArgs),
     /// Show what the host holds for the stack (objects carrying its marker).
@@ -156,6 +159,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(a) => plan::run_plan(g, a),
         Command::Apply(a) => plan::run_apply(g, a, false),
         Command::Destroy(a) => plan::run_apply(g, a, true),
+        Command::Import(a) => import::run(g, a),
         Command::Output(a) => output::run(g, a),
         Command::Show { dir, json } => plan::run_show(g, dir, json),
         Command::Completions { shell } => {

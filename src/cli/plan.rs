@@ -93,11 +93,11 @@ pub struct ApplyArgs {
     pub detach_timeout: u64,
 }
 
-struct Session {
-    cfg: Configuration,
+pub(super) struct Session {
+    pub(super) cfg: Configuration,
     libvirt: VirtLibvirt,
-    observed: Observed,
-    kvm: bool,
+    pub(super) observed: Observed,
+    pub(super) kvm: bool,
 }
 
 /// The configuration of DIR; for a stack named with --stack whose directory
@@ -191,7 +191,7 @@ impl HostFailure {
 
 /// Opens the libvirt connection and checks KVM while the configuration
 /// loads (an apply observes only under the stack's lock, after the load).
-fn load_and_connect(g: &Global, dir: PathBuf, read_data: bool) -> Result<(Configuration, (VirtLibvirt, bool)), ExitCode> {
+pub(super) fn load_and_connect(g: &Global, dir: PathBuf, read_data: bool) -> Result<(Configuration, (VirtLibvirt, bool)), ExitCode> {
     let (cfg, conn) = std::thread::scope(|s| {
         let conn = s.spawn(|| -> Result<(VirtLibvirt, bool), HostFailure> {
             let libvirt = VirtLibvirt::open(&g.connect).map_err(HostFailure::Connect)?;
@@ -207,7 +207,7 @@ fn load_and_connect(g: &Global, dir: PathBuf, read_data: bool) -> Result<(Config
 
 /// Observes the host for a loaded configuration, over a connection opened
 /// beforehand (with whether KVM is usable).
-fn connect(g: &Global, cfg: Configuration, (libvirt, kvm): (VirtLibvirt, bool)) -> Result<Session, ExitCode> {
+pub(super) fn connect(g: &Global, cfg: Configuration, (libvirt, kvm): (VirtLibvirt, bool)) -> Result<Session, ExitCode> {
     let observed = observe::observe(&IpLinks, &libvirt, &Vsctl::default(), &cfg, &g.state_dir, true).map_err(|e| HostFailure::Read(e).report())?;
     Ok(Session { cfg, libvirt, observed, kvm })
 }
@@ -447,7 +447,7 @@ fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path, destroy: bool) 
     execute(&g2, &a, s, p, pf.destroy, false)
 }
 
-fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_plan: bool) -> ExitCode {
+pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: bool, show_plan: bool) -> ExitCode {
     if show_plan && !a.json {
         print!("{}", render::text(&p, g.color_stdout()));
     }
@@ -605,7 +605,7 @@ fn confirm() -> bool {
 }
 
 /// The exclusive lock of a stack, held until dropped.
-struct StackLock {
+pub(super) struct StackLock {
     _file: std::fs::File,
     path: PathBuf,
     dir: PathBuf,
@@ -638,7 +638,7 @@ impl Drop for StackLock {
 /// locked, and start again if not. Without that check, a waiter would hold
 /// a lock on a deleted file while a newcomer locks a fresh one: two applies
 /// of one stack at once.
-fn lock_stack(g: &Global, stack: &str) -> Result<StackLock, ExitCode> {
+pub(super) fn lock_stack(g: &Global, stack: &str) -> Result<StackLock, ExitCode> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let dir = g.state_dir.join(stack);
     let path = dir.join(".lock");
