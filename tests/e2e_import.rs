@@ -171,3 +171,74 @@ fn import_block_takes_over_a_virsh_defined_domain() {
     s.vf(&["destroy", "--auto-approve"]).must();
     assert!(!domain_exists(&h.name), "destroy left the domain");
 }
+
+/// Bridges made by hand (a Linux bridge with `ip link`, an OVS bridge with
+/// `ovs-vsctl`); removed by exact name on drop if virtform did not.
+struct HandBridges {
+    linux: String,
+    ovs: String,
+}
+
+impl Drop for HandBridges {
+    fn drop(&mut self) {
+        let mut left = Vec::new();
+        if link_exists(&self.linux) {
+            run("ip", &["link", "del", &self.linux]);
+            left.push(self.linux.clone());
+        }
+        if ovs_bridges().iter().any(|b| *b == self.ovs) {
+            run("ovs-vsctl", &["--if-exists", "del-br", &self.ovs]);
+            left.push(self.ovs.clone());
+        }
+        if !left.is_empty() && !std::thread::panicking() {
+            panic!("bridges left behind: {left:?}");
+        }
+    }
+}
+
+/// A Linux bridge and an OVS bridge made by hand are imported by blocks
+/// (a name the network would not use is a located error first), marked in
+/// their alias and external-ids, then destroyed by virtform.
+#[test]
+fn bridges_made_by_hand_are_imported_and_destroyed() {
+    let s = VfStack::new("bridges_made_by_hand_are_imported_and_destroyed", "imn");
+    let b = HandBridges { linux: format!("vfib{}", std::process::id()), ovs: format!("vfio{}", std::process::id()) };
+    run("ip", &["link", "add", "name", &b.linux, "type", "bridge"]).must();
+    run("ip", &["link", "set", &b.linux, "up"]).must();
+    run("ovs-vsctl", &["add-br", &b.ovs, "--", "set", "bridge", &b.ovs, "datapath_type=netdev"]).must();
+    let conf = |lan_id: &str| {
+        format!(
+            "variable \"assets\" {{ type = string }}\nnetwork \"lan\" {{\n  bridge = \"{l}\"\n}}\nnetwork \"sw\" {{\n  type          = \"ovs\"\n  bridge        = \"{o}\"\n  datapath_type = \"netdev\"\n}}\nimport {{\n  to = network.lan\n  id = \"{lan_id}\"\n}}\nimport {{\n  to = network.sw\n  id = \"{o}\"\n}}\n",
+            l = b.linux,
+            o = b.ovs
+        )
+    };
+    // A name the network would not use: refused, located.
+    let other = format!("{}x", b.linux);
+    s.write(&conf(&other));
+    let plan = s.vf(&["plan"]);
+    assert_eq!(plan.code, Some(1), "{}", plan.show());
+    assert!(plan.stdout.contains(&format!("import network.lan: network.lan would be the bridge \"{}\", not \"{other}\"", b.linux)) && plan.stdout.contains("main.vf.hcl:12:8"), "{}", plan.stdout);
+    // The same object imported twice: refused at load.
+    s.write(&conf(&b.ovs));
+    let plan = s.vf(&["plan"]);
+    assert!(plan.code == Some(1) && plan.stderr.contains("is imported twice, into network.lan and network.sw"), "{}", plan.show());
+    assert!(s.vf(&["apply", "--auto-approve"]).code == Some(1));
+    assert!(link_json(&b.linux)["ifalias"].as_str().is_none_or(|a| !a.starts_with("virtform:")), "{}", link_json(&b.linux));
+
+    s.write(&conf(&b.linux));
+    let plan = s.vf(&["plan"]).must();
+    assert!(plan.stdout.contains(&format!("# network.lan will be imported (id \"{}\")", b.linux)), "{}", plan.stdout);
+    assert!(plan.stdout.contains(&format!("# network.sw will be imported (id \"{}\")", b.ovs)), "{}", plan.stdout);
+    assert!(plan.stdout.contains("Plan: 2 to import"), "{}", plan.stdout);
+    s.apply();
+    let alias = link_json(&b.linux)["ifalias"].as_str().unwrap_or_default().to_string();
+    assert!(alias.starts_with(&format!("virtform:{}:network.lan", s.stack)), "alias {alias:?}");
+    let ids = run("ovs-vsctl", &["br-get-external-id", &b.ovs, "virtform"]).must().stdout;
+    assert!(ids.contains(&format!("virtform:{}:network.sw", s.stack)), "{ids}");
+    s.assert_plan_empty("after the import");
+
+    s.vf(&["destroy", "--auto-approve"]).must();
+    assert!(!link_exists(&b.linux), "destroy left the Linux bridge");
+    assert!(!ovs_bridges().iter().any(|x| *x == b.ovs), "destroy left the OVS bridge");
+}
