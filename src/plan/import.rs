@@ -89,6 +89,7 @@ impl Planner<'_> {
         let imports = self.cfg.imports.clone();
         for i in &imports {
             let Some(r) = self.cfg.resource(&i.to.to_string()) else {
+                self.imports_refused.insert(i.to.to_string());
                 self.import_error(i, true, "no such resource in the configuration".into(), None);
                 continue;
             };
@@ -162,7 +163,10 @@ impl Planner<'_> {
                     self.imports_ok.insert(r.address.to_string());
                 }
                 Ok(false) => {} // already this resource's: the block is a no-op
-                Err((m, help)) => self.import_error(i, false, m, help),
+                Err((m, help)) => {
+                    self.imports_refused.insert(r.address.to_string());
+                    self.import_error(i, false, m, help);
+                }
             }
         }
     }

@@ -211,7 +211,7 @@ pub struct PlanOptions {
 /// Computes the plan. Pure.
 pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
     let domains = if opts.destroy { HashMap::new() } else { desired_domains(cfg, obs, opts) };
-    let mut p = Planner { cfg, obs, opts, domains, disks_in_use: None, imports_ok: BTreeSet::new(), out: Plan { stack: cfg.stack.clone(), data: Vec::new(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
+    let mut p = Planner { cfg, obs, opts, domains, disks_in_use: None, imports_ok: BTreeSet::new(), imports_refused: BTreeSet::new(), out: Plan { stack: cfg.stack.clone(), data: Vec::new(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
     p.run();
     if opts.fingerprint {
         p.out.fingerprint = obs.fingerprint(&cfg.stack, &p.wanted_names());
@@ -267,6 +267,9 @@ struct Planner<'a> {
     /// Resources whose import [`Planner::check_imports`] accepted: their
     /// unmarked object is adopted instead of being a conflict.
     imports_ok: BTreeSet<String>,
+    /// Resources whose import was refused (a plan error says why): they
+    /// stay no-ops, whatever the host holds.
+    imports_refused: BTreeSet<String>,
     out: Plan,
 }
 
@@ -352,6 +355,10 @@ impl Planner<'_> {
                     Spec::Instance(_) => self.instance(r),
                 };
                 let mut rc = rc;
+                if self.imports_refused.contains(&rc.address) {
+                    // Not even a create: the configuration meant an existing object.
+                    rc = ResourceChange::new(rc.address, rc.kind, Action::NoOp);
+                }
                 if rc.action == Action::Create {
                     rc.changes = created_attrs(r);
                 }

@@ -210,3 +210,26 @@ fn an_import_that_needs_a_replace_says_so_and_needs_replace() {
     let p = plan(&cfg, &o2, &PlanOptions { replace: vec!["instance.legacy".into()], ..opts() });
     assert!(p.errors.is_empty(), "{:?}", p.errors);
 }
+
+#[test]
+fn a_refused_import_is_not_even_a_create() {
+    // Neither the domain nor the bridge exists: errors, and no creates.
+    let (p, _c, _d) = errors_of(LEGACY, |_| Observed::default());
+    assert_eq!(p.errors.len(), 2, "{:?}", p.errors);
+    assert!(p.errors.iter().any(|e| e.contains("there is no link named \"br-legacy\"")), "{:?}", p.errors);
+    assert!(!p.has_changes(), "{:#?}", p.changes);
+    let text = render::text(&p, false);
+    assert!(!text.contains("No changes") && !text.contains("will be created"), "{text}");
+}
+
+#[test]
+fn the_command_lines_import_has_no_location_and_says_so() {
+    let src = LEGACY.split("import {").next().unwrap();
+    let (_d, mut cfg) = load(src);
+    cfg.imports.push(crate::config::import::Import { to: crate::model::Address::parse("instance.legacy").unwrap(), id: "nope".into(), span: None, to_span: None, id_span: None });
+    let p = plan(&cfg, &legacy_host(&cfg, 512), &opts());
+    assert!(p.errors.iter().any(|e| e.starts_with("import instance.legacy (virtform import): there is no libvirt domain named \"nope\"")), "{:?}", p.errors);
+    cfg.imports[0].id = "legacy-vm".into();
+    let p = plan(&cfg, &legacy_host(&cfg, 512), &opts());
+    assert_eq!(find(&p, "instance.legacy").reason.as_deref(), Some("import"), "{:?}", p.errors);
+}
