@@ -243,3 +243,27 @@ fn logs_are_plain_text_off_a_terminal() {
         assert!(!err.contains('\u{1b}'), "escape codes in logs (NO_COLOR set: {no_color_env}): {err:?}");
     }
 }
+
+/// `virtform import ADDRESS ID`: bad arguments are refused before the host
+/// is read (no libvirt needed), and an import block validates and formats.
+#[test]
+fn import_command_refuses_bad_arguments_and_import_blocks_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.vf.hcl"), "instance \"legacy\" {\n  name   = \"legacy-vm\"\n  kernel = \"/k\"\n}\nimport {\n  to = instance.legacy\n  id = \"legacy-vm\"\n}\n").unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = run(&["validate", d]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = run(&["fmt", "--check", d]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    for (args, want) in [
+        (vec!["import", "instance.legacy", " ", d], "the id is empty"),
+        (vec!["import", "data.network.lan", "br0", d], "is not the address of a resource"),
+        (vec!["import", "legacy", "legacy-vm", d], "is not the address of a resource"),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stderr).contains(want), "{args:?}: {}", text(&out.stderr));
+    }
+    let out = run(&["import", "--help"]);
+    assert!(text(&out.stdout).contains("ADDRESS") && text(&out.stdout).contains("<ID>"), "{}", text(&out.stdout));
+}
