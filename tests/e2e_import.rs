@@ -186,7 +186,7 @@ impl Drop for HandBridges {
             run("ip", &["link", "del", &self.linux]);
             left.push(self.linux.clone());
         }
-        if ovs_bridges().iter().any(|b| *b == self.ovs) {
+        if ovs_bridges().contains(&self.ovs) {
             run("ovs-vsctl", &["--if-exists", "del-br", &self.ovs]);
             left.push(self.ovs.clone());
         }
@@ -240,5 +240,5 @@ fn bridges_made_by_hand_are_imported_and_destroyed() {
 
     s.vf(&["destroy", "--auto-approve"]).must();
     assert!(!link_exists(&b.linux), "destroy left the Linux bridge");
-    assert!(!ovs_bridges().iter().any(|x| *x == b.ovs), "destroy left the OVS bridge");
+    assert!(!ovs_bridges().contains(&b.ovs), "destroy left the OVS bridge");
 }

@@ -50,7 +50,7 @@ impl Planner<'_> {
     fn id_elsewhere(&self, id: &str, not: &str) -> Option<String> {
         let mut found = Vec::new();
         if not != "domain" && (self.obs.domains.contains_key(id) || self.domain_by_uuid(id).is_some()) {
-            found.push(format!("a libvirt domain (import it into an instance)"));
+            found.push("a libvirt domain (import it into an instance)".to_string());
         }
         if not != "link" && self.obs.links.contains_key(id) && !self.obs.ovs.as_ref().is_some_and(|o| o.bridges.contains_key(id)) {
             found.push("a Linux link (import a bridge into a network with type = \"bridge\")".to_string());

@@ -789,7 +789,7 @@ impl Planner<'_> {
             Some(Landing::Replace) => {
                 rc.action = Action::Replace;
                 rc.reason = Some("replace_because_cannot_update".into());
-                if importing && !self.opts.replace.iter().any(|a| *a == rc.address) {
+                if importing && !self.opts.replace.contains(&rc.address) {
                     let why: Vec<&str> = rc.changes.iter().filter(|c| c.landing == Landing::Replace).map(|c| c.attr.as_str()).collect();
                     self.out.errors.push(format!(
                         "{}: importing domain {:?} needs it replaced ({} cannot change in place): the guest would be destroyed and defined anew; plan with --replace {} if that is meant, or make the configuration match the domain",
