@@ -81,7 +81,9 @@ impl Planner<'_> {
         let outside = link.alias.as_deref().and_then(crate::host::marker_hash) == Some(&want.hash());
         let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
         if importing {
-            self.import_marker(&mut rc, r);
+            // The marker lives in the alias: an alias someone else set is
+            // replaced, and the plan shows it.
+            self.import_marker(&mut rc, r, link.alias.as_deref());
         }
         let Some(b) = link.bridge.as_ref() else {
             rc.action = Action::Replace;
@@ -101,9 +103,11 @@ impl Planner<'_> {
     }
 
     /// The change an import is: the marker written, live.
-    fn import_marker(&self, rc: &mut ResourceChange, r: &Resource) {
+    /// `before`: what holds the marker's place now (a Linux bridge's alias).
+    fn import_marker(&self, rc: &mut ResourceChange, r: &Resource, before: Option<&str>) {
         rc.importing = self.import_of(r).map(|i| i.id.clone());
-        rc.changes.push(change("marker", "(none)", format!("virtform:{}:{}", self.cfg.stack, r.address), Landing::Live, false));
+        let before = before.map(|a| format!("(alias {a:?})")).unwrap_or_else(|| "(none)".into());
+        rc.changes.push(change("marker", before, format!("virtform:{}:{}", self.cfg.stack, r.address), Landing::Live, false));
     }
 
     fn ovs_bridge(&mut self, r: &Resource) -> ResourceChange {
@@ -137,7 +141,7 @@ impl Planner<'_> {
         let outside = ovs.bridge_marker_hash(&want.name).as_deref() == Some(want.hash().as_str());
         let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
         if importing {
-            self.import_marker(&mut rc, r);
+            self.import_marker(&mut rc, r, None);
         }
         if let Some(dp) = &want.datapath_type {
             let have_dp = if have.datapath_type.is_empty() { "system" } else { have.datapath_type.as_str() };

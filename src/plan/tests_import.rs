@@ -233,3 +233,14 @@ fn the_command_lines_import_has_no_location_and_says_so() {
     let p = plan(&cfg, &legacy_host(&cfg, 512), &opts());
     assert_eq!(find(&p, "instance.legacy").reason.as_deref(), Some("import"), "{:?}", p.errors);
 }
+
+#[test]
+fn a_bridge_alias_set_by_someone_else_shows_as_replaced_by_the_marker() {
+    let (_d, cfg) = load(LEGACY);
+    let mut o = legacy_host(&cfg, 512);
+    o.links.get_mut("br-legacy").unwrap().alias = Some("uplink to rack 3".into());
+    let p = plan(&cfg, &o, &opts());
+    let lan = find(&p, "network.lan");
+    assert_eq!(lan.reason.as_deref(), Some("import"), "{:?} {:?}", p.errors, p.conflicts);
+    assert_eq!(lan.changes[0].before.as_deref(), Some("(alias \"uplink to rack 3\")"));
+}
