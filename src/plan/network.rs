@@ -177,9 +177,10 @@ impl Planner<'_> {
         };
         if have.uuid != want.uuid {
             // Not ours: libvirt networks carry no metadata marker; virtform's
-            // own have the UUID derived from the stack and address.
+            // own have the UUID derived from the stack and address. No
+            // import is offered: importing libvirt networks is not built
+            // yet (see plan/import.rs); the data source works today.
             let f = Foreign::new(format!("libvirt network \"{}\" (UUID {}, not the {} virtform derives for {addr})", want.name, have.uuid, want.uuid))
-                .import(&want.name)
                 .data("libvirt_network", &want.name);
             return self.conflict(r, f, None);
         }
