@@ -90,8 +90,13 @@ impl Global {
     /// Loads a configuration whose data sources read the host (through
     /// `--connect` for libvirt networks), on the first one asked for.
     pub fn load_reading_host(&self, dir: PathBuf) -> Result<config::Configuration, ExitCode> {
+        self.load_with_data(dir, config::DataHandle(std::sync::Arc::new(crate::observe::data::HostData::new(&self.connect))))
+    }
+
+    /// Loads a configuration whose data sources are answered by `data`.
+    pub fn load_with_data(&self, dir: PathBuf, data: config::DataHandle) -> Result<config::Configuration, ExitCode> {
         let mut opts = self.load_options(dir);
-        opts.data = Some(config::DataHandle(std::sync::Arc::new(crate::observe::data::HostData::new(&self.connect))));
+        opts.data = Some(data);
         self.load_opts(opts)
     }
 

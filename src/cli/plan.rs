@@ -107,10 +107,10 @@ pub(super) struct Session {
 /// A directory that does not exist (a typo) is an error, never an empty
 /// configuration: `apply --stack prod ./typo` must not plan to delete every
 /// object of stack prod.
-/// `read_data`: data sources read the host (plans and applies); a
-/// destroy does not need them, so a data source that vanished never
-/// blocks tearing the stack down.
-fn load_or_empty(g: &Global, dir: PathBuf, read_data: bool) -> Result<Configuration, ExitCode> {
+/// `data`: how data sources read the host (plans and applies; `None`: read
+/// it here, see [`DataFrom`]); a destroy does not need them, so a data
+/// source that vanished never blocks tearing the stack down.
+fn load_or_empty(g: &Global, dir: PathBuf, data: DataFrom) -> Result<Configuration, ExitCode> {
     let has_files = crate::config::config_files(&dir).map(|f| !f.is_empty()).unwrap_or(false);
     match (&g.stack, has_files) {
         (Some(stack), false) if dir.is_dir() => {
@@ -121,8 +121,11 @@ fn load_or_empty(g: &Global, dir: PathBuf, read_data: bool) -> Result<Configurat
             eprintln!("note: no configuration in {}; acting on stack \"{stack}\" from the host's markers alone", dir.display());
             Ok(Configuration::empty(stack, dir))
         }
-        _ if read_data => g.load_reading_host(dir),
-        _ => g.load(dir),
+        _ => match data {
+            DataFrom::Host => g.load_reading_host(dir),
+            DataFrom::Shared(h) => g.load_with_data(dir, h),
+            DataFrom::Nowhere => g.load(dir),
+        },
     }
 }
 
@@ -139,17 +142,22 @@ fn load_or_empty(g: &Global, dir: PathBuf, read_data: bool) -> Result<Configurat
 fn open(g: &Global, dir: Option<PathBuf>, read_data: bool) -> Result<Session, ExitCode> {
     let dir = dir_or_cwd(dir);
     let cancel = std::sync::atomic::AtomicBool::new(false);
+    // Data sources are answered from the observation made here.
+    let shared = std::sync::Arc::new(observe::data::SharedObservation::default());
     let (cfg, host) = std::thread::scope(|s| {
         let host = s.spawn(|| -> Result<(VirtLibvirt, bool, Observed), HostFailure> {
+            let _unfilled = shared.guard();
             let go_on = || if cancel.load(std::sync::atomic::Ordering::Relaxed) { Err(HostFailure::Cancelled) } else { Ok(()) };
             let libvirt = VirtLibvirt::open(&g.connect).map_err(HostFailure::Connect)?;
             go_on()?;
             let kvm = libvirt.kvm_usable();
             go_on()?;
             let observed = observe::observe_host(&IpLinks, &libvirt, &Vsctl::default()).map_err(HostFailure::Read)?;
+            shared.put(Ok(&observed));
             Ok((libvirt, kvm, observed))
         });
-        let cfg = load_or_empty(g, dir, read_data);
+        let data = if read_data { DataFrom::Shared(crate::config::DataHandle(shared.clone())) } else { DataFrom::Nowhere };
+        let cfg = load_or_empty(g, dir, data);
         if cfg.is_err() {
             cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -160,12 +168,32 @@ fn open(g: &Global, dir: Option<PathBuf>, read_data: bool) -> Result<Session, Ex
         });
         (cfg, host.join())
     });
-    let (cfg, scanned) = cfg?;
-    let (libvirt, kvm, mut observed) = host.unwrap_or(Err(HostFailure::Panic)).map_err(HostFailure::report)?;
+    let host = host.unwrap_or(Err(HostFailure::Panic));
+    let (cfg, scanned) = match cfg {
+        Ok(c) => c,
+        Err(code) => {
+            // A data source that waited for a failed read said "see below".
+            if let Err(f) = host {
+                f.report();
+            }
+            return Err(code);
+        }
+    };
+    let (libvirt, kvm, mut observed) = host.map_err(HostFailure::report)?;
     let (files, hashes) = scanned.map_err(|e| HostFailure::Read(e).report())?;
     observed.files = files;
     observed.source_hashes = hashes;
     Ok(Session { cfg, libvirt, observed, kvm })
+}
+
+/// Where the loader's data sources read the host.
+enum DataFrom {
+    /// Read it for them (loads before observation: apply).
+    Host,
+    /// The observation another thread is making (plan, show).
+    Shared(crate::config::DataHandle),
+    /// Nowhere: facts unknown (destroy).
+    Nowhere,
 }
 
 /// Why the host could not be read; printed only once the configuration loaded.
@@ -198,7 +226,7 @@ pub(super) fn load_and_connect(g: &Global, dir: PathBuf, read_data: bool) -> Res
             let kvm = libvirt.kvm_usable();
             Ok((libvirt, kvm))
         });
-        (load_or_empty(g, dir, read_data), conn.join())
+        (load_or_empty(g, dir, if read_data { DataFrom::Host } else { DataFrom::Nowhere }), conn.join())
     });
     let cfg = cfg?;
     let conn = conn.unwrap_or(Err(HostFailure::Panic)).map_err(HostFailure::report)?;

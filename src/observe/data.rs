@@ -7,7 +7,11 @@
 //!   after loading is a plan error, not a failed apply.
 //! - [`HostData`] reads the host once, on the first data source asked for
 //!   (a configuration without `data` blocks costs nothing), through the
-//!   same adapters as observation, and never changes anything.
+//!   same adapters as observation, and never changes anything. It serves
+//!   loads that happen before observation (apply loads, locks, then
+//!   observes under the lock); `plan` and `show`, which observe while
+//!   loading, hand the loader that observation ([`SharedObservation`])
+//!   instead of reading the host twice.
 
 use super::{ActualNetwork, Observed};
 use crate::host::links::LinkKind;
@@ -144,6 +148,55 @@ impl DataReader for HostData {
         match self.observed() {
             Ok(o) => network_facts(o, sel),
             Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+/// Data sources answered from an observation another thread is making
+/// while the configuration loads (`plan`, `show`): the loader waits for it
+/// on the first data source asked for, so the host is read once. Whoever
+/// observes must [`SharedObservation::put`] a result, also on failure;
+/// [`SharedObservation::guard`] does so when it is dropped unfilled (a
+/// failed or panicked read), so the loader never waits forever.
+#[derive(Default)]
+pub struct SharedObservation {
+    slot: std::sync::Mutex<Option<Result<Observed, String>>>,
+    ready: std::sync::Condvar,
+}
+
+impl SharedObservation {
+    /// Hands the links, libvirt networks and OVS state of `r` to the loader.
+    pub fn put(&self, r: Result<&Observed, String>) {
+        let r = r.map(|o| Observed { links: o.links.clone(), networks: o.networks.clone(), ovs: o.ovs.clone(), ..Observed::default() });
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(r);
+        }
+        self.ready.notify_all();
+    }
+
+    /// Puts an error when dropped before anything was put.
+    pub fn guard(&self) -> impl Drop + '_ {
+        struct Guard<'a>(&'a SharedObservation);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                self.0.put(Err("the host could not be read (see the error below)".into()));
+            }
+        }
+        Guard(self)
+    }
+}
+
+impl DataReader for SharedObservation {
+    fn network(&self, sel: &Selector) -> Result<NetworkFacts, String> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        while slot.is_none() {
+            slot = self.ready.wait(slot).unwrap_or_else(|e| e.into_inner());
+        }
+        match slot.as_ref() {
+            Some(Ok(o)) => network_facts(o, sel),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("the host was not read".into()),
         }
     }
 }

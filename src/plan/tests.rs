@@ -45,10 +45,36 @@ pub(super) fn opts() -> PlanOptions {
     PlanOptions { state_dir: "/state".into(), ..Default::default() }
 }
 
+/// The lowering the planner tests use: state dir /state, no KVM, no source hashes.
+pub(super) fn lowering(cfg: &Configuration) -> Lowering<'_> {
+    Lowering { cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &EMPTY_HASHES }
+}
+
+static EMPTY_HASHES: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+
+/// An unmarked, up Linux bridge of MTU 1500 without STP, as `ip link add` makes one.
+pub(super) fn unmarked_bridge(name: &str, addrs: &[&str], forward_delay_cs: u32) -> Link {
+    Link {
+        name: name.into(),
+        ifindex: 9,
+        kind: LinkKind::Bridge,
+        alias: None,
+        mtu: 1500,
+        up: true,
+        promisc: false,
+        master: None,
+        mac: None,
+        addrs: addrs.iter().map(|a| crate::model::common::IpCidr::parse(a).unwrap()).collect(),
+        bridge: Some(BridgeInfo { stp: false, forward_delay_cs, mcast_snooping: true }),
+        veth_peer: None,
+        ipv6_disabled: Some(false),
+    }
+}
+
 /// The host exactly as an apply of `cfg` would leave it.
 fn converged(cfg: &Configuration) -> Observed {
     let mut o = Observed::default();
-    let lowering = Lowering { cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &Default::default() };
+    let lowering = lowering(cfg);
     for r in &cfg.resources {
         match &r.spec {
             Spec::Network(n) => {

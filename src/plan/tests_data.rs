@@ -4,36 +4,22 @@
 use super::tests::{find, opts};
 use super::*;
 use crate::config::{self, DataHandle, LoadOptions};
-use crate::host::links::{BridgeInfo, Link, LinkKind};
+use crate::host::links::{Link, LinkKind};
 use crate::observe::data::ObservedData;
 use crate::observe::ActualNetwork;
 use crate::xml::network::ObservedNetwork;
 use std::net::Ipv4Addr;
 
-fn bridge(name: &str, addr: Option<&str>) -> Link {
-    Link {
-        name: name.into(),
-        ifindex: 9,
-        kind: LinkKind::Bridge,
-        alias: None,
-        mtu: 1500,
-        up: true,
-        promisc: false,
-        master: None,
-        mac: None,
-        addrs: addr.map(|a| crate::model::common::IpCidr::parse(a).unwrap()).into_iter().collect(),
-        bridge: Some(BridgeInfo { stp: false, forward_delay_cs: 1500, mcast_snooping: true }),
-        veth_peer: None,
-        ipv6_disabled: Some(false),
-    }
+fn bridge(name: &str, addr: &str) -> Link {
+    super::tests::unmarked_bridge(name, &[addr], 1500)
 }
 
 /// A host with br0 (192.168.1.2/24 on it), libvirt's default network and
 /// nothing of virtform's.
 fn host() -> Observed {
     let mut o = Observed::default();
-    o.links.insert("br0".into(), bridge("br0", Some("192.168.1.2/24")));
-    o.links.insert("virbr0".into(), bridge("virbr0", Some("192.168.122.1/24")));
+    o.links.insert("br0".into(), bridge("br0", "192.168.1.2/24"));
+    o.links.insert("virbr0".into(), bridge("virbr0", "192.168.122.1/24"));
     o.networks.insert(
         "default".into(),
         ActualNetwork {
@@ -113,7 +99,7 @@ fn data_networks_are_read_planned_against_and_never_changed() {
     assert_eq!(j["data_sources"][1]["facts"]["address"], "192.168.1.2/24");
     assert_eq!(j["data_sources"][0]["facts"]["dhcp_range"]["end"], "192.168.122.254");
     // The domain: a tap on br0, and <interface type='network'> on default.
-    let dom = desired::Lowering { cfg: &cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &Default::default() }
+    let dom = super::tests::lowering(&cfg)
         .domain(cfg.resource("instance.vm").unwrap())
         .unwrap();
     let xml = crate::xml::domain::domain_xml(&dom);
@@ -227,7 +213,7 @@ output "gw" { value = network.t.gateway }
     let (_d, cfg) = super::tests::load(src);
     let Spec::Network(n) = &cfg.resource("network.t").unwrap().spec else { panic!() };
     assert_eq!(n.address, None);
-    let lowering = desired::Lowering { cfg: &cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &Default::default() };
+    let lowering = super::tests::lowering(&cfg);
     let (_, input) = lowering.seed(cfg.resource("instance.vm").unwrap()).unwrap();
     let nic = &input.nics[0];
     assert_eq!(nic.ip, Some(("10.50.0.5".parse().unwrap(), 24)));
@@ -238,7 +224,7 @@ output "gw" { value = network.t.gateway }
     assert_eq!(out("gw"), crate::config::value::Value::String("10.50.0.254".into()));
     // An address alone still implies its subnet and is the gateway on nat.
     let (_d, cfg) = super::tests::load("network \"n\" {\n  type = \"nat\"\n  address = \"10.9.0.1/24\"\n}\nport \"p\" {\n  network = network.n\n  ip = \"10.9.0.7\"\n}\ninstance \"vm\" {\n  kernel = \"/k\"\n  ports = [port.p]\n  cloud_init {}\n}\n");
-    let lowering = desired::Lowering { cfg: &cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &Default::default() };
+    let lowering = super::tests::lowering(&cfg);
     let (_, input) = lowering.seed(cfg.resource("instance.vm").unwrap()).unwrap();
     assert_eq!(input.nics[0].ip, Some(("10.9.0.7".parse().unwrap(), 24)));
     assert_eq!(input.nics[0].gateway, Some("10.9.0.1".parse().unwrap()));

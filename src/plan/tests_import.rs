@@ -2,7 +2,6 @@
 
 use super::tests::{find, load, opts};
 use super::*;
-use crate::host::links::{BridgeInfo, Link, LinkKind};
 use crate::observe::ActualDomain;
 use crate::xml::domain::ObservedDomain;
 
@@ -31,29 +30,12 @@ import {
 /// The UUID `virsh define` gave the domain (not the one virtform derives).
 const FOREIGN_UUID: &str = "0b9a3e55-1111-4222-8333-944455556666";
 
-fn unmarked_bridge(name: &str) -> Link {
-    Link {
-        name: name.into(),
-        ifindex: 11,
-        kind: LinkKind::Bridge,
-        alias: None,
-        mtu: 1500,
-        up: true,
-        promisc: false,
-        master: None,
-        mac: None,
-        addrs: Vec::new(),
-        bridge: Some(BridgeInfo { stp: false, forward_delay_cs: 0, mcast_snooping: true }),
-        veth_peer: None,
-        ipv6_disabled: Some(false),
-    }
-}
 
 /// A host where `legacy-vm` was defined by hand (no marker, its own UUID,
 /// `memory` MiB of memory, running) next to an unmarked bridge.
 fn legacy_host(cfg: &Configuration, memory_mib: u64) -> Observed {
     let mut o = Observed::default();
-    let lowering = Lowering { cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &Default::default() };
+    let lowering = super::tests::lowering(cfg);
     let r = cfg.resource("instance.legacy").unwrap();
     let def = lowering.domain(r).unwrap();
     let mut od = ObservedDomain::from_def(&def);
@@ -62,13 +44,13 @@ fn legacy_host(cfg: &Configuration, memory_mib: u64) -> Observed {
     od.memory_kib = memory_mib * 1024;
     od.current_memory_kib = memory_mib * 1024;
     o.domains.insert("legacy-vm".into(), ActualDomain { name: "legacy-vm".into(), running: true, autostart: false, def: Some(od), marker: None });
-    o.links.insert("br-legacy".into(), unmarked_bridge("br-legacy"));
+    o.links.insert("br-legacy".into(), super::tests::unmarked_bridge("br-legacy", &[], 0));
     o
 }
 
 /// The host after the apply of an import: markers written, UUID kept.
 fn marked(cfg: &Configuration, mut o: Observed) -> Observed {
-    let lowering = Lowering { cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &Default::default() };
+    let lowering = super::tests::lowering(cfg);
     let def = lowering.domain(cfg.resource("instance.legacy").unwrap()).unwrap();
     let d = o.domains.get_mut("legacy-vm").unwrap();
     let mut od = ObservedDomain::from_def(&def);
