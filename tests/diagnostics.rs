@@ -214,3 +214,100 @@ fn catalogue_of_bad_configurations() {
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), cases.len(), failures.join("\n\n"));
 }
+
+/// A syntactically valid OpenSSH private key (not a usable one): the
+/// format carries its public half and cipher in the clear, which is all
+/// validation reads.
+fn fake_openssh_key(cipher: &str) -> String {
+    use base64::Engine as _;
+    let s = |b: &[u8], out: &mut Vec<u8>| {
+        out.extend((b.len() as u32).to_be_bytes());
+        out.extend(b);
+    };
+    let mut public = Vec::new();
+    s(b"ssh-ed25519", &mut public);
+    s(&[9u8; 32], &mut public);
+    let mut v = b"openssh-key-v1\0".to_vec();
+    s(cipher.as_bytes(), &mut v);
+    s(if cipher == "none" { b"none" } else { b"bcrypt" }, &mut v);
+    s(b"", &mut v);
+    v.extend(1u32.to_be_bytes());
+    s(&public, &mut v);
+    s(b"private-part", &mut v);
+    format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n", base64::engine::general_purpose::STANDARD.encode(&v))
+}
+
+/// `connection` and the SSH waits: every mistake a located error.
+#[test]
+fn connection_and_ssh_wait_errors() {
+    let base = |conn: &str, wait: &str, ci: &str, port: &str| {
+        format!(
+            "network \"lan\" {{\n  address = \"10.88.0.1/24\"\n}}\nnetwork \"dark\" {{\n  subnet = \"10.89.0.0/24\"\n}}\nport \"p\" {{\n  network = {port}\n  ip = \"{}\"\n}}\ninstance \"vm\" {{\n  kernel = \"/k\"\n  ports = [port.p]\n{ci}{conn}{wait}}}\n",
+            if port == "network.lan" { "10.88.0.5" } else { "10.89.0.5" }
+        )
+    };
+    let conn = |user: &str, key: &str| format!("  connection {{\n    user = \"{user}\"\n    private_key = {key}\n  }}\n");
+    let ci = "  cloud_init {}\n";
+    let ssh = "  wait_for {\n    ssh = true\n  }\n";
+    let key = "file(\"${path.module}/id_ed25519\")";
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("missing key file", base(&conn("debian", "file(\"${path.module}/nope\")"), ssh, ci, "network.lan"), "\"${path.module}/nope\"", "nope"),
+        ("not a private key", base(&conn("debian", "\"hello\""), ssh, ci, "network.lan"), "\"hello\"", "not an OpenSSH private key"),
+        ("a public key", base(&conn("debian", "file(\"${path.module}/id_ed25519.pub\")"), ssh, ci, "network.lan"), "file(", "this is a public key"),
+        ("root", base(&conn("root", key), ssh, ci, "network.lan"), "\"root\"", "disable root logins"),
+        ("bad user", base(&conn("Debian User", key), ssh, ci, "network.lan"), "\"Debian User\"", "is not a user name cloud-init can create"),
+        ("ssh wait without connection", base("", ssh, ci, "network.lan"), "true", "`ssh` needs a `connection` block"),
+        ("cloud_init wait without connection", base("", "  wait_for {\n    cloud_init = true\n  }\n", ci, "network.lan"), "true", "`cloud_init` needs a `connection` block"),
+        ("connection without cloud_init", base(&conn("debian", key), "", "", "network.lan"), "connection {", "needs a `cloud_init` block"),
+        ("unreachable port", base(&conn("debian", key), ssh, ci, "network.dark"), "true", "no port of this instance has an address virtform can reach"),
+    ];
+    let mut failures = Vec::new();
+    for (name, src, at, msg) in &cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.vf.hcl"), src).unwrap();
+        std::fs::write(dir.path().join("id_ed25519"), fake_openssh_key("none")).unwrap();
+        std::fs::write(dir.path().join("id_ed25519.pub"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAkJ t@t\n").unwrap();
+        let opts = LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/var/lib/virtform".into(), ..Default::default() };
+        let err = match config::load(&opts) {
+            Ok(_) => {
+                failures.push(format!("{name}: was accepted:\n{src}"));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let rendered = err.render(false);
+        let Some(d) = err.diags.0.iter().find(|d| d.message.contains(msg)) else {
+            failures.push(format!("{name}: no diagnostic contains {msg:?}; got:\n{rendered}"));
+            continue;
+        };
+        let (line, col) = locate(src, at, 0);
+        let got = d.location(&err.sources).unwrap_or_default();
+        if !got.ends_with(&format!("main.vf.hcl:{line}:{col}")) {
+            failures.push(format!("{name}: expected main.vf.hcl:{line}:{col}, got {got}:\n{rendered}"));
+        }
+        if rendered.contains("private-part") || rendered.contains("b3BlbnNzaC1rZXktdjE") {
+            failures.push(format!("{name}: key material in the message:\n{rendered}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), cases.len(), failures.join("\n\n"));
+
+    // The same configuration with everything right loads, and the key is
+    // sensitive in every rendering of the instance.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.vf.hcl"), base(&conn("debian", key), ssh, ci, "network.lan") + "output \"c\" {\n  value = instance.vm.connection\n}\n").unwrap();
+    std::fs::write(dir.path().join("id_ed25519"), fake_openssh_key("none")).unwrap();
+    let cfg = config::load(&LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/var/lib/virtform".into(), ..Default::default() }).unwrap_or_else(|e| panic!("{}", e.render(false)));
+    let shown = format!("{:?} {}", cfg.resources, cfg.outputs[0].value);
+    assert!(!shown.contains("b3BlbnNzaC1rZXktdjE") && !shown.contains("BEGIN OPENSSH"), "{shown}");
+    assert!(cfg.outputs[0].value.to_string().contains("(sensitive)"), "{}", cfg.outputs[0].value);
+
+    // An encrypted key needs an agent.
+    std::fs::write(dir.path().join("id_ed25519"), fake_openssh_key("aes256-ctr")).unwrap();
+    let r = config::load(&LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/var/lib/virtform".into(), ..Default::default() });
+    if std::env::var_os("SSH_AUTH_SOCK").is_none() {
+        let e = r.err().expect("an encrypted key without an agent is refused");
+        assert!(e.render(false).contains("encrypted with a passphrase and no ssh-agent"), "{}", e.render(false));
+    } else {
+        assert!(r.is_ok());
+    }
+}

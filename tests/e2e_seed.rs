@@ -330,6 +330,7 @@ fn seed_input(pid: u32) -> SeedInput {
                 mtu: None,
             },
         ],
+        ssh_host_key: None,
     }
 }
 

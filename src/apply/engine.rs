@@ -24,6 +24,108 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Shuts a domain down gracefully; says so when it had to be forced off.
+fn shut_down(env: &Env, name: &str) -> Result<(), StepError> {
+    if env.libvirt.shutdown(name, env.shutdown_timeout).map_err(herr)? == crate::host::libvirt::ShutdownOutcome::Forced {
+        tracing::warn!("domain {name} did not power off within {}s of its shutdown request and was forced off (does the guest handle the ACPI power button?)", env.shutdown_timeout.as_secs());
+    }
+    Ok(())
+}
+
+/// Where an instance's SSH host key lives and what it is pinned as.
+#[derive(Debug, Clone)]
+pub struct SeedHostKey {
+    pub dir: crate::host::ssh::SshDir,
+    pub stem: String,
+    /// The key's comment: `virtform:<stack>:<address>`.
+    pub comment: String,
+    /// known_hosts patterns: the alias, then the fixed ip if any.
+    pub patterns: Vec<String>,
+}
+
+/// How a wait logs in to an instance.
+#[derive(Debug, Clone)]
+pub struct SshConn {
+    pub user: String,
+    /// The address: fixed, or read from a libvirt network's leases (network, MAC).
+    pub ip: Option<String>,
+    pub lease_from: Option<(String, String)>,
+    pub port: u16,
+    pub key: crate::model::common::Secret,
+    pub pin: SeedHostKey,
+}
+
+/// The guest address a wait connects to: fixed, or the lease of the MAC.
+fn guest_ip(libvirt: &dyn Libvirt, ip: &Option<String>, lease_from: &Option<(String, String)>) -> Result<Option<String>, HostError> {
+    Ok(match (ip, lease_from) {
+        (Some(ip), _) => Some(ip.clone()),
+        (None, Some((net, mac))) => libvirt.leases(net)?.into_iter().find(|l| l.mac.eq_ignore_ascii_case(mac)).map(|l| l.ip),
+        _ => None,
+    })
+}
+
+impl SshConn {
+    /// Runs `argv` in the guest once the address is known: `Ok(None)` while
+    /// it is not, or ssh could not log in (`last` says why); a host key other
+    /// than the pinned one is an error.
+    /// Where to connect, once the guest's address is known (`None` before
+    /// its DHCP lease), with its host key pinned in known_hosts (the line
+    /// is derived from the key file, and put back if it went).
+    pub fn target(&self, libvirt: &dyn Libvirt, name: &str) -> Result<Option<crate::host::ssh::Target>, HostError> {
+        let Some(host) = guest_ip(libvirt, &self.ip, &self.lease_from)? else { return Ok(None) };
+        match self.pin.dir.read_host_key(&self.pin.stem)? {
+            Some(k) => self.pin.dir.pin(&self.pin.stem, &self.pin.patterns, &k.public)?,
+            None => {
+                let mut e = HostError::new("verify SSH host key", name, format!("virtform has no SSH host key for it ({} is missing), so it cannot verify the guest", self.pin.dir.host_key(&self.pin.stem).display()));
+                e.hint = Some("the guest got its host key from a seed virtform wrote; replace the instance to give it a new one: virtform apply --replace ADDRESS".into());
+                return Err(e);
+            }
+        }
+        Ok(Some(crate::host::ssh::Target { user: self.user.clone(), host, port: self.port, alias: self.pin.patterns[0].clone(), dir: self.pin.dir.clone(), stem: self.pin.stem.clone() }))
+    }
+
+    fn run(&self, env: &Env, name: &str, argv: &[&str], last: &mut String) -> Result<Option<crate::host::ssh::Output>, StepError> {
+        use crate::host::ssh;
+        let Some(t) = self.target(env.libvirt.as_ref(), name).map_err(herr)? else {
+            *last = "no address yet (no DHCP lease)".into();
+            return Ok(None);
+        };
+        let host = t.host.clone();
+        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+        let out = ssh::exec(&t, &self.key, &argv, Duration::from_secs(30)).map_err(herr)?;
+        if out.status.is_some() {
+            return Ok(Some(out));
+        }
+        match ssh::classify(&out.stderr) {
+            ssh::Failure::HostKey(m) => Err(StepError::new(format!(
+                "{name}: the SSH host key of {host}:{} is not the one virtform gave this instance (pinned as {} in {}): refusing to connect ({m})",
+                self.port, t.alias, self.pin.dir.known_hosts().display()
+            ))
+            .with_hint("another machine answers on that address, or the guest's host keys were changed inside it; if the guest was rebuilt outside virtform, replace it: virtform apply --replace ADDRESS")),
+            ssh::Failure::Other(m) => {
+                *last = format!("{}@{host}:{}: {m}", self.user, self.port);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// What `cloud-init status --long` says: Ok(true) done, Ok(false) still
+/// running, Err(lines) failed, with cloud-init's own words.
+pub fn cloud_init_status(stdout: &str) -> Result<bool, String> {
+    let status = stdout.lines().find_map(|l| l.trim().strip_prefix("status:")).map(str::trim).unwrap_or("");
+    match status {
+        // "degraded": finished with recoverable errors (warnings, deprecated
+        // keys; cloud-init 23.4 and later): done, not failed.
+        "done" | "degraded done" => Ok(true),
+        "running" | "degraded running" | "not run" | "not started" | "" => Ok(false),
+        other => {
+            let detail: Vec<&str> = stdout.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).take(25).collect();
+            Err(format!("cloud-init reports status {other:?}:\n    {}", detail.join("\n    ")))
+        }
+    }
+}
+
 /// The host adapters steps use.
 pub struct Env {
     pub links: Box<dyn LinkHost>,
@@ -54,12 +156,23 @@ pub enum Op {
     Start { name: String, log: Option<PathBuf> },
     Stop { name: String },
     /// Shut down (gracefully, forced after the timeout), undefine, and delete the console logs.
-    Remove { name: String, logs: Vec<PathBuf> },
+    Remove { name: String, logs: Vec<PathBuf>, ssh: crate::host::ssh::SshDir, stem: String },
     Autostart { name: String, on: bool },
     WaitConsole { name: String, log: PathBuf, pattern: String, timeout: Duration },
+    /// Mark (before the first wait) or clear (after the last) an instance's
+    /// pending waits, so that waits a run did not finish are waited for by
+    /// the next one.
+    Readiness { path: PathBuf, pending: bool },
     /// Write an instance's cloud-init seed (atomically, 0600) and remove its
     /// stale seeds (other content hashes).
-    WriteSeed { path: PathBuf, input: Box<crate::seed::SeedInput> },
+    /// `host_key`: the instance has a `connection`: its SSH host key is
+    /// generated (once) into the stack's SSH directory, put in the seed, and
+    /// pinned in the stack's known_hosts.
+    WriteSeed { path: PathBuf, input: Box<crate::seed::SeedInput>, host_key: Option<SeedHostKey> },
+    /// Wait until an SSH login runs `true` (the host key verified).
+    WaitSsh { name: String, conn: Box<SshConn>, timeout: Duration },
+    /// Wait until cloud-init has finished in the guest; its errors fail the step.
+    WaitCloudInit { name: String, conn: Box<SshConn>, timeout: Duration },
     /// Define (or redefine) a libvirt network, restart it when `restart`
     /// (re-enslaving the running guests' taps to its new bridge), start it,
     /// set autostart, and bring the live DHCP host entries in line.
@@ -122,6 +235,10 @@ impl Step for HostStep {
             Op::Autostart { name, on } => format!("set autostart of {name} to {on}"),
             Op::WaitConsole { name, pattern, .. } => format!("wait for {pattern:?} on the console of {name}"),
             Op::WriteSeed { path, .. } => format!("write cloud-init seed {}", path.display()),
+            Op::Readiness { path, pending: true } => format!("record pending waits ({})", path.display()),
+            Op::Readiness { path, pending: false } => format!("record readiness ({})", path.display()),
+            Op::WaitSsh { name, conn, .. } => format!("wait for an SSH login as {} to {name}", conn.user),
+            Op::WaitCloudInit { name, .. } => format!("wait for cloud-init to finish in {name}"),
             Op::LibvirtNetwork { name, create: true, .. } => format!("create libvirt network {name}"),
             Op::LibvirtNetwork { name, restart: true, .. } => format!("redefine and restart libvirt network {name}"),
             Op::LibvirtNetwork { name, .. } => format!("update libvirt network {name}"),
@@ -145,7 +262,7 @@ impl Step for HostStep {
     }
 
     fn is_wait(&self) -> bool {
-        matches!(self.op, Op::WaitConsole { .. } | Op::WaitLease { .. } | Op::WaitTcp { .. })
+        matches!(self.op, Op::WaitConsole { .. } | Op::WaitLease { .. } | Op::WaitTcp { .. } | Op::WaitSsh { .. } | Op::WaitCloudInit { .. })
     }
 
     fn run(&self, cx: &StepContext) -> Result<StepOutcome, StepError> {
@@ -232,11 +349,12 @@ impl Step for HostStep {
                 Ok(StepOutcome::Done)
             }
             Op::Stop { name } => {
-                env.libvirt.shutdown(name, env.shutdown_timeout).map_err(herr)?;
+                shut_down(env, name)?;
                 Ok(StepOutcome::Done)
             }
-            Op::Remove { name, logs } => {
-                env.libvirt.shutdown(name, env.shutdown_timeout).map_err(herr)?;
+            Op::Remove { name, logs, ssh, stem } => {
+                shut_down(env, name)?;
+                ssh.forget(stem).map_err(herr)?;
                 // Files first, the domain last: a kill in between leaves the
                 // domain, which the next plan still removes (with its files).
                 for l in logs {
@@ -247,6 +365,20 @@ impl Step for HostStep {
             }
             Op::Autostart { name, on } => {
                 env.libvirt.set_autostart(name, *on).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::Readiness { path, pending } => {
+                if *pending {
+                    if let Some(dir) = path.parent() {
+                        disks::ensure_dir(dir).map_err(herr)?;
+                    }
+                    std::fs::write(path, b"").map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
+                } else {
+                    match std::fs::remove_file(path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StepError::new(format!("cannot remove {}: {e}", path.display()))),
+                        _ => {}
+                    }
+                }
                 Ok(StepOutcome::Done)
             }
             Op::WaitConsole { name, log, pattern, timeout } => {
@@ -267,13 +399,19 @@ impl Step for HostStep {
                 }
             }
 
-            Op::WriteSeed { path, input } => {
+            Op::WriteSeed { path, input, host_key } => {
                 let dir = path.parent().unwrap_or(Path::new("/"));
                 // qemu (libvirt-qemu) must traverse the directory, not list it.
                 disks::ensure_dir(dir).map_err(herr)?;
                 let _ = std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711));
                 let existed = path.exists();
-                crate::seed::write_seed(path, input).map_err(|e| StepError::new(e.to_string()))?;
+                let mut input = input.clone();
+                if let Some(h) = host_key {
+                    let key = h.dir.ensure_host_key(&h.stem, &h.comment).map_err(herr)?;
+                    h.dir.pin(&h.stem, &h.patterns, &key.public).map_err(herr)?;
+                    input.ssh_host_key = Some(key);
+                }
+                crate::seed::write_seed(path, &input).map_err(|e| StepError::new(e.to_string()))?;
                 remove_stale_seeds(path);
                 Ok(if existed { StepOutcome::AlreadyDone } else { StepOutcome::Done })
             }
@@ -461,15 +599,48 @@ impl Step for HostStep {
                     cx.sleep(Duration::from_millis(500))?;
                 }
             }
+            Op::WaitSsh { name, conn, timeout } => {
+                let start = Instant::now();
+                let mut last = String::from("no attempt yet");
+                loop {
+                    if let Some(out) = conn.run(env, name, &["true"], &mut last)? {
+                        if out.status == Some(0) {
+                            return Ok(StepOutcome::Done);
+                        }
+                        last = format!("`true` exited with status {}", out.status.unwrap_or(-1));
+                    }
+                    if start.elapsed() > *timeout {
+                        return Err(StepError::new(format!("{name} is not ready: no SSH login within {}s (last: {last})", timeout.as_secs()))
+                            .with_hint("the instance is left as it is; see its console log (virtform console ADDRESS), check the image runs cloud-init and sshd, and that `connection.user` is the image's default user"));
+                    }
+                    cx.sleep(Duration::from_secs(2))?;
+                }
+            }
+            Op::WaitCloudInit { name, conn, timeout } => {
+                let start = Instant::now();
+                let mut last = String::from("no attempt yet");
+                loop {
+                    if let Some(out) = conn.run(env, name, &["cloud-init", "status", "--long"], &mut last)? {
+                        match cloud_init_status(&out.stdout) {
+                            Ok(true) => return Ok(StepOutcome::Done),
+                            Ok(false) => last = "cloud-init is still running".into(),
+                            Err(e) => {
+                                return Err(StepError::new(format!("{name}: {e}")).with_hint("see /var/log/cloud-init.log in the guest (virtform ssh ADDRESS -- sudo cat /var/log/cloud-init.log)"));
+                            }
+                        }
+                    }
+                    if start.elapsed() > *timeout {
+                        return Err(StepError::new(format!("{name} is not ready: cloud-init did not finish within {}s (last: {last})", timeout.as_secs()))
+                            .with_hint("the instance is left as it is; see its console log (virtform console ADDRESS)"));
+                    }
+                    cx.sleep(Duration::from_secs(2))?;
+                }
+            }
             Op::WaitTcp { name, ip, lease_from, port, timeout } => {
                 let start = Instant::now();
                 let mut last = String::from("no address yet");
                 loop {
-                    let addr = match (ip, lease_from) {
-                        (Some(ip), _) => Some(ip.clone()),
-                        (None, Some((net, mac))) => env.libvirt.leases(net).map_err(herr)?.into_iter().find(|l| l.mac.eq_ignore_ascii_case(mac)).map(|l| l.ip),
-                        _ => None,
-                    };
+                    let addr = guest_ip(env.libvirt.as_ref(), ip, lease_from).map_err(herr)?;
                     if let Some(a) = &addr {
                         match a.parse::<std::net::IpAddr>() {
                             Ok(ipa) => match std::net::TcpStream::connect_timeout(&std::net::SocketAddr::new(ipa, *port), Duration::from_secs(2)) {
@@ -512,7 +683,8 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
             _ => continue,
         };
         let logs = console_logs(&env.state_dir, &cfg.stack, &c.address);
-        let id = b.step(&c.address, Op::Remove { name, logs });
+        let stem = crate::model::Address::parse(&c.address).map(|a| a.file_stem()).unwrap_or_default();
+        let id = b.step(&c.address, Op::Remove { name, logs, ssh: crate::host::ssh::SshDir::of(&env.state_dir, &cfg.stack), stem });
         b.removed.insert(c.address.clone(), id);
         instance_removals.push(id);
     }
@@ -741,7 +913,8 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 let keep_seed = !creating && r.lifecycle.ignore_changes.iter().any(|a| a == "cloud_init");
                 let seed = if redefine && !keep_seed { lowering.seed(r) } else { None };
                 if let Some((path, input)) = seed {
-                    let id = b.step(&addr, Op::WriteSeed { path: path.into(), input: Box::new(input) });
+                    let host_key = inst.connection.as_ref().map(|_| seed_host_key(&env.state_dir, cfg, &addr, inst));
+                    let id = b.step(&addr, Op::WriteSeed { path: path.into(), input: Box::new(input), host_key });
                     b.after_removal(id, &addr);
                     b.chain(id, last);
                     last = Some(id);
@@ -780,6 +953,9 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     let id = b.step(&addr, Op::Start { name: name.clone(), log: Some(def.console_log.clone().into()) });
                     b.chain(id, last);
                     last = Some(id);
+                }
+                let rewait = updating && c.changes.iter().any(|ch| ch.attr == "readiness");
+                if start || rewait {
                     if let Some(w) = &inst.wait_for {
                         let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
                         let mut waits = Vec::new();
@@ -796,8 +972,23 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                             let ip = fixed_ip(cfg, inst);
                             waits.push(Op::WaitTcp { name: name.clone(), lease_from: if ip.is_none() { lease_nic.clone() } else { None }, ip, port, timeout });
                         }
-                        // Waits run one after the other (console, lease, TCP): each
-                        // says precisely what is not ready yet.
+                        if let Some(conn) = ssh_conn(&env.state_dir, cfg, &addr, inst).filter(|_| w.ssh || w.cloud_init) {
+                            if w.ssh {
+                                waits.push(Op::WaitSsh { name: name.clone(), conn: Box::new(conn.clone()), timeout });
+                            }
+                            if w.cloud_init {
+                                waits.push(Op::WaitCloudInit { name: name.clone(), conn: Box::new(conn), timeout });
+                            }
+                        }
+                        // Waits run one after the other (console, lease, TCP, SSH,
+                        // cloud-init): each says precisely what is not ready yet.
+                        // Between the two marks: a wait that fails or is killed
+                        // leaves the mark, and the next plan waits again.
+                        let mark = crate::model::Address::parse(&addr).map(|a| crate::observe::pending_wait_path(&env.state_dir, &cfg.stack, &a));
+                        if let (Some(path), false) = (&mark, waits.is_empty()) {
+                            waits.insert(0, Op::Readiness { path: path.clone(), pending: true });
+                            waits.push(Op::Readiness { path: path.clone(), pending: false });
+                        }
                         for op in waits {
                             let wid = b.step(&addr, op);
                             b.chain(wid, last);
@@ -926,6 +1117,28 @@ fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Op
     })
 }
 
+/// How virtform logs in to an instance: `None` without a `connection`.
+pub fn ssh_conn(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance) -> Option<SshConn> {
+    let c = inst.connection.as_ref()?;
+    let ip = c.host.map(|h| h.0.to_string()).or_else(|| fixed_ip(cfg, inst));
+    Some(SshConn {
+        user: c.user.clone(),
+        lease_from: if ip.is_none() { lease_nic(cfg, inst) } else { None },
+        ip,
+        port: c.port,
+        key: c.private_key.clone(),
+        pin: seed_host_key(state_dir, cfg, addr, inst),
+    })
+}
+
+/// Where an instance's host key lives and the names it is pinned under.
+fn seed_host_key(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance) -> SeedHostKey {
+    let stem = crate::model::Address::parse(addr).map(|a| a.file_stem()).unwrap_or_default();
+    let mut patterns = vec![crate::host::ssh::host_alias(inst.domain_name(), &cfg.stack, &stem)];
+    patterns.extend(inst.connection.as_ref().and_then(|c| c.host.map(|h| h.0.to_string())).or_else(|| fixed_ip(cfg, inst)));
+    SeedHostKey { dir: crate::host::ssh::SshDir::of(state_dir, &cfg.stack), stem, comment: format!("virtform:{}:{addr}", cfg.stack), patterns }
+}
+
 /// The first fixed IP among an instance's ports.
 fn fixed_ip(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Option<String> {
     inst.ports.iter().find_map(|p| match cfg.resource(&p.0).map(|r| &r.spec) {
@@ -990,7 +1203,7 @@ fn console_logs(state_dir: &Path, stack: &str, address: &str) -> Vec<PathBuf> {
     let Some(addr) = crate::model::Address::parse(address) else { return Vec::new() };
     let log = crate::model::instance::console_log_path(state_dir, stack, &addr);
     let previous = log.with_extension("log.1");
-    let mut files = vec![log, previous];
+    let mut files = vec![log, previous, crate::observe::pending_wait_path(state_dir, stack, &addr)];
     let prefix = format!("{}-", addr.file_stem());
     if let Ok(rd) = std::fs::read_dir(state_dir.join(stack).join("seeds")) {
         for e in rd.flatten() {
@@ -1026,7 +1239,7 @@ fn remove_stale_seeds(path: &Path) {
 /// one keeps its directory.
 pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
     let dir = state_dir.join(stack);
-    for (sub, suffixes) in [("console", &[".log", ".log.1"][..]), ("seeds", &[".iso", ".iso.part"][..])] {
+    for (sub, suffixes) in [("console", &[".log", ".log.1"][..]), ("seeds", &[".iso", ".iso.part"][..]), ("waits", &[""][..])] {
         if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
@@ -1036,9 +1249,105 @@ pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
             }
         }
     }
-    for sub in ["disks", "volumes", "console", "seeds"] {
+    for sub in ["disks", "volumes", "console", "seeds", "waits"] {
         let _ = std::fs::remove_dir(dir.join(sub));
     }
+    // Host keys and known_hosts belong to the instances, all gone now.
+    crate::host::ssh::SshDir::of(state_dir, stack).remove_all();
     let _ = std::fs::remove_file(dir.join(".lock"));
     let _ = std::fs::remove_dir(&dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_text() -> String {
+        use base64::Engine as _;
+        let s = |b: &[u8], out: &mut Vec<u8>| {
+            out.extend((b.len() as u32).to_be_bytes());
+            out.extend(b);
+        };
+        let mut public = Vec::new();
+        s(b"ssh-ed25519", &mut public);
+        s(&[5u8; 32], &mut public);
+        let mut v = b"openssh-key-v1\0".to_vec();
+        for x in [&b"none"[..], b"none", b""] {
+            s(x, &mut v);
+        }
+        v.extend(1u32.to_be_bytes());
+        s(&public, &mut v);
+        s(b"private", &mut v);
+        format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n", base64::engine::general_purpose::STANDARD.encode(&v))
+    }
+
+    /// An instance with a connection: its seed step brings the host key,
+    /// and after the start the waits run in order between the two
+    /// readiness marks (SSH, then cloud-init).
+    #[test]
+    fn ssh_waits_follow_the_start_between_readiness_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("id"), key_text()).unwrap();
+        std::fs::write(
+            dir.path().join("main.vf.hcl"),
+            "virtform { stack = \"st\" }\nnetwork \"lan\" {\n  address = \"10.9.0.1/24\"\n}\nport \"p\" {\n  network = network.lan\n  ip = \"10.9.0.5\"\n}\n\
+             instance \"vm\" {\n  kernel = \"/k\"\n  ports = [port.p]\n  cloud_init {}\n  connection {\n    user = \"debian\"\n    private_key = file(\"${path.module}/id\")\n  }\n  wait_for {\n    ssh = true\n    cloud_init = true\n  }\n}\n",
+        )
+        .unwrap();
+        let cfg = crate::config::load(&crate::config::LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/state".into(), ..Default::default() }).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        let observed = crate::observe::Observed { ovs: Some(Default::default()), ..Default::default() };
+        let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let env = Arc::new(Env {
+            links: Box::new(crate::host::links::IpLinks),
+            libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
+            ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
+            state_dir: "/state".into(),
+            shutdown_timeout: Duration::from_secs(1),
+            detach_timeout: Duration::from_secs(1),
+        });
+        let dag = lower(&p, &cfg, env, false, &BTreeMap::new());
+        let ids: Vec<usize> = (0..dag.len()).filter(|i| dag.step(*i).address == "instance.vm").collect();
+        let find = |f: &dyn Fn(&Op) -> bool| *ids.iter().find(|i| f(&dag.step(**i).op)).unwrap_or_else(|| panic!("step missing"));
+        let seed = find(&|o| matches!(o, Op::WriteSeed { host_key: Some(h), .. } if h.stem == "vm" && h.patterns == ["st-vm", "10.9.0.5"] && h.comment == "virtform:st:instance.vm"));
+        let start = find(&|o| matches!(o, Op::Start { .. }));
+        let mark = find(&|o| matches!(o, Op::Readiness { pending: true, .. }));
+        let ssh = find(&|o| matches!(o, Op::WaitSsh { conn, .. } if conn.user == "debian" && conn.ip.as_deref() == Some("10.9.0.5") && conn.port == 22));
+        let ci = find(&|o| matches!(o, Op::WaitCloudInit { .. }));
+        let clear = find(&|o| matches!(o, Op::Readiness { pending: false, path } if path == Path::new("/state/st/waits/vm")));
+        let before = |a: usize, b: usize| {
+            let mut stack = vec![b];
+            let mut seen = std::collections::BTreeSet::new();
+            while let Some(x) = stack.pop() {
+                if x == a {
+                    return true;
+                }
+                if seen.insert(x) {
+                    stack.extend(dag.deps(x).iter().copied());
+                }
+            }
+            false
+        };
+        for (a, b) in [(seed, start), (start, mark), (mark, ssh), (ssh, ci), (ci, clear)] {
+            assert!(before(a, b), "{} does not come before {}", dag.step(a).describe(), dag.step(b).describe());
+        }
+        assert!(dag.step(ssh).is_wait() && dag.step(ci).is_wait());
+        // The key never shows: not in a step's description, not in its debug form.
+        for i in ids {
+            let shown = format!("{} {:?}", dag.step(i).describe(), dag.step(i).op);
+            assert!(!shown.contains("b3BlbnNzaC1rZXktdjE") && !shown.contains("PRIVATE"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn cloud_init_status_is_read_from_its_own_words() {
+        assert_eq!(cloud_init_status("status: done\ntime: x\ndetail:\nDataSourceNoCloud [seed=/dev/vdb]\n"), Ok(true));
+        assert_eq!(cloud_init_status("status: running\n"), Ok(false));
+        assert_eq!(cloud_init_status("status: not run\n"), Ok(false));
+        assert_eq!(cloud_init_status(""), Ok(false));
+        let e = cloud_init_status("status: error\ntime: x\ndetail:\n('write_files', KeyError('content'))\n").unwrap_err();
+        assert!(e.contains("\"error\"") && e.contains("KeyError('content')"), "{e}");
+        assert_eq!(cloud_init_status("status: degraded done\nerrors: []\nrecoverable_errors:\nWARNING: x\n"), Ok(true));
+        assert!(cloud_init_status("status: disabled\n").is_err());
+    }
 }

@@ -4,11 +4,13 @@
 //! where `--detailed-exitcode` asks for it); they print errors themselves so
 //! that diagnostics keep their source snippets.
 
+pub mod console;
 pub mod fmt;
 pub mod graph;
 pub mod import;
 pub mod output;
 pub mod plan;
+pub mod ssh;
 pub mod validate;
 
 use crate::config::{self, LoadOptions};
@@ -144,6 +146,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Log in to an instance over SSH, or run one command there (after `--`).
+    Ssh(ssh::SshArgs),
+    /// Follow an instance's serial console (print its log when it is not running).
+    Console(console::ConsoleArgs),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -167,6 +173,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Import(a) => import::run(g, a),
         Command::Output(a) => output::run(g, a),
         Command::Show { dir, json } => plan::run_show(g, dir, json),
+        Command::Ssh(a) => ssh::run(g, a),
+        Command::Console(a) => console::run(g, a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "virtform", &mut std::io::stdout());
@@ -202,4 +210,26 @@ fn init_tracing(verbose: u8, color: bool) {
 /// The default configuration directory: the current one.
 pub fn dir_or_cwd(d: Option<PathBuf>) -> PathBuf {
     d.unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The instance a command names: its address (canonical form) and spec, or
+/// an error (printed) naming the instances there are.
+pub fn instance_at<'c>(cfg: &'c config::Configuration, address: &str, cmd: &str) -> Result<(String, &'c crate::model::instance::Instance), ExitCode> {
+    let Some(addr) = crate::model::Address::parse(address).filter(|a| !a.is_data() && a.kind == crate::model::Kind::Instance) else {
+        eprintln!("error: virtform {cmd}: {address:?} is not the address of an instance (like instance.vm or instance.web[0])");
+        return Err(ExitCode::from(1));
+    };
+    let key = addr.to_string();
+    match cfg.resource(&key).map(|r| &r.spec) {
+        Some(crate::model::Spec::Instance(i)) => Ok((key, i)),
+        _ => {
+            let all: Vec<String> = cfg.resources.iter().filter(|r| r.spec.kind() == crate::model::Kind::Instance).map(|r| r.address.to_string()).collect();
+            eprintln!(
+                "error: virtform {cmd}: there is no {key} in the configuration of {}; its instances: {}",
+                cfg.dir.display(),
+                if all.is_empty() { "none".to_string() } else { all.join(", ") }
+            );
+            Err(ExitCode::from(1))
+        }
+    }
 }

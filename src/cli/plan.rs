@@ -183,6 +183,7 @@ fn open(g: &Global, dir: Option<PathBuf>, read_data: bool) -> Result<Session, Ex
     let (files, hashes) = scanned.map_err(|e| HostFailure::Read(e).report())?;
     observed.files = files;
     observed.source_hashes = hashes;
+    observed.pending_waits = observe::scan_pending_waits(&g.state_dir, &cfg.stack);
     Ok(Session { cfg, libvirt, observed, kvm })
 }
 

@@ -11,6 +11,7 @@ pub mod disks;
 pub mod libvirt;
 pub mod links;
 pub mod ovs;
+pub mod ssh;
 
 use std::process::{Command, Stdio};
 

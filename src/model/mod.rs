@@ -16,6 +16,7 @@ pub mod image;
 pub mod instance;
 pub mod network;
 pub mod port;
+pub mod ssh_key;
 pub mod validate;
 pub mod volume;
 

@@ -63,6 +63,10 @@ pub struct Observed {
     pub files: BTreeMap<String, ActualFile>,
     /// SHA-256 of local image sources that declare none, by source path.
     pub source_hashes: BTreeMap<String, String>,
+    /// Addresses of the stack's instances whose readiness waits began and
+    /// never finished (`<state>/<stack>/waits/<stem>`: a wait timed out, or
+    /// the apply was killed): the next plan waits for them again.
+    pub pending_waits: std::collections::BTreeSet<String>,
 }
 
 impl Observed {
@@ -121,12 +125,28 @@ impl Observed {
         for (p, f) in &self.files {
             h.update(format!("file {p} {:?} {} {:?}\n", f.format, f.virtual_size, f.backing_file).as_bytes());
         }
+        for a in &self.pending_waits {
+            h.update(format!("pending wait {a}\n").as_bytes());
+        }
         crate::model::common::hex(&h.finalize())
     }
 }
 
 /// Files by path, and hashes of image sources by source path.
 pub type Scanned = (BTreeMap<String, ActualFile>, BTreeMap<String, String>);
+
+/// Where an instance's pending-wait marker lives.
+pub fn pending_wait_path(state_dir: &std::path::Path, stack: &str, addr: &crate::model::Address) -> std::path::PathBuf {
+    state_dir.join(stack).join("waits").join(addr.file_stem())
+}
+
+/// The instances whose waits did not finish (see [`Observed::pending_waits`]).
+pub fn scan_pending_waits(state_dir: &std::path::Path, stack: &str) -> std::collections::BTreeSet<String> {
+    let Ok(rd) = std::fs::read_dir(state_dir.join(stack).join("waits")) else { return Default::default() };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| crate::model::Address::from_stem(crate::model::Kind::Instance, n)).map(|a| a.to_string()))
+        .collect()
+}
 
 /// Reads the files the stack may own (its disks and the image cache) and
 /// hashes local image sources that declare no sha256.
@@ -249,5 +269,6 @@ pub fn observe(
     let (files, hashes) = files?;
     o.files = files;
     o.source_hashes = hashes;
+    o.pending_waits = scan_pending_waits(state_dir, &cfg.stack);
     Ok(o)
 }

@@ -205,11 +205,21 @@ impl Lowering<'_> {
         }
         // DNS joins the hash only when set, so seeds made before `dns`
         // existed keep their content hash (and their guests are not restarted).
-        let content = if nics.iter().all(|n| n.dns.is_empty() || n.ip.is_none()) {
+        let mut content = if nics.iter().all(|n| n.dns.is_empty() || n.ip.is_none()) {
             spec_hash(&(ci, nics.iter().map(|n| (n.mac.clone(), n.ip, n.gateway, n.mtu)).collect::<Vec<_>>()))
         } else {
             spec_hash(&(ci, nics.iter().map(|n| (n.mac.clone(), n.ip, n.gateway, n.mtu, n.ip.map(|_| n.dns.clone()).unwrap_or_default())).collect::<Vec<_>>()))
         };
+        // A connection authorizes its key and brings a host key (added by
+        // the apply, the same for the instance's lifetime): it joins the
+        // hash only when set, like `dns`.
+        let mut keys = ci.ssh_authorized_keys.clone();
+        if let Some(public) = inst.connection.as_ref().and_then(|c| crate::model::ssh_key::parse_private_key(c.private_key.expose()).ok()).map(|k| k.public) {
+            content = spec_hash(&(&content, "ssh-host-key", &public));
+            if !keys.contains(&public) {
+                keys.push(public);
+            }
+        }
         let input = crate::seed::SeedInput {
             // A new instance-id when the content changes: cloud-init runs again.
             instance_id: format!("{}-{}", inst.domain_name(), &content[..8]),
@@ -217,8 +227,9 @@ impl Lowering<'_> {
             user_data: ci.user_data.clone(),
             meta_data: ci.meta_data.clone(),
             network_config: ci.network_config.clone(),
-            ssh_authorized_keys: ci.ssh_authorized_keys.clone(),
+            ssh_authorized_keys: keys,
             nics,
+            ssh_host_key: None,
         };
         let path = self.ctx().stack_dir().join("seeds").join(format!("{}-{}.iso", r.address.file_stem(), &content[..12]));
         Some((path.to_string_lossy().into_owned(), input))

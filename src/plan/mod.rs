@@ -785,6 +785,16 @@ impl Planner<'_> {
         if have.autostart != inst.autostart {
             rc.changes.push(change("autostart", have.autostart, inst.autostart, Landing::Live, outside));
         }
+        // Waits of an earlier apply that never finished are waited for again
+        // (a boot or restart in this plan waits anyway).
+        if want_running
+            && have.running
+            && inst.wait_for.is_some()
+            && self.obs.pending_waits.contains(&rc.address)
+            && !rc.changes.iter().any(|c| c.landing != Landing::Live || c.attr == "state")
+        {
+            rc.changes.push(change("readiness", "not confirmed (a wait_for of an earlier apply did not finish)", "waited for", Landing::Live, false));
+        }
         match rc.landing() {
             Some(Landing::Replace) => {
                 rc.action = Action::Replace;

@@ -377,3 +377,29 @@ fn missing_disk_files_are_drift_only_while_their_domain_exists() {
     assert_eq!(drift.len(), 299, "every disk whose domain exists");
     assert!(!drift.contains(&"disk.root[7]"), "vm-7's domain is gone: a plain create");
 }
+
+/// A wait that an earlier apply began and never finished (a timeout, a
+/// kill) is waited for again, without touching the running guest; a
+/// stopped guest's start waits anyway, and an instance without `wait_for`
+/// has nothing to wait for.
+#[test]
+fn unfinished_waits_are_waited_for_again() {
+    let src = QUICKSTART.replace("  ports   = [port.eth0]\n", "  ports   = [port.eth0]\n  wait_for {\n    tcp = 22\n  }\n");
+    let (_d, cfg) = load(&src);
+    let mut o = converged(&cfg);
+    assert!(plan(&cfg, &o, &opts()).changes.iter().all(|c| c.action == Action::NoOp));
+    o.pending_waits.insert("instance.vm".into());
+    let p = plan(&cfg, &o, &opts());
+    let vm = find(&p, "instance.vm");
+    assert_eq!(vm.action, Action::Update);
+    assert_eq!(vm.landing(), Some(Landing::Live));
+    assert_eq!(vm.changes.iter().map(|c| c.attr.as_str()).collect::<Vec<_>>(), ["readiness"]);
+    insta::assert_snapshot!("plan_text_readiness", render::text(&p, false));
+    o.domains.get_mut("qs-vm").unwrap().running = false;
+    let p = plan(&cfg, &o, &opts());
+    assert_eq!(find(&p, "instance.vm").changes.iter().map(|c| c.attr.as_str()).collect::<Vec<_>>(), ["state"]);
+    let (_d, plain) = load(QUICKSTART);
+    let mut o = converged(&plain);
+    o.pending_waits.insert("instance.vm".into());
+    assert!(plan(&plain, &o, &opts()).changes.iter().all(|c| c.action == Action::NoOp));
+}

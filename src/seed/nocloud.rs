@@ -68,6 +68,24 @@ pub struct SeedInput {
     pub network_config: Option<String>,
     pub ssh_authorized_keys: Vec<String>,
     pub nics: Vec<SeedNic>,
+    /// The guest's SSH host key, given to cloud-init (`ssh_keys`) so that
+    /// virtform can verify the guest it connects to. Not part of the seed's
+    /// name: the apply adds it when it writes the seed.
+    pub ssh_host_key: Option<HostKey>,
+}
+
+/// An ed25519 SSH host key pair in OpenSSH text form.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct HostKey {
+    pub private: String,
+    /// `ssh-ed25519 AAAA… comment`
+    pub public: String,
+}
+
+impl std::fmt::Debug for HostKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostKey {{ private: (sensitive), public: {:?} }}", self.public)
+    }
 }
 
 /// Why a seed cannot be made. Never carries the contents of user-data,
@@ -93,6 +111,17 @@ pub enum SeedError {
          list the keys in the user-data's own ssh_authorized_keys instead"
     )]
     CannotMergeKeys { reason: String },
+    #[error(
+        "cloud-init: this instance has a `connection`, so virtform hands the guest its SSH host key in the \
+         user-data, and this user-data does not start with #cloud-config (a script, MIME multipart or template?): \
+         make it a #cloud-config document, or drop the `connection`"
+    )]
+    HostKeyNeedsCloudConfig,
+    #[error(
+        "cloud-init: user-data sets `ssh_keys`, but this instance has a `connection`: virtform generates the \
+         guest's SSH host key itself (to verify every connection), so remove `ssh_keys` from the user-data"
+    )]
+    HostKeyGiven,
     #[error(transparent)]
     Iso(#[from] IsoError),
     #[error("cloud-init seed {path}: cannot {op}: {source}")]
@@ -213,6 +242,71 @@ fn is_cloud_config(text: &str) -> bool {
 }
 
 fn user_data(input: &SeedInput) -> Result<String, SeedError> {
+    let text = user_data_with_keys(input)?;
+    match &input.ssh_host_key {
+        None => Ok(text),
+        Some(_) if !is_cloud_config(&text) => Err(SeedError::HostKeyNeedsCloudConfig),
+        Some(k) => merge_host_key(&text, k),
+    }
+}
+
+/// Adds the host key (`ssh_keys`) to a `#cloud-config` document, and
+/// `ssh_genkeytypes: []` unless the document sets it, so that the key
+/// virtform verifies is the guest's only one.
+fn merge_host_key(text: &str, key: &HostKey) -> Result<String, SeedError> {
+    use serde_yaml::Value;
+    let map = match parse_yaml("user-data", text)? {
+        Value::Mapping(m) => m,
+        Value::Null => serde_yaml::Mapping::new(),
+        _ => return Err(SeedError::CannotMergeKeys { reason: "the document is not a YAML mapping".into() }),
+    };
+    if map.contains_key("ssh_keys") {
+        return Err(SeedError::HostKeyGiven);
+    }
+    let mut keys = serde_yaml::Mapping::new();
+    keys.insert("ed25519_private".into(), key.private.as_str().into());
+    keys.insert("ed25519_public".into(), key.public.as_str().into());
+    let mut fragment = serde_yaml::Mapping::new();
+    fragment.insert("ssh_keys".into(), Value::Mapping(keys));
+    if !map.contains_key("ssh_genkeytypes") {
+        fragment.insert("ssh_genkeytypes".into(), Value::Sequence(Vec::new()));
+    }
+    append_entries(text, map, fragment)
+}
+
+/// Adds top-level `entries` (absent from `map`, the parsed `text`) to a
+/// `#cloud-config` document: appended to the user's text, kept byte for
+/// byte, when the result parses to the union; else the union
+/// re-serialized (see [`merge_keys`] on YAML 1.1).
+fn append_entries(text: &str, map: serde_yaml::Mapping, entries: serde_yaml::Mapping) -> Result<String, SeedError> {
+    use serde_yaml::Value;
+    let mut appended = text.to_string();
+    if !appended.ends_with('\n') {
+        appended.push('\n');
+    }
+    appended.push_str(&to_yaml("user-data", &entries)?);
+    let mut expected = map;
+    expected.extend(entries);
+    if serde_yaml::from_str::<Value>(&appended).ok() == Some(Value::Mapping(expected.clone())) {
+        return Ok(appended);
+    }
+    reserialize(Value::Mapping(expected))
+}
+
+fn reserialize(doc: serde_yaml::Value) -> Result<String, SeedError> {
+    if let Some(path) = yaml11_hazard(&doc, "") {
+        return Err(SeedError::CannotMergeKeys {
+            reason: format!(
+                "the document must be re-serialized, and the string at {} would change meaning for cloud-init's \
+                 YAML 1.1 parser (a word like yes/no/on/off, or something number- or date-like)",
+                if path.is_empty() { "the top" } else { &path }
+            ),
+        });
+    }
+    Ok(format!("{CLOUD_CONFIG}\n{}", to_yaml("user-data", &doc)?))
+}
+
+fn user_data_with_keys(input: &SeedInput) -> Result<String, SeedError> {
     let keys = &input.ssh_authorized_keys;
     check_keys(keys)?;
     let Some(ud) = &input.user_data else {
@@ -270,21 +364,11 @@ fn merge_keys(text: &str, doc: serde_yaml::Value, keys: &[String]) -> Result<Str
     };
     match map.get(KEYS) {
         None => {
-            let list: Vec<Value> = new_keys(&[]);
             let mut fragment = serde_yaml::Mapping::new();
-            fragment.insert(KEYS.into(), Value::Sequence(list.clone()));
-            let mut appended = text.to_string();
-            if !appended.ends_with('\n') {
-                appended.push('\n');
-            }
-            appended.push_str(&to_yaml("user-data", &fragment)?);
-            let mut expected = map.clone();
-            expected.insert(KEYS.into(), Value::Sequence(list.clone()));
-            if serde_yaml::from_str::<Value>(&appended).ok() == Some(Value::Mapping(expected)) {
-                return Ok(appended);
-            }
-            // Not a plain block mapping (flow style, document end marker...): re-serialize.
-            map.insert(KEYS.into(), Value::Sequence(list));
+            fragment.insert(KEYS.into(), Value::Sequence(new_keys(&[])));
+            // Appended when that reads back right; else (flow style, a
+            // document end marker...) re-serialized.
+            return append_entries(text, map, fragment);
         }
         Some(Value::Sequence(existing)) => {
             let mut merged = existing.clone();
@@ -300,17 +384,7 @@ fn merge_keys(text: &str, doc: serde_yaml::Value, keys: &[String]) -> Result<Str
             });
         }
     }
-    let doc = Value::Mapping(map);
-    if let Some(path) = yaml11_hazard(&doc, "") {
-        return Err(SeedError::CannotMergeKeys {
-            reason: format!(
-                "the document must be re-serialized, and the string at {} would change meaning for cloud-init's \
-                 YAML 1.1 parser (a word like yes/no/on/off, or something number- or date-like)",
-                if path.is_empty() { "the top" } else { &path }
-            ),
-        });
-    }
-    Ok(format!("{CLOUD_CONFIG}\n{}", to_yaml("user-data", &doc)?))
+    reserialize(Value::Mapping(map))
 }
 
 /// The path of the first string (key or value) that serde_yaml writes
@@ -1026,4 +1100,53 @@ mod tests {
         assert!(!msg.contains("hunter2"), "{msg}");
         assert!(msg.contains("create directory"), "{msg}");
     }
+
+    fn host_key() -> HostKey {
+        HostKey {
+            private: "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\nSECRETBODY\n-----END OPENSSH PRIVATE KEY-----\n".into(),
+            public: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk virtform:st:instance.vm".into(),
+        }
+    }
+
+    #[test]
+    fn host_key_goes_into_ssh_keys_and_is_the_only_one() {
+        let mut i = input();
+        i.ssh_host_key = Some(host_key());
+        i.ssh_authorized_keys = vec!["ssh-ed25519 AAAA k1".into()];
+        let ud = user_data(&i).unwrap();
+        assert!(ud.starts_with("#cloud-config\n"), "{ud}");
+        let v = yaml(&ud);
+        assert_eq!(v["ssh_keys"]["ed25519_private"].as_str(), Some(host_key().private.as_str()));
+        assert_eq!(v["ssh_keys"]["ed25519_public"].as_str(), Some(host_key().public.as_str()));
+        assert_eq!(v["ssh_genkeytypes"], Value::Sequence(Vec::new()));
+        assert_eq!(v[KEYS][0].as_str(), Some("ssh-ed25519 AAAA k1"));
+        // The user's own document is kept byte for byte, the key appended.
+        let mine = "#cloud-config\n# mine\nruncmd:\n  - [touch, '/x y']\nssh_genkeytypes: [rsa]\n";
+        i.user_data = Some(mine.into());
+        let ud = user_data(&i).unwrap();
+        assert!(ud.starts_with(mine), "{ud}");
+        let v = yaml(&ud);
+        assert_eq!(v["ssh_genkeytypes"][0].as_str(), Some("rsa"), "the user's choice stays");
+        assert!(v["ssh_keys"]["ed25519_private"].as_str().unwrap().contains("SECRETBODY"));
+        // The debug form never shows the private half.
+        assert!(!format!("{i:?}").contains("SECRETBODY"));
+    }
+
+    #[test]
+    fn host_key_refuses_what_it_cannot_merge() {
+        let mut i = input();
+        i.ssh_host_key = Some(host_key());
+        i.user_data = Some("#!/bin/sh\necho hi\n".into());
+        assert!(matches!(user_data(&i), Err(SeedError::HostKeyNeedsCloudConfig)));
+        i.user_data = Some("#cloud-config\nssh_keys:\n  rsa_private: x\n".into());
+        let e = user_data(&i).unwrap_err();
+        assert!(matches!(e, SeedError::HostKeyGiven));
+        assert!(e.to_string().contains("remove `ssh_keys`"), "{e}");
+        // Flow style cannot take an appended block: re-serialized, same meaning.
+        i.user_data = Some("#cloud-config\n{hostname: box}\n".into());
+        let v = yaml(&user_data(&i).unwrap());
+        assert_eq!(v["hostname"].as_str(), Some("box"));
+        assert!(v["ssh_keys"]["ed25519_public"].is_string());
+    }
+
 }

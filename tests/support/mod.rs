@@ -32,6 +32,11 @@ impl Out {
         self.code == Some(0)
     }
 
+    /// Standard output and error together.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
     /// Everything, for assertion messages.
     pub fn show(&self) -> String {
         format!(
@@ -436,6 +441,24 @@ impl VfStack {
     }
 
     fn vf_dir(&self, args: &[&str], dash_c: bool) -> Out {
+        self.vf_in(args, dash_c, &[], Duration::from_secs(300))
+    }
+
+    /// `virtform ARGS… DIR` with a longer timeout (real guests boot slowly under TCG).
+    pub fn vf_long(&self, args: &[&str], timeout: Duration) -> Out {
+        self.vf_in(args, false, &[], timeout)
+    }
+
+    /// `virtform ssh ADDRESS -C DIR -- COMMAND…`.
+    pub fn ssh(&self, address: &str, command: &[&str]) -> Out {
+        let mut args = vec!["ssh", address];
+        let mut tail = vec!["--"];
+        tail.extend_from_slice(command);
+        args.push("-C");
+        self.vf_in(&args, false, &tail, Duration::from_secs(120))
+    }
+
+    fn vf_in(&self, args: &[&str], dash_c: bool, tail: &[&str], timeout: Duration) -> Out {
         let mut argv: Vec<String> = vec![
             "--no-color".into(),
             "--state-dir".into(),
@@ -450,6 +473,7 @@ impl VfStack {
             argv.push("-C".into());
         }
         argv.push(self.cfg.path().display().to_string());
+        argv.extend(tail.iter().map(|a| a.to_string()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_virtform"));
         cmd.args(&argv).env("NO_COLOR", "1");
         for (k, _) in std::env::vars() {
@@ -457,7 +481,7 @@ impl VfStack {
                 cmd.env_remove(k);
             }
         }
-        Running::spawn(cmd, format!("virtform {}", argv.join(" "))).wait(Duration::from_secs(300))
+        Running::spawn(cmd, format!("virtform {}", argv.join(" "))).wait(timeout)
     }
 
     pub fn apply(&self) -> Out {
