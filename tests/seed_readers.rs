@@ -186,12 +186,25 @@ fn check_image(image: &Path, files: &[(String, Vec<u8>)], scratch: &Path) {
         }
     }
 
-    // xorriso (libisofs): Rock Ridge (its default), then Joliet only
-    let rr = xorriso_tree(p, &[]);
+    // xorriso (libisofs), each tree in turn: Rock Ridge (its default),
+    // Joliet (-read_fs norock), plain ISO 9660 (-read_fs ecma119)
+    let loaded = |read_fs: &str| -> String {
+        let toc = xorriso_clean(&["-read_fs", read_fs, "-indev", p, "-toc"]).stdout;
+        toc.lines().find_map(|l| l.strip_prefix("ISO loaded   : ")).unwrap_or_default().to_string()
+    };
+    assert_eq!(loaded("any"), "Rock_Ridge");
+    assert_eq!(loaded("norock"), "Joliet");
+    assert_eq!(loaded("ecma119"), "Only_ECMA_119");
+    let rr = xorriso_tree(p, &["-read_fs", "any"]);
     assert_eq!(rr.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), want, "xorriso Rock Ridge names");
     assert!(rr.iter().all(|(_, m)| m == "-r--r--r--"), "xorriso Rock Ridge modes: {rr:?}");
-    let joliet = xorriso_tree(p, &["-rockridge", "off", "-joliet", "on"]);
+    let joliet = xorriso_tree(p, &["-read_fs", "norock"]);
     assert_eq!(joliet.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), want, "xorriso Joliet names");
+    // plain names as isoinfo lists them, less the ";1" version (and a bare dot) xorriso drops
+    let mut plain_x: Vec<String> = plain.iter().map(|n| n.trim_end_matches(";1").trim_end_matches('.').to_string()).collect();
+    plain_x.sort();
+    let ecma = xorriso_tree(p, &["-read_fs", "ecma119"]);
+    assert_eq!(ecma.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), plain_x, "xorriso plain ISO 9660 names");
     let pvd = xorriso_clean(&["-indev", p, "-pvd_info"]).stdout;
     assert!(pvd.lines().any(|l| l == "Volume Id    : cidata"), "{pvd}");
     let toc = xorriso_clean(&["-indev", p, "-toc"]).stdout;
