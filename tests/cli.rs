@@ -267,3 +267,77 @@ fn import_command_refuses_bad_arguments_and_import_blocks_validate() {
     let out = run(&["import", "--help"]);
     assert!(text(&out.stdout).contains("ADDRESS") && text(&out.stdout).contains("<ID>"), "{}", text(&out.stdout));
 }
+
+/// `virtform cache list|prune` against a temporary state dir: an image one
+/// stack's overlay is made on (qemu-img), one nobody uses. The unused one
+/// goes, only on a real prune; the used one survives every prune.
+#[test]
+fn cache_list_and_prune_keep_images_in_use() {
+    use virtform::host::cache::human_bytes;
+    let t = tempfile::tempdir().unwrap();
+    let st = t.path();
+    let images = st.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(st.join("web/disks")).unwrap();
+    let used = "1".repeat(64);
+    let unused = "2".repeat(64);
+    let qemu_img = |args: &[&str]| {
+        let o = Command::new("qemu-img").args(args).output().expect("qemu-img (package qemu-utils)");
+        assert!(o.status.success(), "qemu-img: {}", text(&o.stderr));
+    };
+    qemu_img(&["create", "-q", "-f", "qcow2", images.join(&used).to_str().unwrap(), "32M"]);
+    std::fs::write(images.join(&unused), vec![0x5a; 1 << 20]).unwrap();
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", images.join(&used).to_str().unwrap(), "-F", "qcow2", st.join("web/disks/root@1.qcow2").to_str().unwrap()]);
+    use std::os::unix::fs::MetadataExt;
+    let on_disk = |sha: &str| std::fs::metadata(images.join(sha)).unwrap().blocks() * 512;
+    let (u, n) = (on_disk(&used), on_disk(&unused));
+    let sd = st.to_str().unwrap();
+    let vf = |args: &[&str]| -> String {
+        let mut full = vec!["--state-dir", sd, "cache"];
+        full.extend_from_slice(args);
+        let out = run(&full);
+        assert!(out.status.success(), "virtform {}: {}{}", full.join(" "), text(&out.stdout), text(&out.stderr));
+        assert_eq!(text(&out.stderr), "", "stderr of virtform {}", full.join(" "));
+        text(&out.stdout)
+    };
+
+    let list = vf(&["list"]);
+    let row = |sha: &str, bytes: u64, fmt: &str, by: &str| format!("  {sha}  {:>9}  {fmt:<6}  {by}\n", human_bytes(bytes));
+    let want = format!(
+        "Image cache {}:\n\n  {:<64}  {:>9}  {:<6}  USED BY\n{}{}\n2 images, {}; 1 unused, {} (`virtform cache prune` removes unused images).\n",
+        images.display(), "SHA256", "ON DISK", "FORMAT",
+        row(&used, u, "qcow2", "web"), row(&unused, n, "raw", "(unused)"),
+        human_bytes(u + n), human_bytes(n)
+    );
+    assert_eq!(list, want);
+
+    let json: serde_json::Value = serde_json::from_str(&vf(&["list", "--json"])).unwrap();
+    let imgs = json["images"].as_array().unwrap();
+    assert_eq!(imgs.len(), 2);
+    assert_eq!(imgs[0]["sha256"], used.as_str());
+    assert_eq!(imgs[0]["used_by"], serde_json::json!(["web"]));
+    assert_eq!(imgs[0]["virtual_size"], 32 << 20);
+    assert_eq!(imgs[1]["used_by"], serde_json::json!([]));
+    assert_eq!(imgs[1]["bytes_on_disk"], n);
+    assert_eq!(json["unused_bytes_on_disk"], n);
+
+    let in_use = format!("In use and kept: 1 image, {} (stacks web).\n", human_bytes(u));
+    let dry = vf(&["prune", "--dry-run"]);
+    assert_eq!(dry, format!("Would remove {unused}: {}\nWould free {}; nothing was removed (--dry-run).\n{in_use}", human_bytes(n), human_bytes(n)));
+    assert!(images.join(&unused).exists(), "--dry-run removed the image");
+
+    let pruned = vf(&["prune"]);
+    assert_eq!(pruned, format!("Removed {unused}: {}\nFreed {}.\n{in_use}", human_bytes(n), human_bytes(n)));
+    assert!(!images.join(&unused).exists(), "the unused image is still there");
+    assert!(images.join(&used).exists(), "prune removed an image in use");
+
+    assert_eq!(vf(&["prune"]), format!("Nothing to prune: every cached image is used by a stack on this host.\n{in_use}"));
+    let json: serde_json::Value = serde_json::from_str(&vf(&["prune", "--dry-run", "--json"])).unwrap();
+    assert_eq!(json["removed"], serde_json::json!([]));
+    assert_eq!(json["freed"], 0);
+
+    // a stack destroyed since: its image is unused now, and goes
+    std::fs::remove_dir_all(st.join("web")).unwrap();
+    assert_eq!(vf(&["prune"]), format!("Removed {used}: {}\nFreed {}.\n", human_bytes(u), human_bytes(u)));
+    assert_eq!(vf(&["list"]), format!("The image cache ({}) is empty.\n", images.display()));
+}

@@ -337,6 +337,13 @@ impl Fixture {
         self.vf_on(0, args)
     }
 
+    /// `virtform cache ARGS` on the fixture's state dir (no configuration).
+    fn cache(&self, args: &[&str]) -> Out {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_virtform"));
+        cmd.args(["--no-color", "--state-dir", &self.state.path().display().to_string(), "cache"]).args(args).env("NO_COLOR", "1").env_remove("VIRTFORM_STATE_DIR");
+        Running::spawn(cmd, format!("virtform cache {}", args.join(" "))).wait(VF_TIMEOUT)
+    }
+
     fn apply(&self) -> Out {
         let out = self.vf(&["apply", "--auto-approve"]);
         assert!(out.ok(), "apply failed:\n{}", out.show());
@@ -838,6 +845,9 @@ fn destroy_leaves_nothing() {
 
     let out = fx.vf(&["destroy", "--auto-approve"]);
     assert!(out.ok(), "{}", out.show());
+    // The summary says the image stays in the cache, and how to remove it.
+    let cache_line = out.stdout.lines().find(|l| l.starts_with("Left in the image cache: 1 image, ")).unwrap_or_else(|| panic!("no image cache line:\n{}", out.show()));
+    assert!(cache_line.ends_with(" (`virtform cache prune` removes unused images)."), "{cache_line}");
 
     assert!(
         !domain_exists(&fx.st().domain),
@@ -898,6 +908,16 @@ fn destroy_leaves_nothing() {
         fx.stack_dir(0).display(),
         files_under(&fx.stack_dir(0))
     );
+    assert!(again.stdout.contains("\nLeft in the image cache: 1 image, "), "{}", again.show());
+
+    // The cache: the image, now unused; prune removes it.
+    let list = fx.cache(&["list"]);
+    assert!(list.ok(), "{}", list.show());
+    assert!(list.stdout.contains("  (unused)\n") && list.stdout.contains("\n1 image, "), "{}", list.show());
+    let prune = fx.cache(&["prune"]);
+    assert!(prune.ok() && prune.stdout.starts_with("Removed ") && prune.stdout.contains("\nFreed "), "{}", prune.show());
+    let list = fx.cache(&["list"]);
+    assert!(list.stdout.contains("is empty."), "{}", list.show());
 }
 
 /// 8. The same configuration applied under two stacks at once; destroying one leaves the other alone.
@@ -958,8 +978,15 @@ fn two_stacks_side_by_side() {
     let b_disk = fx.stack_dir(1).join("disks").join("root.qcow2");
     assert!(b_disk.is_file());
 
+    // Stack b still uses the image: prune keeps it.
+    let prune = fx.cache(&["prune"]);
+    assert!(prune.ok() && prune.stdout.starts_with("Nothing to prune"), "{}", prune.show());
+
     let d = fx.vf_on(0, &["destroy", "--auto-approve"]);
     assert!(d.ok(), "{}", d.show());
+    assert!(d.stdout.contains("\nLeft in the image cache: 1 image, ") && d.stdout.contains("; still used by another stack (`virtform cache prune`"), "{}", d.show());
+    let prune = fx.cache(&["prune"]);
+    assert!(prune.ok() && prune.stdout.starts_with("Nothing to prune") && prune.stdout.contains(&format!("(stacks {})", fx.stacks[1].stack)), "{}", prune.show());
     assert!(
         !d.stdout.contains(&fx.stacks[1].domain) && !d.stdout.contains(&fx.stacks[1].bridge),
         "destroy of a mentions b's objects:\n{}",

@@ -43,9 +43,11 @@ fn keypair(dir: &std::path::Path) -> PathBuf {
     key
 }
 
-fn config(stack: &VfStack, key: &std::path::Path, lan: u32, nat: u32, user: &str, timeout: &str, memory: &str) -> String {
+fn config(key: &std::path::Path, lan: u32, nat: u32, user: &str, timeout: &str, memory: &str) -> String {
     format!(
         r#"
+variable "assets" {{}}
+
 image "debian" {{
   source = "{image}"
 }}
@@ -122,7 +124,7 @@ output "ips" {{
         user = user,
         timeout = timeout,
         memory = memory,
-    ) + &format!("virtform {{\n  stack = \"{}\"\n}}\n", stack.stack)
+    )
 }
 
 fn ssh_ok(s: &VfStack, addr: &str, cmd: &[&str]) -> String {
@@ -142,7 +144,7 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
     let keys = tempdir("vf-cloud-keys-");
     let key = keypair(keys.path());
     let (lan, nat) = (free_subnet(151), free_subnet(152));
-    s.write(&config(&s, &key, lan, nat, "debian", "900s", "1G"));
+    s.write(&config(&key, lan, nat, "debian", "900s", "1G"));
 
     let plan = s.vf(&["plan"]);
     assert!(plan.ok(), "plan failed:\n{}", plan.show());
@@ -238,14 +240,14 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
     // that the apply starts it, then waits as a user it cannot log in as.
     let efi = format!("{}-vm-efi", s.stack);
     virsh(&["destroy", &efi]).must();
-    s.write(&config(&s, &key, lan, nat, "nobody", "20s", "1G"));
+    s.write(&config(&key, lan, nat, "nobody", "20s", "1G"));
     let failed = s.vf_long(&["apply", "--auto-approve"], Duration::from_secs(600));
     assert!(!failed.ok(), "an SSH wait as the wrong user passed:\n{}", failed.show());
     let text = failed.all();
     assert!(text.contains(&efi) && text.contains("no SSH login within 20s") && text.contains(&format!("nobody@10.151.{lan}.11")), "{}", failed.show());
     assert_eq!(domain_state(&efi), "running", "the instance was not left in place");
     let domid = virsh(&["domid", &efi]).must().stdout;
-    s.write(&config(&s, &key, lan, nat, "debian", "900s", "1G"));
+    s.write(&config(&key, lan, nat, "debian", "900s", "1G"));
     let plan = s.vf(&["plan"]);
     let block = plan_block(&plan.stdout, "instance.vm[\"efi\"]").unwrap_or_default().to_string();
     assert!(block.contains("readiness") && !block.contains("restart") && !block.contains("replace"), "{}", plan.show());
@@ -256,7 +258,7 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
     s.assert_plan_empty("after the re-wait");
 
     // A restart (memory) and the destroy shut down gracefully, well inside the 60 s timeout.
-    s.write(&config(&s, &key, lan, nat, "debian", "900s", "1152M"));
+    s.write(&config(&key, lan, nat, "debian", "900s", "1152M"));
     let t = Instant::now();
     let restart = s.vf_long(&["apply", "--auto-approve", "--target", bios], Duration::from_secs(900));
     assert!(restart.ok() && !restart.all().contains("forced off"), "{}", restart.show());

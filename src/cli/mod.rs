@@ -4,6 +4,7 @@
 //! where `--detailed-exitcode` asks for it); they print errors themselves so
 //! that diagnostics keep their source snippets.
 
+pub mod cache;
 pub mod console;
 pub mod fmt;
 pub mod graph;
@@ -138,6 +139,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Print the configuration's outputs.
     Output(output::OutputArgs),
+    /// The image cache (images outlive destroy): list cached images and the stacks using them, prune the unused.
+    Cache(cache::CacheArgs),
     /// Show what the host holds for the stack (objects carrying its marker).
     Show {
         /// Configuration directory (default: the current directory); with --stack it may be absent.
@@ -175,6 +178,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Show { dir, json } => plan::run_show(g, dir, json),
         Command::Ssh(a) => ssh::run(g, a),
         Command::Console(a) => console::run(g, a),
+        Command::Cache(a) => cache::run(g, a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "virtform", &mut std::io::stdout());

@@ -487,6 +487,8 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         eprintln!("error: the plan has conflicts or errors; nothing was changed.");
         return ExitCode::from(1);
     }
+    // The cached images this stack uses: destroy leaves them in the cache and says so.
+    let cache_used = if destroy { stack_images(g, &s) } else { Default::default() };
     if !p.has_changes() {
         if a.json {
             let outputs = super::output::outputs_json(&s.cfg);
@@ -499,6 +501,9 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         if destroy {
             engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
             println!("Destroy complete: nothing of stack \"{}\" is left on this host.", s.cfg.stack);
+            if let Some(line) = super::cache::destroy_summary(&g.state_dir, &cache_used) {
+                println!("{line}");
+            }
         } else {
             println!("Apply complete: nothing to do.");
             super::output::print_outputs(&s.cfg);
@@ -604,6 +609,9 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         println!("{headline}");
         if destroy {
             engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
+            if let Some(line) = super::cache::destroy_summary(&g.state_dir, &cache_used) {
+                println!("{line}");
+            }
         } else {
             super::output::print_outputs(&cfg_out);
         }
@@ -614,6 +622,20 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         eprintln!("The host is left as the report says; run `virtform plan` to see what remains, and `virtform apply` again to converge.");
         ExitCode::from(1)
     }
+}
+
+/// The cached images (sha256) the stack uses: those its disks and volumes
+/// on this host are made on, and those its configuration names.
+fn stack_images(g: &Global, s: &Session) -> std::collections::BTreeSet<String> {
+    let mut used = crate::host::cache::used_by_stack(&g.state_dir, &s.cfg.stack);
+    for r in s.cfg.resources.iter().filter(|r| r.address.kind == crate::model::Kind::Image) {
+        if let Some(p) = crate::plan::desired::image_cache_path(&g.state_dir, r, &s.observed.source_hashes)
+            && let Some(name) = std::path::Path::new(&p).file_name()
+        {
+            used.insert(name.to_string_lossy().into_owned());
+        }
+    }
+    used
 }
 
 fn confirm() -> bool {

@@ -430,7 +430,7 @@ pub fn fetch_image_with(cache_dir: &Path, source: &str, sha256: Option<&str>, de
     };
     let path = cache_dir.join(&expected);
     let what = format!("{source} (cached as {})", path.display());
-    let _lock = FileLock::acquire(&cache_dir.join(format!(".{expected}.lock")))?;
+    let _lock = FileLock::acquire(&image_lock_path(cache_dir, &expected))?;
 
     if let Some(hit) = cached(&path, &expected, declared, &what, opts)? {
         return Ok(hit);
@@ -650,12 +650,36 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// An exclusive flock on a lock file, removed by its holder on drop. A
 /// waiter that wins the lock re-checks that the path still names the inode
 /// it locked (the previous holder may have removed it) and retries if not.
-struct FileLock {
+pub(crate) struct FileLock {
     file: File,
     path: PathBuf,
 }
 
+/// The lock file of cached image `sha256` (held while fetching it, and by
+/// `virtform cache prune` while removing it).
+pub(crate) fn image_lock_path(cache_dir: &Path, sha256: &str) -> PathBuf {
+    cache_dir.join(format!(".{sha256}.lock"))
+}
+
 impl FileLock {
+    /// Takes the lock without waiting: `None` while another holder has it.
+    pub(crate) fn try_acquire(path: &Path) -> Result<Option<FileLock>, HostError> {
+        let err = |m: String| HostError::new("lock image", path.display().to_string(), m);
+        loop {
+            let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(FILE_MODE).open(path).map_err(|e| err(e.to_string()))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(e)) => return Err(err(e.to_string())),
+            }
+            let mine = file.metadata().map_err(|e| err(e.to_string()))?;
+            match fs::metadata(path) {
+                Ok(now) if now.ino() == mine.ino() && now.dev() == mine.dev() => return Ok(Some(FileLock { file, path: path.to_path_buf() })),
+                _ => continue,
+            }
+        }
+    }
+
     fn acquire(path: &Path) -> Result<FileLock, HostError> {
         let err = |m: String| HostError::new("lock image", path.display().to_string(), m);
         loop {

@@ -7,6 +7,7 @@
 //!   (when known) what to do about it.
 //! - Ownership markers have one format, built and parsed here.
 
+pub mod cache;
 pub mod disks;
 pub mod libvirt;
 pub mod links;

@@ -25,6 +25,17 @@
 //! directory, the Joliet root directory, and the files' data, each file
 //! starting on a sector boundary and shared by both directories.
 //!
+//! No padding after the last file (genisoimage adds 150 sectors by default
+//! for old CD drives' read-ahead; a virtio disk needs none), so a seed is
+//! usually 29–32 sectors. `xorriso` loading an image of at most 32 sectors
+//! (64 KiB) prints "Media summary: 1 session, 0 data blocks": libisoburn
+//! takes the first 64 KiB of a file or block device as the header of its
+//! emulated multi-session TOC and scans for sessions from sector 32 up to
+//! the volume space size, so for a small image it scans nothing. Its `-toc`
+//! still lists the one session at sector 0 with the full size, the tree
+//! loads, and genisoimage's own small images print the same summary
+//! (tests/seed_readers.rs shows all three).
+//!
 //! The reader ([`IsoReader`]) parses what the writer makes and what common
 //! tools make (one directory level, which is all a seed has): the volume
 //! labels, the root directory under each name system, and file contents. It
