@@ -260,6 +260,7 @@ fn representative_seed() -> SeedInput {
             },
             SeedNic { mac: "52:54:00:ab:cd:02".into(), ip: None, gateway: None, dns: Vec::new(), mtu: Some(9000) },
         ],
+        ssh_host_key: None,
     }
 }
 
