@@ -305,7 +305,7 @@ fn connection_and_ssh_wait_errors() {
     std::fs::write(dir.path().join("id_ed25519"), fake_openssh_key("aes256-ctr")).unwrap();
     let r = config::load(&LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/var/lib/virtform".into(), ..Default::default() });
     if std::env::var_os("SSH_AUTH_SOCK").is_none() {
-        let e = r.err().expect("an encrypted key without an agent is refused");
+        let e = r.expect_err("an encrypted key without an agent is refused");
         assert!(e.render(false).contains("encrypted with a passphrase and no ssh-agent"), "{}", e.render(false));
     } else {
         assert!(r.is_ok());

@@ -140,8 +140,10 @@ fn no_key_material(what: &str, text: &str) {
 #[test]
 fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
     let image = cloud_image();
-    let s = VfStack::new("real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh", "cloud");
+    // Declared before the stack: dropped after its destroy, which loads the
+    // configuration (and so reads the key).
     let keys = tempdir("vf-cloud-keys-");
+    let s = VfStack::new("real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh", "cloud");
     let key = keypair(keys.path());
     let (lan, nat) = (free_subnet(151), free_subnet(152));
     s.write(&config(&key, lan, nat, "debian", "900s", "1G"));
@@ -203,9 +205,8 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
         assert!(known_hosts.lines().any(|l| l.starts_with(&format!("{domain},{ip} ssh-ed25519 {blob}"))), "{fw}: {known_hosts}");
         // Secrets on disk are private.
         use std::os::unix::fs::PermissionsExt;
-        for f in [ssh_dir.join(format!("vm@{fw}.host_ed25519"))] {
-            assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600, "{}", f.display());
-        }
+        let f = ssh_dir.join(format!("vm@{fw}.host_ed25519"));
+        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600, "{}", f.display());
         for seed in files_under(&state.join("seeds")) {
             assert_eq!(fs::metadata(&seed).unwrap().permissions().mode() & 0o777, 0o600, "{}", seed.display());
         }

@@ -1,7 +1,7 @@
 //! The examples work as written (real host): `examples/ci-fleet/ci-job` (the
 //! README's "Using virtform in CI" pipeline) with 3 VMs, and the
-//! `nova-hybrid`, `nat` and `libvirt-default` examples applied, checked and
-//! destroyed.
+//! `nova-hybrid`, `nat`, `libvirt-default` and `debian` (the real cloud
+//! image, reached over SSH) examples applied, checked and destroyed.
 //!
 //! Each run uses its own state directory (`VIRTFORM_STATE_DIR`); the
 //! examples' own names (stacks, bridges, subnets) are used as written, so no
@@ -95,4 +95,33 @@ fn libvirt_default_example_works_as_written() {
     assert!(destroy.ok(), "destroy failed:\n{}", destroy.show());
     assert!(virsh(&["net-info", "default"]).ok(), "destroy removed the default network");
     assert!(leaks_of_stack("defaultnet").is_empty(), "left {:?}", leaks_of_stack("defaultnet"));
+}
+
+/// `examples/debian`: the real cloud image, as the README shows it: a key
+/// made with ssh-keygen next to the configuration, apply (waits for SSH and
+/// cloud-init), then `virtform ssh instance.vm -- cloud-init status`.
+#[test]
+fn debian_example_works_as_written() {
+    preflight();
+    let image = assets_dir().join("debian-12-cloud.qcow2");
+    assert!(image.is_file(), "the cloud image {} is missing: run scripts/build-cloud-image (scripts/test does)", image.display());
+    assert!(leaks_of_stack("debian").is_empty(), "objects of stack debian exist already: {:?}", leaks_of_stack("debian"));
+    let state = tempdir("vf-ex-debian-state-");
+    // A copy, so the key the README has the user make lands beside it.
+    let dir = tempdir("vf-ex-debian-cfg-");
+    std::fs::copy(format!("{}/main.vf.hcl", example("debian")), dir.path().join("main.vf.hcl")).expect("copy the example");
+    let key = dir.path().join("id_ed25519").display().to_string();
+    run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", &key]).must();
+    let d = dir.path().display().to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_virtform"));
+    cmd.args(["--no-color", "--state-dir"]).arg(state.path()).args(["apply", "--auto-approve", &d]).env("NO_COLOR", "1").env_remove("VIRTFORM_STACK");
+    let out = Running::spawn(cmd, "virtform apply examples/debian".into()).wait(Duration::from_secs(900));
+    let status = virtform(state.path(), &["ssh", "instance.vm", "-C", &d, "--", "cloud-init", "status"]);
+    let motd = virtform(state.path(), &["ssh", "instance.vm", "-C", &d, "--", "cat", "/etc/motd"]);
+    let destroy = virtform(state.path(), &["destroy", "--auto-approve", &d]);
+    assert!(out.ok(), "apply failed:\n{}", out.show());
+    assert!(status.ok() && status.stdout.contains("status: done"), "{}", status.show());
+    assert!(motd.stdout.contains("Provisioned by virtform."), "{}", motd.show());
+    assert!(destroy.ok(), "destroy failed:\n{}", destroy.show());
+    assert!(leaks_of_stack("debian").is_empty(), "left {:?}", leaks_of_stack("debian"));
 }

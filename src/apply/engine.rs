@@ -955,45 +955,13 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     last = Some(id);
                 }
                 let rewait = updating && c.changes.iter().any(|ch| ch.attr == "readiness");
-                if start || rewait {
-                    if let Some(w) = &inst.wait_for {
-                        let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
-                        let mut waits = Vec::new();
-                        if let Some(p) = &w.console {
-                            waits.push(Op::WaitConsole { name: name.clone(), log: def.console_log.clone().into(), pattern: p.clone(), timeout });
-                        }
-                        let lease_nic = lease_nic(cfg, inst);
-                        if w.lease
-                            && let Some((network, mac)) = &lease_nic
-                        {
-                            waits.push(Op::WaitLease { name: name.clone(), network: network.clone(), mac: mac.clone(), timeout });
-                        }
-                        if let Some(port) = w.tcp {
-                            let ip = fixed_ip(cfg, inst);
-                            waits.push(Op::WaitTcp { name: name.clone(), lease_from: if ip.is_none() { lease_nic.clone() } else { None }, ip, port, timeout });
-                        }
-                        if let Some(conn) = ssh_conn(&env.state_dir, cfg, &addr, inst).filter(|_| w.ssh || w.cloud_init) {
-                            if w.ssh {
-                                waits.push(Op::WaitSsh { name: name.clone(), conn: Box::new(conn.clone()), timeout });
-                            }
-                            if w.cloud_init {
-                                waits.push(Op::WaitCloudInit { name: name.clone(), conn: Box::new(conn), timeout });
-                            }
-                        }
-                        // Waits run one after the other (console, lease, TCP, SSH,
-                        // cloud-init): each says precisely what is not ready yet.
-                        // Between the two marks: a wait that fails or is killed
-                        // leaves the mark, and the next plan waits again.
-                        let mark = crate::model::Address::parse(&addr).map(|a| crate::observe::pending_wait_path(&env.state_dir, &cfg.stack, &a));
-                        if let (Some(path), false) = (&mark, waits.is_empty()) {
-                            waits.insert(0, Op::Readiness { path: path.clone(), pending: true });
-                            waits.push(Op::Readiness { path: path.clone(), pending: false });
-                        }
-                        for op in waits {
-                            let wid = b.step(&addr, op);
-                            b.chain(wid, last);
-                            last = Some(wid);
-                        }
+                if (start || rewait)
+                    && let Some(w) = &inst.wait_for
+                {
+                    for op in readiness_waits(&env.state_dir, cfg, &addr, inst, &name, &def.console_log, w) {
+                        let wid = b.step(&addr, op);
+                        b.chain(wid, last);
+                        last = Some(wid);
                     }
                 }
                 if let Some(l) = last {
@@ -1115,6 +1083,43 @@ fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Op
         let Some(Spec::Network(n)) = cfg.resource(&port.network.0).map(|r| &r.spec) else { return None };
         n.net_type.is_libvirt().then(|| (crate::plan::desired::libvirt_name_of(&cfg.stack, &port.network.0, n), port.mac.map(|m| m.to_string()).unwrap_or_default()))
     })
+}
+
+/// The waits of an instance after its start, in order (console, lease, TCP,
+/// SSH, cloud-init: each says precisely what is not ready yet), between two
+/// readiness marks: a wait that fails or is killed leaves the mark, and the
+/// next plan waits again.
+fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance, name: &str, console_log: &str, w: &crate::model::instance::WaitFor) -> Vec<Op> {
+    let name = name.to_string();
+    let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
+    let mut waits = Vec::new();
+    if let Some(p) = &w.console {
+        waits.push(Op::WaitConsole { name: name.clone(), log: console_log.to_string().into(), pattern: p.clone(), timeout });
+    }
+    let lease_nic = lease_nic(cfg, inst);
+    if w.lease
+        && let Some((network, mac)) = &lease_nic
+    {
+        waits.push(Op::WaitLease { name: name.clone(), network: network.clone(), mac: mac.clone(), timeout });
+    }
+    if let Some(port) = w.tcp {
+        let ip = fixed_ip(cfg, inst);
+        waits.push(Op::WaitTcp { name: name.clone(), lease_from: if ip.is_none() { lease_nic.clone() } else { None }, ip, port, timeout });
+    }
+    if let Some(conn) = ssh_conn(state_dir, cfg, addr, inst).filter(|_| w.ssh || w.cloud_init) {
+        if w.ssh {
+            waits.push(Op::WaitSsh { name: name.clone(), conn: Box::new(conn.clone()), timeout });
+        }
+        if w.cloud_init {
+            waits.push(Op::WaitCloudInit { name: name.clone(), conn: Box::new(conn), timeout });
+        }
+    }
+    let mark = crate::model::Address::parse(addr).map(|a| crate::observe::pending_wait_path(state_dir, &cfg.stack, &a));
+    if let (Some(path), false) = (&mark, waits.is_empty()) {
+        waits.insert(0, Op::Readiness { path: path.clone(), pending: true });
+        waits.push(Op::Readiness { path: path.clone(), pending: false });
+    }
+    waits
 }
 
 /// How virtform logs in to an instance: `None` without a `connection`.

@@ -371,7 +371,7 @@ mod tests {
         let argv: Vec<String> = hostile.iter().map(|s| s.to_string()).collect();
         let script = format!("for a in {}; do printf '%s\\0' \"$a\"; done", remote_command(&argv));
         let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
-        let got: Vec<String> = out.stdout.split(|b| *b == 0).filter(|s| !s.is_empty() || false).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        let got: Vec<String> = out.stdout.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
         assert_eq!(got, argv);
     }
 
