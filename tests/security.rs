@@ -846,3 +846,20 @@ fn state_dir_files_are_not_world_readable() {
     drop(guard);
     assert!(bad.is_empty(), "files with user data readable by others:\n{}", bad.join("\n"));
 }
+
+/// `virtform ssh vm -- ARGS…` quotes each argument for the guest's login
+/// shell: whatever the arguments hold, a POSIX shell hands the remote
+/// program exactly the vector given (here dash, Debian's /bin/sh, stands in
+/// for the guest's shell).
+#[test]
+fn remote_commands_reach_the_guest_as_the_argument_vector_given() {
+    use virtform::host::ssh::remote_command;
+    let hostile = ["a b", "'", "\"", "$HOME", "`id`", "$(reboot)", "\\", "*", "-n", "--", "a'b'c", "\n", "é", "", ";", "|", "&", "~", "#x", "{a,b}"];
+    let argv: Vec<String> = hostile.iter().map(|s| s.to_string()).collect();
+    let script = format!("for a in {}; do printf '%s\\0' \"$a\"; done", remote_command(&argv));
+    let out = std::process::Command::new("/bin/sh").args(["-c", &script]).output().expect("/bin/sh");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut got: Vec<String> = out.stdout.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+    assert_eq!(got.pop().as_deref(), Some(""), "output ends with a NUL");
+    assert_eq!(got, argv);
+}

@@ -366,13 +366,7 @@ mod tests {
         assert_eq!(quote("it's"), "'it'\\''s'");
         assert_eq!(quote("$(reboot)"), "'$(reboot)'");
         assert_eq!(remote_command(&["echo".into(), "a b".into(), ";".into(), "x\ny".into()]), "echo 'a b' ';' 'x\ny'");
-        // What a POSIX shell makes of it is the original vector.
-        let hostile = ["a b", "'", "\"", "$HOME", "`id`", "\\", "*", "-n", "--", "a'b'c", "\n", "é"];
-        let argv: Vec<String> = hostile.iter().map(|s| s.to_string()).collect();
-        let script = format!("for a in {}; do printf '%s\\0' \"$a\"; done", remote_command(&argv));
-        let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
-        let got: Vec<String> = out.stdout.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
-        assert_eq!(got, argv);
+        // What a real shell makes of hostile arguments: tests/security.rs.
     }
 
     #[test]
