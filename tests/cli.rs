@@ -356,3 +356,39 @@ fn cache_list_and_prune_keep_images_in_use() {
     assert_eq!(vf(&["prune"]), format!("Removed {used}: {}\nFreed {}.\n", human_bytes(u), human_bytes(u)));
     assert_eq!(vf(&["list"]), format!("The image cache ({}) is empty.\n", images.display()));
 }
+
+/// `virtform ssh` and `virtform console` refuse what they cannot do with
+/// an error saying why (libvirt's in-process test driver stands in for the
+/// host: it has none of these domains).
+#[test]
+fn ssh_and_console_say_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.vf.hcl"), "virtform { stack = \"clitest\" }\ninstance \"vm\" {\n  kernel = \"/k\"\n}\ninstance \"web\" {\n  kernel = \"/k\"\n}\n").unwrap();
+    let d = dir.path().to_str().unwrap();
+    let s = state.path().to_str().unwrap();
+    let vf = |args: &[&str]| {
+        let mut full = vec!["--connect", "test:///default", "--state-dir", s];
+        full.extend_from_slice(args);
+        let o = run(&full);
+        (o.status.code(), text(&o.stderr), text(&o.stdout))
+    };
+    let cases: [(&[&str], &str); 5] = [
+        (&["ssh", "instance.nope", "-C", d], "there is no instance.nope in the configuration"),
+        (&["ssh", "network.lan", "-C", d], "is not the address of an instance"),
+        (&["ssh", "instance.vm", "-C", d, "--", "true"], "has no `connection` block"),
+        (&["console", "instance.nope", "-C", d], "its instances: instance.vm, instance.web"),
+        (&["console", "instance.vm", "-C", d], "domain clitest-vm does not exist on this host and has no console log"),
+    ];
+    for (args, want) in cases {
+        let (code, err, _) = vf(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // The log of the last boot is shown when the domain is not running.
+    let console = state.path().join("clitest/console");
+    std::fs::create_dir_all(&console).unwrap();
+    std::fs::write(console.join("vm.log"), "boot line 1\nlogin: ").unwrap();
+    let (code, err, out) = vf(&["console", "instance.vm", "-C", d]);
+    assert_eq!((code, out.as_str()), (Some(0), "boot line 1\nlogin: "), "{err}");
+}
