@@ -372,7 +372,8 @@ impl Step for HostStep {
                     if let Some(dir) = path.parent() {
                         disks::ensure_dir(dir).map_err(herr)?;
                     }
-                    std::fs::write(path, b"").map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
                 } else {
                     match std::fs::remove_file(path) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StepError::new(format!("cannot remove {}: {e}", path.display()))),

@@ -16,6 +16,26 @@ use crate::xml::domain::{self, CpuDef, DiskDef, DiskDevice, DomainDef, DomainKin
 
 /// Hex SHA-256 of a value's JSON form, cut to 16 characters. The JSON is
 /// streamed into the hash, not built as a string first.
+/// The DHCP range a nat or isolated network gets by default: the upper
+/// half of its IPv4 subnet (without the broadcast address and the host's
+/// own address); none for a subnet too small to halve.
+pub fn default_dhcp_range(host: crate::model::common::IpCidr) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+    let std::net::IpAddr::V4(h) = host.addr else { return None };
+    if host.prefix > 29 {
+        return None;
+    }
+    let size = 1u32 << (32 - host.prefix);
+    let net = u32::from(h) & !(size - 1);
+    let (mut start, mut end) = (net + size / 2, net + size - 2);
+    let hu = u32::from(h);
+    if hu == start {
+        start += 1;
+    } else if hu == end {
+        end -= 1;
+    }
+    Some((start.into(), end.into()))
+}
+
 pub fn spec_hash<T: serde::Serialize>(v: &T) -> String {
     use sha2::Digest;
     struct HashWriter(sha2::Sha256);
@@ -150,7 +170,17 @@ impl Lowering<'_> {
             mtu: n.mtu,
             address: n.address.and_then(|a| Some((v4(a.addr)?, a.prefix))),
             forward: if n.net_type == NetType::Nat { Forward::Nat } else { Forward::None },
-            dhcp_range: n.dhcp.as_ref().and_then(|d| Some((v4(d.start.0)?, v4(d.end.0)?))),
+            dhcp_range: match &n.dhcp {
+                Some(d) => v4(d.start.0).zip(v4(d.end.0)),
+                // The documented default, the upper half of the subnet, as
+                // soon as a port on the network has no fixed ip (it asks by
+                // DHCP); a network whose ports all have one keeps its
+                // static entries alone, as it always did.
+                None if self.cfg.resources.iter().any(|pr| matches!(&pr.spec, Spec::Port(p) if p.network.0 == addr && p.ip.is_none())) => {
+                    n.address.and_then(default_dhcp_range)
+                }
+                None => None,
+            },
             hosts,
             stp: true,
             delay: 0,
@@ -419,5 +449,16 @@ mod tests {
         // Longer than the writer's 4 KiB buffer.
         let long = DesiredBridge { name: "n".repeat(10_000), ..b };
         assert_eq!(spec_hash(&long), old(&long));
+    }
+
+    #[test]
+    fn default_dhcp_range_is_the_upper_half_without_the_host() {
+        let r = |c: &str| default_dhcp_range(crate::model::common::IpCidr::parse(c).unwrap()).map(|(a, b)| format!("{a}-{b}"));
+        assert_eq!(r("10.97.0.1/24").as_deref(), Some("10.97.0.128-10.97.0.254"));
+        assert_eq!(r("10.97.0.254/24").as_deref(), Some("10.97.0.128-10.97.0.253"));
+        assert_eq!(r("10.97.0.128/24").as_deref(), Some("10.97.0.129-10.97.0.254"));
+        assert_eq!(r("172.16.0.1/16").as_deref(), Some("172.16.128.0-172.16.255.254"));
+        assert_eq!(r("10.0.0.1/29").as_deref(), Some("10.0.0.4-10.0.0.6"));
+        assert_eq!(r("10.0.0.1/30"), None);
     }
 }
