@@ -204,6 +204,11 @@ impl Step for HostStep {
             }
             Op::Define { name, def, console_dir, keep } => {
                 disks::ensure_dir(console_dir).map_err(herr)?;
+                // libvirt copies the UEFI variable store from its template
+                // into this directory at the first start (0600, as qemu's user).
+                if let Some(dir) = def.loader.as_ref().and_then(|l| Path::new(&l.nvram).parent()) {
+                    disks::ensure_dir(dir).map_err(herr)?;
+                }
                 let mut def = (**def).clone();
                 if let Some(current) = env.libvirt.domain(name).map_err(herr)?.and_then(|d| d.observed) {
                     // An existing domain keeps its UUID: libvirt refuses to
@@ -511,7 +516,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
             (None, Some(Spec::Instance(i))) => i.domain_name().to_string(),
             _ => continue,
         };
-        let logs = console_logs(&env.state_dir, &cfg.stack, &c.address);
+        let logs = instance_files(&env.state_dir, &cfg.stack, &c.address);
         let id = b.step(&c.address, Op::Remove { name, logs });
         b.removed.insert(c.address.clone(), id);
         instance_removals.push(id);
@@ -984,13 +989,16 @@ fn bridge_update_ops(want: &DesiredBridge, alias: &str, old_addrs: Option<Vec<St
 }
 
 
-/// The console log (and the previous boot's) and the cloud-init seeds of an
-/// instance address: the files removed with it.
-fn console_logs(state_dir: &Path, stack: &str, address: &str) -> Vec<PathBuf> {
+/// The console log (and the previous boot's), the UEFI variable store and
+/// the cloud-init seeds of an instance address: the files removed with it
+/// (before the domain is undefined: libvirt refuses to undefine a domain
+/// whose variable store exists unless told to remove it, and the test
+/// driver refuses that flag).
+fn instance_files(state_dir: &Path, stack: &str, address: &str) -> Vec<PathBuf> {
     let Some(addr) = crate::model::Address::parse(address) else { return Vec::new() };
     let log = crate::model::instance::console_log_path(state_dir, stack, &addr);
     let previous = log.with_extension("log.1");
-    let mut files = vec![log, previous];
+    let mut files = vec![log, previous, crate::model::instance::nvram_path(state_dir, stack, &addr)];
     let prefix = format!("{}-", addr.file_stem());
     if let Ok(rd) = std::fs::read_dir(state_dir.join(stack).join("seeds")) {
         for e in rd.flatten() {
@@ -1019,14 +1027,14 @@ fn remove_stale_seeds(path: &Path) {
 
 /// After a complete destroy: removes the stack's now-empty directories and its lock.
 ///
-/// Console logs and seeds belong to the stack's instances only; after a
+/// Console logs, seeds and UEFI variable stores belong to the stack's instances only; after a
 /// complete destroy every one left is a leftover of an interrupted removal
 /// (the domain was undefined, the process killed before its files went), so
 /// they go too. Disks and volumes are objects the plan lists: an unexpected
 /// one keeps its directory.
 pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
     let dir = state_dir.join(stack);
-    for (sub, suffixes) in [("console", &[".log", ".log.1"][..]), ("seeds", &[".iso", ".iso.part"][..])] {
+    for (sub, suffixes) in [("console", &[".log", ".log.1"][..]), ("seeds", &[".iso", ".iso.part"][..]), ("nvram", &["_VARS.fd"][..])] {
         if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
@@ -1036,7 +1044,7 @@ pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
             }
         }
     }
-    for sub in ["disks", "volumes", "console", "seeds"] {
+    for sub in ["disks", "volumes", "console", "seeds", "nvram"] {
         let _ = std::fs::remove_dir(dir.join(sub));
     }
     let _ = std::fs::remove_file(dir.join(".lock"));
