@@ -427,15 +427,20 @@ impl VfStack {
     }
 
     pub fn vf(&self, args: &[&str]) -> Out {
-        self.vf_dir(args, false)
+        self.vf_dir(args, false, Duration::from_secs(300))
+    }
+
+    /// [`vf`](Self::vf) with another limit than 300 s (real images under TCG on a busy host).
+    pub fn vf_within(&self, args: &[&str], limit: Duration) -> Out {
+        self.vf_dir(args, false, limit)
     }
 
     /// `virtform output` takes the configuration directory as `-C DIR`.
     pub fn output(&self, args: &[&str]) -> Out {
-        self.vf_dir(args, true)
+        self.vf_dir(args, true, Duration::from_secs(300))
     }
 
-    fn vf_dir(&self, args: &[&str], dash_c: bool) -> Out {
+    fn vf_dir(&self, args: &[&str], dash_c: bool, limit: Duration) -> Out {
         let mut argv: Vec<String> = vec![
             "--no-color".into(),
             "--state-dir".into(),
@@ -457,7 +462,7 @@ impl VfStack {
                 cmd.env_remove(k);
             }
         }
-        Running::spawn(cmd, format!("virtform {}", argv.join(" "))).wait(Duration::from_secs(300))
+        Running::spawn(cmd, format!("virtform {}", argv.join(" "))).wait(limit)
     }
 
     pub fn apply(&self) -> Out {
@@ -485,7 +490,10 @@ impl Drop for VfStack {
         for l in &leaks {
             if let Some(d) = l.strip_prefix("domain ") {
                 let _ = virsh(&["destroy", d]);
-                let _ = virsh(&["undefine", d]);
+                // An EFI domain's variable store must go with it (libvirt refuses otherwise).
+                if !virsh(&["undefine", "--nvram", d]).ok() {
+                    let _ = virsh(&["undefine", d]);
+                }
             } else if let Some(n) = l.strip_prefix("libvirt network ") {
                 let _ = virsh(&["net-destroy", n]);
                 let _ = virsh(&["net-undefine", n]);
