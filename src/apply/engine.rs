@@ -1050,3 +1050,23 @@ pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
     let _ = std::fs::remove_file(dir.join(".lock"));
     let _ = std::fs::remove_dir(&dir);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An instance's removal takes its UEFI variable store with its logs
+    /// (before the undefine), and a complete destroy removes a leftover one
+    /// and the directory.
+    #[test]
+    fn nvram_goes_with_the_instance_and_the_stack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = instance_files(tmp.path(), "st", "instance.vm[\"a\"]");
+        assert!(files.contains(&tmp.path().join("st/nvram/vm@a_VARS.fd")), "{files:?}");
+        let nvram = tmp.path().join("st/nvram");
+        std::fs::create_dir_all(&nvram).unwrap();
+        std::fs::write(nvram.join("old_VARS.fd"), b"vars").unwrap();
+        remove_stack_dir(tmp.path(), "st");
+        assert!(!tmp.path().join("st").exists());
+    }
+}
