@@ -153,7 +153,7 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
     no_key_material("plan", &plan.all());
 
     let t0 = Instant::now();
-    let out = s.vf_long(&["apply", "--auto-approve"], Duration::from_secs(1200));
+    let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(1200));
     assert!(out.ok() && out.stdout.contains("Apply complete"), "apply failed:\n{}", out.show());
     eprintln!("[e2e] cloud: apply to SSH and cloud-init done (2 guests, BIOS + UEFI, TCG): {:.1}s", t0.elapsed().as_secs_f64());
     no_key_material("apply", &out.all());
@@ -242,7 +242,7 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
     let efi = format!("{}-vm-efi", s.stack);
     virsh(&["destroy", &efi]).must();
     s.write(&config(&key, lan, nat, "nobody", "20s", "1G"));
-    let failed = s.vf_long(&["apply", "--auto-approve"], Duration::from_secs(600));
+    let failed = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(600));
     assert!(!failed.ok(), "an SSH wait as the wrong user passed:\n{}", failed.show());
     let text = failed.all();
     assert!(text.contains(&efi) && text.contains("no SSH login within 20s") && text.contains(&format!("nobody@10.151.{lan}.11")), "{}", failed.show());
@@ -253,7 +253,7 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
     let block = plan_block(&plan.stdout, "instance.vm[\"efi\"]").unwrap_or_default().to_string();
     assert!(block.contains("readiness") && !block.contains("restart") && !block.contains("replace"), "{}", plan.show());
     assert!(plan_block(&plan.stdout, "instance.vm[\"bios\"]").is_none(), "{}", plan.show());
-    let again = s.vf_long(&["apply", "--auto-approve"], Duration::from_secs(900));
+    let again = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(900));
     assert!(again.ok() && again.all().contains("wait for an SSH login as debian"), "{}", again.show());
     assert_eq!(virsh(&["domid", &efi]).must().stdout, domid, "the re-wait restarted the guest");
     s.assert_plan_empty("after the re-wait");
@@ -261,11 +261,11 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
     // A restart (memory) and the destroy shut down gracefully, well inside the 60 s timeout.
     s.write(&config(&key, lan, nat, "debian", "900s", "1152M"));
     let t = Instant::now();
-    let restart = s.vf_long(&["apply", "--auto-approve", "--target", bios], Duration::from_secs(900));
+    let restart = s.vf_within(&["apply", "--auto-approve", "--target", bios], Duration::from_secs(900));
     assert!(restart.ok() && !restart.all().contains("forced off"), "{}", restart.show());
     eprintln!("[e2e] cloud: restart of the BIOS guest to SSH again: {:.1}s", t.elapsed().as_secs_f64());
     let t = Instant::now();
-    let destroy = s.vf_long(&["destroy", "--auto-approve"], Duration::from_secs(300));
+    let destroy = s.vf_within(&["destroy", "--auto-approve"], Duration::from_secs(300));
     // Graceful: the engine warns when a guest had to be forced off.
     assert!(destroy.ok() && !destroy.all().contains("forced off"), "{}", destroy.show());
     eprintln!("[e2e] cloud: destroy of 2 running real guests: {:.1}s", t.elapsed().as_secs_f64());

@@ -202,6 +202,7 @@ fn guest_def(name: &str, assets: &Path, root: &Path, log: &Path, kind: DomainKin
         cpu: None,
         machine: "pc".into(),
         firmware: Firmware::Bios,
+        loader: None,
         kernel: Some(assets.join("vmlinuz").to_string_lossy().into_owned()),
         initrd: Some(assets.join("initrd.gz").to_string_lossy().into_owned()),
         cmdline: Some("console=ttyS0 vf.hostname=vflv".into()),

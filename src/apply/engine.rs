@@ -321,6 +321,11 @@ impl Step for HostStep {
             }
             Op::Define { name, def, console_dir, keep } => {
                 disks::ensure_dir(console_dir).map_err(herr)?;
+                // libvirt copies the UEFI variable store from its template
+                // into this directory at the first start (0600, as qemu's user).
+                if let Some(dir) = def.loader.as_ref().and_then(|l| Path::new(&l.nvram).parent()) {
+                    disks::ensure_dir(dir).map_err(herr)?;
+                }
                 let mut def = (**def).clone();
                 if let Some(current) = env.libvirt.domain(name).map_err(herr)?.and_then(|d| d.observed) {
                     // An existing domain keeps its UUID: libvirt refuses to
@@ -683,7 +688,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
             (None, Some(Spec::Instance(i))) => i.domain_name().to_string(),
             _ => continue,
         };
-        let logs = console_logs(&env.state_dir, &cfg.stack, &c.address);
+        let logs = instance_files(&env.state_dir, &cfg.stack, &c.address);
         let stem = crate::model::Address::parse(&c.address).map(|a| a.file_stem()).unwrap_or_default();
         let id = b.step(&c.address, Op::Remove { name, logs, ssh: crate::host::ssh::SshDir::of(&env.state_dir, &cfg.stack), stem });
         b.removed.insert(c.address.clone(), id);
@@ -1203,13 +1208,16 @@ fn bridge_update_ops(want: &DesiredBridge, alias: &str, old_addrs: Option<Vec<St
 }
 
 
-/// The console log (and the previous boot's) and the cloud-init seeds of an
-/// instance address: the files removed with it.
-fn console_logs(state_dir: &Path, stack: &str, address: &str) -> Vec<PathBuf> {
+/// The console log (and the previous boot's), the UEFI variable store and
+/// the cloud-init seeds of an instance address: the files removed with it
+/// (before the domain is undefined: libvirt refuses to undefine a domain
+/// whose variable store exists unless told to remove it, and the test
+/// driver refuses that flag).
+fn instance_files(state_dir: &Path, stack: &str, address: &str) -> Vec<PathBuf> {
     let Some(addr) = crate::model::Address::parse(address) else { return Vec::new() };
     let log = crate::model::instance::console_log_path(state_dir, stack, &addr);
     let previous = log.with_extension("log.1");
-    let mut files = vec![log, previous, crate::observe::pending_wait_path(state_dir, stack, &addr)];
+    let mut files = vec![log, previous, crate::observe::pending_wait_path(state_dir, stack, &addr), crate::model::instance::nvram_path(state_dir, stack, &addr)];
     let prefix = format!("{}-", addr.file_stem());
     if let Ok(rd) = std::fs::read_dir(state_dir.join(stack).join("seeds")) {
         for e in rd.flatten() {
@@ -1238,14 +1246,14 @@ fn remove_stale_seeds(path: &Path) {
 
 /// After a complete destroy: removes the stack's now-empty directories and its lock.
 ///
-/// Console logs and seeds belong to the stack's instances only; after a
+/// Console logs, seeds and UEFI variable stores belong to the stack's instances only; after a
 /// complete destroy every one left is a leftover of an interrupted removal
 /// (the domain was undefined, the process killed before its files went), so
 /// they go too. Disks and volumes are objects the plan lists: an unexpected
 /// one keeps its directory.
 pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
     let dir = state_dir.join(stack);
-    for (sub, suffixes) in [("console", &[".log", ".log.1"][..]), ("seeds", &[".iso", ".iso.part"][..]), ("waits", &[""][..])] {
+    for (sub, suffixes) in [("console", &[".log", ".log.1"][..]), ("seeds", &[".iso", ".iso.part"][..]), ("waits", &[""][..]), ("nvram", &["_VARS.fd"][..])] {
         if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
@@ -1255,7 +1263,7 @@ pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
             }
         }
     }
-    for sub in ["disks", "volumes", "console", "seeds", "waits"] {
+    for sub in ["disks", "volumes", "console", "seeds", "waits", "nvram"] {
         let _ = std::fs::remove_dir(dir.join(sub));
     }
     // Host keys and known_hosts belong to the instances, all gone now.
@@ -1355,5 +1363,20 @@ mod tests {
         assert!(e.contains("\"error\"") && e.contains("KeyError('content')"), "{e}");
         assert_eq!(cloud_init_status("status: degraded done\nerrors: []\nrecoverable_errors:\nWARNING: x\n"), Ok(true));
         assert!(cloud_init_status("status: disabled\n").is_err());
+    }
+
+    /// An instance's removal takes its UEFI variable store with its logs
+    /// (before the undefine), and a complete destroy removes a leftover one
+    /// and the directory.
+    #[test]
+    fn nvram_goes_with_the_instance_and_the_stack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = instance_files(tmp.path(), "st", "instance.vm[\"a\"]");
+        assert!(files.contains(&tmp.path().join("st/nvram/vm@a_VARS.fd")), "{files:?}");
+        let nvram = tmp.path().join("st/nvram");
+        std::fs::create_dir_all(&nvram).unwrap();
+        std::fs::write(nvram.join("old_VARS.fd"), b"vars").unwrap();
+        remove_stack_dir(tmp.path(), "st");
+        assert!(!tmp.path().join("st").exists());
     }
 }

@@ -1393,6 +1393,7 @@ mod tests {
             cpu: None,
             machine: "pc".into(),
             firmware: Firmware::Bios,
+            loader: None,
             kernel: Some("/nonexistent/vmlinuz".into()),
             initrd: None,
             cmdline: Some("console=ttyS0".into()),

@@ -155,9 +155,12 @@ pub struct Instance {
     pub cpu: Option<Cpu>,
     /// Machine type (default "pc").
     pub machine: Option<String>,
-    /// `bios` (default) or `efi`.
+    /// `bios` (default) or `efi` (OVMF from the Debian package `ovmf`; each instance gets its own UEFI variable store under the state dir, removed with it).
     #[serde(default)]
     pub firmware: Firmware,
+    /// UEFI Secure Boot with Microsoft's and the distribution's keys enrolled (default false). Needs `firmware = "efi"` and `machine = "q35"` (Secure Boot needs SMM, which QEMU offers on q35 only).
+    #[serde(default)]
+    pub secure_boot: bool,
     /// `auto` (default: kvm when usable, else qemu), `kvm` or `qemu`.
     #[serde(default)]
     pub domain_type: DomainType,
@@ -210,6 +213,12 @@ fn reachable_port(r: &ResourceRef, ctx: &Ctx<'_>) -> bool {
     p.ip.is_some() && (n.address.is_some() || n.existing.as_ref().is_some_and(|e| !e.read))
 }
 
+/// An EFI instance's own UEFI variable store: `<state_dir>/<stack>/nvram/<name>[@key]_VARS.fd`
+/// (libvirt copies it from the firmware's template on first start, 0600; removed with the instance).
+pub fn nvram_path(state_dir: &std::path::Path, stack: &str, addr: &Address) -> std::path::PathBuf {
+    state_dir.join(stack).join("nvram").join(format!("{}_VARS.fd", addr.file_stem()))
+}
+
 fn one() -> u32 {
     1
 }
@@ -255,6 +264,17 @@ impl Instance {
             && (m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))) {
                 errs.push(FieldError::new("machine", format!("\"{m}\" is not a machine type")).label("e.g. \"pc\" or \"q35\""));
             }
+        if self.secure_boot {
+            if self.firmware != Firmware::Efi {
+                errs.push(FieldError::new("secure_boot", "`secure_boot` needs firmware = \"efi\"").label("Secure Boot is a UEFI feature: set firmware = \"efi\", or remove secure_boot"));
+            } else if !self.machine.as_deref().is_some_and(|m| m == "q35" || m.starts_with("pc-q35-")) {
+                let now = match &self.machine {
+                    Some(m) => format!("machine is \"{m}\""),
+                    None => "machine defaults to \"pc\"".to_string(),
+                };
+                errs.push(FieldError::new("secure_boot", format!("`secure_boot` needs machine = \"q35\" ({now})")).label("Secure Boot needs SMM, which QEMU offers only on the q35 machine: set machine = \"q35\""));
+            }
+        }
         for (field, refs, kind) in [("disks", &self.disks, Kind::Disk), ("ports", &self.ports, Kind::Port), ("volumes", &self.volumes, Kind::Volume)] {
             for (i, r) in refs.iter().enumerate() {
                 let path = format!("{field}[{i}]");

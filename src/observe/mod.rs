@@ -67,6 +67,9 @@ pub struct Observed {
     /// never finished (`<state>/<stack>/waits/<stem>`: a wait timed out, or
     /// the apply was killed): the next plan waits for them again.
     pub pending_waits: std::collections::BTreeSet<String>,
+    /// The UEFI firmware files present on the host, of those an EFI
+    /// instance may name ([`OVMF_FILES`](crate::xml::domain::OVMF_FILES)).
+    pub firmware: std::collections::BTreeSet<String>,
 }
 
 impl Observed {
@@ -128,8 +131,17 @@ impl Observed {
         for a in &self.pending_waits {
             h.update(format!("pending wait {a}\n").as_bytes());
         }
+        for f in &self.firmware {
+            h.update(format!("firmware {f}\n").as_bytes());
+        }
         crate::model::common::hex(&h.finalize())
     }
+}
+
+/// The UEFI firmware files of [`OVMF_FILES`](crate::xml::domain::OVMF_FILES)
+/// that exist (regular files, or symlinks to them). A few `stat` calls.
+pub fn firmware_files() -> std::collections::BTreeSet<String> {
+    crate::xml::domain::OVMF_FILES.iter().filter(|f| std::path::Path::new(f).is_file()).map(|f| f.to_string()).collect()
 }
 
 /// Files by path, and hashes of image sources by source path.
@@ -216,7 +228,7 @@ pub fn observe_host(
         let domains = libvirt.domains();
         (joined(networks, "libvirt networks"), joined(ovs_state, "Open vSwitch"), joined(link_list, "links"), domains)
     });
-    let mut o = Observed::default();
+    let mut o = Observed { firmware: firmware_files(), ..Default::default() };
     for n in networks? {
         o.networks.insert(n.name.clone(), ActualNetwork { name: n.name, uuid: n.uuid, active: n.active, autostart: n.autostart, def: n.observed });
     }

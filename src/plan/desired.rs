@@ -333,6 +333,8 @@ impl Lowering<'_> {
             cpu: inst.cpu.as_ref().map(|c| CpuDef { mode: c.mode, model: c.model.clone() }),
             machine,
             firmware: inst.firmware,
+            loader: (inst.firmware == crate::model::instance::Firmware::Efi)
+                .then(|| domain::LoaderDef::ovmf(inst.secure_boot, crate::model::instance::nvram_path(self.state_dir, &self.cfg.stack, &r.address).to_string_lossy().into_owned())),
             kernel: inst.kernel.clone(),
             initrd: inst.initrd.clone(),
             cmdline: inst.cmdline.clone(),

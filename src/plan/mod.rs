@@ -676,6 +676,10 @@ impl Planner<'_> {
         let Some((want, desired)) = self.domains.remove(&addr).or_else(|| desired_domain(&self.lowering(), r)) else {
             return ResourceChange::new(addr, Kind::Instance, Action::NoOp);
         };
+        if !self.firmware_present(r, inst) {
+            // Nothing is planned for it: apply refuses the plan anyway.
+            return ResourceChange::new(addr, Kind::Instance, Action::NoOp);
+        }
         let seed = self.lowering().seed(r);
         if let Some((_, input)) = &seed
             && let Err(e) = crate::seed::seed_files(input)
@@ -819,6 +823,32 @@ impl Planner<'_> {
         rc
     }
 
+    /// Whether the UEFI firmware files an EFI instance names are on the
+    /// host (a fact observe read); if not, a plan error located at the
+    /// instance's `secure_boot` (or `firmware`) attribute naming the files
+    /// and the package. Apply would fail at the domain's start otherwise,
+    /// after everything else was built.
+    fn firmware_present(&mut self, r: &Resource, inst: &crate::model::instance::Instance) -> bool {
+        if inst.firmware != crate::model::instance::Firmware::Efi {
+            return true;
+        }
+        let (code, vars) = crate::xml::domain::ovmf_files(inst.secure_boot);
+        let missing: Vec<&str> = [code, vars].into_iter().filter(|f| !self.obs.firmware.contains(*f)).collect();
+        if missing.is_empty() {
+            return true;
+        }
+        let (attr, what) = if inst.secure_boot { ("secure_boot", "secure_boot = true needs the Secure Boot UEFI firmware") } else { ("firmware", "firmware = \"efi\" needs the UEFI firmware") };
+        let files = missing.join(" and ");
+        let missing_n = missing.len();
+        let d = crate::config::diag::Diagnostic::error(format!("{}: {what} {files}, which this host does not have", r.address))
+            .at_opt(r.span_of(attr))
+            .label(if missing_n == 1 { "this file is missing" } else { "these files are missing" })
+            .help(format!("install OVMF: apt-get install {} (scripts/host-setup does)", crate::xml::domain::OVMF_PACKAGE));
+        let text = d.render(&self.cfg.sources, false);
+        self.out.errors.push(text.strip_prefix("error: ").unwrap_or(&text).trim_end().to_string());
+        false
+    }
+
     /// Objects of this stack that the configuration no longer declares.
     fn orphans(&mut self) {
         let declared: BTreeSet<String> = if self.opts.destroy { BTreeSet::new() } else { self.cfg.resources.iter().map(|r| r.address.to_string()).collect() };
@@ -923,7 +953,9 @@ fn created_attrs(r: &Resource) -> Vec<AttrChange> {
 /// (detached and attached live, and in the persistent config).
 fn field_landing(field: &str, want: &crate::xml::domain::DomainDef, have: &crate::xml::domain::ObservedDomain, volumes_dir: &std::path::Path) -> Landing {
     match field {
-        "name" | "uuid" | "domain_type" | "arch" | "machine" | "firmware" => Landing::Replace,
+        // A new firmware or variable store is a new machine (its NVRAM
+        // holds the boot entries and keys the old firmware wrote).
+        "name" | "uuid" | "domain_type" | "arch" | "machine" | "firmware" | "loader" | "nvram" => Landing::Replace,
         f if f.starts_with("nic:") => Landing::Live,
         f if f.starts_with("disk:") => {
             let target = &f["disk:".len()..];
@@ -956,6 +988,33 @@ fn field_values(field: &str, have: &crate::xml::domain::ObservedDomain, want: &c
         "initrd" => (have.initrd.clone(), want.initrd.clone()),
         "name" => (Some(have.name.clone()), Some(want.name.clone())),
         "machine" => (Some(have.machine.clone()), Some(want.machine.clone())),
+        "features" => (Some(have.features.join(", ")), Some(want.features.join(", "))),
+        "firmware" => {
+            let fw = |d: &crate::xml::domain::ObservedDomain| match d.firmware {
+                crate::model::instance::Firmware::Bios => "bios".to_string(),
+                crate::model::instance::Firmware::Efi => "efi".to_string(),
+            };
+            (Some(fw(have)), Some(fw(want)))
+        }
+        "loader" => {
+            let l = |d: &crate::xml::domain::ObservedDomain| {
+                Some(match &d.loader {
+                    None => "(none)".to_string(),
+                    Some(l) if l.secure => format!("{} (secure boot)", l.path),
+                    Some(l) => l.path.clone(),
+                })
+            };
+            (l(have), l(want))
+        }
+        "nvram" => {
+            let n = |d: &crate::xml::domain::ObservedDomain| {
+                Some(match &d.nvram {
+                    None => "(none)".to_string(),
+                    Some(n) => format!("{} (from {})", n.path.as_deref().unwrap_or("(libvirt's default)"), n.template.as_deref().unwrap_or("(libvirt's default)")),
+                })
+            };
+            (n(have), n(want))
+        }
         f if f.starts_with("disk:") => {
             let t = &f["disk:".len()..];
             let find = |d: &crate::xml::domain::ObservedDomain| d.disks.iter().find(|x| x.target == t).and_then(|x| x.path.clone());
@@ -989,3 +1048,6 @@ mod tests_data;
 
 #[cfg(test)]
 mod tests_import;
+
+#[cfg(test)]
+mod tests_firmware;

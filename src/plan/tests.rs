@@ -72,7 +72,7 @@ pub(super) fn unmarked_bridge(name: &str, addrs: &[&str], forward_delay_cs: u32)
 }
 
 /// The host exactly as an apply of `cfg` would leave it.
-fn converged(cfg: &Configuration) -> Observed {
+pub(super) fn converged(cfg: &Configuration) -> Observed {
     let mut o = Observed::default();
     let lowering = lowering(cfg);
     for r in &cfg.resources {

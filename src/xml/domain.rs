@@ -61,6 +61,52 @@ pub fn q35_root_ports(d: &DomainDef) -> usize {
     d.disks.iter().filter(|x| x.bus == Bus::Virtio).count() + d.nics.len() + 4 + Q35_HOTPLUG_SPARE_PORTS
 }
 
+/// The UEFI firmware (Debian's `ovmf` package): code without Secure Boot
+/// and without SMM, for any machine.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// The empty UEFI variable store template that goes with [`OVMF_CODE`].
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// The Secure Boot firmware: needs SMM (q35), refuses to run without it.
+pub const OVMF_CODE_SECURE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// The variable store template with the distribution's PK and Microsoft's
+/// KEK/db enrolled and Secure Boot enabled (what Debian's firmware
+/// descriptor `40-edk2-x86_64-secure-enrolled.json` pairs with the code).
+pub const OVMF_VARS_SECURE: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+/// The Debian package that ships the OVMF files.
+pub const OVMF_PACKAGE: &str = "ovmf";
+
+/// The firmware files (code, variable store template) an EFI domain uses.
+pub fn ovmf_files(secure_boot: bool) -> (&'static str, &'static str) {
+    if secure_boot { (OVMF_CODE_SECURE, OVMF_VARS_SECURE) } else { (OVMF_CODE, OVMF_VARS) }
+}
+
+/// Every firmware file virtform may name (what observe checks for).
+pub const OVMF_FILES: [&str; 4] = [OVMF_CODE, OVMF_VARS, OVMF_CODE_SECURE, OVMF_VARS_SECURE];
+
+/// An explicit UEFI firmware: `<loader readonly='yes' type='pflash'>` and
+/// the domain's own variable store `<nvram template=…>`, which libvirt
+/// copies from the template when the domain starts and the file is missing
+/// (and removes with `VIR_DOMAIN_UNDEFINE_NVRAM`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoaderDef {
+    /// The read-only firmware code (`OVMF_CODE*.fd`).
+    pub code: String,
+    /// The variable store template (`OVMF_VARS*.fd`).
+    pub vars_template: String,
+    /// This domain's variable store (under the state dir).
+    pub nvram: String,
+    /// Secure Boot: `<loader secure='yes'>` and `<smm state='on'/>` (q35 only).
+    pub secure: bool,
+}
+
+impl LoaderDef {
+    /// OVMF as Debian ships it ([`ovmf_files`]), with the domain's variable store at `nvram`.
+    pub fn ovmf(secure_boot: bool, nvram: String) -> LoaderDef {
+        let (code, vars) = ovmf_files(secure_boot);
+        LoaderDef { code: code.into(), vars_template: vars.into(), nvram, secure: secure_boot }
+    }
+}
+
 /// `<domain type=…>`: `kvm` (hardware virtualization) or `qemu` (TCG).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -129,6 +175,11 @@ pub struct DomainDef {
     /// `pc`, `q35` or a versioned machine type.
     pub machine: String,
     pub firmware: Firmware,
+    /// The explicit UEFI firmware of an EFI domain (None: BIOS, or an EFI
+    /// domain left to libvirt's firmware autoselection). Left out of the
+    /// spec hash when None, so BIOS domains keep the hashes they had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loader: Option<LoaderDef>,
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub cmdline: Option<String>,
@@ -326,16 +377,27 @@ pub fn domain_xml(d: &DomainDef) -> String {
     w.text("currentMemory", &[("unit", "KiB")], &mem);
     w.text("vcpu", &[], &d.vcpus.to_string());
 
-    let efi = d.firmware == Firmware::Efi;
-    w.start("os", if efi { &[("firmware", "efi")] } else { &[] });
+    // EFI with an explicit loader (what virtform's lowering always gives):
+    // libvirt stores the paths as written, so the inactive XML reads back
+    // unchanged; autoselection (`<os firmware='efi'>`) only for a
+    // definition without one.
+    let loader = d.loader.as_ref().filter(|_| d.firmware == Firmware::Efi);
+    let autoselect = d.firmware == Firmware::Efi && loader.is_none();
+    w.start("os", if autoselect { &[("firmware", "efi")] } else { &[] });
     w.text("type", &[("arch", "x86_64"), ("machine", &d.machine)], "hvm");
-    if efi {
-        // Firmware autoselection without secure boot: secure boot needs SMM and
-        // q35, and enrolled keys would refuse unsigned test kernels.
+    if autoselect {
         w.start("firmware", &[]);
         w.empty("feature", &[("enabled", "no"), ("name", "enrolled-keys")]);
         w.empty("feature", &[("enabled", "no"), ("name", "secure-boot")]);
         w.end("firmware");
+    }
+    if let Some(l) = loader {
+        if l.secure {
+            w.text("loader", &[("readonly", "yes"), ("secure", "yes"), ("type", "pflash")], &l.code);
+        } else {
+            w.text("loader", &[("readonly", "yes"), ("type", "pflash")], &l.code);
+        }
+        w.text("nvram", &[("template", &l.vars_template)], &l.nvram);
     }
     for (tag, v) in [("kernel", &d.kernel), ("initrd", &d.initrd), ("cmdline", &d.cmdline)] {
         if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
@@ -352,6 +414,10 @@ pub fn domain_xml(d: &DomainDef) -> String {
     w.start("features", &[]);
     w.empty("acpi", &[]);
     w.empty("apic", &[]);
+    if loader.is_some_and(|l| l.secure) {
+        // Secure Boot firmware refuses to run without SMM (q35 only).
+        w.empty("smm", &[("state", "on")]);
+    }
     w.end("features");
 
     if let Some(cpu) = &d.cpu {
@@ -547,6 +613,10 @@ pub struct ObservedDomain {
     /// Exactly as stored (`pc-i440fx-7.2`); see [`machine_family`], [`machines_match`].
     pub machine: String,
     pub firmware: Firmware,
+    /// `<os><loader>`, when given.
+    pub loader: Option<ObservedLoader>,
+    /// `<os><nvram>`, when given.
+    pub nvram: Option<ObservedNvram>,
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub cmdline: Option<String>,
@@ -564,6 +634,23 @@ pub struct ObservedDomain {
     pub console_log: Option<String>,
     pub graphics: Vec<ObservedGraphics>,
     pub marker: Option<Marker>,
+}
+
+/// `<loader readonly=… secure=… type=…>PATH</loader>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedLoader {
+    pub path: String,
+    pub readonly: bool,
+    pub secure: bool,
+    /// `pflash` or `rom`.
+    pub kind: Option<String>,
+}
+
+/// `<nvram template=…>PATH</nvram>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedNvram {
+    pub path: Option<String>,
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -661,10 +748,22 @@ pub fn parse_domain(xml: &str) -> Result<ObservedDomain, XmlError> {
     };
     let text_of = |tag: &str| os.child(tag).and_then(Elem::text_opt);
     let (kernel, initrd, cmdline) = (text_of("kernel"), text_of("initrd"), text_of("cmdline"));
+    let loader = os.child("loader").map(|l| ObservedLoader {
+        path: l.text().trim().to_string(),
+        readonly: l.attr("readonly") == Some("yes"),
+        secure: l.attr("secure") == Some("yes"),
+        kind: l.attr("type").map(str::to_string),
+    });
+    let nvram = os.child("nvram").map(|n| ObservedNvram { path: n.text_opt().map(|p| p.trim().to_string()), template: n.attr("template").map(str::to_string) });
     let mut boot_devs: Vec<String> = os.children("boot").filter_map(|b| b.attr("dev")).map(str::to_string).collect();
 
     let mut features: Vec<String> = match root.child("features") {
-        Some(f) => f.elements().filter(|c| c.ns().is_none() && MANAGED_FEATURES.contains(&c.name())).map(|c| c.name().to_string()).collect(),
+        Some(f) => f
+            .elements()
+            // `<smm state='off'/>` is the absence of SMM.
+            .filter(|c| c.ns().is_none() && MANAGED_FEATURES.contains(&c.name()) && !(c.name() == "smm" && c.attr("state") == Some("off")))
+            .map(|c| c.name().to_string())
+            .collect(),
         None => Vec::new(),
     };
     features.sort();
@@ -720,6 +819,8 @@ pub fn parse_domain(xml: &str) -> Result<ObservedDomain, XmlError> {
         arch,
         machine,
         firmware,
+        loader,
+        nvram,
         kernel,
         initrd,
         cmdline,
@@ -747,8 +848,8 @@ const NOT_READ: &[&str] = &[
     "numatune", "memtune", "blkiotune", "resource", "iothreads",
 ];
 
-/// Features virtform writes and therefore compares.
-const MANAGED_FEATURES: [&str; 2] = ["acpi", "apic"];
+/// Features virtform writes and therefore compares (`smm` for Secure Boot).
+const MANAGED_FEATURES: [&str; 3] = ["acpi", "apic", "smm"];
 
 fn memory(e: Elem<'_>) -> Result<u64, XmlError> {
     let n: u64 = e.text_parse("a whole number")?;
@@ -832,12 +933,14 @@ impl ObservedDomain {
             arch: Some("x86_64".to_string()),
             machine: xml_safe(&d.machine),
             firmware: d.firmware,
+            loader: d.loader.as_ref().filter(|_| d.firmware == Firmware::Efi).map(|l| ObservedLoader { path: xml_safe(l.code.trim()), readonly: true, secure: l.secure, kind: Some("pflash".into()) }),
+            nvram: d.loader.as_ref().filter(|_| d.firmware == Firmware::Efi).map(|l| ObservedNvram { path: non_empty(Some(l.nvram.trim())), template: Some(xml_safe(&l.vars_template)) }),
             kernel: non_empty(d.kernel.as_deref()),
             initrd: non_empty(d.initrd.as_deref()),
             cmdline: non_empty(d.cmdline.as_deref()),
             // libvirt adds <boot dev='hd'/> whenever no device has a boot order.
             boot_devs: if d.disks.iter().all(|x| x.boot_order.is_none()) { vec!["hd".to_string()] } else { Vec::new() },
-            features: MANAGED_FEATURES.iter().map(|s| s.to_string()).collect(),
+            features: ["acpi", "apic"].into_iter().chain(d.loader.as_ref().filter(|l| l.secure && d.firmware == Firmware::Efi).map(|_| "smm")).map(str::to_string).collect(),
             clock_offset: "utc".into(),
             on_poweroff: "destroy".into(),
             on_reboot: "restart".into(),
@@ -944,6 +1047,23 @@ impl ObservedDomain {
         os_attrs.push(("firmware", fw));
         os_attrs.push(("machine", n.machine.as_str()));
         w.start("os", &os_attrs);
+        if let Some(l) = &n.loader {
+            let mut a = vec![("path", l.path.as_str()), ("readonly", if l.readonly { "yes" } else { "no" }), ("secure", if l.secure { "yes" } else { "no" })];
+            if let Some(k) = &l.kind {
+                a.push(("type", k));
+            }
+            w.empty("loader", &a);
+        }
+        if let Some(nv) = &n.nvram {
+            let mut a = Vec::new();
+            if let Some(p) = &nv.path {
+                a.push(("path", p.as_str()));
+            }
+            if let Some(t) = &nv.template {
+                a.push(("template", t.as_str()));
+            }
+            w.empty("nvram", &a);
+        }
         for (tag, v) in [("kernel", &n.kernel), ("initrd", &n.initrd), ("cmdline", &n.cmdline)] {
             if let Some(v) = v {
                 w.text(tag, &[], v);
@@ -1036,7 +1156,7 @@ impl ObservedDomain {
     /// [`from_def`](Self::from_def)) and `observed`, after alias alignment and
     /// normalization. Names: `name`, `uuid`, `domain_type`, `memory`,
     /// `current_memory`, `vcpus`, `cpu`, `arch`, `machine`, `firmware`,
-    /// `kernel`, `initrd`, `cmdline`, `boot`, `features`, `clock`,
+    /// `loader`, `nvram`, `kernel`, `initrd`, `cmdline`, `boot`, `features`, `clock`,
     /// `lifecycle`, `console_log`, `graphics`, `marker`, and per device
     /// `disk:<target>` and `nic:<mac>` (added, removed or changed). Empty: no change.
     pub fn changed_fields(&self, observed: &ObservedDomain) -> Vec<String> {
@@ -1061,6 +1181,8 @@ impl ObservedDomain {
         check("arch", a.arch != b.arch);
         check("machine", a.machine != b.machine);
         check("firmware", a.firmware != b.firmware);
+        check("loader", a.loader != b.loader);
+        check("nvram", a.nvram != b.nvram);
         check("kernel", a.kernel != b.kernel);
         check("initrd", a.initrd != b.initrd);
         check("cmdline", a.cmdline != b.cmdline);

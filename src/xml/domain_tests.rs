@@ -21,6 +21,7 @@ fn quickstart() -> DomainDef {
         cpu: None,
         machine: "pc".into(),
         firmware: Firmware::Bios,
+        loader: None,
         kernel: Some("/var/lib/virtform/assets/vmlinuz".into()),
         initrd: Some("/var/lib/virtform/assets/initrd.gz".into()),
         cmdline: Some("console=ttyS0 vf.ip=10.77.0.10/24 vf.gw=10.77.0.1".into()),
@@ -58,6 +59,7 @@ fn ovs_hybrid() -> DomainDef {
         cpu: Some(CpuDef { mode: CpuMode::HostModel, model: None }),
         machine: "pc-i440fx-7.2".into(),
         firmware: Firmware::Bios,
+        loader: None,
         kernel: None,
         initrd: None,
         cmdline: None,
@@ -104,6 +106,7 @@ fn nat() -> DomainDef {
         cpu: Some(CpuDef { mode: CpuMode::Maximum, model: None }),
         machine: "pc".into(),
         firmware: Firmware::Bios,
+        loader: None,
         kernel: None,
         initrd: None,
         cmdline: None,
@@ -153,6 +156,7 @@ fn efi_custom() -> DomainDef {
         cpu: Some(CpuDef { mode: CpuMode::Custom, model: Some("qemu64".into()) }),
         machine: "q35".into(),
         firmware: Firmware::Efi,
+        loader: Some(LoaderDef::ovmf(false, "/var/lib/virtform/lab/nvram/efi_VARS.fd".into())),
         kernel: None,
         initrd: None,
         cmdline: None,
@@ -195,6 +199,18 @@ fn efi_custom() -> DomainDef {
     }
 }
 
+/// Secure Boot: q35, the enrolled-keys OVMF, SMM, direct kernel boot.
+fn efi_secure() -> DomainDef {
+    let mut d = quickstart();
+    d.name = "demo-sb".into();
+    d.machine = "q35".into();
+    d.firmware = Firmware::Efi;
+    d.loader = Some(LoaderDef::ovmf(true, "/var/lib/virtform/demo/nvram/sb_VARS.fd".into()));
+    d.console_log = "/var/lib/virtform/demo/console/sb.log".into();
+    d.marker = marker("instance.sb");
+    d
+}
+
 const NASTY: &str = "<&'\"$(reboot)`id`;|>\n\tend";
 
 /// Every string a user can influence holds markup, quotes, shell syntax,
@@ -221,7 +237,7 @@ fn hostile() -> DomainDef {
 }
 
 fn all() -> Vec<(&'static str, DomainDef)> {
-    vec![("quickstart", quickstart()), ("ovs_hybrid", ovs_hybrid()), ("nat", nat()), ("efi_custom", efi_custom()), ("hostile", hostile())]
+    vec![("quickstart", quickstart()), ("ovs_hybrid", ovs_hybrid()), ("nat", nat()), ("efi_custom", efi_custom()), ("efi_secure", efi_secure()), ("hostile", hostile())]
 }
 
 // ------------------------------------------------------------ device names
@@ -318,7 +334,25 @@ fn boot_and_features() {
     let n = domain_xml(&nat());
     assert!(n.contains("<boot order=\"1\"/>") && !n.contains("<boot dev="), "per-device boot order excludes <os><boot>");
     let e = domain_xml(&efi_custom());
-    assert!(e.contains("<os firmware=\"efi\">"));
+    // An explicit loader, never libvirt's autoselection (which reads back
+    // differently once libvirt has picked a file).
+    assert!(e.contains("<os>") && !e.contains("firmware="), "{e}");
+    assert!(e.contains("<loader readonly=\"yes\" type=\"pflash\">/usr/share/OVMF/OVMF_CODE_4M.fd</loader>"), "{e}");
+    assert!(e.contains("<nvram template=\"/usr/share/OVMF/OVMF_VARS_4M.fd\">/var/lib/virtform/lab/nvram/efi_VARS.fd</nvram>"), "{e}");
+    assert!(!e.contains("<smm"), "no SMM without secure boot");
+    let sb = domain_xml(&efi_secure());
+    assert!(sb.contains("<loader readonly=\"yes\" secure=\"yes\" type=\"pflash\">/usr/share/OVMF/OVMF_CODE_4M.secboot.fd</loader>"), "{sb}");
+    assert!(sb.contains("<nvram template=\"/usr/share/OVMF/OVMF_VARS_4M.ms.fd\">/var/lib/virtform/demo/nvram/sb_VARS.fd</nvram>"), "{sb}");
+    assert!(sb.contains("<smm state=\"on\"/>"), "{sb}");
+    // A definition without a loader (not one virtform's lowering makes) is left to libvirt.
+    let mut auto = efi_custom();
+    auto.loader = None;
+    let a = domain_xml(&auto);
+    assert!(a.contains("<os firmware=\"efi\">") && !a.contains("<loader") && !a.contains("<nvram"), "{a}");
+    // A BIOS domain never names a loader, whatever the def holds.
+    let mut bios = efi_custom();
+    bios.firmware = Firmware::Bios;
+    assert!(!domain_xml(&bios).contains("<loader"));
     assert!(e.contains("<model fallback=\"allow\">qemu64</model>"));
     assert_eq!(e.matches("pcie-root-port").count(), 1 + 4 + Q35_HOTPLUG_SPARE_PORTS);
     assert_eq!(e.matches("model=\"pcie-root\"").count(), 1);
@@ -478,6 +512,66 @@ const LIBVIRT_QUICKSTART: &str = r#"<domain type='qemu'>
   <seclabel type='dynamic' model='dac' relabel='yes'/>
 </domain>
 "#;
+
+/// The `<os>` and `<features>` of `efi_secure()` as libvirt 9.0 stores them
+/// (`virsh define` + `dumpxml --inactive` on this host): the loader and
+/// nvram exactly as written, the machine expanded.
+fn libvirt_efi_secure() -> String {
+    domain_xml(&efi_secure())
+        .replace("machine=\"q35\"", "machine='pc-q35-7.2'")
+        .replace(
+            "<loader readonly=\"yes\" secure=\"yes\" type=\"pflash\">",
+            "<loader readonly='yes' secure='yes' type='pflash'>",
+        )
+        .replace("<smm state=\"on\"/>", "<smm state='on'/>\n    <vmport state='off'/>")
+}
+
+#[test]
+fn efi_reads_back_without_changes() {
+    for d in [efi_custom(), efi_secure()] {
+        let want = ObservedDomain::from_def(&d);
+        let l = d.loader.as_ref().unwrap();
+        let got = parse_domain(&domain_xml(&d)).unwrap();
+        assert_eq!(got.firmware, Firmware::Efi, "an explicit pflash loader is EFI");
+        assert_eq!(got.loader, Some(ObservedLoader { path: l.code.clone(), readonly: true, secure: l.secure, kind: Some("pflash".into()) }));
+        assert_eq!(got.nvram, Some(ObservedNvram { path: Some(l.nvram.clone()), template: Some(l.vars_template.clone()) }));
+        assert!(want.changed_fields(&got).is_empty());
+    }
+    let got = parse_domain(&libvirt_efi_secure()).unwrap();
+    let want = ObservedDomain::from_def(&efi_secure());
+    assert_eq!(got.features, ["acpi", "apic", "smm"]);
+    assert_eq!(want.changed_fields(&got), Vec::<String>::new());
+    // SMM switched off is no SMM.
+    let off = parse_domain(&libvirt_efi_secure().replace("<smm state='on'/>", "<smm state='off'/>")).unwrap();
+    assert_eq!(want.changed_fields(&off), ["features"]);
+}
+
+#[test]
+fn firmware_changes_are_reported_by_field() {
+    let efi = ObservedDomain::from_def(&efi_secure());
+    let changed = |f: &dyn Fn(&mut DomainDef)| {
+        let mut d = efi_secure();
+        f(&mut d);
+        ObservedDomain::from_def(&d).changed_fields(&efi)
+    };
+    // secure boot off: another firmware file, another template, no SMM.
+    assert_eq!(changed(&|d| d.loader = Some(LoaderDef::ovmf(false, d.loader.clone().unwrap().nvram))), ["loader", "nvram", "features"]);
+    assert_eq!(changed(&|d| d.loader.as_mut().unwrap().nvram = "/elsewhere_VARS.fd".into()), ["nvram"]);
+    // BIOS: no loader, no nvram, no SMM.
+    assert_eq!(
+        changed(&|d| {
+            d.firmware = Firmware::Bios;
+            d.loader = None;
+        }),
+        ["firmware", "loader", "nvram", "features"]
+    );
+    let bios = ObservedDomain::from_def(&quickstart());
+    assert!(bios.loader.is_none() && bios.nvram.is_none());
+    // A domain left to autoselection (libvirt stores `<os firmware='efi'>`) is a change of loader.
+    let auto = parse_domain(&domain_xml(&efi_secure()).replace("<os>", "<os firmware='efi'>").replace(&format!("<loader readonly=\"yes\" secure=\"yes\" type=\"pflash\">{OVMF_CODE_SECURE}</loader>"), "")).unwrap();
+    assert_eq!(auto.firmware, Firmware::Efi);
+    assert_eq!(efi.changed_fields(&auto), ["loader"]);
+}
 
 #[test]
 fn libvirt_rendition_parses_to_the_same_values() {
@@ -840,6 +934,61 @@ mod real {
         }
         for u in &uuids {
             assert!(!virsh(&["dominfo", u]).0, "domain {u} was left behind");
+        }
+    }
+
+    /// EFI and Secure Boot definitions with OVMF's real files: libvirt
+    /// stores the loader and nvram as written (nothing to autoselect, so
+    /// nothing that reads back differently), and the domains are never started.
+    #[test]
+    fn real_libvirt_efi_round_trip() {
+        if std::env::var("VIRTFORM_REAL_HOST").as_deref() != Ok("1") {
+            eprintln!("real_libvirt_efi_round_trip: skipped (set VIRTFORM_REAL_HOST=1; scripts/test does)");
+            return;
+        }
+        for f in OVMF_FILES {
+            assert!(std::path::Path::new(f).is_file(), "{f} is missing: apt-get install {OVMF_PACKAGE} (scripts/host-setup does)");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |f: &str| tmp.path().join(f).to_string_lossy().into_owned();
+        let o = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", &p("root.qcow2"), "16M"]).output().expect("qemu-img");
+        assert!(o.status.success());
+        let pid = std::process::id();
+        let mut a = efi_custom();
+        a.name = format!("vfuefi-xmltest-{pid}-a");
+        a.uuid = uuid(11);
+        a.disks.truncate(1);
+        a.disks[0].path = p("root.qcow2");
+        a.loader = Some(LoaderDef::ovmf(false, p("a_VARS.fd")));
+        a.console_log = p("a.log");
+        let mut b = efi_secure();
+        b.name = format!("vfuefi-xmltest-{pid}-b");
+        b.uuid = uuid(12);
+        b.kernel = None;
+        b.initrd = None;
+        b.cmdline = None;
+        b.disks[0].path = p("root.qcow2");
+        b.loader = Some(LoaderDef::ovmf(true, p("b_VARS.fd")));
+        b.console_log = p("b.log");
+        for d in [a, b] {
+            let _guard = Undefine(d.uuid.clone());
+            let xml = domain_xml(&d);
+            let file = tmp.path().join("domain.xml");
+            std::fs::write(&file, &xml).unwrap();
+            let (ok, out) = virsh(&["define", &file.to_string_lossy()]);
+            assert!(ok, "virsh define failed: {out}\n{xml}");
+            let (ok, stored) = virsh(&["dumpxml", "--inactive", &d.uuid]);
+            assert!(ok, "dumpxml: {stored}");
+            let observed = parse_domain(&stored).unwrap_or_else(|e| panic!("{e}\n{stored}"));
+            let want = ObservedDomain::from_def(&d);
+            let changed = want.changed_fields(&observed);
+            let (x, y) = normalized_pair(&want, &observed);
+            assert!(changed.is_empty(), "libvirt changed {changed:?}\n{}\n--- libvirt stored:\n{stored}", similar::TextDiff::from_lines(&x, &y).unified_diff().header("desired", "observed"));
+            assert_eq!(observed.loader, want.loader, "{stored}");
+            assert_eq!(observed.nvram, want.nvram, "{stored}");
+            // Defining creates no variable store: libvirt copies it at the first start.
+            assert!(!std::path::Path::new(&d.loader.as_ref().unwrap().nvram).exists());
+            eprintln!("real_libvirt_efi_round_trip: {} ok (secure boot {})", d.name, d.loader.as_ref().unwrap().secure);
         }
     }
 }

@@ -432,21 +432,17 @@ impl VfStack {
     }
 
     pub fn vf(&self, args: &[&str]) -> Out {
-        self.vf_dir(args, false)
+        self.vf_dir(args, false, Duration::from_secs(300))
+    }
+
+    /// [`vf`](Self::vf) with another limit than 300 s (real images under TCG on a busy host).
+    pub fn vf_within(&self, args: &[&str], limit: Duration) -> Out {
+        self.vf_dir(args, false, limit)
     }
 
     /// `virtform output` takes the configuration directory as `-C DIR`.
     pub fn output(&self, args: &[&str]) -> Out {
-        self.vf_dir(args, true)
-    }
-
-    fn vf_dir(&self, args: &[&str], dash_c: bool) -> Out {
-        self.vf_in(args, dash_c, &[], Duration::from_secs(300))
-    }
-
-    /// `virtform ARGS… DIR` with a longer timeout (real guests boot slowly under TCG).
-    pub fn vf_long(&self, args: &[&str], timeout: Duration) -> Out {
-        self.vf_in(args, false, &[], timeout)
+        self.vf_dir(args, true, Duration::from_secs(300))
     }
 
     /// `virtform ssh ADDRESS -C DIR -- COMMAND…`.
@@ -456,6 +452,10 @@ impl VfStack {
         tail.extend_from_slice(command);
         args.push("-C");
         self.vf_in(&args, false, &tail, Duration::from_secs(120))
+    }
+
+    fn vf_dir(&self, args: &[&str], dash_c: bool, limit: Duration) -> Out {
+        self.vf_in(args, dash_c, &[], limit)
     }
 
     fn vf_in(&self, args: &[&str], dash_c: bool, tail: &[&str], timeout: Duration) -> Out {
@@ -509,7 +509,10 @@ impl Drop for VfStack {
         for l in &leaks {
             if let Some(d) = l.strip_prefix("domain ") {
                 let _ = virsh(&["destroy", d]);
-                let _ = virsh(&["undefine", d]);
+                // An EFI domain's variable store must go with it (libvirt refuses otherwise).
+                if !virsh(&["undefine", "--nvram", d]).ok() {
+                    let _ = virsh(&["undefine", d]);
+                }
             } else if let Some(n) = l.strip_prefix("libvirt network ") {
                 let _ = virsh(&["net-destroy", n]);
                 let _ = virsh(&["net-undefine", n]);
