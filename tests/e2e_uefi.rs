@@ -9,16 +9,12 @@
 //!   again, boots with Secure Boot enabled (the kernel says so) from the
 //!   enrolled-keys template; destroy removes the domain and the variable
 //!   store, and nothing of the stack is left.
-//! - The real Debian cloud image (GRUB, booting from its disk alone) boots
-//!   under UEFI and reaches sshd (`wait_for { tcp = 22 }`) on a fixed
-//!   address of a bridge with a host address.
+//! - The real Debian cloud image under UEFI (GRUB from the ESP, booting
+//!   from its disk alone, up to cloud-init and SSH) is tests/e2e_cloud.rs.
 //!
 //! Stacks are `e2e-vfuefi-…-<pid>`, so domain names carry `vfuefi` and the
 //! PID. Needs root, libvirtd, OVMF (scripts/host-setup) and the guest
 //! assets (scripts/build-guest); without them the tests FAIL, never skip.
-//! The cloud-image test needs `debian-12-cloud.qcow2` in the assets
-//! directory (scripts/build-cloud-image): it fails when that is missing
-//! and `VIRTFORM_REAL_HOST=1` (CI, scripts/test), and says it skipped otherwise.
 
 mod support;
 use support::*;
@@ -145,88 +141,4 @@ fn efi_instance_boots_under_ovmf_with_a_private_nvram_then_bios_then_secure_boot
     assert!(!nvram.exists(), "destroy left the variable store (inode {ino})");
     assert!(!stack_dir.exists(), "destroy left {}: {:?}", stack_dir.display(), files_under(&stack_dir));
     assert!(leaks_of_stack(&s.stack).is_empty(), "{:?}", leaks_of_stack(&s.stack));
-}
-
-/// The Debian cloud image under UEFI: GRUB from the EFI system partition,
-/// no kernel given; sshd answers on the port's fixed address.
-#[test]
-fn debian_cloud_image_boots_under_uefi_and_reaches_ssh() {
-    let image = assets_dir().join("debian-12-cloud.qcow2");
-    if !image.is_file() {
-        assert_ne!(std::env::var("VIRTFORM_REAL_HOST").as_deref(), Ok("1"), "{} is missing: run scripts/build-cloud-image ({HINT})", image.display());
-        eprintln!("debian_cloud_image_boots_under_uefi_and_reaches_ssh: skipped: {} is missing (set VIRTFORM_REAL_HOST=1 to make this a failure)", image.display());
-        return;
-    }
-    preflight_ovmf();
-    let s = VfStack::new("debian_cloud_image_boots_under_uefi_and_reaches_ssh", "vfuefi-deb");
-    let pid = std::process::id();
-    let net = format!("10.187.{}", pid % 250);
-    let bridge = format!("vfuefi{}", pid % 1_000_000);
-    let domain = format!("{}-vm", s.stack);
-    let nvram = s.state.path().join(&s.stack).join("nvram").join("vm_VARS.fd");
-    s.write(&format!(
-        r##"variable "assets" {{ type = string }}
-
-network "lan" {{
-  type    = "bridge"
-  bridge  = "{bridge}"
-  address = "{net}.1/24"
-}}
-
-port "eth0" {{
-  network = network.lan
-  ip      = "{net}.10"
-}}
-
-image "debian" {{
-  source = "${{var.assets}}/debian-12-cloud.qcow2"
-}}
-
-disk "root" {{
-  image = image.debian
-  size  = "4G"
-}}
-
-instance "vm" {{
-  memory   = "1G"
-  firmware = "efi"
-  disks    = [disk.root]
-  ports    = [port.eth0]
-
-  cloud_init {{
-    user_data = "#cloud-config\n"
-  }}
-
-  wait_for {{
-    tcp     = 22
-    timeout = "540s"
-  }}
-}}
-"##
-    ));
-    let t = std::time::Instant::now();
-    // About 60-90 s on an idle machine; several times that on 2 cores shared with other test runs.
-    let out = s.vf_within(&["apply", "--auto-approve"], std::time::Duration::from_secs(600));
-    assert!(out.ok() && out.stdout.contains("Apply complete"), "apply failed:\n{}", out.show());
-    let took = t.elapsed().as_secs_f64();
-    eprintln!("[e2e] debian cloud image under UEFI: apply to sshd on {net}.10:22 took {took:.1}s");
-    assert_eq!(domain_state(&domain), "running");
-    assert!(inactive_xml(&domain).contains("<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>"));
-    assert!(!inactive_xml(&domain).contains("<kernel>"), "booted from the disk alone");
-    assert!(nvram.is_file() && mode(&nvram) == 0o600, "{}", nvram.display());
-    // sshd answers with its banner, on the fixed address.
-    let banner = {
-        use std::io::Read;
-        let mut c = std::net::TcpStream::connect_timeout(&format!("{net}.10:22").parse().unwrap(), std::time::Duration::from_secs(10)).expect("connect to sshd");
-        c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-        let mut buf = [0u8; 64];
-        let n = c.read(&mut buf).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
-    assert!(banner.starts_with("SSH-2.0-OpenSSH"), "not sshd: {banner:?}");
-    s.assert_plan_empty("after the apply of the cloud image");
-    let t = std::time::Instant::now();
-    s.vf(&["destroy", "--auto-approve"]).must();
-    eprintln!("[e2e] destroy of the cloud image instance took {:.1}s", t.elapsed().as_secs_f64());
-    assert!(!domain_exists(&domain) && !nvram.exists() && !link_exists(&bridge));
 }
