@@ -223,22 +223,7 @@ fn catalogue_of_bad_configurations() {
 /// format carries its public half and cipher in the clear, which is all
 /// validation reads.
 fn fake_openssh_key(cipher: &str) -> String {
-    use base64::Engine as _;
-    let s = |b: &[u8], out: &mut Vec<u8>| {
-        out.extend((b.len() as u32).to_be_bytes());
-        out.extend(b);
-    };
-    let mut public = Vec::new();
-    s(b"ssh-ed25519", &mut public);
-    s(&[9u8; 32], &mut public);
-    let mut v = b"openssh-key-v1\0".to_vec();
-    s(cipher.as_bytes(), &mut v);
-    s(if cipher == "none" { b"none" } else { b"bcrypt" }, &mut v);
-    s(b"", &mut v);
-    v.extend(1u32.to_be_bytes());
-    s(&public, &mut v);
-    s(b"private-part", &mut v);
-    format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n", base64::engine::general_purpose::STANDARD.encode(&v))
+    virtform::model::ssh_key::fake_private_key(cipher, 1, "ssh-ed25519")
 }
 
 /// `connection` and the SSH waits: every mistake a located error.

@@ -6,7 +6,8 @@
 //!
 //! What the guests must show: the hostname from meta-data, write_files and
 //! runcmd from user-data, the fixed address, gateway and DNS of the
-//! generated network-config (and DHCP on the port without an ip),
+//! generated network-config (and DHCP on the port without an ip, on an
+//! isolated network),
 //! cloud-init done with no errors from the NoCloud datasource, the root
 //! grown to the 4G overlay, the connection's key authorized, and only the
 //! host key virtform gave them. Then: `virtform ssh` passes argv and exit
@@ -59,8 +60,10 @@ network "lan" {{
   dns     = ["10.151.{lan}.53"]
 }}
 
+# A management segment without a router: the guests' default route is the
+# lan's gateway, their second NIC asks this network's DHCP for an address.
 network "nat" {{
-  type    = "nat"
+  type    = "isolated"
   address = "10.152.{nat}.1/24"
 }}
 
@@ -184,7 +187,7 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
         // The network-config: fixed address, default route, DNS; DHCP on eth1.
         let addrs = ssh_ok(&s, &addr, &["ip", "-4", "-o", "addr", "show"]);
         assert!(addrs.contains(&format!("inet {ip}/24")), "{fw}: {addrs}");
-        assert!(addrs.contains(&format!("inet 10.152.{nat}.")), "{fw}: no DHCP address on the nat port:\n{addrs}");
+        assert!(addrs.contains(&format!("inet 10.152.{nat}.")), "{fw}: no DHCP address on the isolated network's port:\n{addrs}");
         let routes = ssh_ok(&s, &addr, &["ip", "-4", "route", "show", "default"]);
         assert!(routes.contains(&format!("default via 10.151.{lan}.1")), "{fw}: {routes}");
         let net = ssh_ok(&s, &addr, &["sh", "-c", "cat /etc/resolv.conf /etc/network/interfaces.d/* 2>/dev/null"]);

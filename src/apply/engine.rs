@@ -1276,32 +1276,13 @@ pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
 mod tests {
     use super::*;
 
-    fn key_text() -> String {
-        use base64::Engine as _;
-        let s = |b: &[u8], out: &mut Vec<u8>| {
-            out.extend((b.len() as u32).to_be_bytes());
-            out.extend(b);
-        };
-        let mut public = Vec::new();
-        s(b"ssh-ed25519", &mut public);
-        s(&[5u8; 32], &mut public);
-        let mut v = b"openssh-key-v1\0".to_vec();
-        for x in [&b"none"[..], b"none", b""] {
-            s(x, &mut v);
-        }
-        v.extend(1u32.to_be_bytes());
-        s(&public, &mut v);
-        s(b"private", &mut v);
-        format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n", base64::engine::general_purpose::STANDARD.encode(&v))
-    }
-
     /// An instance with a connection: its seed step brings the host key,
     /// and after the start the waits run in order between the two
     /// readiness marks (SSH, then cloud-init).
     #[test]
     fn ssh_waits_follow_the_start_between_readiness_marks() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("id"), key_text()).unwrap();
+        std::fs::write(dir.path().join("id"), crate::model::ssh_key::fake_private_key("none", 1, "ssh-ed25519")).unwrap();
         std::fs::write(
             dir.path().join("main.vf.hcl"),
             "virtform { stack = \"st\" }\nnetwork \"lan\" {\n  address = \"10.9.0.1/24\"\n}\nport \"p\" {\n  network = network.lan\n  ip = \"10.9.0.5\"\n}\n\

@@ -57,6 +57,30 @@ pub fn parse_private_key(text: &str) -> Result<KeyInfo, String> {
     Ok(KeyInfo { key_type: key_type.to_string(), public: format!("{key_type} {}", BASE64.encode(public)), encrypted: cipher != b"none" })
 }
 
+/// A key file in the OpenSSH format with the given cipher, number of keys
+/// and key type, whose secret part is filler: enough for everything here
+/// (which never decrypts), and no real key in any test.
+#[doc(hidden)]
+pub fn fake_private_key(cipher: &str, nkeys: u32, key_type: &str) -> String {
+    let s = |b: &[u8], out: &mut Vec<u8>| {
+        out.extend((b.len() as u32).to_be_bytes());
+        out.extend(b);
+    };
+    let mut public = Vec::new();
+    s(key_type.as_bytes(), &mut public);
+    s(&[7u8; 32], &mut public);
+    let mut v = MAGIC.to_vec();
+    s(cipher.as_bytes(), &mut v);
+    s(if cipher == "none" { b"none" } else { b"bcrypt" }, &mut v);
+    s(b"", &mut v);
+    v.extend(nkeys.to_be_bytes());
+    s(&public, &mut v);
+    s(b"private-part", &mut v);
+    let b = BASE64.encode(&v);
+    let lines: Vec<&str> = b.as_bytes().chunks(70).map(|c| std::str::from_utf8(c).unwrap_or("")).collect();
+    format!("{BEGIN}\n{}\n{END}\n", lines.join("\n"))
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -78,23 +102,7 @@ mod tests {
     use super::*;
 
     fn key(cipher: &str, nkeys: u32, key_type: &str) -> String {
-        let s = |b: &[u8], out: &mut Vec<u8>| {
-            out.extend((b.len() as u32).to_be_bytes());
-            out.extend(b);
-        };
-        let mut public = Vec::new();
-        s(key_type.as_bytes(), &mut public);
-        s(&[7u8; 32], &mut public);
-        let mut v = MAGIC.to_vec();
-        s(cipher.as_bytes(), &mut v);
-        s(if cipher == "none" { b"none" } else { b"bcrypt" }, &mut v);
-        s(b"", &mut v);
-        v.extend(nkeys.to_be_bytes());
-        s(&public, &mut v);
-        s(b"secret-part", &mut v);
-        let b = BASE64.encode(&v);
-        let lines: Vec<&str> = b.as_bytes().chunks(70).map(|c| std::str::from_utf8(c).unwrap()).collect();
-        format!("{BEGIN}\n{}\n{END}\n", lines.join("\n"))
+        fake_private_key(cipher, nkeys, key_type)
     }
 
     #[test]

@@ -15,7 +15,12 @@
 //! - `network-config` (version 2): only when some NIC has a fixed address;
 //!   each NIC is matched by MAC and renamed `eth<N>` (its position), fixed
 //!   NICs get `addresses`, the others `dhcp4: true`; the first gateway of
-//!   each address family becomes the one default route of that family.
+//!   each address family becomes the one default route of that family, as
+//!   `gateway4`/`gateway6`: every renderer turns those into the interface's
+//!   own gateway (ifupdown's `gateway` line), while a `routes` entry to
+//!   0.0.0.0/0 becomes, with Debian 12's ifupdown renderer, a `post-up route
+//!   add … || true` that silently does nothing without net-tools (seen on
+//!   the real image: the guest had no default route).
 
 use super::iso::{IsoError, write_iso};
 use serde::Serialize;
@@ -460,8 +465,10 @@ struct Ethernet {
     dhcp4: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     addresses: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    routes: Vec<Route>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway4: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway6: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     nameservers: Option<Nameservers>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -476,12 +483,6 @@ struct Nameservers {
 #[derive(Serialize)]
 struct MatchMac {
     macaddress: String,
-}
-
-#[derive(Serialize)]
-struct Route {
-    to: &'static str,
-    via: String,
 }
 
 fn normalize_mac(i: usize, mac: &str) -> Result<String, SeedError> {
@@ -530,19 +531,12 @@ fn network_config(input: &SeedInput) -> Result<Option<String>, SeedError> {
             }
             addresses.push(format!("{ip}/{len}"));
         }
-        let mut routes = Vec::new();
+        let (mut gateway4, mut gateway6) = (None, None);
         if let Some(gw) = nic.gateway {
-            let done = if gw.is_ipv4() {
-                &mut route4
-            } else {
-                &mut route6
-            };
+            let (done, slot) = if gw.is_ipv4() { (&mut route4, &mut gateway4) } else { (&mut route6, &mut gateway6) };
             if !*done {
                 *done = true;
-                routes.push(Route {
-                    to: if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" },
-                    via: gw.to_string(),
-                });
+                *slot = Some(gw.to_string());
             }
         }
         if nic.mtu == Some(0) {
@@ -555,7 +549,8 @@ fn network_config(input: &SeedInput) -> Result<Option<String>, SeedError> {
             dhcp4: nic.ip.is_none().then_some(true),
             nameservers: (nic.ip.is_some() && !nic.dns.is_empty()).then(|| Nameservers { addresses: nic.dns.iter().map(|d| d.to_string()).collect() }),
             addresses,
-            routes,
+            gateway4,
+            gateway6,
             mtu: nic.mtu,
         };
         let value = serde_yaml::to_value(&eth)
@@ -945,8 +940,8 @@ mod tests {
         );
         assert_eq!(e0["set-name"].as_str(), Some("eth0"));
         assert_eq!(e0["addresses"][0].as_str(), Some("10.77.0.10/24"));
-        assert_eq!(e0["routes"][0]["to"].as_str(), Some("0.0.0.0/0"));
-        assert_eq!(e0["routes"][0]["via"].as_str(), Some("10.77.0.1"));
+        assert_eq!(e0["gateway4"].as_str(), Some("10.77.0.1"));
+        assert!(e0.get("routes").is_none() && e0.get("gateway6").is_none());
         assert_eq!(e0["mtu"].as_u64(), Some(1450));
         assert!(e0.get("dhcp4").is_none());
         let e1 = &v["ethernets"]["eth1"];
@@ -954,12 +949,12 @@ mod tests {
         assert!(e1.get("addresses").is_none() && e1.get("mtu").is_none());
         let e2 = &v["ethernets"]["eth2"];
         assert!(
-            e2.get("routes").is_none(),
+            e2.get("gateway4").is_none(),
             "only one IPv4 default route:\n{text}"
         );
         let e3 = &v["ethernets"]["eth3"];
         assert_eq!(e3["addresses"][0].as_str(), Some("fd00::10/64"));
-        assert_eq!(e3["routes"][0]["to"].as_str(), Some("::/0"));
+        assert_eq!(e3["gateway6"].as_str(), Some("fd00::1"));
         assert!(text.starts_with("version: 2\n"), "{text}");
     }
 
