@@ -182,7 +182,8 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
         assert_eq!(v["v1"]["errors"], serde_json::json!([]), "{fw}: {result}");
         assert!(v["v1"]["datasource"].as_str().unwrap_or("").contains("NoCloud"), "{fw}: {result}");
         let log = ssh_ok(&s, &addr, &["sudo", "cat", "/var/log/cloud-init.log"]);
-        let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARNING") || l.contains("] ERROR") || l.contains("Traceback")).collect();
+        // Its lines read "… - schema.py[WARNING]: …".
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("[WARNING]") || l.contains("[ERROR]") || l.contains("[CRITICAL]") || l.contains("Traceback")).collect();
         assert!(warnings.is_empty(), "{fw}: cloud-init logged warnings or errors:\n{}", warnings.join("\n"));
         // The network-config: fixed address, default route, DNS; DHCP on eth1.
         let addrs = ssh_ok(&s, &addr, &["ip", "-4", "-o", "addr", "show"]);
@@ -202,7 +203,7 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
         // Only the host key virtform generated, pinned under the domain name and the ip.
         let host_pub = fs::read_to_string(ssh_dir.join(format!("vm@{fw}.host_ed25519.pub"))).expect("host key");
         let blob = host_pub.split_whitespace().nth(1).unwrap();
-        let guest_keys = ssh_ok(&s, &addr, &["sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub"]);
+        let guest_keys = ssh_ok(&s, &addr, &["sudo", "sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub"]);
         assert_eq!(guest_keys.lines().count(), 1, "{fw}: the guest has other host keys:\n{guest_keys}");
         assert!(guest_keys.contains(blob), "{fw}: the guest's key is not virtform's");
         assert!(known_hosts.lines().any(|l| l.starts_with(&format!("{domain},{ip} ssh-ed25519 {blob}"))), "{fw}: {known_hosts}");

@@ -256,8 +256,10 @@ fn user_data(input: &SeedInput) -> Result<String, SeedError> {
 }
 
 /// Adds the host key (`ssh_keys`) to a `#cloud-config` document, and
-/// `ssh_genkeytypes: []` unless the document sets it, so that the key
-/// virtform verifies is the guest's only one.
+/// `ssh_genkeytypes: [ed25519]` unless the document sets it, so that the
+/// key virtform verifies is the guest's only one (cloud-init generates
+/// only the listed types, and never one that exists; an empty list is a
+/// schema error in cloud-init 22.4).
 fn merge_host_key(text: &str, key: &HostKey) -> Result<String, SeedError> {
     use serde_yaml::Value;
     let map = match parse_yaml("user-data", text)? {
@@ -274,7 +276,7 @@ fn merge_host_key(text: &str, key: &HostKey) -> Result<String, SeedError> {
     let mut fragment = serde_yaml::Mapping::new();
     fragment.insert("ssh_keys".into(), Value::Mapping(keys));
     if !map.contains_key("ssh_genkeytypes") {
-        fragment.insert("ssh_genkeytypes".into(), Value::Sequence(Vec::new()));
+        fragment.insert("ssh_genkeytypes".into(), Value::Sequence(vec!["ed25519".into()]));
     }
     append_entries(text, map, fragment)
 }
@@ -1113,7 +1115,7 @@ mod tests {
         let v = yaml(&ud);
         assert_eq!(v["ssh_keys"]["ed25519_private"].as_str(), Some(host_key().private.as_str()));
         assert_eq!(v["ssh_keys"]["ed25519_public"].as_str(), Some(host_key().public.as_str()));
-        assert_eq!(v["ssh_genkeytypes"], Value::Sequence(Vec::new()));
+        assert_eq!(v["ssh_genkeytypes"], Value::Sequence(vec!["ed25519".into()]));
         assert_eq!(v[KEYS][0].as_str(), Some("ssh-ed25519 AAAA k1"));
         // The user's own document is kept byte for byte, the key appended.
         let mine = "#cloud-config\n# mine\nruncmd:\n  - [touch, '/x y']\nssh_genkeytypes: [rsa]\n";
