@@ -218,6 +218,7 @@ fn guest_def(name: &str, assets: &Path, root: &Path, log: &Path, kind: DomainKin
         nics: Vec::new(),
         console_log: log.to_string_lossy().into_owned(),
         graphics: Graphics::None,
+        guest_agent: false,
         marker: Marker { stack: "e2e-lv".into(), address: "instance.guest".into(), spec_hash: "sha256:e2e".into() },
     }
 }

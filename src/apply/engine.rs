@@ -85,6 +85,8 @@ pub enum Op {
     Detach { name: String, nic_mac: Option<String>, disk_target: Option<String>, what: String },
     /// Wait until the network's DHCP server leased an address to this MAC.
     WaitLease { name: String, network: String, mac: String, timeout: Duration },
+    /// Wait until the guest's QEMU guest agent answers (its interface list).
+    WaitAgent { name: String, timeout: Duration },
     /// Wait until the guest accepts TCP connections on `ip:port` (the IP is
     /// taken from the lease of `lease_from` = (network, MAC) when None).
     WaitTcp { name: String, ip: Option<String>, lease_from: Option<(String, String)>, port: u16, timeout: Duration },
@@ -137,6 +139,7 @@ impl Step for HostStep {
             Op::Detach { name, what, .. } => format!("detach {what} from {name}"),
             Op::WaitLease { name, mac, network, .. } => format!("wait for a DHCP lease of {name} ({mac}) on {network}"),
             Op::WaitTcp { name, port, .. } => format!("wait for TCP port {port} of {name}"),
+            Op::WaitAgent { name, .. } => format!("wait for the guest agent of {name}"),
         }
     }
 
@@ -145,7 +148,7 @@ impl Step for HostStep {
     }
 
     fn is_wait(&self) -> bool {
-        matches!(self.op, Op::WaitConsole { .. } | Op::WaitLease { .. } | Op::WaitTcp { .. })
+        matches!(self.op, Op::WaitConsole { .. } | Op::WaitLease { .. } | Op::WaitTcp { .. } | Op::WaitAgent { .. })
     }
 
     fn run(&self, cx: &StepContext) -> Result<StepOutcome, StepError> {
@@ -232,11 +235,13 @@ impl Step for HostStep {
                 Ok(StepOutcome::Done)
             }
             Op::Stop { name } => {
-                env.libvirt.shutdown(name, env.shutdown_timeout).map_err(herr)?;
+                let outcome = env.libvirt.shutdown(name, env.shutdown_timeout).map_err(herr)?;
+                log_shutdown(name, outcome);
                 Ok(StepOutcome::Done)
             }
             Op::Remove { name, logs } => {
-                env.libvirt.shutdown(name, env.shutdown_timeout).map_err(herr)?;
+                let outcome = env.libvirt.shutdown(name, env.shutdown_timeout).map_err(herr)?;
+                log_shutdown(name, outcome);
                 // Files first, the domain last: a kill in between leaves the
                 // domain, which the next plan still removes (with its files).
                 for l in logs {
@@ -461,6 +466,20 @@ impl Step for HostStep {
                     cx.sleep(Duration::from_millis(500))?;
                 }
             }
+            Op::WaitAgent { name, timeout } => {
+                let start = Instant::now();
+                loop {
+                    let last = match env.libvirt.agent_interfaces(name) {
+                        Ok(_) => return Ok(StepOutcome::Done),
+                        Err(e) => e.message,
+                    };
+                    if start.elapsed() > *timeout {
+                        return Err(StepError::new(format!("{name} is not ready: its guest agent did not answer within {}s (last: {last})", timeout.as_secs()))
+                            .with_hint("check that the guest runs qemu-guest-agent (`systemctl status qemu-guest-agent` inside it) and see its console log"));
+                    }
+                    cx.sleep(Duration::from_secs(1))?;
+                }
+            }
             Op::WaitTcp { name, ip, lease_from, port, timeout } => {
                 let start = Instant::now();
                 let mut last = String::from("no address yet");
@@ -487,6 +506,16 @@ impl Step for HostStep {
                 }
             }
         }
+    }
+}
+
+/// How a graceful shutdown went, for `-v` (a forced one is a warning of the adapter's).
+fn log_shutdown(name: &str, outcome: crate::host::libvirt::ShutdownOutcome) {
+    use crate::host::libvirt::ShutdownOutcome as O;
+    match outcome {
+        O::Graceful(via) => tracing::info!(domain = name, "{name} shut down gracefully through {}", via.as_str()),
+        O::Forced => tracing::info!(domain = name, "{name} was forced off after the shutdown timeout"),
+        O::AlreadyOff => {}
     }
 }
 
@@ -708,14 +737,19 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 let updating = c.action == Action::Update;
                 // Hot-plug: only when nothing else needs a restart (a restart
                 // boots with the new definition anyway).
-                let live_devices: Vec<&crate::plan::AttrChange> =
-                    if updating && !restart { c.changes.iter().filter(|ch| ch.attr.starts_with("nic:") || ch.attr.starts_with("disk:")).collect() } else { Vec::new() };
+                let live_devices: Vec<&crate::plan::AttrChange> = if updating && !restart {
+                    c.changes.iter().filter(|ch| ch.attr.starts_with("nic:") || ch.attr.starts_with("disk:") || (ch.attr == "guest_agent" && def.guest_agent)).collect()
+                } else {
+                    Vec::new()
+                };
                 let redefine = creating || c.changes.iter().any(|ch| ch.landing != Landing::Live || ch.attr == "marker") || !live_devices.is_empty();
                 let mut last = None;
                 // Attach first (live and persistent), then redefine: a kill in
                 // between leaves only a stale marker, which the next plan refreshes.
                 for ch in live_devices.iter().filter(|ch| ch.after.is_some()) {
-                    let (xml, what) = if let Some(m) = ch.attr.strip_prefix("nic:") {
+                    let (xml, what) = if ch.attr == "guest_agent" {
+                        (crate::xml::domain::agent_channel_xml(), "the guest agent channel".to_string())
+                    } else if let Some(m) = ch.attr.strip_prefix("nic:") {
                         match def.nics.iter().find(|n| n.mac.to_string() == m) {
                             Some(n) => (crate::xml::domain::nic_device_xml(n), format!("interface {m}")),
                             None => continue,
@@ -792,11 +826,14 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                         {
                             waits.push(Op::WaitLease { name: name.clone(), network: network.clone(), mac: mac.clone(), timeout });
                         }
+                        if w.agent && def.guest_agent {
+                            waits.push(Op::WaitAgent { name: name.clone(), timeout });
+                        }
                         if let Some(port) = w.tcp {
                             let ip = fixed_ip(cfg, inst);
                             waits.push(Op::WaitTcp { name: name.clone(), lease_from: if ip.is_none() { lease_nic.clone() } else { None }, ip, port, timeout });
                         }
-                        // Waits run one after the other (console, lease, TCP): each
+                        // Waits run one after the other (console, lease, agent, TCP): each
                         // says precisely what is not ready yet.
                         for op in waits {
                             let wid = b.step(&addr, op);
@@ -893,6 +930,7 @@ pub fn keep_ignored(def: &mut crate::xml::domain::DomainDef, current: &crate::xm
             "kernel" => def.kernel = current.kernel.clone(),
             "initrd" => def.initrd = current.initrd.clone(),
             "cpu" => def.cpu = current.cpu.clone(),
+            "guest_agent" => def.guest_agent = current.guest_agent,
             "cloud_init" => {
                 // The seed disk keeps its current file.
                 for d in def.disks.iter_mut().filter(|d| d.serial.as_deref() == Some("cidata")) {

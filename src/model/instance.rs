@@ -92,6 +92,9 @@ pub struct WaitFor {
     pub lease: bool,
     /// Wait until this TCP port answers on the instance's first fixed IP.
     pub tcp: Option<u16>,
+    /// Wait until the QEMU guest agent in the guest answers (needs `guest_agent`, the default).
+    #[serde(default)]
+    pub agent: bool,
     /// How long to wait (default "300s").
     pub timeout: Option<Duration>,
 }
@@ -146,11 +149,20 @@ pub struct Instance {
     pub state: State,
     /// Readiness conditions apply waits for.
     pub wait_for: Option<WaitFor>,
+    /// Give the guest the QEMU guest agent's channel (`org.qemu.guest_agent.0`; default true):
+    /// graceful shutdown through the agent, `wait_for { agent = true }` and the `addresses`
+    /// attribute. The guest needs qemu-guest-agent installed for any of them.
+    #[serde(default = "yes")]
+    pub guest_agent: bool,
 }
 
 /// Where an instance's serial console is logged: `<state_dir>/<stack>/console/<name>[@key].log`.
 pub fn console_log_path(state_dir: &std::path::Path, stack: &str, addr: &Address) -> std::path::PathBuf {
     state_dir.join(stack).join("console").join(format!("{}.log", addr.file_stem()))
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> u32 {
@@ -233,8 +245,11 @@ impl Instance {
             *p = resolve_path(ctx, p);
         }
         if let Some(w) = &self.wait_for {
-            if w.console.is_none() && !w.lease && w.tcp.is_none() {
-                errs.push(FieldError::new("wait_for", "`wait_for` needs at least one of `console`, `lease` or `tcp`"));
+            if w.console.is_none() && !w.lease && w.tcp.is_none() && !w.agent {
+                errs.push(FieldError::new("wait_for", "`wait_for` needs at least one of `console`, `lease`, `tcp` or `agent`"));
+            }
+            if w.agent && !self.guest_agent {
+                errs.push(FieldError::new("wait_for.agent", "`agent = true` waits for the guest agent, but this instance has `guest_agent = false` (no agent channel)").label("set `guest_agent = true` (the default) or remove `agent`"));
             }
             if w.console.as_deref() == Some("") {
                 errs.push(FieldError::new("wait_for.console", "the console pattern must not be empty"));
@@ -271,6 +286,9 @@ impl Instance {
                 ("uuid", Value::String(derived_uuid(&ctx.seed(addr)))),
                 ("console_log", Value::String(self.console_log(addr, ctx))),
                 ("memory", Value::Number(self.memory.0 as f64)),
+                // A host fact: what the guest agent reports, filled in only
+                // where outputs read it (`LoadOptions::agent_addresses`).
+                ("addresses", if self.guest_agent { Value::Unknown } else { Value::List(Vec::new()) }),
             ],
         )
     }
