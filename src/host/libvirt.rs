@@ -1481,7 +1481,7 @@ mod tests {
             nics: vec![NicDef { mac: mac("52:54:00:aa:00:01"), model: NicModel::Virtio, source: NicSource::Bridge { bridge: "vf-nobr".into() }, target_dev: Some("tapvfut0".into()), mtu: None }],
             console_log: "/nonexistent/console.log".into(),
             graphics: Graphics::None,
-            guest_agent: false,
+            guest_agent: true,
             marker: Marker { stack: "ut".into(), address: format!("instance.{name}"), spec_hash: "sha256:0".into() },
         }
     }
@@ -1653,8 +1653,16 @@ mod tests {
         lv.start(&name).unwrap();
         lv.start(&name).unwrap(); // idempotent
         assert_eq!(lv.domain(&name).unwrap().unwrap().state, DomainState::Running);
+        // The test driver makes up one address per NIC for any source.
+        assert_eq!(
+            lv.agent_interfaces(&name).unwrap(),
+            vec![GuestInterface { name: "tapvfut0".into(), mac: Some("52:54:00:aa:00:01".into()), addrs: vec![("192.168.0.1".parse().unwrap(), 24)] }]
+        );
+        // The test driver has no agent (the flag is refused): the power button.
         assert_eq!(lv.shutdown(&name, Duration::from_secs(5)).unwrap(), ShutdownOutcome::Graceful(Via::Acpi));
         assert_eq!(lv.shutdown(&name, Duration::from_secs(5)).unwrap(), ShutdownOutcome::AlreadyOff);
+        let e = lv.agent_interfaces(&name).unwrap_err();
+        assert_eq!((e.op.as_str(), e.object.as_str()), ("ask the guest agent", name.as_str()), "not running: {e}");
         lv.start(&name).unwrap();
         lv.destroy(&name).unwrap();
         lv.destroy(&name).unwrap(); // stopped: done

@@ -160,6 +160,74 @@ mod tests {
         assert_eq!(address_list(&ifaces, &["52:54:00:00:00:02".to_uppercase()])[0], "10.1.0.2");
     }
 
+    /// The whole path on libvirt's test driver (which makes up one address
+    /// per NIC for any source): only the instance an output reads is
+    /// asked, and the reloaded output holds its address.
+    #[test]
+    fn outputs_get_the_addresses_of_the_instances_they_read() {
+        use crate::host::libvirt::VirtLibvirt;
+        let dir = tempfile::tempdir().unwrap();
+        let stack = format!("agut{}", std::process::id());
+        std::fs::write(
+            dir.path().join("main.vf.hcl"),
+            format!(
+                r#"
+virtform {{ stack = "{stack}" }}
+network "lan" {{ bridge = "vfag-ut0" }}
+port "p" {{ network = network.lan }}
+port "q" {{ network = network.lan }}
+instance "read" {{
+  kernel = "/nonexistent/vmlinuz"
+  ports  = [port.p]
+}}
+instance "unread" {{
+  kernel = "/nonexistent/vmlinuz"
+  ports  = [port.q]
+}}
+instance "off" {{
+  kernel      = "/nonexistent/vmlinuz"
+  guest_agent = false
+}}
+output "ips" {{ value = instance.read.addresses }}
+output "none" {{ value = instance.off.addresses }}
+"#
+            ),
+        )
+        .unwrap();
+        let mut opts = crate::config::LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/state".into(), ..Default::default() };
+        let cfg = crate::config::load(&opts).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        assert_eq!(cfg.agent_fact_readers.iter().collect::<Vec<_>>(), ["off", "read"]);
+        let lv = VirtLibvirt::open("test:///default").unwrap();
+        let lowering = crate::plan::desired::Lowering { cfg: &cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &Default::default() };
+        for a in ["instance.read", "instance.unread"] {
+            let def = lowering.domain(cfg.resource(a).unwrap()).unwrap();
+            lv.define(&crate::xml::domain::domain_xml(&def)).unwrap();
+            lv.start(&def.name).unwrap();
+        }
+        let got = addresses_read(&cfg, &lv);
+        for a in ["instance.read", "instance.unread"] {
+            let name = match &cfg.resource(a).unwrap().spec {
+                Spec::Instance(i) => i.domain_name().to_string(),
+                _ => unreachable!(),
+            };
+            lv.destroy(&name).unwrap();
+            lv.undefine(&name).unwrap();
+        }
+        // Asked: the instance an output reads (with the agent channel); not the other two.
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got["instance.read"].len(), 1);
+        let ip = got["instance.read"][0].clone();
+        assert!(ip.parse::<std::net::IpAddr>().is_ok(), "{ip}");
+        let value = |c: &Configuration, n: &str| c.outputs.iter().find(|o| o.name == n).unwrap().value.clone();
+        assert!(value(&cfg, "ips").contains_unknown(), "unknown until read");
+        assert_eq!(value(&cfg, "none").to_json(), serde_json::json!([]), "no channel: known to be empty");
+        opts.agent_addresses = got;
+        let cfg2 = crate::config::load(&opts).unwrap();
+        assert_eq!(value(&cfg2, "ips").to_json(), serde_json::json!([ip]));
+        // The fact changes no spec.
+        assert_eq!(cfg2.resource("instance.read").unwrap().spec, cfg.resource("instance.read").unwrap().spec);
+    }
+
     #[test]
     fn no_interfaces_no_addresses() {
         assert!(address_list(&[], &[]).is_empty());
