@@ -793,6 +793,14 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     b.chain(id, last);
                     last = Some(id);
                 }
+                // A hot-plugged agent channel is waited for like a fresh boot's
+                // agent (the guest starts its agent when the port appears).
+                if let Some(w) = inst.wait_for.as_ref().filter(|w| w.agent && running && live_devices.iter().any(|ch| ch.attr == "guest_agent")) {
+                    let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
+                    let id = b.step(&addr, Op::WaitAgent { name: name.clone(), timeout });
+                    b.chain(id, last);
+                    last = Some(id);
+                }
                 if updating && restart {
                     let id = b.step(&addr, Op::Stop { name: name.clone() });
                     b.chain(id, last);

@@ -396,7 +396,7 @@ pub fn run_show(g: &Global, dir: Option<PathBuf>, json: bool) -> ExitCode {
                 _ => format!("{} {}", o["format"].as_str().unwrap_or(""), crate::model::common::Size(o["virtual_size"].as_u64().unwrap_or(0))),
             };
             println!("  {addr:<24} {kind:<7} {obj}  ({extra})");
-            if let Some(list) = o["addresses"].as_array() {
+            if let Some(list) = o["addresses"].as_array().filter(|_| kind == "domain") {
                 for x in list {
                     println!("  {:<24} {:<7}   {} {} {}/{}", "", "", x["name"].as_str().unwrap_or(""), x["mac"].as_str().unwrap_or("-"), x["ip"].as_str().unwrap_or(""), x["prefix"]);
                 }

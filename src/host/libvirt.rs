@@ -641,6 +641,22 @@ fn domain_info(d: &Domain, uuid: &[u8; 16], state: DomainState, autostart: bool,
 }
 
 /// Raw UUIDs: formatting thousands of UUID strings showed in profiles.
+/// Whether the running guest's agent has its channel open (libvirt's
+/// `<target type='virtio' name='org.qemu.guest_agent.0' state='connected'/>`
+/// in the live XML).
+fn agent_connected(d: &Domain) -> bool {
+    d.xml_desc(0).ok().is_some_and(|x| channel_state_connected(&x))
+}
+
+fn channel_state_connected(xml: &str) -> bool {
+    let Ok(doc) = Doc::parse(xml, "domain") else { return false };
+    doc.root().child("devices").is_some_and(|devs| {
+        devs.children("channel").any(|c| {
+            c.child("target").is_some_and(|t| t.attr("name") == Some(crate::xml::domain::GUEST_AGENT_CHANNEL) && t.attr("state") == Some("connected"))
+        })
+    })
+}
+
 fn uuid_set(ds: Vec<Domain>) -> HashSet<[u8; 16]> {
     ds.iter().filter_map(|d| d.uuid().ok()).map(|u| *u.as_bytes()).collect()
 }
@@ -1092,8 +1108,18 @@ impl Libvirt for VirtLibvirt {
                 }
                 // The agent answers unless the guest has no channel, no agent
                 // running, or a hung one (libvirt's 5 s sync gives up then).
+                let connected = agent_connected(&d);
                 match d.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_GUEST_AGENT) {
                     Ok(()) => return Ok(Some(Via::Agent)),
+                    // A race seen with Debian 12 guests: the agent starts the
+                    // shutdown, systemd stops the agent, its port closes before
+                    // libvirt has its answer, and libvirt reports "not
+                    // connected". The guest is shutting down: no ACPI press now
+                    // (the retry in 10 s asks again if it is still up).
+                    Err(e) if connected && code_is(&e, ErrorNumber::AgentUnresponsive) && !agent_connected(&d) => {
+                        tracing::debug!(domain = name, "the guest agent took the shutdown and closed its channel ({})", e.message());
+                        return Ok(Some(Via::Agent));
+                    }
                     Err(e) => tracing::debug!(domain = name, "the guest agent did not take the shutdown ({}); pressing the ACPI power button", e.message()),
                 }
                 match d.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN) {
@@ -1538,6 +1564,15 @@ mod tests {
         assert!(is_local_uri("test:///default"));
         assert!(!is_local_uri("qemu+ssh://root@host/system"));
         assert!(!is_local_uri("qemu+tcp://host/system"));
+    }
+
+    #[test]
+    fn agent_channel_state_is_read_from_the_live_xml() {
+        let live = |state: &str| format!("<domain><devices><channel type='unix'><source mode='bind' path='/x'/><target type='virtio' name='org.qemu.guest_agent.0' state='{state}'/></channel></devices></domain>");
+        assert!(channel_state_connected(&live("connected")));
+        assert!(!channel_state_connected(&live("disconnected")));
+        assert!(!channel_state_connected("<domain><devices/></domain>"));
+        assert!(!channel_state_connected("<domain><devices><channel type='unix'><target type='virtio' name='org.other' state='connected'/></channel></devices></domain>"));
     }
 
     #[test]
