@@ -648,6 +648,21 @@ fn agent_connected(d: &Domain) -> bool {
     d.xml_desc(0).ok().is_some_and(|x| channel_state_connected(&x))
 }
 
+/// Whether the agent's channel closes within 3 s (libvirt learns of it by
+/// an event, shortly after the port closed).
+fn agent_closes(d: &Domain) -> bool {
+    let start = Instant::now();
+    loop {
+        if !agent_connected(d) {
+            return true;
+        }
+        if start.elapsed() >= Duration::from_secs(3) {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 fn channel_state_connected(xml: &str) -> bool {
     let Ok(doc) = Doc::parse(xml, "domain") else { return false };
     doc.root().child("devices").is_some_and(|devs| {
@@ -1116,7 +1131,7 @@ impl Libvirt for VirtLibvirt {
                     // libvirt has its answer, and libvirt reports "not
                     // connected". The guest is shutting down: no ACPI press now
                     // (the retry in 10 s asks again if it is still up).
-                    Err(e) if connected && code_is(&e, ErrorNumber::AgentUnresponsive) && !agent_connected(&d) => {
+                    Err(e) if connected && code_is(&e, ErrorNumber::AgentUnresponsive) && agent_closes(&d) => {
                         tracing::debug!(domain = name, "the guest agent took the shutdown and closed its channel ({})", e.message());
                         return Ok(Some(Via::Agent));
                     }
