@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use virtform::host::libvirt::{is_not_found, DomainState, Libvirt, ShutdownOutcome, VirtLibvirt, DOMAIN_TYPE_ENV};
+use virtform::host::libvirt::{is_not_found, DomainState, Libvirt, ShutdownOutcome, VirtLibvirt, Via, DOMAIN_TYPE_ENV};
 use virtform::model::common::Mac;
 use virtform::model::disk::Bus;
 use virtform::model::instance::{Firmware, Graphics};
@@ -219,6 +219,7 @@ fn guest_def(name: &str, assets: &Path, root: &Path, log: &Path, kind: DomainKin
         nics: Vec::new(),
         console_log: log.to_string_lossy().into_owned(),
         graphics: Graphics::None,
+        guest_agent: false,
         marker: Marker { stack: "e2e-lv".into(), address: "instance.guest".into(), spec_hash: "sha256:e2e".into() },
     }
 }
@@ -376,7 +377,7 @@ fn guest_boots_hotplugs_a_disk_and_a_nic_and_shuts_down_gracefully() {
     let t = Instant::now();
     let outcome = lv.shutdown(&name, Duration::from_secs(60)).expect("shutdown");
     let down = t.elapsed();
-    assert_eq!(outcome, ShutdownOutcome::Graceful, "{}", tail(&read_log(&log), 20));
+    assert_eq!(outcome, ShutdownOutcome::Graceful(Via::Acpi), "{}", tail(&read_log(&log), 20));
     assert!(read_log(&log).lines().any(|l| l.trim_end() == "VF-SHUTDOWN"), "{}", tail(&read_log(&log), 20));
     eprintln!("timing: graceful shutdown {:.1}s", down.as_secs_f64());
     assert_eq!(lv.domain(&name).unwrap().unwrap().state, DomainState::Shutoff);

@@ -8,7 +8,7 @@
 //!   finished successfully (`Done` or `AlreadyDone`).
 //! - **Bounded parallelism.** At most `parallelism` non-wait steps run at a
 //!   time, on a fixed pool of that many worker threads (0 counts as 1).
-//!   Wait steps ([`Step::is_wait`]: console pattern, DHCP lease, TCP port)
+//!   Wait steps ([`Step::is_wait`]: console pattern, DHCP lease, guest agent, TCP port)
 //!   run on a thread of their own each and hold no slot — unlike Terraform,
 //!   where a vertex keeps its semaphore slot while it waits.
 //! - **Failure stops dependents only.** A failed step's transitive dependents

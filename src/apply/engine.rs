@@ -25,9 +25,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Shuts a domain down gracefully; says so when it had to be forced off.
+/// (`-v` says how it went; a forced stop is a warning, since the guest
+/// lost whatever it had not written.)
 fn shut_down(env: &Env, name: &str) -> Result<(), StepError> {
-    if env.libvirt.shutdown(name, env.shutdown_timeout).map_err(herr)? == crate::host::libvirt::ShutdownOutcome::Forced {
-        tracing::warn!("domain {name} did not power off within {}s of its shutdown request and was forced off (does the guest handle the ACPI power button?)", env.shutdown_timeout.as_secs());
+    use crate::host::libvirt::ShutdownOutcome as O;
+    match env.libvirt.shutdown(name, env.shutdown_timeout).map_err(herr)? {
+        O::Graceful(via) => tracing::info!(domain = name, "{name} shut down gracefully through {}", via.as_str()),
+        O::Forced => tracing::warn!(
+            "domain {name} did not power off within {}s of its shutdown request (guest agent, ACPI power button) and was forced off",
+            env.shutdown_timeout.as_secs()
+        ),
+        O::AlreadyOff => {}
     }
     Ok(())
 }
@@ -198,6 +206,8 @@ pub enum Op {
     Detach { name: String, nic_mac: Option<String>, disk_target: Option<String>, what: String },
     /// Wait until the network's DHCP server leased an address to this MAC.
     WaitLease { name: String, network: String, mac: String, timeout: Duration },
+    /// Wait until the guest's QEMU guest agent answers (its interface list).
+    WaitAgent { name: String, timeout: Duration },
     /// Wait until the guest accepts TCP connections on `ip:port` (the IP is
     /// taken from the lease of `lease_from` = (network, MAC) when None).
     WaitTcp { name: String, ip: Option<String>, lease_from: Option<(String, String)>, port: u16, timeout: Duration },
@@ -254,6 +264,7 @@ impl Step for HostStep {
             Op::Detach { name, what, .. } => format!("detach {what} from {name}"),
             Op::WaitLease { name, mac, network, .. } => format!("wait for a DHCP lease of {name} ({mac}) on {network}"),
             Op::WaitTcp { name, port, .. } => format!("wait for TCP port {port} of {name}"),
+            Op::WaitAgent { name, .. } => format!("wait for the guest agent of {name}"),
         }
     }
 
@@ -262,7 +273,7 @@ impl Step for HostStep {
     }
 
     fn is_wait(&self) -> bool {
-        matches!(self.op, Op::WaitConsole { .. } | Op::WaitLease { .. } | Op::WaitTcp { .. } | Op::WaitSsh { .. } | Op::WaitCloudInit { .. })
+        matches!(self.op, Op::WaitConsole { .. } | Op::WaitLease { .. } | Op::WaitTcp { .. } | Op::WaitAgent { .. } | Op::WaitSsh { .. } | Op::WaitCloudInit { .. })
     }
 
     fn run(&self, cx: &StepContext) -> Result<StepOutcome, StepError> {
@@ -642,6 +653,20 @@ impl Step for HostStep {
                     cx.sleep(Duration::from_secs(2))?;
                 }
             }
+            Op::WaitAgent { name, timeout } => {
+                let start = Instant::now();
+                loop {
+                    let last = match env.libvirt.agent_interfaces(name) {
+                        Ok(_) => return Ok(StepOutcome::Done),
+                        Err(e) => e.message,
+                    };
+                    if start.elapsed() > *timeout {
+                        return Err(StepError::new(format!("{name} is not ready: its guest agent did not answer within {}s (last: {last})", timeout.as_secs()))
+                            .with_hint("check that the guest runs qemu-guest-agent (`systemctl status qemu-guest-agent` inside it) and see its console log"));
+                    }
+                    cx.sleep(Duration::from_secs(1))?;
+                }
+            }
             Op::WaitTcp { name, ip, lease_from, port, timeout } => {
                 let start = Instant::now();
                 let mut last = String::from("no address yet");
@@ -666,6 +691,7 @@ impl Step for HostStep {
         }
     }
 }
+
 
 /// The reason of an import whose other changes were left for later
 /// (`virtform import`): the marker is written without a spec hash.
@@ -886,14 +912,19 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 let updating = c.action == Action::Update;
                 // Hot-plug: only when nothing else needs a restart (a restart
                 // boots with the new definition anyway).
-                let live_devices: Vec<&crate::plan::AttrChange> =
-                    if updating && !restart { c.changes.iter().filter(|ch| ch.attr.starts_with("nic:") || ch.attr.starts_with("disk:")).collect() } else { Vec::new() };
+                let live_devices: Vec<&crate::plan::AttrChange> = if updating && !restart {
+                    c.changes.iter().filter(|ch| ch.attr.starts_with("nic:") || ch.attr.starts_with("disk:") || (ch.attr == "guest_agent" && def.guest_agent)).collect()
+                } else {
+                    Vec::new()
+                };
                 let redefine = creating || c.changes.iter().any(|ch| ch.landing != Landing::Live || ch.attr == "marker") || !live_devices.is_empty();
                 let mut last = None;
                 // Attach first (live and persistent), then redefine: a kill in
                 // between leaves only a stale marker, which the next plan refreshes.
                 for ch in live_devices.iter().filter(|ch| ch.after.is_some()) {
-                    let (xml, what) = if let Some(m) = ch.attr.strip_prefix("nic:") {
+                    let (xml, what) = if ch.attr == "guest_agent" {
+                        (crate::xml::domain::agent_channel_xml(), "the guest agent channel".to_string())
+                    } else if let Some(m) = ch.attr.strip_prefix("nic:") {
                         match def.nics.iter().find(|n| n.mac.to_string() == m) {
                             Some(n) => (crate::xml::domain::nic_device_xml(n), format!("interface {m}")),
                             None => continue,
@@ -938,6 +969,14 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     b.chain(id, last);
                     last = Some(id);
                 }
+                // A hot-plugged agent channel is waited for like a fresh boot's
+                // agent (the guest starts its agent when the port appears).
+                if let Some(w) = inst.wait_for.as_ref().filter(|w| w.agent && running && live_devices.iter().any(|ch| ch.attr == "guest_agent")) {
+                    let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
+                    let id = b.step(&addr, Op::WaitAgent { name: name.clone(), timeout });
+                    b.chain(id, last);
+                    last = Some(id);
+                }
                 if updating && restart {
                     let id = b.step(&addr, Op::Stop { name: name.clone() });
                     b.chain(id, last);
@@ -964,7 +1003,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 if (start || rewait)
                     && let Some(w) = &inst.wait_for
                 {
-                    for op in readiness_waits(&env.state_dir, cfg, &addr, inst, &name, &def.console_log, w) {
+                    for op in readiness_waits(&env.state_dir, cfg, &addr, inst, &def, w) {
                         let wid = b.step(&addr, op);
                         b.chain(wid, last);
                         last = Some(wid);
@@ -1058,6 +1097,7 @@ pub fn keep_ignored(def: &mut crate::xml::domain::DomainDef, current: &crate::xm
             "kernel" => def.kernel = current.kernel.clone(),
             "initrd" => def.initrd = current.initrd.clone(),
             "cpu" => def.cpu = current.cpu.clone(),
+            "guest_agent" => def.guest_agent = current.guest_agent,
             "cloud_init" => {
                 // The seed disk keeps its current file.
                 for d in def.disks.iter_mut().filter(|d| d.serial.as_deref() == Some("cidata")) {
@@ -1091,11 +1131,12 @@ fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Op
     })
 }
 
-/// The waits of an instance after its start, in order (console, lease, TCP,
-/// SSH, cloud-init: each says precisely what is not ready yet), between two
+/// The waits of an instance after its start, in order (console, lease,
+/// agent, TCP, SSH, cloud-init: each says precisely what is not ready yet), between two
 /// readiness marks: a wait that fails or is killed leaves the mark, and the
 /// next plan waits again.
-fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance, name: &str, console_log: &str, w: &crate::model::instance::WaitFor) -> Vec<Op> {
+fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance, def: &crate::xml::domain::DomainDef, w: &crate::model::instance::WaitFor) -> Vec<Op> {
+    let (name, console_log) = (def.name.as_str(), def.console_log.as_str());
     let name = name.to_string();
     let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
     let mut waits = Vec::new();
@@ -1107,6 +1148,9 @@ fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &cra
         && let Some((network, mac)) = &lease_nic
     {
         waits.push(Op::WaitLease { name: name.clone(), network: network.clone(), mac: mac.clone(), timeout });
+    }
+    if w.agent && def.guest_agent {
+        waits.push(Op::WaitAgent { name: name.clone(), timeout });
     }
     if let Some(port) = w.tcp {
         let ip = fixed_ip(cfg, inst);

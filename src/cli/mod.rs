@@ -79,6 +79,7 @@ impl Global {
             stack: self.stack.clone(),
             state_dir: self.state_dir.clone(),
             facts: Default::default(),
+            agent_addresses: Default::default(),
             data: None,
         }
     }

@@ -95,16 +95,18 @@ fn leased_ports(cfg: &crate::config::Configuration) -> Vec<(String, String, Stri
 }
 
 /// Reloads the configuration with the addresses libvirt's DHCP servers
-/// leased to ports without a fixed IP, so outputs show them instead of
-/// "(known after apply)". Without such ports (or without libvirt) the
-/// configuration is returned as it is.
+/// leased to ports without a fixed IP, and the addresses the guest agents
+/// of the instances whose `addresses` an output reads report, so outputs
+/// show them instead of "(known after apply)". Without such ports and
+/// instances (or without libvirt) the configuration is returned as it is.
 pub fn with_host_facts(g: &Global, dir: &std::path::Path, cfg: crate::config::Configuration) -> crate::config::Configuration {
     use crate::host::libvirt::Libvirt;
     let ports = leased_ports(&cfg);
-    if ports.is_empty() {
+    if ports.is_empty() && cfg.agent_fact_readers.is_empty() {
         return cfg;
     }
     let Ok(libvirt) = crate::host::libvirt::VirtLibvirt::open(&g.connect) else { return cfg };
+    let agent_addresses = crate::observe::agent::addresses_read(&cfg, &libvirt);
     let mut leases: std::collections::BTreeMap<String, Vec<crate::host::libvirt::Lease>> = Default::default();
     let mut facts = std::collections::BTreeMap::new();
     for (addr, mac, net) in ports {
@@ -114,11 +116,12 @@ pub fn with_host_facts(g: &Global, dir: &std::path::Path, cfg: crate::config::Co
             facts.insert(addr, lease.ip.split('/').next().unwrap_or(&lease.ip).to_string());
         }
     }
-    if facts.is_empty() {
+    if facts.is_empty() && agent_addresses.is_empty() {
         return cfg;
     }
     let mut opts = g.load_options(dir.to_path_buf());
     opts.facts = facts;
+    opts.agent_addresses = agent_addresses;
     if !cfg.data.is_empty() {
         opts.data = Some(crate::config::DataHandle(std::sync::Arc::new(crate::observe::data::HostData::new(&g.connect))));
     }

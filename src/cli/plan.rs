@@ -338,11 +338,34 @@ pub fn run_show(g: &Global, dir: Option<PathBuf>, json: bool) -> ExitCode {
     };
     let stack = s.cfg.stack.clone();
     let mut objects = Vec::new();
+    // The guest agents of the stack's running domains that have its channel,
+    // asked together (`show` is where they are read; `plan` never asks).
+    let ask: Vec<String> = s
+        .observed
+        .domains
+        .values()
+        .filter(|d| d.running && d.def.as_ref().is_some_and(|x| x.guest_agent) && d.marker.as_ref().is_some_and(|m| m.0 == stack))
+        .map(|d| d.name.clone())
+        .collect();
+    let answers = crate::observe::agent::ask_all(&s.libvirt, &ask);
     for d in s.observed.domains.values() {
         if let Some((st, a, _)) = &d.marker
             && *st == stack
         {
-            objects.push(serde_json::json!({"address": a, "kind": "domain", "object": d.name, "state": if d.running { "running" } else { "shutoff" }, "autostart": d.autostart}));
+            let mut o = serde_json::json!({"address": a, "kind": "domain", "object": d.name, "state": if d.running { "running" } else { "shutoff" }, "autostart": d.autostart});
+            match answers.get(&d.name) {
+                Some(Ok(ifaces)) => {
+                    let macs: Vec<String> = d.def.as_ref().map(|x| x.nics.iter().map(|n| n.mac.to_string()).collect()).unwrap_or_default();
+                    let list: Vec<serde_json::Value> = crate::observe::agent::ordered(ifaces, &macs)
+                        .iter()
+                        .flat_map(|i| i.addrs.iter().map(move |(ip, prefix)| serde_json::json!({"name": i.name, "mac": i.mac, "ip": ip.to_string(), "prefix": prefix})))
+                        .collect();
+                    o["addresses"] = serde_json::Value::Array(list);
+                }
+                Some(Err(e)) => o["agent_error"] = serde_json::Value::String(e.clone()),
+                None => {}
+            }
+            objects.push(o);
         }
     }
     for l in s.observed.links.values() {
@@ -374,6 +397,13 @@ pub fn run_show(g: &Global, dir: Option<PathBuf>, json: bool) -> ExitCode {
                 _ => format!("{} {}", o["format"].as_str().unwrap_or(""), crate::model::common::Size(o["virtual_size"].as_u64().unwrap_or(0))),
             };
             println!("  {addr:<24} {kind:<7} {obj}  ({extra})");
+            if let Some(list) = o["addresses"].as_array().filter(|_| kind == "domain") {
+                for x in list {
+                    println!("  {:<24} {:<7}   {} {} {}/{}", "", "", x["name"].as_str().unwrap_or(""), x["mac"].as_str().unwrap_or("-"), x["ip"].as_str().unwrap_or(""), x["prefix"]);
+                }
+            } else if let Some(e) = o["agent_error"].as_str() {
+                println!("  {:<24} {:<7}   (guest agent: {e})", "", "");
+            }
         }
     }
     ExitCode::SUCCESS

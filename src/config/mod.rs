@@ -66,6 +66,11 @@ pub struct LoadOptions {
     /// leased to a port without a fixed `ip`. They fill the port's exported
     /// `ip` (for outputs and references) and never its spec.
     pub facts: BTreeMap<String, String>,
+    /// The guest agent's addresses by instance address (a host fact like
+    /// `facts`): they fill the instance's exported `addresses` and nothing
+    /// else. Read only for instances whose `addresses` something reads
+    /// ([`Configuration::agent_fact_readers`]).
+    pub agent_addresses: BTreeMap<String, Vec<String>>,
     /// Where `data` blocks read the host; `None` (validate, graph): their
     /// facts are unknown.
     pub data: Option<DataHandle>,
@@ -101,6 +106,11 @@ pub struct Configuration {
     /// Position in `resources` by address, for `resource()` (planning looks
     /// up every reference; a linear scan would make it quadratic).
     index: BTreeMap<String, usize>,
+    /// Names of the `instance` blocks whose `addresses` (a host fact the
+    /// guest agent reports) an output or a local reads, also through the
+    /// whole object (`instance.vm`): the only instances whose agent
+    /// `output`, `apply` and `show` ask. Nothing else queries an agent.
+    pub agent_fact_readers: BTreeSet<String>,
     /// The same for `data`.
     data_index: BTreeMap<String, usize>,
 }
@@ -315,13 +325,15 @@ struct Loader<'o> {
     warnings: Diagnostics,
     /// Texts of sensitive variables' values, scrubbed from every message.
     secrets: Vec<String>,
+    /// Instance blocks whose `addresses` an output or a local reads.
+    agent_fact_readers: BTreeSet<String>,
 }
 
 type Res<T> = Result<T, ()>;
 
 impl<'o> Loader<'o> {
     fn new(opts: &'o LoadOptions) -> Self {
-        Loader { opts, sources: Sources::default(), diags: Diagnostics::default(), warnings: Diagnostics::default(), secrets: Vec::new() }
+        Loader { opts, sources: Sources::default(), diags: Diagnostics::default(), warnings: Diagnostics::default(), secrets: Vec::new(), agent_fact_readers: BTreeSet::new() }
     }
 
     fn fail<T>(&mut self, d: Diagnostic) -> Res<T> {
@@ -704,7 +716,31 @@ impl<'o> Loader<'o> {
             warnings,
             imports,
             index,
+            agent_fact_readers: std::mem::take(&mut self.agent_fact_readers),
         })
+    }
+
+    /// Notes an output or local that reads an instance's `addresses` (or the
+    /// whole instance object); refuses a resource that reads `addresses`:
+    /// a host fact never becomes desired state.
+    fn agent_fact_reference(&mut self, me: &Node, name: &str, r: &Reference) {
+        // The first attribute after the name and its indexes.
+        let attr = r.steps.iter().skip(1).find_map(|s| match s {
+            Step::Attr(a) => Some(a.as_str()),
+            _ => None,
+        });
+        let reads = attr.is_none_or(|a| a == "addresses");
+        match me {
+            Node::Output(_) | Node::Local(_) if reads => {
+                self.agent_fact_readers.insert(name.to_string());
+            }
+            Node::Resource(..) | Node::Data(..) if attr == Some("addresses") => self.diags.push(
+                Diagnostic::error(format!("`instance.{name}.addresses` is a host fact (what the guest agent reports) and cannot configure a resource"))
+                    .at(r.span)
+                    .label("read it in an output; give the port a fixed `ip` to use an address here"),
+            ),
+            _ => {}
+        }
     }
 
     fn forbid_self(&mut self, rs: &[Reference], root: &str, attr: &str) {
@@ -806,7 +842,12 @@ impl<'o> Loader<'o> {
                 root => {
                     if let Some(kind) = Kind::parse(root) {
                         match r.first_attr() {
-                            Some(n) if res.contains(&(kind, n.to_string())) => graph.add_edge(me, &Node::Resource(kind, n.to_string()), r.span),
+                            Some(n) if res.contains(&(kind, n.to_string())) => {
+                                if kind == Kind::Instance {
+                                    self.agent_fact_reference(me, n, r);
+                                }
+                                graph.add_edge(me, &Node::Resource(kind, n.to_string()), r.span)
+                            }
                             Some(n) => {
                                 let same_kind = res.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n.as_str());
                                 let mut d = Diagnostic::error(format!("reference to undeclared resource `{root}.{n}`")).at(r.span);
@@ -1279,6 +1320,11 @@ impl<'o> Loader<'o> {
                     {
                         m.insert("ip".into(), Value::String(ip.clone()));
                     }
+                    if let (Some(ips), Value::Map(m)) = (self.opts.agent_addresses.get(&addr.to_string()), &mut exports)
+                        && matches!(m.get("addresses"), Some(Value::Unknown))
+                    {
+                        m.insert("addresses".into(), Value::List(ips.iter().map(|ip| Value::String(ip.clone())).collect()));
+                    }
                     let r = Resource {
                         address: addr.clone(),
                         spec,
@@ -1602,6 +1648,7 @@ impl Configuration {
             warnings: Diagnostics::default(),
             imports: Vec::new(),
             index: BTreeMap::new(),
+            agent_fact_readers: BTreeSet::new(),
         }
     }
 

@@ -155,11 +155,42 @@ pub struct Lease {
     pub expiry: i64,
 }
 
+/// How a graceful shutdown was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The QEMU guest agent (`guest-shutdown`): answered, so the guest's
+    /// own init system shuts down, whether or not it listens to ACPI.
+    Agent,
+    /// The ACPI power button: the guest has no agent channel, or its agent
+    /// did not answer.
+    Acpi,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Agent => "the guest agent",
+            Via::Acpi => "the ACPI power button",
+        }
+    }
+}
+
+/// One interface as the guest agent reports it (`guest-network-get-interfaces`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestInterface {
+    /// The guest's name for it (`eth0`, `ens3`, `lo`).
+    pub name: String,
+    /// Lowercase; None when the guest reports none.
+    pub mac: Option<String>,
+    /// Addresses with their prefix lengths, as reported.
+    pub addrs: Vec<(std::net::IpAddr, u8)>,
+}
+
 /// How [`Libvirt::shutdown`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownOutcome {
-    /// The guest powered off after the ACPI power button.
-    Graceful,
+    /// The guest powered off after the last request, made through `Via`.
+    Graceful(Via),
     /// The guest did not power off within the timeout and was destroyed.
     Forced,
     /// It was not running (or did not exist).
@@ -195,9 +226,19 @@ pub trait Libvirt: Send + Sync {
     fn undefine(&self, name: &str) -> Result<(), HostError>;
     /// Starts a defined domain (resumes a paused one); done when running.
     fn start(&self, name: &str) -> Result<(), HostError>;
-    /// ACPI power button, wait up to `timeout` for it to power off (pressing
-    /// again every 10 s), then destroy.
+    /// Asks the guest to power off through its agent when the agent answers,
+    /// else with the ACPI power button; waits up to `timeout` for it to
+    /// power off (asking again every 10 s, agent first again), then destroys.
     fn shutdown(&self, name: &str, timeout: Duration) -> Result<ShutdownOutcome, HostError>;
+    /// The guest's interfaces as its QEMU guest agent reports them
+    /// (`virDomainInterfaceAddresses`, source agent). An error when the
+    /// domain is not running, has no agent channel, or its agent does not
+    /// answer (libvirt answers at once while the agent is not connected,
+    /// and gives up a connected agent that does not answer its sync after
+    /// 5 s). Also how `wait_for { agent = true }` asks whether the agent is up.
+    fn agent_interfaces(&self, name: &str) -> Result<Vec<GuestInterface>, HostError> {
+        Err(HostError::new("ask the guest agent", name, "not supported by this libvirt adapter".to_string()))
+    }
     /// Hard power-off; done when stopped or missing.
     fn destroy(&self, name: &str) -> Result<(), HostError>;
     fn set_autostart(&self, name: &str, on: bool) -> Result<(), HostError>;
@@ -600,6 +641,37 @@ fn domain_info(d: &Domain, uuid: &[u8; 16], state: DomainState, autostart: bool,
 }
 
 /// Raw UUIDs: formatting thousands of UUID strings showed in profiles.
+/// Whether the running guest's agent has its channel open (libvirt's
+/// `<target type='virtio' name='org.qemu.guest_agent.0' state='connected'/>`
+/// in the live XML).
+fn agent_connected(d: &Domain) -> bool {
+    d.xml_desc(0).ok().is_some_and(|x| channel_state_connected(&x))
+}
+
+/// Whether the agent's channel closes within 3 s (libvirt learns of it by
+/// an event, shortly after the port closed).
+fn agent_closes(d: &Domain) -> bool {
+    let start = Instant::now();
+    loop {
+        if !agent_connected(d) {
+            return true;
+        }
+        if start.elapsed() >= Duration::from_secs(3) {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn channel_state_connected(xml: &str) -> bool {
+    let Ok(doc) = Doc::parse(xml, "domain") else { return false };
+    doc.root().child("devices").is_some_and(|devs| {
+        devs.children("channel").any(|c| {
+            c.child("target").is_some_and(|t| t.attr("name") == Some(crate::xml::domain::GUEST_AGENT_CHANNEL) && t.attr("state") == Some("connected"))
+        })
+    })
+}
+
 fn uuid_set(ds: Vec<Domain>) -> HashSet<[u8; 16]> {
     ds.iter().filter_map(|d| d.uuid().ok()).map(|u| *u.as_bytes()).collect()
 }
@@ -614,11 +686,13 @@ fn network_name_of(xml: &str) -> String {
 
 // ---------------------------------------------------------------- devices
 
-/// How a device is identified in a domain: a disk by its target, a NIC by its MAC.
+/// How a device is identified in a domain: a disk by its target, a NIC by
+/// its MAC, a virtio channel (the guest agent's) by its target name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum DeviceKey {
     Disk { target: String, source: Option<String> },
     Nic { mac: String },
+    Channel { name: String },
 }
 
 impl DeviceKey {
@@ -626,6 +700,7 @@ impl DeviceKey {
         match self {
             DeviceKey::Disk { target, .. } => format!("disk {target}"),
             DeviceKey::Nic { mac } => format!("interface {mac}"),
+            DeviceKey::Channel { name } => format!("channel {name}"),
         }
     }
 }
@@ -638,14 +713,17 @@ fn disk_source(d: Elem<'_>) -> Option<String> {
 fn device_key(xml: &str) -> Result<DeviceKey, String> {
     let doc = match Doc::parse(xml, "disk") {
         Ok(r) => r,
-        Err(XmlError::UnexpectedRoot { found, .. }) if found == "interface" => Doc::parse(xml, "interface").map_err(|e| e.to_string())?,
-        Err(XmlError::UnexpectedRoot { found, .. }) => return Err(format!("expected a <disk> or <interface> device, found <{found}>")),
+        Err(XmlError::UnexpectedRoot { found, .. }) if found == "interface" || found == "channel" => Doc::parse(xml, if found == "interface" { "interface" } else { "channel" }).map_err(|e| e.to_string())?,
+        Err(XmlError::UnexpectedRoot { found, .. }) => return Err(format!("expected a <disk>, <interface> or <channel> device, found <{found}>")),
         Err(e) => return Err(e.to_string()),
     };
     let root = doc.root();
     if root.name() == "disk" {
         let target = root.child("target").and_then(|t| t.attr("dev")).filter(|t| !t.is_empty()).ok_or("the <disk> has no <target dev=…>")?;
         Ok(DeviceKey::Disk { target: target.to_string(), source: disk_source(root) })
+    } else if root.name() == "channel" {
+        let name = root.child("target").filter(|t| t.attr("type") == Some("virtio")).and_then(|t| t.attr("name")).ok_or("the <channel> has no <target type='virtio' name=…>")?;
+        Ok(DeviceKey::Channel { name: name.to_string() })
     } else {
         let mac = root.child("mac").and_then(|m| m.attr("address")).ok_or("the <interface> has no <mac address=…> (virtform matches NICs by MAC)")?;
         Ok(DeviceKey::Nic { mac: mac.trim().to_ascii_lowercase() })
@@ -683,6 +761,11 @@ fn presence(domain_xml: &str, key: &DeviceKey) -> Result<Presence, XmlError> {
                 if i.child("mac").and_then(|m| m.attr("address")).map(|a| a.trim().to_ascii_lowercase()).as_deref() == Some(mac.as_str()) {
                     return Ok(Presence::Same);
                 }
+            }
+        }
+        DeviceKey::Channel { name } => {
+            if devices.children("channel").any(|c| c.child("target").is_some_and(|t| t.attr("type") == Some("virtio") && t.attr("name") == Some(name.as_str()))) {
+                return Ok(Presence::Same);
             }
         }
     }
@@ -1026,23 +1109,46 @@ impl Libvirt for VirtLibvirt {
 
     fn shutdown(&self, name: &str, timeout: Duration) -> Result<ShutdownOutcome, HostError> {
         let op = "shutdown domain";
-        // Press the power button (resuming a paused guest first so it can see it).
-        let pressed = self.call(op, name, |c| {
-            let Some(d) = lookup_domain(c, name)? else { return Ok(false) };
-            match domain_state(&d)? {
-                DomainState::Shutoff => return Ok(false),
-                DomainState::Paused => d.resume()?,
-                _ => {}
-            }
-            match d.shutdown() {
-                Ok(()) => Ok(true),
-                Err(e) if virt_not_found(&e) || (code_is(&e, ErrorNumber::OperationInvalid) && !d.is_active().unwrap_or(true)) => Ok(false),
-                Err(e) => Err(e),
-            }
-        })?;
-        if !pressed {
+        // Ask the agent, else press the power button (resuming a paused guest
+        // first so it can see either). None: the domain is off or gone.
+        let ask = |first: bool| {
+            self.call(op, name, |c| {
+                let Some(d) = lookup_domain(c, name)? else { return Ok(None) };
+                if first {
+                    match domain_state(&d)? {
+                        DomainState::Shutoff => return Ok(None),
+                        DomainState::Paused => d.resume()?,
+                        _ => {}
+                    }
+                }
+                // The agent answers unless the guest has no channel, no agent
+                // running, or a hung one (libvirt's 5 s sync gives up then).
+                let connected = agent_connected(&d);
+                match d.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_GUEST_AGENT) {
+                    Ok(()) => return Ok(Some(Via::Agent)),
+                    // A race seen with Debian 12 guests: the agent starts the
+                    // shutdown, systemd stops the agent, its port closes before
+                    // libvirt has its answer, and libvirt reports "not
+                    // connected". The guest is shutting down: no ACPI press now
+                    // (the retry in 10 s asks again if it is still up).
+                    Err(e) if connected && code_is(&e, ErrorNumber::AgentUnresponsive) && agent_closes(&d) => {
+                        tracing::debug!(domain = name, "the guest agent took the shutdown and closed its channel ({})", e.message());
+                        return Ok(Some(Via::Agent));
+                    }
+                    Err(e) => tracing::debug!(domain = name, "the guest agent did not take the shutdown ({}); pressing the ACPI power button", e.message()),
+                }
+                match d.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN) {
+                    Ok(()) => Ok(Some(Via::Acpi)),
+                    Err(e) if virt_not_found(&e) || (code_is(&e, ErrorNumber::OperationInvalid) && !d.is_active().unwrap_or(true)) => Ok(None),
+                    // Drivers without the flags (the test driver): the plain call.
+                    Err(e) if unsupported_flags(&e) => d.shutdown().map(|()| Some(Via::Acpi)),
+                    Err(e) => Err(e),
+                }
+            })
+        };
+        let Some(mut via) = ask(true)? else {
             return Ok(ShutdownOutcome::AlreadyOff);
-        }
+        };
         let start = Instant::now();
         let mut last_press = start;
         loop {
@@ -1054,19 +1160,23 @@ impl Libvirt for VirtLibvirt {
                 },
             })?;
             if !active {
-                return Ok(ShutdownOutcome::Graceful);
+                tracing::debug!(domain = name, via = via.as_str(), seconds = start.elapsed().as_secs_f64(), "shut down through {}", via.as_str());
+                return Ok(ShutdownOutcome::Graceful(via));
             }
             if start.elapsed() >= timeout {
                 break;
             }
             if last_press.elapsed() >= SHUTDOWN_RETRY_INTERVAL {
-                // A guest still booting may have missed the first press.
-                let _ = self.call(op, name, |c| c.lookup_domain_by_name(name)?.shutdown());
+                // A guest still booting may have missed the first request
+                // (or its agent came up since).
+                if let Ok(Some(v)) = ask(false) {
+                    via = v;
+                }
                 last_press = Instant::now();
             }
             std::thread::sleep(POLL.min(timeout.saturating_sub(start.elapsed())).max(Duration::from_millis(10)));
         }
-        tracing::warn!(domain = name, ?timeout, "guest did not power off after the ACPI power button; destroying it");
+        tracing::warn!(domain = name, ?timeout, "guest did not power off after {}; destroying it", via.as_str());
         let destroyed = self.call(op, name, |c| {
             let Some(d) = lookup_domain(c, name)? else { return Ok(false) };
             match d.destroy() {
@@ -1075,7 +1185,19 @@ impl Libvirt for VirtLibvirt {
                 Err(e) => Err(e),
             }
         })?;
-        Ok(if destroyed { ShutdownOutcome::Forced } else { ShutdownOutcome::Graceful })
+        Ok(if destroyed { ShutdownOutcome::Forced } else { ShutdownOutcome::Graceful(via) })
+    }
+
+    fn agent_interfaces(&self, name: &str) -> Result<Vec<GuestInterface>, HostError> {
+        let ifaces = self.call("ask the guest agent", name, |c| c.lookup_domain_by_name(name)?.interface_addresses(sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0))?;
+        Ok(ifaces
+            .into_iter()
+            .map(|i| GuestInterface {
+                name: i.name,
+                mac: i.hwaddr.filter(|m| !m.is_empty()).map(|m| m.to_ascii_lowercase()),
+                addrs: i.addrs.iter().filter_map(|a| Some((a.addr.parse().ok()?, u8::try_from(a.prefix).ok()?))).collect(),
+            })
+            .collect())
     }
 
     fn destroy(&self, name: &str) -> Result<(), HostError> {
@@ -1401,6 +1523,7 @@ mod tests {
             nics: vec![NicDef { mac: mac("52:54:00:aa:00:01"), model: NicModel::Virtio, source: NicSource::Bridge { bridge: "vf-nobr".into() }, target_dev: Some("tapvfut0".into()), mtu: None }],
             console_log: "/nonexistent/console.log".into(),
             graphics: Graphics::None,
+            guest_agent: true,
             marker: Marker { stack: "ut".into(), address: format!("instance.{name}"), spec_hash: "sha256:0".into() },
         }
     }
@@ -1460,12 +1583,27 @@ mod tests {
     }
 
     #[test]
+    fn agent_channel_state_is_read_from_the_live_xml() {
+        let live = |state: &str| format!("<domain><devices><channel type='unix'><source mode='bind' path='/x'/><target type='virtio' name='org.qemu.guest_agent.0' state='{state}'/></channel></devices></domain>");
+        assert!(channel_state_connected(&live("connected")));
+        assert!(!channel_state_connected(&live("disconnected")));
+        assert!(!channel_state_connected("<domain><devices/></domain>"));
+        assert!(!channel_state_connected("<domain><devices><channel type='unix'><target type='virtio' name='org.other' state='connected'/></channel></devices></domain>"));
+    }
+
+    #[test]
     fn device_keys_and_presence() {
         let vdb = disk_device_xml(&disk("vdb", "/v/data.qcow2"));
         let nic = nic_device_xml(&NicDef { mac: mac("52:54:00:AA:00:02"), model: NicModel::Virtio, source: NicSource::Network { network: "n".into() }, target_dev: None, mtu: None });
         assert_eq!(device_key(&vdb), Ok(DeviceKey::Disk { target: "vdb".into(), source: Some("/v/data.qcow2".into()) }));
         assert_eq!(device_key(&nic), Ok(DeviceKey::Nic { mac: "52:54:00:aa:00:02".into() }));
-        assert!(device_key("<memballoon model='virtio'/>").unwrap_err().contains("<disk> or <interface>"));
+        assert!(device_key("<memballoon model='virtio'/>").unwrap_err().contains("<disk>, <interface> or <channel>"));
+        assert_eq!(device_key(&crate::xml::domain::agent_channel_xml()), Ok(DeviceKey::Channel { name: "org.qemu.guest_agent.0".into() }));
+        assert!(device_key("<channel type='pty'><target type='serial' port='0'/></channel>").unwrap_err().contains("virtio"));
+        let with = "<domain><devices><channel type='unix'><source mode='bind' path='/x'/><target type='virtio' name='org.qemu.guest_agent.0'/><alias name='channel0'/></channel></devices></domain>";
+        let key = DeviceKey::Channel { name: "org.qemu.guest_agent.0".into() };
+        assert_eq!(presence(with, &key).unwrap(), Presence::Same);
+        assert_eq!(presence("<domain><devices/></domain>", &key).unwrap(), Presence::Absent);
         assert!(device_key("<disk type='file'/>").unwrap_err().contains("target"));
         assert!(device_key("<interface type='network'/>").unwrap_err().contains("mac"));
         assert!(device_key("<disk").is_err());
@@ -1566,8 +1704,16 @@ mod tests {
         lv.start(&name).unwrap();
         lv.start(&name).unwrap(); // idempotent
         assert_eq!(lv.domain(&name).unwrap().unwrap().state, DomainState::Running);
-        assert_eq!(lv.shutdown(&name, Duration::from_secs(5)).unwrap(), ShutdownOutcome::Graceful);
+        // The test driver makes up one address per NIC for any source.
+        assert_eq!(
+            lv.agent_interfaces(&name).unwrap(),
+            vec![GuestInterface { name: "tapvfut0".into(), mac: Some("52:54:00:aa:00:01".into()), addrs: vec![("192.168.0.1".parse().unwrap(), 24)] }]
+        );
+        // The test driver has no agent (the flag is refused): the power button.
+        assert_eq!(lv.shutdown(&name, Duration::from_secs(5)).unwrap(), ShutdownOutcome::Graceful(Via::Acpi));
         assert_eq!(lv.shutdown(&name, Duration::from_secs(5)).unwrap(), ShutdownOutcome::AlreadyOff);
+        let e = lv.agent_interfaces(&name).unwrap_err();
+        assert_eq!((e.op.as_str(), e.object.as_str()), ("ask the guest agent", name.as_str()), "not running: {e}");
         lv.start(&name).unwrap();
         lv.destroy(&name).unwrap();
         lv.destroy(&name).unwrap(); // stopped: done
@@ -1621,7 +1767,7 @@ mod tests {
         assert_eq!(e.op, "detach device");
         assert!(e.object.contains("disk vda"));
         let e = lv.attach_device(&name, "<memballoon model='none'/>", true).unwrap_err();
-        assert!(e.message.contains("<disk> or <interface>"), "{e}");
+        assert!(e.message.contains("<disk>, <interface> or <channel>"), "{e}");
         // Missing domain: detach is done, attach is an error.
         lv.undefine(&name).unwrap();
         lv.detach_device(&name, &disk_device_xml(&disk("vdb", "/x")), true, Duration::from_secs(1)).unwrap();

@@ -100,6 +100,9 @@ pub struct WaitFor {
     /// errors fail the step.
     #[serde(default)]
     pub cloud_init: bool,
+    /// Wait until the QEMU guest agent in the guest answers (needs `guest_agent`, the default).
+    #[serde(default)]
+    pub agent: bool,
     /// How long to wait (default "300s").
     pub timeout: Option<Duration>,
 }
@@ -194,6 +197,11 @@ pub struct Instance {
     pub wait_for: Option<WaitFor>,
     /// How to log in to the guest over SSH.
     pub connection: Option<Connection>,
+    /// Give the guest the QEMU guest agent's channel (`org.qemu.guest_agent.0`; default true):
+    /// graceful shutdown through the agent, `wait_for { agent = true }` and the `addresses`
+    /// attribute. The guest needs qemu-guest-agent installed for any of them.
+    #[serde(default = "yes")]
+    pub guest_agent: bool,
 }
 
 /// Where an instance's serial console is logged: `<state_dir>/<stack>/console/<name>[@key].log`.
@@ -217,6 +225,10 @@ fn reachable_port(r: &ResourceRef, ctx: &Ctx<'_>) -> bool {
 /// (libvirt copies it from the firmware's template on first start, 0600; removed with the instance).
 pub fn nvram_path(state_dir: &std::path::Path, stack: &str, addr: &Address) -> std::path::PathBuf {
     state_dir.join(stack).join("nvram").join(format!("{}_VARS.fd", addr.file_stem()))
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> u32 {
@@ -329,8 +341,11 @@ impl Instance {
             }
         }
         if let Some(w) = &self.wait_for {
-            if w.console.is_none() && !w.lease && w.tcp.is_none() && !w.ssh && !w.cloud_init {
-                errs.push(FieldError::new("wait_for", "`wait_for` needs at least one of `console`, `lease`, `tcp`, `ssh` or `cloud_init`"));
+            if w.console.is_none() && !w.lease && w.tcp.is_none() && !w.agent && !w.ssh && !w.cloud_init {
+                errs.push(FieldError::new("wait_for", "`wait_for` needs at least one of `console`, `lease`, `tcp`, `agent`, `ssh` or `cloud_init`"));
+            }
+            if w.agent && !self.guest_agent {
+                errs.push(FieldError::new("wait_for.agent", "`agent = true` waits for the guest agent, but this instance has `guest_agent = false` (no agent channel)").label("set `guest_agent = true` (the default) or remove `agent`"));
             }
             for (f, on) in [("wait_for.ssh", w.ssh), ("wait_for.cloud_init", w.cloud_init)] {
                 if on && self.connection.is_none() {
@@ -379,6 +394,9 @@ impl Instance {
                 ("uuid", Value::String(derived_uuid(&ctx.seed(addr)))),
                 ("console_log", Value::String(self.console_log(addr, ctx))),
                 ("memory", Value::Number(self.memory.0 as f64)),
+                // A host fact: what the guest agent reports, filled in only
+                // where outputs read it (`LoadOptions::agent_addresses`).
+                ("addresses", if self.guest_agent { Value::Unknown } else { Value::List(Vec::new()) }),
             ],
         )
     }

@@ -7,6 +7,7 @@
 //! - Ownership is read from the objects' own markers (link alias, domain
 //!   metadata), never from a local state file.
 
+pub mod agent;
 pub mod data;
 
 use crate::host::links::Link;

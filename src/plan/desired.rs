@@ -342,6 +342,7 @@ impl Lowering<'_> {
             nics,
             console_log: inst.console_log(&r.address, &self.ctx()),
             graphics: inst.graphics,
+            guest_agent: inst.guest_agent,
             marker: Marker { stack: self.cfg.stack.clone(), address: r.address.to_string(), spec_hash: String::new() },
         };
         def.marker.spec_hash = spec_hash(&def);

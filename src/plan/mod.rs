@@ -924,7 +924,7 @@ impl Planner<'_> {
 fn ignored_attr(attr: &str) -> Option<&str> {
     Some(match attr {
         "memory" | "current_memory" => "memory",
-        "vcpus" | "cpu" | "cmdline" | "kernel" | "initrd" | "autostart" | "state" | "graphics" | "cloud_init" => attr,
+        "vcpus" | "cpu" | "cmdline" | "kernel" | "initrd" | "autostart" | "state" | "graphics" | "cloud_init" | "guest_agent" => attr,
         "mtu" | "address" | "stp" | "forward_delay" | "dhcp" | "datapath_type" | "size" => attr,
         _ => return None,
     })
@@ -957,6 +957,12 @@ fn field_landing(field: &str, want: &crate::xml::domain::DomainDef, have: &crate
         // holds the boot entries and keys the old firmware wrote).
         "name" | "uuid" | "domain_type" | "arch" | "machine" | "firmware" | "loader" | "nvram" => Landing::Replace,
         f if f.starts_with("nic:") => Landing::Live,
+        // The agent channel is hot-plugged into a domain that has a
+        // virtio-serial controller (every domain virtform defines has one);
+        // a domain defined without one (by virtform before the agent
+        // channel existed) gets it with a restart: libvirt cannot hot-plug
+        // the controller. Removing the channel is a restart too.
+        "guest_agent" if want.guest_agent && have.virtio_serial => Landing::Live,
         f if f.starts_with("disk:") => {
             let target = &f["disk:".len()..];
             let in_volumes = |p: Option<&str>| p.is_some_and(|p| std::path::Path::new(p).parent() == Some(volumes_dir));
@@ -1015,6 +1021,7 @@ fn field_values(field: &str, have: &crate::xml::domain::ObservedDomain, want: &c
             };
             (n(have), n(want))
         }
+        "guest_agent" => (Some(have.guest_agent.to_string()), Some(want.guest_agent.to_string())),
         f if f.starts_with("disk:") => {
             let t = &f["disk:".len()..];
             let find = |d: &crate::xml::domain::ObservedDomain| d.disks.iter().find(|x| x.target == t).and_then(|x| x.path.clone());
@@ -1051,3 +1058,6 @@ mod tests_import;
 
 #[cfg(test)]
 mod tests_firmware;
+
+#[cfg(test)]
+mod tests_agent;

@@ -53,12 +53,13 @@ pub const GRAPHICS_LISTEN: &str = "127.0.0.1";
 /// plus these (what Nova's `num_pcie_ports` is for).
 pub const Q35_HOTPLUG_SPARE_PORTS: usize = 8;
 
-/// Root ports a q35 domain gets: one per virtio disk and NIC, four for the
-/// devices libvirt places itself (USB controller, memballoon, rng, and the
-/// pcie-to-pci bridge a SCSI controller needs), plus the hot-plug spares.
+/// Root ports a q35 domain gets: one per virtio disk and NIC, five for the
+/// other devices (USB controller, memballoon, rng, the virtio-serial
+/// controller of the agent channel, and the pcie-to-pci bridge a SCSI
+/// controller needs), plus the hot-plug spares.
 /// libvirt adds more if this is short, so an overestimate only costs spares.
 pub fn q35_root_ports(d: &DomainDef) -> usize {
-    d.disks.iter().filter(|x| x.bus == Bus::Virtio).count() + d.nics.len() + 4 + Q35_HOTPLUG_SPARE_PORTS
+    d.disks.iter().filter(|x| x.bus == Bus::Virtio).count() + d.nics.len() + 5 + Q35_HOTPLUG_SPARE_PORTS
 }
 
 /// The UEFI firmware (Debian's `ovmf` package): code without Secure Boot
@@ -189,8 +190,16 @@ pub struct DomainDef {
     /// Serial console log file (`<serial type='file'>`, appended to). Empty: no serial console.
     pub console_log: String,
     pub graphics: Graphics,
+    /// The QEMU guest agent's channel ([`GUEST_AGENT_CHANNEL`]). Every
+    /// domain also gets a virtio-serial controller, so the channel can be
+    /// hot-plugged later (libvirt cannot hot-plug the controller).
+    #[serde(default)]
+    pub guest_agent: bool,
     pub marker: Marker,
 }
+
+/// The name of the QEMU guest agent's virtio-serial port.
+pub const GUEST_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
 
 /// A file-backed disk or cdrom.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -450,6 +459,13 @@ pub fn domain_xml(d: &DomainDef) -> String {
     for nic in &d.nics {
         write_nic(&mut w, nic);
     }
+    // Always there, so that the agent channel can be hot-plugged into a
+    // domain that was defined without it (libvirt cannot hot-plug the
+    // controller itself: "'virtio-serial' controller cannot be hot plugged").
+    w.empty("controller", &[("type", "virtio-serial"), ("index", "0")]);
+    if d.guest_agent {
+        write_agent_channel(&mut w);
+    }
     if !d.console_log.is_empty() {
         w.start("serial", &[("type", "file")]);
         w.empty("source", &[("path", &d.console_log), ("append", "on")]);
@@ -491,6 +507,22 @@ pub fn nic_device_xml(n: &NicDef) -> String {
     let mut w = XmlWriter::new();
     write_nic(&mut w, n);
     w.finish()
+}
+
+/// The guest agent's `<channel>` for a live attach: the same element as in [`domain_xml`].
+pub fn agent_channel_xml() -> String {
+    let mut w = XmlWriter::new();
+    write_agent_channel(&mut w);
+    w.finish()
+}
+
+/// `<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>`:
+/// libvirt picks the socket path (under /var/lib/libvirt/qemu/channel) and
+/// the virtio-serial port.
+fn write_agent_channel(w: &mut XmlWriter) {
+    w.start("channel", &[("type", "unix")]);
+    w.empty("target", &[("type", "virtio"), ("name", GUEST_AGENT_CHANNEL)]);
+    w.end("channel");
 }
 
 fn write_disk(w: &mut XmlWriter, d: &DiskDef) {
@@ -633,6 +665,15 @@ pub struct ObservedDomain {
     /// Path of the first file-backed serial port (else console).
     pub console_log: Option<String>,
     pub graphics: Vec<ObservedGraphics>,
+    /// A virtio `<channel>` named [`GUEST_AGENT_CHANNEL`] is there (its
+    /// source path, alias and port are libvirt's and not compared).
+    #[serde(default)]
+    pub guest_agent: bool,
+    /// A virtio-serial controller (or a virtio channel or console, for
+    /// which libvirt adds one) is there: the agent channel can be
+    /// hot-plugged. Not compared: it only decides how a change lands.
+    #[serde(default)]
+    pub virtio_serial: bool,
     pub marker: Option<Marker>,
 }
 
@@ -775,7 +816,16 @@ pub fn parse_domain(xml: &str) -> Result<ObservedDomain, XmlError> {
     let mut nics = Vec::new();
     let mut console_log = None;
     let mut graphics = Vec::new();
+    let (mut guest_agent, mut virtio_serial) = (false, false);
     if let Some(devices) = root.child("devices") {
+        for c in devices.children("channel") {
+            let target = c.child("target");
+            let virtio = target.is_some_and(|t| t.attr("type") == Some("virtio"));
+            virtio_serial |= virtio;
+            guest_agent |= virtio && target.and_then(|t| t.attr("name")) == Some(GUEST_AGENT_CHANNEL);
+        }
+        virtio_serial |= devices.children("controller").any(|c| c.attr("type") == Some("virtio-serial"))
+            || devices.children("console").any(|c| c.child("target").and_then(|t| t.attr("type")) == Some("virtio"));
         for d in devices.children("disk") {
             disks.push(parse_disk(d)?);
         }
@@ -834,6 +884,8 @@ pub fn parse_domain(xml: &str) -> Result<ObservedDomain, XmlError> {
         nics,
         console_log,
         graphics,
+        guest_agent,
+        virtio_serial,
         marker,
     })
 }
@@ -843,7 +895,7 @@ pub fn parse_domain(xml: &str) -> Result<ObservedDomain, XmlError> {
 /// tree unread (with their contents), which is about a third of a typical
 /// definition. None of them may be a name `parse_domain` reads anywhere.
 const NOT_READ: &[&str] = &[
-    "address", "alias", "controller", "input", "audio", "memballoon", "rng", "video", "sound", "channel", "redirdev", "hub", "watchdog",
+    "address", "alias", "input", "audio", "memballoon", "rng", "video", "sound", "redirdev", "hub", "watchdog",
     "seclabel", "emulator", "hostdev", "smartcard", "panic", "tpm", "vsock", "iommu", "filesystem", "shmem", "pm", "sysinfo", "cputune",
     "numatune", "memtune", "blkiotune", "resource", "iothreads",
 ];
@@ -953,6 +1005,8 @@ impl ObservedDomain {
                 Graphics::Vnc => vec![ObservedGraphics { kind: "vnc".into(), listen: Some(GRAPHICS_LISTEN.into()) }],
                 Graphics::Spice => vec![ObservedGraphics { kind: "spice".into(), listen: Some(GRAPHICS_LISTEN.into()) }],
             },
+            guest_agent: d.guest_agent,
+            virtio_serial: true,
             marker: Some(Marker { stack: xml_safe(&d.marker.stack), address: xml_safe(&d.marker.address), spec_hash: xml_safe(&d.marker.spec_hash) }),
         }
     }
@@ -1138,6 +1192,9 @@ impl ObservedDomain {
             a.push(("type", kind));
             w.empty("interface", &a);
         }
+        if n.guest_agent {
+            w.empty("channel", &[("name", GUEST_AGENT_CHANNEL), ("type", "virtio")]);
+        }
         if let Some(c) = &n.console_log {
             w.empty("console", &[("log", c)]);
         }
@@ -1157,7 +1214,7 @@ impl ObservedDomain {
     /// normalization. Names: `name`, `uuid`, `domain_type`, `memory`,
     /// `current_memory`, `vcpus`, `cpu`, `arch`, `machine`, `firmware`,
     /// `loader`, `nvram`, `kernel`, `initrd`, `cmdline`, `boot`, `features`, `clock`,
-    /// `lifecycle`, `console_log`, `graphics`, `marker`, and per device
+    /// `lifecycle`, `console_log`, `graphics`, `guest_agent`, `marker`, and per device
     /// `disk:<target>` and `nic:<mac>` (added, removed or changed). Empty: no change.
     pub fn changed_fields(&self, observed: &ObservedDomain) -> Vec<String> {
         // Copies only where aligning or sorting changes something (a
@@ -1192,6 +1249,7 @@ impl ObservedDomain {
         check("lifecycle", (&a.on_poweroff, &a.on_reboot, &a.on_crash) != (&b.on_poweroff, &b.on_reboot, &b.on_crash));
         check("console_log", a.console_log != b.console_log);
         check("graphics", a.graphics != b.graphics);
+        check("guest_agent", a.guest_agent != b.guest_agent);
         check("marker", a.marker != b.marker);
         let mut targets: Vec<&str> = a.disks.iter().chain(&b.disks).map(|d| d.target.as_str()).collect();
         targets.sort_by_key(|t| target_key(t));

@@ -44,6 +44,7 @@ fn quickstart() -> DomainDef {
         }],
         console_log: "/var/lib/virtform/demo/console/demo-worker-0.log".into(),
         graphics: Graphics::None,
+        guest_agent: true,
         marker: marker("instance.worker[0]"),
     }
 }
@@ -91,6 +92,7 @@ fn ovs_hybrid() -> DomainDef {
         ],
         console_log: "/var/lib/virtform/demo/console/demo-pair-a.log".into(),
         graphics: Graphics::None,
+        guest_agent: false,
         marker: marker("instance.pair[\"a\"]"),
     }
 }
@@ -141,6 +143,7 @@ fn nat() -> DomainDef {
         }],
         console_log: "/var/lib/virtform/ci/console/runner-3.log".into(),
         graphics: Graphics::Vnc,
+        guest_agent: true,
         marker: Marker { stack: "ci".into(), address: "instance.runner[\"3\"]".into(), spec_hash: "sha256:00ff".into() },
     }
 }
@@ -195,6 +198,7 @@ fn efi_custom() -> DomainDef {
         nics: vec![],
         console_log: "/var/lib/virtform/lab/console/efi.log".into(),
         graphics: Graphics::Spice,
+        guest_agent: false,
         marker: Marker { stack: "lab".into(), address: "instance.efi".into(), spec_hash: "sha256:efefef".into() },
     }
 }
@@ -354,7 +358,7 @@ fn boot_and_features() {
     bios.firmware = Firmware::Bios;
     assert!(!domain_xml(&bios).contains("<loader"));
     assert!(e.contains("<model fallback=\"allow\">qemu64</model>"));
-    assert_eq!(e.matches("pcie-root-port").count(), 1 + 4 + Q35_HOTPLUG_SPARE_PORTS);
+    assert_eq!(e.matches("pcie-root-port").count(), 1 + 5 + Q35_HOTPLUG_SPARE_PORTS);
     assert_eq!(e.matches("model=\"pcie-root\"").count(), 1);
     assert!(!o.contains("pcie-root-port"));
 }
@@ -477,6 +481,9 @@ const LIBVIRT_QUICKSTART: &str = r#"<domain type='qemu'>
       <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x2'/>
     </controller>
     <controller type='pci' index='0' model='pci-root'/>
+    <controller type='virtio-serial' index='0'>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x04' function='0x0'/>
+    </controller>
     <interface type='bridge'>
       <mac address='52:54:00:12:34:56'/>
       <source bridge='vf-lan0'/>
@@ -495,6 +502,10 @@ const LIBVIRT_QUICKSTART: &str = r#"<domain type='qemu'>
       <source path='/var/lib/virtform/demo/console/demo-worker-0.log' append='on'/>
       <target type='serial' port='0'/>
     </console>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+      <address type='virtio-serial' controller='0' bus='0' port='1'/>
+    </channel>
     <input type='mouse' bus='ps2'/>
     <input type='keyboard' bus='ps2'/>
     <audio id='1' type='none'/>
