@@ -844,6 +844,26 @@ mod real {
         format!("{pid:08x}-{:04x}-5{:03x}-8{:03x}-{t:08x}{n:04x}", n & 0xffff, (t >> 12) & 0xfff, t & 0xfff)
     }
 
+    /// Defines `d` with virsh (never started), reads its inactive XML back
+    /// and asserts no managed field changed: the domain as observed, as
+    /// wanted, libvirt's stored XML, and the guard that undefines it.
+    fn define_and_read_back(d: &DomainDef, dir: &std::path::Path) -> (Undefine, ObservedDomain, ObservedDomain, String) {
+        let guard = Undefine(d.uuid.clone());
+        let xml = domain_xml(d);
+        let file = dir.join("domain.xml");
+        std::fs::write(&file, &xml).unwrap();
+        let (ok, out) = virsh(&["define", &file.to_string_lossy()]);
+        assert!(ok, "virsh define failed: {out}\n{xml}");
+        let (ok, stored) = virsh(&["dumpxml", "--inactive", &d.uuid]);
+        assert!(ok, "dumpxml: {stored}");
+        let observed = parse_domain(&stored).unwrap_or_else(|e| panic!("{e}\n{stored}"));
+        let want = ObservedDomain::from_def(d);
+        let changed = want.changed_fields(&observed);
+        let (x, y) = normalized_pair(&want, &observed);
+        assert!(changed.is_empty(), "libvirt changed {changed:?}\n{}\n--- libvirt stored:\n{stored}", similar::TextDiff::from_lines(&x, &y).unified_diff().header("desired", "observed"));
+        (guard, observed, want, stored)
+    }
+
     /// Defines each domain with `virsh define`, reads `dumpxml --inactive`
     /// back and checks the managed fields; the domains are never started.
     #[test]
@@ -915,19 +935,7 @@ mod real {
 
         let uuids = [a.uuid.clone(), b.uuid.clone(), c.uuid.clone()];
         for d in [a, b, c] {
-            let _guard = Undefine(d.uuid.clone());
-            let xml = domain_xml(&d);
-            let file = tmp.path().join("domain.xml");
-            std::fs::write(&file, &xml).unwrap();
-            let (ok, out) = virsh(&["define", &file.to_string_lossy()]);
-            assert!(ok, "virsh define failed: {out}\n{xml}");
-            let (ok, stored) = virsh(&["dumpxml", "--inactive", &d.uuid]);
-            assert!(ok, "dumpxml: {stored}");
-            let observed = parse_domain(&stored).unwrap_or_else(|e| panic!("{e}\n{stored}"));
-            let want = ObservedDomain::from_def(&d);
-            let changed = want.changed_fields(&observed);
-            let (x, y) = normalized_pair(&want, &observed);
-            assert!(changed.is_empty(), "libvirt changed {changed:?}\n{}\n--- libvirt stored:\n{stored}", similar::TextDiff::from_lines(&x, &y).unified_diff().header("desired", "observed"));
+            let (_guard, observed, want, stored) = define_and_read_back(&d, tmp.path());
             // What libvirt rewrote (before alias alignment): the machine
             // alias, and the CPU when none was given; nothing else.
             assert_eq!(observed.machine_family(), machine_family(&d.machine));
@@ -982,19 +990,7 @@ mod real {
         b.loader = Some(LoaderDef::ovmf(true, p("b_VARS.fd")));
         b.console_log = p("b.log");
         for d in [a, b] {
-            let _guard = Undefine(d.uuid.clone());
-            let xml = domain_xml(&d);
-            let file = tmp.path().join("domain.xml");
-            std::fs::write(&file, &xml).unwrap();
-            let (ok, out) = virsh(&["define", &file.to_string_lossy()]);
-            assert!(ok, "virsh define failed: {out}\n{xml}");
-            let (ok, stored) = virsh(&["dumpxml", "--inactive", &d.uuid]);
-            assert!(ok, "dumpxml: {stored}");
-            let observed = parse_domain(&stored).unwrap_or_else(|e| panic!("{e}\n{stored}"));
-            let want = ObservedDomain::from_def(&d);
-            let changed = want.changed_fields(&observed);
-            let (x, y) = normalized_pair(&want, &observed);
-            assert!(changed.is_empty(), "libvirt changed {changed:?}\n{}\n--- libvirt stored:\n{stored}", similar::TextDiff::from_lines(&x, &y).unified_diff().header("desired", "observed"));
+            let (_guard, observed, want, stored) = define_and_read_back(&d, tmp.path());
             assert_eq!(observed.loader, want.loader, "{stored}");
             assert_eq!(observed.nvram, want.nvram, "{stored}");
             // Defining creates no variable store: libvirt copies it at the first start.
