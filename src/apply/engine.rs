@@ -1136,12 +1136,11 @@ fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Op
 /// readiness marks: a wait that fails or is killed leaves the mark, and the
 /// next plan waits again.
 fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance, def: &crate::xml::domain::DomainDef, w: &crate::model::instance::WaitFor) -> Vec<Op> {
-    let (name, console_log) = (def.name.as_str(), def.console_log.as_str());
-    let name = name.to_string();
+    let name = def.name.clone();
     let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
     let mut waits = Vec::new();
     if let Some(p) = &w.console {
-        waits.push(Op::WaitConsole { name: name.clone(), log: console_log.to_string().into(), pattern: p.clone(), timeout });
+        waits.push(Op::WaitConsole { name: name.clone(), log: def.console_log.clone().into(), pattern: p.clone(), timeout });
     }
     let lease_nic = lease_nic(cfg, inst);
     if w.lease

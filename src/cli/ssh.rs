@@ -40,45 +40,28 @@ pub fn run(g: &Global, a: SshArgs) -> ExitCode {
         return ExitCode::from(1);
     };
     let name = inst.domain_name();
+    let fail = |m: String| {
+        eprintln!("error: virtform ssh {addr}: {m}");
+        ExitCode::from(1)
+    };
     let libvirt = match VirtLibvirt::open(&g.connect) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: virtform ssh {addr}: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(e.to_string()),
     };
     match libvirt.domain(name) {
         Ok(Some(d)) if d.is_active() => {}
-        Ok(Some(_)) => {
-            eprintln!("error: virtform ssh {addr}: domain {name} is not running; start it with `virtform apply` (state = \"running\")");
-            return ExitCode::from(1);
-        }
-        Ok(None) => {
-            eprintln!("error: virtform ssh {addr}: domain {name} does not exist on this host; create it with `virtform apply`");
-            return ExitCode::from(1);
-        }
-        Err(e) => {
-            eprintln!("error: virtform ssh {addr}: {e}");
-            return ExitCode::from(1);
-        }
+        Ok(Some(_)) => return fail(format!("domain {name} is not running; start it with `virtform apply` (state = \"running\")")),
+        Ok(None) => return fail(format!("domain {name} does not exist on this host; create it with `virtform apply`")),
+        Err(e) => return fail(e.to_string()),
     }
     let target = match conn.target(&libvirt, &addr) {
         Ok(Some(t)) => t,
-        Ok(None) => {
-            eprintln!("error: virtform ssh {addr}: the guest has no DHCP lease yet, so its address is unknown; wait for it to boot (`virtform console {addr}`)");
-            return ExitCode::from(1);
-        }
-        Err(e) => {
-            eprintln!("error: virtform ssh {addr}: {e}");
-            return ExitCode::from(1);
-        }
+        Ok(None) => return fail(format!("the guest has no DHCP lease yet, so its address is unknown; wait for it to boot (`virtform console {addr}`)")),
+        Err(e) => return fail(e.to_string()),
     };
     let id = match ssh::Identity::write(&target.dir, &target.stem, &conn.key) {
         Ok(i) => i,
-        Err(e) => {
-            eprintln!("error: virtform ssh {addr}: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(e.to_string()),
     };
     let mut args = ssh::ssh_args(&target, id.path(), false);
     if !a.command.is_empty() {
@@ -87,10 +70,7 @@ pub fn run(g: &Global, a: SshArgs) -> ExitCode {
     }
     let mut child = match Command::new("ssh").args(&args).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: virtform ssh {addr}: cannot run ssh: {e} (install openssh-client; scripts/host-setup does)");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(format!("cannot run ssh: {e} (install openssh-client; scripts/host-setup does)")),
     };
     // ssh's own messages pass through; a host key mismatch gets our verdict after them.
     let mut mismatch = false;
