@@ -41,9 +41,15 @@ impl Planner<'_> {
         if let Some(h) = help {
             d = d.help(h);
         }
+        self.located_error(d);
+    }
+
+    /// A plan error rendered as a diagnostic: file:line:column, the source
+    /// line and its marker (without the leading "error: ", as plan errors
+    /// are printed under their own heading).
+    pub(super) fn located_error(&mut self, d: Diagnostic) {
         let text = d.render(&self.cfg.sources, false);
-        let text = text.strip_prefix("error: ").unwrap_or(&text).trim_end().to_string();
-        self.out.errors.push(text);
+        self.out.errors.push(text.strip_prefix("error: ").unwrap_or(&text).trim_end().to_string());
     }
 
     /// What the id names on the host besides `want` (for kind mismatches).

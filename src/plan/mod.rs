@@ -840,12 +840,12 @@ impl Planner<'_> {
         let (attr, what) = if inst.secure_boot { ("secure_boot", "secure_boot = true needs the Secure Boot UEFI firmware") } else { ("firmware", "firmware = \"efi\" needs the UEFI firmware") };
         let files = missing.join(" and ");
         let missing_n = missing.len();
-        let d = crate::config::diag::Diagnostic::error(format!("{}: {what} {files}, which this host does not have", r.address))
-            .at_opt(r.span_of(attr))
-            .label(if missing_n == 1 { "this file is missing" } else { "these files are missing" })
-            .help(format!("install OVMF: apt-get install {} (scripts/host-setup does)", crate::xml::domain::OVMF_PACKAGE));
-        let text = d.render(&self.cfg.sources, false);
-        self.out.errors.push(text.strip_prefix("error: ").unwrap_or(&text).trim_end().to_string());
+        self.located_error(
+            crate::config::diag::Diagnostic::error(format!("{}: {what} {files}, which this host does not have", r.address))
+                .at_opt(r.span_of(attr))
+                .label(if missing_n == 1 { "this file is missing" } else { "these files are missing" })
+                .help(format!("install OVMF: apt-get install {} (scripts/host-setup does)", crate::xml::domain::OVMF_PACKAGE)),
+        );
         false
     }
 

@@ -17,9 +17,9 @@ instance "vm" {
 }
 "#;
 
-/// 1-based line and column of a byte offset.
+/// 1-based line and column of a byte offset, as diagnostics count them.
 fn line_col(src: &str, at: usize) -> (usize, usize) {
-    (src[..at].matches('\n').count() + 1, src[..at].rsplit('\n').next().unwrap_or("").chars().count() + 1)
+    crate::config::source::SourceFile::new("main.vf.hcl".into(), "main.vf.hcl".into(), src.to_string()).line_col(at)
 }
 
 fn with_ovmf(mut o: Observed) -> Observed {
