@@ -157,7 +157,19 @@ fn real_image_boots_bios_and_efi_with_cloud_init_and_pinned_ssh() {
 
     let t0 = Instant::now();
     let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(1200));
-    assert!(out.ok() && out.stdout.contains("Apply complete"), "apply failed:\n{}", out.show());
+    // On failure the guests' consoles say how far they got (the stack's
+    // destroy removes the logs).
+    let consoles = || {
+        ["vm@bios.log", "vm@efi.log"]
+            .iter()
+            .map(|f| {
+                let c = s.console(f);
+                let lines: Vec<&str> = c.lines().collect();
+                format!("--- console {f} (last 40 lines) ---\n{}\n", lines[lines.len().saturating_sub(40)..].join("\n"))
+            })
+            .collect::<String>()
+    };
+    assert!(out.ok() && out.stdout.contains("Apply complete"), "apply failed:\n{}\n{}", out.show(), consoles());
     eprintln!("[e2e] cloud: apply to SSH and cloud-init done (2 guests, BIOS + UEFI, TCG): {:.1}s", t0.elapsed().as_secs_f64());
     no_key_material("apply", &out.all());
     for step in ["wait for an SSH login as debian", "wait for cloud-init to finish"] {
