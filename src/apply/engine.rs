@@ -12,7 +12,7 @@
 use super::dag::{Dag, Step, StepContext, StepError, StepOutcome};
 use crate::config::Configuration;
 use crate::host::links::{LinkHost, LinkOp};
-use crate::host::libvirt::Libvirt;
+use crate::host::libvirt::{DomainState, Libvirt};
 use crate::host::{disks, marker_with_hash, HostError};
 use crate::model::image::ImageFormat;
 use crate::model::{Kind, Spec};
@@ -131,6 +131,40 @@ pub fn cloud_init_status(stdout: &str) -> Result<bool, String> {
             let detail: Vec<&str> = stdout.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).take(25).collect();
             Err(format!("cloud-init reports status {other:?}:\n    {}", detail.join("\n    ")))
         }
+    }
+}
+
+/// A readiness wait's watch on its domain: a guest that stopped (shut off,
+/// crashed, or gone: killed, destroyed by someone else, a failed boot)
+/// fails the wait at once, instead of after its whole timeout.
+struct StillRunning<'a> {
+    env: &'a Env,
+    name: &'a str,
+    last: Option<Instant>,
+}
+
+impl<'a> StillRunning<'a> {
+    fn new(env: &'a Env, name: &'a str) -> Self {
+        StillRunning { env, name, last: None }
+    }
+
+    /// Asks libvirt at most every 2 s; an error reading the state is not a
+    /// verdict (the wait's own probe and timeout decide).
+    fn check(&mut self, waiting_for: &str) -> Result<(), StepError> {
+        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            return Ok(());
+        }
+        self.last = Some(Instant::now());
+        let stopped = match self.env.libvirt.domain_state(self.name) {
+            Ok(None) => "no longer exists".to_string(),
+            Ok(Some(DomainState::Shutoff)) => "is shut off".to_string(),
+            Ok(Some(DomainState::Other(s))) if s == "crashed" => "crashed".to_string(),
+            _ => return Ok(()),
+        };
+        Err(StepError::new(format!("{} {stopped} while waiting for {waiting_for}", self.name)).with_hint(format!(
+            "something stopped the guest: see its console log (virtform console ADDRESS) and /var/log/libvirt/qemu/{}.log; the next apply starts it again and waits",
+            self.name
+        )))
     }
 }
 
@@ -400,11 +434,13 @@ impl Step for HostStep {
             }
             Op::WaitConsole { name, log, pattern, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 loop {
                     if let Ok(text) = std::fs::read(log)
                         && String::from_utf8_lossy(&text).contains(pattern.as_str()) {
                             return Ok(StepOutcome::Done);
                         }
+                    running.check(&format!("{pattern:?} on its console"))?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!(
                             "{name} is not ready: {pattern:?} did not appear on its console within {}s",
@@ -604,11 +640,13 @@ impl Step for HostStep {
             }
             Op::WaitLease { name, network, mac, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 loop {
                     let leases = env.libvirt.leases(network).map_err(herr)?;
                     if leases.iter().any(|l| l.mac.eq_ignore_ascii_case(mac)) {
                         return Ok(StepOutcome::Done);
                     }
+                    running.check("a DHCP lease")?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!("{name} is not ready: no DHCP lease for {mac} on {network} within {}s", timeout.as_secs()))
                             .with_hint(format!("check the guest runs a DHCP client on that NIC (console log), and `virsh net-dhcp-leases {network}`")));
@@ -618,6 +656,7 @@ impl Step for HostStep {
             }
             Op::WaitSsh { name, conn, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 let mut last = String::from("no attempt yet");
                 loop {
                     if let Some(out) = conn.run(env, name, &["true"], &mut last)? {
@@ -626,6 +665,7 @@ impl Step for HostStep {
                         }
                         last = format!("`true` exited with status {}", out.status.unwrap_or(-1));
                     }
+                    running.check("an SSH login")?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!("{name} is not ready: no SSH login within {}s (last: {last})", timeout.as_secs()))
                             .with_hint("the instance is left as it is; see its console log (virtform console ADDRESS), check the image runs cloud-init and sshd, and that `connection.user` is the image's default user"));
@@ -635,6 +675,7 @@ impl Step for HostStep {
             }
             Op::WaitCloudInit { name, conn, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 let mut last = String::from("no attempt yet");
                 loop {
                     if let Some(out) = conn.run(env, name, &["cloud-init", "status", "--long"], &mut last)? {
@@ -646,6 +687,7 @@ impl Step for HostStep {
                             }
                         }
                     }
+                    running.check("cloud-init")?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!("{name} is not ready: cloud-init did not finish within {}s (last: {last})", timeout.as_secs()))
                             .with_hint("the instance is left as it is; see its console log (virtform console ADDRESS)"));
@@ -655,11 +697,13 @@ impl Step for HostStep {
             }
             Op::WaitAgent { name, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 loop {
                     let last = match env.libvirt.agent_interfaces(name) {
                         Ok(_) => return Ok(StepOutcome::Done),
                         Err(e) => e.message,
                     };
+                    running.check("its guest agent")?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!("{name} is not ready: its guest agent did not answer within {}s (last: {last})", timeout.as_secs()))
                             .with_hint("check that the guest runs qemu-guest-agent (`systemctl status qemu-guest-agent` inside it) and see its console log"));
@@ -669,6 +713,7 @@ impl Step for HostStep {
             }
             Op::WaitTcp { name, ip, lease_from, port, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 let mut last = String::from("no address yet");
                 loop {
                     let addr = guest_ip(env.libvirt.as_ref(), ip, lease_from).map_err(herr)?;
@@ -681,6 +726,7 @@ impl Step for HostStep {
                             Err(_) => last = format!("lease address {a:?} is not an IP address"),
                         }
                     }
+                    running.check(&format!("TCP port {port}"))?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!("{name} is not ready: TCP port {port} did not accept a connection within {}s (last: {last})", timeout.as_secs()))
                             .with_hint("check that the guest's service listens on that port and that no firewall blocks it"));
@@ -1402,5 +1448,36 @@ mod tests {
         std::fs::write(nvram.join("old_VARS.fd"), b"vars").unwrap();
         remove_stack_dir(tmp.path(), "st");
         assert!(!tmp.path().join("st").exists());
+    }
+
+    /// A readiness wait on a guest that stopped fails at once, naming the
+    /// domain and its state, instead of waiting out its timeout.
+    #[test]
+    fn a_wait_on_a_stopped_guest_fails_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        // test:///default: one running domain, "test"; each open is its own host.
+        let libvirt = crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap();
+        libvirt.destroy("test").unwrap();
+        let env = Arc::new(Env {
+            links: Box::new(crate::host::links::IpLinks),
+            libvirt: Box::new(libvirt),
+            ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
+            state_dir: tmp.path().into(),
+            shutdown_timeout: Duration::from_secs(1),
+            detach_timeout: Duration::from_secs(1),
+        });
+        let cx = StepContext::new(0, super::super::dag::Cancel::new());
+        for (name, state) in [("test", "is shut off"), ("nosuch", "no longer exists")] {
+            let step = HostStep {
+                address: "instance.vm".into(),
+                op: Op::WaitConsole { name: name.into(), log: tmp.path().join("none.log"), pattern: "READY".into(), timeout: Duration::from_secs(600) },
+                env: env.clone(),
+            };
+            let t0 = Instant::now();
+            let e = step.run(&cx).expect_err("the wait must fail");
+            assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
+            assert_eq!(e.message, format!("{name} {state} while waiting for \"READY\" on its console"));
+            assert!(e.hint.as_deref().unwrap_or("").contains("virtform console ADDRESS"), "{:?}", e.hint);
+        }
     }
 }

@@ -215,6 +215,11 @@ pub trait Libvirt: Send + Sync {
     fn domain(&self, name: &str) -> Result<Option<DomainInfo>, HostError> {
         Ok(self.domains()?.into_iter().find(|d| d.name == name))
     }
+    /// One domain's state alone (no XML), None when it does not exist: what
+    /// a readiness wait polls to notice a guest that stopped.
+    fn domain_state(&self, name: &str) -> Result<Option<DomainState>, HostError> {
+        Ok(self.domain(name)?.map(|d| d.state))
+    }
     /// Every libvirt network with its inactive XML, sorted by name.
     fn networks(&self) -> Result<Vec<NetworkInfo>, HostError>;
     /// Defines (or redefines) a domain; returns its UUID. Redefining a
@@ -1025,6 +1030,17 @@ impl Libvirt for VirtLibvirt {
             let state = domain_state(&d)?;
             let uuid = *d.uuid()?.as_bytes();
             domain_info(&d, &uuid, state, d.autostart()?, d.is_persistent()?, xml).map(Some)
+        })
+    }
+
+    fn domain_state(&self, name: &str) -> Result<Option<DomainState>, HostError> {
+        self.call("read domain state", name, |c| match lookup_domain(c, name)? {
+            None => Ok(None),
+            Some(d) => match domain_state(&d) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if virt_not_found(&e) => Ok(None),
+                Err(e) => Err(e),
+            },
         })
     }
 
