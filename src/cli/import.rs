@@ -1,6 +1,7 @@
 //! `virtform import ADDRESS ID [DIR]`: takes over one object made outside
 //! virtform, as an `import { to = ADDRESS, id = ID }` block would, but writes
-//! only the ownership marker: whatever else the configuration asks of the
+//! only the ownership marker (for libvirt networks, disks and volumes: the
+//! entry in the stack's import registry): whatever else the configuration asks of the
 //! object is left to the next `plan`/`apply`, which shows it with its
 //! update class.
 
@@ -17,7 +18,8 @@ use std::process::ExitCode;
 pub struct ImportArgs {
     /// The resource that takes the object over, e.g. instance.legacy or network.lan.
     pub address: String,
-    /// The host object: a domain name or UUID, a Linux or Open vSwitch bridge name.
+    /// The host object: a domain name or UUID, a Linux or Open vSwitch bridge
+    /// name, a libvirt network name or UUID, a disk or volume file's absolute path.
     pub id: String,
     /// Configuration directory (default: the current directory).
     pub dir: Option<PathBuf>,
@@ -32,7 +34,7 @@ pub fn run(g: &Global, a: ImportArgs) -> ExitCode {
         return ExitCode::from(1);
     };
     if a.id.trim().is_empty() {
-        eprintln!("error: virtform import {to}: the id is empty: name the host object (a domain name or UUID, a bridge name)");
+        eprintln!("error: virtform import {to}: the id is empty: name the host object (a domain name or UUID, a bridge or libvirt network name, a file's absolute path)");
         return ExitCode::from(1);
     }
     let dir = dir_or_cwd(a.dir.clone());

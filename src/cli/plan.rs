@@ -184,6 +184,7 @@ fn open(g: &Global, dir: Option<PathBuf>, read_data: bool) -> Result<Session, Ex
     observed.files = files;
     observed.source_hashes = hashes;
     observed.pending_waits = observe::scan_pending_waits(&g.state_dir, &cfg.stack);
+    observed.add_imports(observe::imports::scan(&cfg, &g.state_dir).map_err(|e| HostFailure::Read(e).report())?);
     Ok(Session { cfg, libvirt, observed, kvm })
 }
 
@@ -516,6 +517,13 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         }
         eprintln!("error: the plan has conflicts or errors; nothing was changed.");
         return ExitCode::from(1);
+    }
+    // Registry entries of objects gone or replaced by someone else, for
+    // addresses no longer configured: not the stack's any more.
+    if !p.forget.is_empty()
+        && let Err(e) = crate::observe::imports::update(&g.state_dir, &s.cfg.stack, |r| r.objects.retain(|a, _| !p.forget.contains(a)))
+    {
+        eprintln!("warning: {e}");
     }
     // The cached images this stack uses: destroy leaves them in the cache and says so.
     let cache_used = if destroy { stack_images(g, &s) } else { Default::default() };
