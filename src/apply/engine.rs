@@ -187,7 +187,10 @@ pub enum Op {
     /// Define (or redefine) a libvirt network, restart it when `restart`
     /// (re-enslaving the running guests' taps to its new bridge), start it,
     /// set autostart, and bring the live DHCP host entries in line.
-    LibvirtNetwork { name: String, xml: String, restart: bool, bridge: String, taps: Vec<String>, hosts_add: Vec<String>, hosts_remove: Vec<String>, create: bool },
+    /// `keep_definition`: an imported network whose changes are all live
+    /// (autostart, state, DHCP hosts) is not redefined: its definition may
+    /// hold what virtform does not manage (a MAC, DNS, NAT ports…).
+    LibvirtNetwork { name: String, xml: String, restart: bool, bridge: String, taps: Vec<String>, hosts_add: Vec<String>, hosts_remove: Vec<String>, create: bool, keep_definition: bool },
     RemoveLibvirtNetwork { name: String },
     /// Create or repair an OVS bridge, then its internal port's MTU, address and state.
     /// `adopt`: the plan imports the bridge, which carries no marker yet.
@@ -445,8 +448,10 @@ impl Step for HostStep {
                 remove_stale_seeds(path);
                 Ok(if existed { StepOutcome::AlreadyDone } else { StepOutcome::Done })
             }
-            Op::LibvirtNetwork { name, xml, restart, bridge, taps, hosts_add, hosts_remove, create } => {
-                env.libvirt.define_network(xml).map_err(herr)?;
+            Op::LibvirtNetwork { name, xml, restart, bridge, taps, hosts_add, hosts_remove, create, keep_definition } => {
+                if !*keep_definition {
+                    env.libvirt.define_network(xml).map_err(herr)?;
+                }
                 if *restart {
                     env.libvirt.destroy_network(name).map_err(herr)?;
                 }
@@ -919,7 +924,8 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                             }
                         }
                         let taps = ports_on(cfg, &addr);
-                        Op::LibvirtNetwork { name: def.name.clone(), xml: crate::xml::network::network_xml(&def), restart, bridge: def.bridge.clone(), taps, hosts_add, hosts_remove, create: creating }
+                        let keep_definition = !creating && !restart && plan.imported.contains_key(&addr);
+                        Op::LibvirtNetwork { name: def.name.clone(), xml: crate::xml::network::network_xml(&def), restart, bridge: def.bridge.clone(), taps, hosts_add, hosts_remove, create: creating, keep_definition }
                     }
                 };
                 let id = b.step(&addr, op);
