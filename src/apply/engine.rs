@@ -1458,6 +1458,58 @@ mod tests {
         }
     }
 
+    /// Imports whose marker is the registry: recorded before anything uses
+    /// the object (the grow of an imported volume, the domain's definition);
+    /// on destroy, removed by their own names, then forgotten.
+    #[test]
+    fn imports_are_registered_before_use_and_forgotten_after_removal() {
+        use crate::observe::imports::{Imported, PathFact};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.vf.hcl"),
+            "virtform { stack = \"st\" }\nnetwork \"lan\" {\n  type = \"isolated\"\n  bridge = \"virbr-x\"\n  address = \"10.9.0.1/24\"\n}\nvolume \"v\" {\n  size = \"2G\"\n}\nport \"p\" {\n  network = network.lan\n  ip = \"10.9.0.5\"\n}\n\
+             instance \"vm\" {\n  kernel = \"/k\"\n  ports = [port.p]\n  volumes = [volume.v]\n}\nimport {\n  to = volume.v\n  id = \"/srv/v.qcow2\"\n}\n",
+        )
+        .unwrap();
+        let cfg = crate::config::load(&crate::config::LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/state".into(), ..Default::default() }).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        let mut observed = crate::observe::Observed { ovs: Some(Default::default()), ..Default::default() };
+        observed.paths.insert("/srv/v.qcow2".into(), PathFact::File { dev: 1, ino: 2, refusal: None });
+        observed.files.insert("/srv/v.qcow2".into(), crate::observe::ActualFile { format: ImageFormat::Qcow2, virtual_size: 1 << 30, backing_file: None });
+        let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
+        assert!(p.errors.is_empty() && p.conflicts.is_empty(), "{:?} {:?}", p.errors, p.conflicts);
+        let env = || {
+            Arc::new(Env {
+                links: Box::new(crate::host::links::IpLinks),
+                libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
+                ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
+                state_dir: "/state".into(),
+                shutdown_timeout: Duration::from_secs(1),
+                detach_timeout: Duration::from_secs(1),
+            })
+        };
+        let dag = lower(&p, &cfg, env(), false, &BTreeMap::new());
+        let find = |f: &dyn Fn(&Op) -> bool| (0..dag.len()).find(|i| f(&dag.step(*i).op)).unwrap_or_else(|| panic!("step missing"));
+        let reg = find(&|o| matches!(o, Op::Register { entry: Imported::File { path, .. }, expect: Some((1, 2)), .. } if path == "/srv/v.qcow2"));
+        let grow = find(&|o| matches!(o, Op::ResizeDisk { path, size, .. } if path == Path::new("/srv/v.qcow2") && *size == 2 << 30));
+        let define = find(&|o| matches!(o, Op::Define { def, .. } if def.disks.iter().any(|d| d.path == "/srv/v.qcow2")));
+        assert!(dag.deps(grow).contains(&reg), "the grow does not wait for the registry");
+        assert!(dag.deps(define).contains(&grow), "the domain does not wait for its volume");
+
+        // Destroy, with the registry naming the volume and a libvirt network.
+        observed.imports.insert("volume.v".into(), Imported::File { path: "/srv/v.qcow2".into(), dev: 1, ino: 2 });
+        observed.imports.insert("network.lan".into(), Imported::LibvirtNetwork { name: "legacy".into(), uuid: "u-1".into() });
+        observed.networks.insert("legacy".into(), crate::observe::ActualNetwork { name: "legacy".into(), uuid: "u-1".into(), active: true, autostart: true, def: None });
+        let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), destroy: true, ..Default::default() });
+        let dag = lower(&p, &cfg, env(), false, &BTreeMap::new());
+        let find = |f: &dyn Fn(&Op) -> bool| (0..dag.len()).find(|i| f(&dag.step(*i).op)).unwrap_or_else(|| panic!("step missing in {:?}", (0..dag.len()).map(|i| dag.step(i).describe()).collect::<Vec<_>>()));
+        let rm = find(&|o| matches!(o, Op::RemoveFile { path } if path == Path::new("/srv/v.qcow2")));
+        let net = find(&|o| matches!(o, Op::RemoveLibvirtNetwork { name } if name == "legacy"));
+        for (gone, addr) in [(rm, "volume.v"), (net, "network.lan")] {
+            let forget = (0..dag.len()).find(|i| matches!(dag.step(*i).op, Op::Unregister { .. }) && dag.step(*i).address == addr).expect("an Unregister step");
+            assert!(dag.deps(forget).contains(&gone), "{addr} is forgotten before it is removed");
+        }
+    }
+
     #[test]
     fn cloud_init_status_is_read_from_its_own_words() {
         assert_eq!(cloud_init_status("status: done\ntime: x\ndetail:\nDataSourceNoCloud [seed=/dev/vdb]\n"), Ok(true));

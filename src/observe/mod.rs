@@ -5,7 +5,10 @@
 //!   the host (through the adapters in `host/`). The planner takes them as
 //!   input and never touches the host itself.
 //! - Ownership is read from the objects' own markers (link alias, domain
-//!   metadata), never from a local state file.
+//!   metadata), never from a local state file; the one exception is the
+//!   import registry under the state dir (`imports.rs`), for imported
+//!   objects that cannot carry a marker, and it only counts while the
+//!   object it pins (UUID, inode) is still there.
 
 pub mod agent;
 pub mod data;
