@@ -194,6 +194,16 @@ instance "vm" {{
     let reg = std::fs::read_to_string(&registry).unwrap();
     assert!(reg.contains("network.lan") && reg.contains(&uuid) && reg.contains("disk.data"), "{reg}");
     s.assert_plan_empty("after the import");
+    // Another stack, even under another state directory, cannot take them:
+    // the file carries the marker, the network is refused as unmarked only
+    // within one state directory (see ARCHITECTURE.md).
+    {
+        let s2 = VfStack::new("libvirt_network_disk_and_volume_made_by_hand_are_imported_used_and_destroyed", "imf2");
+        s2.write(&format!("variable \"assets\" {{ type = string }}\ndisk \"data\" {{\n  size = \"32M\"\n}}\nimport {{\n  to = disk.data\n  id = \"{data_s}\"\n}}\n"));
+        let plan = s2.vf(&["plan"]);
+        assert_eq!(plan.code, Some(1), "{}", plan.show());
+        assert!(plan.stdout.contains(&format!("belongs to disk.data of stack \"{}\" (its user.virtform attribute says so)", s.stack)), "{}", plan.show());
+    }
     // The blocks can go: the registry keeps the objects the stack's.
     s.write(&conf("", "", false));
     s.assert_plan_empty("without the import blocks");

@@ -499,7 +499,11 @@ impl Step for HostStep {
                         entry.clone()
                     }
                     Imported::File { path, .. } => match crate::observe::imports::path_fact(Path::new(path)).0 {
-                        PathFact::File { dev, ino, refusal: None } if expect.is_none_or(|e| e == (dev, ino)) => Imported::File { path: path.clone(), dev, ino },
+                        PathFact::File { dev, ino, refusal: None, .. } if expect.is_none_or(|e| e == (dev, ino)) => {
+                            // The marker on the file itself too: other state directories see it.
+                            crate::observe::imports::write_marker(Path::new(path), &crate::host::marker(stack, &self.address)).map_err(herr)?;
+                            Imported::File { path: path.clone(), dev, ino }
+                        }
                         PathFact::File { refusal: Some(m), .. } => return Err(StepError::new(format!("{path} is refused: {m}"))),
                         other => return Err(StepError::new(format!("{path} changed since the plan ({other:?}); not recording it")).with_hint("plan again")),
                     },
@@ -1473,7 +1477,7 @@ mod tests {
         .unwrap();
         let cfg = crate::config::load(&crate::config::LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/state".into(), ..Default::default() }).unwrap_or_else(|e| panic!("{}", e.render(false)));
         let mut observed = crate::observe::Observed { ovs: Some(Default::default()), ..Default::default() };
-        observed.paths.insert("/srv/v.qcow2".into(), PathFact::File { dev: 1, ino: 2, refusal: None });
+        observed.paths.insert("/srv/v.qcow2".into(), PathFact::File { dev: 1, ino: 2, refusal: None, marker: None });
         observed.files.insert("/srv/v.qcow2".into(), crate::observe::ActualFile { format: ImageFormat::Qcow2, virtual_size: 1 << 30, backing_file: None });
         let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
         assert!(p.errors.is_empty() && p.conflicts.is_empty(), "{:?} {:?}", p.errors, p.conflicts);

@@ -79,8 +79,10 @@ pub enum PathFact {
     /// Unreadable for another reason (permissions…).
     Unreadable(String),
     /// A regular file; `refusal`: why virtform will not use it as a disk
-    /// (a backing file, an external data file, a foreign signature…).
-    File { dev: u64, ino: u64, refusal: Option<String> },
+    /// (a backing file, an external data file, a foreign signature…);
+    /// `marker`: its `user.virtform` extended attribute, the marker the
+    /// apply writes on an imported file (seen from every state directory).
+    File { dev: u64, ino: u64, refusal: Option<String>, marker: Option<String> },
 }
 
 pub fn registry_path(state_dir: &Path, stack: &str) -> PathBuf {
@@ -197,10 +199,49 @@ pub fn path_fact(path: &Path) -> (PathFact, Option<crate::host::disks::ImageInfo
                 Some(h) => format!("{}; {h}", e.message),
                 None => e.message,
             });
-            (PathFact::File { dev: m.dev(), ino: m.ino(), refusal }, Some(info))
+            (PathFact::File { dev: m.dev(), ino: m.ino(), refusal, marker: read_marker(path) }, Some(info))
         }
         Err(e) => (PathFact::Unreadable(e.message), None),
     }
+}
+
+/// The extended attribute an imported file carries: `virtform:<stack>:<address>`.
+pub const XATTR: &str = "user.virtform";
+
+fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)
+}
+
+/// A file's `user.virtform` attribute (not following symlinks); None when
+/// it has none or the filesystem keeps no user attributes.
+pub fn read_marker(path: &Path) -> Option<String> {
+    let p = c_path(path).ok()?;
+    let name = std::ffi::CString::new(XATTR).ok()?;
+    let mut buf = [0u8; 512];
+    // SAFETY: both strings are NUL-terminated; the buffer's length is passed.
+    let n = unsafe { libc::lgetxattr(p.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (n > 0).then(|| String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
+/// Writes the marker attribute on an imported file. A filesystem without
+/// user attributes (`ENOTSUP`) is not an error: the registry still holds
+/// the ownership; only other state directories cannot see it.
+pub fn write_marker(path: &Path, marker: &str) -> Result<(), HostError> {
+    let err = |e: std::io::Error| HostError::new("mark imported file", path.display().to_string(), e.to_string());
+    let p = c_path(path).map_err(err)?;
+    let name = std::ffi::CString::new(XATTR).map_err(|e| err(std::io::Error::other(e)))?;
+    // SAFETY: NUL-terminated strings; the value's pointer and length belong together.
+    let r = unsafe { libc::lsetxattr(p.as_ptr(), name.as_ptr(), marker.as_ptr().cast(), marker.len(), 0) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOTSUP) {
+        tracing::warn!("{}: the filesystem keeps no user attributes; the import is recorded in the registry only", path.display());
+        return Ok(());
+    }
+    Err(err(e))
 }
 
 /// What observe reads for imports: this stack's registry, the others', and
@@ -297,5 +338,9 @@ mod tests {
         assert!(matches!(path_fact(&d.path().join("l")).0, PathFact::NotAFile(w) if w.contains("symbolic link")));
         assert!(matches!(path_fact(d.path()).0, PathFact::NotAFile(w) if w == "a directory"));
         assert_eq!(path_fact(&d.path().join("none")).0, PathFact::Missing);
+        // The marker attribute, where the filesystem keeps user attributes.
+        if write_marker(&f, "virtform:st:disk.d").is_ok() && read_marker(&f).is_some() {
+            assert!(matches!(path_fact(&f).0, PathFact::File { marker: Some(m), .. } if m == "virtform:st:disk.d"));
+        }
     }
 }

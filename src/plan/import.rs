@@ -182,7 +182,15 @@ impl Planner<'_> {
             Some(PathFact::NotAFile(what)) => Err((format!("{id:?} is {what}; a {kind} imports a regular file"), None)),
             Some(PathFact::Unreadable(m)) => Err((format!("{id:?} cannot be read: {m}"), None)),
             Some(PathFact::File { refusal: Some(m), .. }) => Err((format!("{id:?} is refused as a {kind}: {m}"), None)),
-            Some(PathFact::File { dev, ino, refusal: None }) => {
+            Some(PathFact::File { marker: Some(m), .. }) if crate::host::parse_marker(m).is_some_and(|(st, a)| st != self.cfg.stack || a != addr) => {
+                let (st, a) = crate::host::parse_marker(m).unwrap_or_default();
+                Err(if st == self.cfg.stack {
+                    (format!("file {id:?}: it already belongs to {a} of this stack (its {} attribute says so)", crate::observe::imports::XATTR), None)
+                } else {
+                    (format!("file {id:?} belongs to {a} of stack \"{st}\" (its {} attribute says so); an object is managed by one stack only, and virtform never imports another stack's", crate::observe::imports::XATTR), None)
+                })
+            }
+            Some(PathFact::File { dev, ino, refusal: None, .. }) => {
                 let have = self.obs.files.get(id).map(|f| f.format.as_str());
                 if have != Some(format.as_str()) {
                     let have = have.unwrap_or("an unreadable");

@@ -284,7 +284,7 @@ fn files_host(cfg: &Configuration) -> Observed {
     let def = lowering.libvirt_network(cfg.resource("network.lan").unwrap()).unwrap();
     o.networks.insert("legacy-net".into(), ActualNetwork { name: "legacy-net".into(), uuid: NET_UUID.into(), active: true, autostart: true, def: Some(crate::xml::network::ObservedNetwork::from_def(&def)) });
     for (p, fmt, size, ino) in [("/srv/vm/data.qcow2", crate::model::image::ImageFormat::Qcow2, 1u64 << 30, 11), ("/srv/vm/keep.raw", crate::model::image::ImageFormat::Raw, 2 << 30, 12)] {
-        o.paths.insert(p.into(), PathFact::File { dev: 2049, ino, refusal: None });
+        o.paths.insert(p.into(), PathFact::File { dev: 2049, ino, refusal: None, marker: None });
         o.files.insert(p.into(), ActualFile { format: fmt, virtual_size: size, backing_file: None });
     }
     o
@@ -364,7 +364,7 @@ fn a_registered_object_replaced_by_someone_else_is_never_touched() {
     let mut o = registered(files_host(&cfg));
     // The network was redefined under its name, the disk file replaced.
     o.networks.get_mut("legacy-net").unwrap().uuid = "5c0ffee0-aaaa-4bbb-8ccc-999999999999".into();
-    o.paths.insert("/srv/vm/data.qcow2".into(), PathFact::File { dev: 2049, ino: 99, refusal: None });
+    o.paths.insert("/srv/vm/data.qcow2".into(), PathFact::File { dev: 2049, ino: 99, refusal: None, marker: None });
     let p = plan(&cfg, &o, &opts());
     assert!(p.errors.iter().any(|e| e.contains("network.lan: the imported libvirt network \"legacy-net\"") && e.contains("virtform import network.lan legacy-net")), "{:?}", p.errors);
     assert!(p.errors.iter().any(|e| e.contains("disk.data: the imported file \"/srv/vm/data.qcow2\" is gone, or is another file now") && e.contains("main.vf.hcl:")), "{:?}", p.errors);
@@ -447,7 +447,7 @@ fn bad_file_imports_are_located_errors() {
     has(&e, &["is a symbolic link"]);
     // Images with backing files are refused by policy.
     let e = refused(FILES, |_, o| {
-        o.paths.insert("/srv/vm/data.qcow2".into(), PathFact::File { dev: 2049, ino: 11, refusal: Some("it has a backing file (/srv/base.qcow2); a base image must be self-contained".into()) });
+        o.paths.insert("/srv/vm/data.qcow2".into(), PathFact::File { dev: 2049, ino: 11, refusal: Some("it has a backing file (/srv/base.qcow2); a base image must be self-contained".into()), marker: None });
     });
     has(&e, &["import disk.data: \"/srv/vm/data.qcow2\" is refused as a disk: it has a backing file"]);
     // The wrong format, a disk virtform would build, another stack's file.
@@ -459,6 +459,20 @@ fn bad_file_imports_are_located_errors() {
         o.other_imports.insert("other".into(), [("volume.v".to_string(), Imported::File { path: "/srv/vm/keep.raw".into(), dev: 2049, ino: 12 })].into());
     });
     has(&e, &["file \"/srv/vm/keep.raw\" belongs to volume.v of stack \"other\""]);
+    // Marked on the file by a stack of another state directory (or by another resource of this one).
+    for (marker, want) in [("virtform:far:disk.x", "file \"/srv/vm/data.qcow2\" belongs to disk.x of stack \"far\" (its user.virtform attribute says so)"), ("virtform:imp:disk.other", "it already belongs to disk.other of this stack")] {
+        let e = refused(FILES, |_, o| {
+            o.paths.insert("/srv/vm/data.qcow2".into(), PathFact::File { dev: 2049, ino: 11, refusal: None, marker: Some(marker.into()) });
+        });
+        has(&e, &[want]);
+    }
+    // Its own marker (the registry lost): imported again.
+    let (_d, cfg) = load(FILES);
+    let mut o = files_host(&cfg);
+    o.paths.insert("/srv/vm/data.qcow2".into(), PathFact::File { dev: 2049, ino: 11, refusal: None, marker: Some("virtform:imp:disk.data".into()) });
+    let p = plan(&cfg, &o, &opts());
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(find(&p, "disk.data").reason.as_deref(), Some("import"));
 }
 
 #[test]
@@ -489,7 +503,7 @@ fn the_registry_is_in_the_fingerprint() {
     let a = fp(&o);
     let b = fp(&registered(o.clone()));
     let mut o3 = o.clone();
-    o3.paths.insert("/srv/vm/data.qcow2".into(), PathFact::File { dev: 2049, ino: 77, refusal: None });
+    o3.paths.insert("/srv/vm/data.qcow2".into(), PathFact::File { dev: 2049, ino: 77, refusal: None, marker: None });
     assert_ne!(a, b);
     assert_ne!(a, fp(&o3));
     assert_eq!(a, fp(&o.clone()));
