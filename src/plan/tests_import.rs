@@ -508,3 +508,11 @@ fn the_registry_is_in_the_fingerprint() {
     assert_ne!(a, fp(&o3));
     assert_eq!(a, fp(&o.clone()));
 }
+
+#[test]
+fn an_imported_volume_with_prevent_destroy_is_not_destroyed() {
+    let (_d, cfg) = load(&FILES.replace("volume \"keep\" {\n", "volume \"keep\" {\n  lifecycle {\n    prevent_destroy = true\n  }\n"));
+    let o = registered(files_host(&cfg));
+    let p = plan(&cfg, &o, &PlanOptions { destroy: true, ..opts() });
+    has(&p.errors, &["volume.keep has lifecycle.prevent_destroy set, but the plan would destroy it"]);
+}
