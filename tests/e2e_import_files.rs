@@ -194,6 +194,9 @@ instance "vm" {{
     let reg = std::fs::read_to_string(&registry).unwrap();
     assert!(reg.contains("network.lan") && reg.contains(&uuid) && reg.contains("disk.data"), "{reg}");
     s.assert_plan_empty("after the import");
+    let show = s.vf(&["show"]).must();
+    assert!(show.stdout.contains("network.lan") && show.stdout.contains(&format!("libvirt network, imported, UUID {uuid}")), "{}", show.stdout);
+    assert!(show.stdout.contains(&keep_s) && show.stdout.contains("imported"), "{}", show.stdout);
     // Another stack, even under another state directory, cannot take them:
     // the file carries the marker, the network is refused as unmarked only
     // within one state directory (see ARCHITECTURE.md).

@@ -382,6 +382,18 @@ pub fn run_show(g: &Global, dir: Option<PathBuf>, json: bool) -> ExitCode {
             objects.push(serde_json::json!({"kind": "file", "object": p, "format": f.format.as_str(), "virtual_size": f.virtual_size, "backing_file": f.backing_file}));
         }
     }
+    // Imported libvirt networks and files: the registry's, while they are still the ones imported.
+    for (a, o) in s.observed.imports.iter().filter(|(_, o)| o.matches(&s.observed)) {
+        match o {
+            crate::observe::imports::Imported::File { path, .. } => {
+                let f = s.observed.files.get(path);
+                objects.push(serde_json::json!({"address": a, "kind": "file", "object": path, "imported": true, "format": f.map(|f| f.format.as_str()), "virtual_size": f.map(|f| f.virtual_size), "backing_file": f.and_then(|f| f.backing_file.clone())}));
+            }
+            crate::observe::imports::Imported::LibvirtNetwork { name, uuid } => {
+                objects.push(serde_json::json!({"address": a, "kind": "network", "object": name, "imported": true, "uuid": uuid}));
+            }
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"stack": stack, "objects": objects})).unwrap_or_default());
     } else if objects.is_empty() {
@@ -395,6 +407,8 @@ pub fn run_show(g: &Global, dir: Option<PathBuf>, json: bool) -> ExitCode {
             let extra = match kind {
                 "domain" => o["state"].as_str().unwrap_or("").to_string(),
                 "link" => format!("mtu {}", o["mtu"]),
+                "network" => format!("libvirt network, imported, UUID {}", o["uuid"].as_str().unwrap_or("")),
+                "file" if o["imported"] == true => format!("{} {}, imported", o["format"].as_str().unwrap_or(""), crate::model::common::Size(o["virtual_size"].as_u64().unwrap_or(0))),
                 _ => format!("{} {}", o["format"].as_str().unwrap_or(""), crate::model::common::Size(o["virtual_size"].as_u64().unwrap_or(0))),
             };
             println!("  {addr:<24} {kind:<7} {obj}  ({extra})");
