@@ -90,6 +90,8 @@ fn cases() -> Vec<Case> {
               at = "data.network.lan", msg = "is a data source"),
         case!("two imports to one address", "instance \"legacy\" {\n  kernel = \"/k\"\n}\nimport {\n  to = instance.legacy\n  id = \"a\"\n}\nimport {\n  to = instance.legacy\n  id = \"b\"\n}\n",
               at = "instance.legacy", skip = 1, msg = "two imports to instance.legacy"),
+        case!("a disk and a volume importing one file", "disk \"d\" {\n  size = \"1G\"\n}\nvolume \"v\" {\n  size = \"1G\"\n}\nimport {\n  to = disk.d\n  id = \"/srv/a.qcow2\"\n}\nimport {\n  to = volume.v\n  id = \"/srv/a.qcow2\"\n}\n",
+              at = "\"/srv/a.qcow2\"", skip = 1, msg = "\"/srv/a.qcow2\" is imported twice, into disk.d and volume.v"),
         case!("empty import id", "instance \"legacy\" {\n  kernel = \"/k\"\n}\nimport {\n  to = instance.legacy\n  id = \"  \"\n}\n",
               at = "\"  \"", msg = "the `id` of an import is empty"),
         case!("import without id", "instance \"legacy\" {\n  kernel = \"/k\"\n}\nimport {\n  to = instance.legacy\n}\n",

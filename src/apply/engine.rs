@@ -20,6 +20,9 @@ use crate::model::network::NetType;
 use crate::plan::desired::{libvirt_network_name, DesiredBridge, DesiredHybrid, DesiredOvsBridge, Lowering};
 use crate::plan::{Action, Landing, Plan};
 use std::collections::BTreeMap;
+
+/// Imported objects by address (`Plan::imported`).
+type Imports = BTreeMap<String, crate::observe::imports::Imported>;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -218,7 +221,10 @@ pub enum Op {
     /// Define (or redefine) a libvirt network, restart it when `restart`
     /// (re-enslaving the running guests' taps to its new bridge), start it,
     /// set autostart, and bring the live DHCP host entries in line.
-    LibvirtNetwork { name: String, xml: String, restart: bool, bridge: String, taps: Vec<String>, hosts_add: Vec<String>, hosts_remove: Vec<String>, create: bool },
+    /// `keep_definition`: an imported network whose changes are all live
+    /// (autostart, state, DHCP hosts) is not redefined: its definition may
+    /// hold what virtform does not manage (a MAC, DNS, NAT ports…).
+    LibvirtNetwork { name: String, xml: String, restart: bool, bridge: String, taps: Vec<String>, hosts_add: Vec<String>, hosts_remove: Vec<String>, create: bool, keep_definition: bool },
     RemoveLibvirtNetwork { name: String },
     /// Create or repair an OVS bridge, then its internal port's MTU, address and state.
     /// `adopt`: the plan imports the bridge, which carries no marker yet.
@@ -229,6 +235,14 @@ pub enum Op {
     MarkDomain { name: String, element: String },
     /// An import's marker alone on an Open vSwitch bridge (`external_ids:virtform`).
     MarkOvsBridge { name: String, marker: String },
+    /// Records an imported libvirt network or file in the stack's registry
+    /// (`<state>/<stack>/imports.json`), before anything uses it. The object
+    /// is checked again first: the network still has the UUID, the file is
+    /// still a regular file (the inode the plan saw, when `expect`); a file's
+    /// device and inode are recorded as they are now.
+    Register { stack: String, entry: crate::observe::imports::Imported, expect: Option<(u64, u64)> },
+    /// Removes an address from the registry, after its object was removed.
+    Unregister { stack: String },
     /// Nova's hybrid plug of one port (Linux side, then OVS side), repairing partial state.
     HybridPlug { want: crate::plan::desired::DesiredHybrid, marker: String },
     /// Reverse of the hybrid plug: delete qbr, del-port qvo, delete the veth.
@@ -292,6 +306,8 @@ impl Step for HostStep {
             Op::RemoveOvsBridge { name } => format!("delete Open vSwitch bridge {name}"),
             Op::MarkDomain { name, .. } => format!("mark domain {name} as imported"),
             Op::MarkOvsBridge { name, .. } => format!("mark Open vSwitch bridge {name} as imported"),
+            Op::Register { entry, .. } => format!("record {} as imported ({})", entry.describe(), crate::observe::imports::FILE),
+            Op::Unregister { .. } => format!("forget {} in {}", self.address, crate::observe::imports::FILE),
             Op::HybridPlug { want, .. } => format!("plug {} ({} / {} / {} on {})", want.tap, want.qbr, want.qvb, want.qvo, want.bridge),
             Op::HybridUnplug { qbr, qvo, .. } => format!("unplug {qbr} / {qvo}"),
             Op::Attach { name, what, .. } => format!("attach {what} to {name}"),
@@ -468,8 +484,10 @@ impl Step for HostStep {
                 remove_stale_seeds(path);
                 Ok(if existed { StepOutcome::AlreadyDone } else { StepOutcome::Done })
             }
-            Op::LibvirtNetwork { name, xml, restart, bridge, taps, hosts_add, hosts_remove, create } => {
-                env.libvirt.define_network(xml).map_err(herr)?;
+            Op::LibvirtNetwork { name, xml, restart, bridge, taps, hosts_add, hosts_remove, create, keep_definition } => {
+                if !*keep_definition {
+                    env.libvirt.define_network(xml).map_err(herr)?;
+                }
                 if *restart {
                     env.libvirt.destroy_network(name).map_err(herr)?;
                 }
@@ -504,6 +522,39 @@ impl Step for HostStep {
             }
             Op::MarkDomain { name, element } => {
                 env.libvirt.set_marker(name, element).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::Register { stack, entry, expect } => {
+                use crate::observe::imports::{Imported, PathFact};
+                let entry = match entry {
+                    Imported::LibvirtNetwork { name, uuid } => {
+                        let nets = env.libvirt.networks().map_err(herr)?;
+                        if !nets.iter().any(|n| n.name == *name && n.uuid == *uuid) {
+                            return Err(StepError::new(format!("libvirt network {name} is no longer the one planned (UUID {uuid}); not recording it")).with_hint("plan again"));
+                        }
+                        entry.clone()
+                    }
+                    Imported::File { path, .. } => match crate::observe::imports::path_fact(Path::new(path)).0 {
+                        PathFact::File { dev, ino, refusal: None, .. } if expect.is_none_or(|e| e == (dev, ino)) => {
+                            // The marker on the file itself too: other state directories see it.
+                            crate::observe::imports::write_marker(Path::new(path), &crate::host::marker(stack, &self.address)).map_err(herr)?;
+                            Imported::File { path: path.clone(), dev, ino }
+                        }
+                        PathFact::File { refusal: Some(m), .. } => return Err(StepError::new(format!("{path} is refused: {m}"))),
+                        other => return Err(StepError::new(format!("{path} changed since the plan ({other:?}); not recording it")).with_hint("plan again")),
+                    },
+                };
+                crate::observe::imports::update(&env.state_dir, stack, |r| {
+                    r.objects.insert(self.address.clone(), entry);
+                })
+                .map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::Unregister { stack } => {
+                crate::observe::imports::update(&env.state_dir, stack, |r| {
+                    r.objects.remove(&self.address);
+                })
+                .map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
             Op::MarkOvsBridge { name, marker } => {
@@ -751,7 +802,7 @@ fn marker_only(c: &crate::plan::ResourceChange) -> bool {
 /// Builds the step DAG for a plan.
 pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, source_hashes: &BTreeMap<String, String>) -> Dag<HostStep> {
     let mut b = Builder { dag: Dag::new(), env: env.clone(), created: BTreeMap::new(), removed: BTreeMap::new(), detaches: BTreeMap::new() };
-    let lowering = Lowering { cfg, state_dir: &env.state_dir, kvm_usable, source_hashes };
+    let lowering = Lowering { cfg, state_dir: &env.state_dir, kvm_usable, source_hashes, imported: &plan.imported };
     let mut instance_removals = Vec::new();
     // Pass 1: removals (instances first).
     for c in plan.changes.iter().filter(|c| c.kind == Kind::Instance && matches!(c.action, Action::Delete | Action::Replace)) {
@@ -807,7 +858,9 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 (None, Some(Spec::Network(n))) => Some(match n.net_type {
                     NetType::Bridge => Op::Links { what: format!("delete bridge {}", n.bridge_name()), ops: vec![LinkOp::Delete { name: n.bridge_name().to_string() }] },
                     NetType::Ovs => Op::RemoveOvsBridge { name: n.bridge_name().to_string() },
-                    NetType::Nat | NetType::Isolated => Op::RemoveLibvirtNetwork { name: libvirt_network_name(&cfg.stack, &c.address) },
+                    NetType::Nat | NetType::Isolated => Op::RemoveLibvirtNetwork {
+                        name: cfg.resource(&c.address).and_then(|r| lowering.libvirt_network(r)).map(|d| d.name).unwrap_or_else(|| libvirt_network_name(&cfg.stack, &c.address)),
+                    },
                 }),
                 _ => None,
             },
@@ -825,6 +878,12 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
             let id = b.step(&c.address, op);
             for r in &instance_removals {
                 b.dag.depend(id, *r);
+            }
+            // An imported object leaves the registry once it is gone (a
+            // replaced file is recorded again when it is made anew).
+            if c.action == Action::Delete && plan.imported.contains_key(&c.address) {
+                let u = b.step(&c.address, Op::Unregister { stack: cfg.stack.clone() });
+                b.dag.depend(u, id);
             }
             if c.kind == Kind::Port {
                 port_removals.push(id);
@@ -847,6 +906,22 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
         let addr = r.address.to_string();
         let Some(c) = by_address.get(addr.as_str()) else { continue };
         let creating = matches!(c.action, Action::Create | Action::Replace);
+        // An import recorded in the registry: before anything uses the object.
+        let registered = match plan.imported.get(&addr) {
+            Some(entry) if c.importing.is_some() && !creating => {
+                let expect = match entry {
+                    crate::observe::imports::Imported::File { dev, ino, .. } => Some((*dev, *ino)),
+                    _ => None,
+                };
+                let id = b.step(&addr, Op::Register { stack: cfg.stack.clone(), entry: entry.clone(), expect });
+                b.created.insert(addr.clone(), id);
+                Some(id)
+            }
+            _ => None,
+        };
+        if registered.is_some() && marker_only(c) {
+            continue;
+        }
         match &r.spec {
             Spec::Image(img) if creating => {
                 let id = b.step(&addr, Op::FetchImage { source: img.source.clone(), sha256: img.sha256.clone(), format: img.format });
@@ -899,11 +974,13 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                             }
                         }
                         let taps = ports_on(cfg, &addr);
-                        Op::LibvirtNetwork { name: def.name.clone(), xml: crate::xml::network::network_xml(&def), restart, bridge: def.bridge.clone(), taps, hosts_add, hosts_remove, create: creating }
+                        let keep_definition = !creating && !restart && plan.imported.contains_key(&addr);
+                        Op::LibvirtNetwork { name: def.name.clone(), xml: crate::xml::network::network_xml(&def), restart, bridge: def.bridge.clone(), taps, hosts_add, hosts_remove, create: creating, keep_definition }
                     }
                 };
                 let id = b.step(&addr, op);
                 b.after_removal(id, &addr);
+                b.chain(id, registered);
                 b.created.insert(addr, id);
             }
             Spec::Port(_) if creating || c.action == Action::Update => {
@@ -932,9 +1009,16 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     });
                     Op::ResizeDisk { path: d.path.clone().into(), size: d.size.unwrap_or(0), domain }
                 };
-                let id = b.step(&addr, op);
+                let mut id = b.step(&addr, op);
                 b.after_removal(id, &addr);
                 b.after_created_deps(id, r, cfg);
+                b.chain(id, registered);
+                // An imported file replaced (`--replace`): recorded anew, with its new inode.
+                if creating && let Some(entry @ crate::observe::imports::Imported::File { .. }) = plan.imported.get(&addr) {
+                    let reg = b.step(&addr, Op::Register { stack: cfg.stack.clone(), entry: entry.clone(), expect: None });
+                    b.dag.depend(reg, id);
+                    id = reg;
+                }
                 b.created.insert(addr, id);
             }
             Spec::Instance(_) if c.importing.is_some() && marker_only(c) => {
@@ -1049,7 +1133,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 if (start || rewait)
                     && let Some(w) = &inst.wait_for
                 {
-                    for op in readiness_waits(&env.state_dir, cfg, &addr, inst, &def, w) {
+                    for op in readiness_waits(&env.state_dir, cfg, &addr, inst, &def, w, &plan.imported) {
                         let wid = b.step(&addr, op);
                         b.chain(wid, last);
                         last = Some(wid);
@@ -1169,11 +1253,11 @@ fn ports_on(cfg: &Configuration, network_addr: &str) -> Vec<String> {
 }
 
 /// The first of an instance's ports on a libvirt network: (network name, MAC).
-fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Option<(String, String)> {
+fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance, imported: &Imports) -> Option<(String, String)> {
     inst.ports.iter().find_map(|p| {
         let Some(Spec::Port(port)) = cfg.resource(&p.0).map(|r| &r.spec) else { return None };
         let Some(Spec::Network(n)) = cfg.resource(&port.network.0).map(|r| &r.spec) else { return None };
-        n.net_type.is_libvirt().then(|| (crate::plan::desired::libvirt_name_of(&cfg.stack, &port.network.0, n), port.mac.map(|m| m.to_string()).unwrap_or_default()))
+        n.net_type.is_libvirt().then(|| (crate::plan::desired::libvirt_name_of(&cfg.stack, &port.network.0, n, imported), port.mac.map(|m| m.to_string()).unwrap_or_default()))
     })
 }
 
@@ -1181,14 +1265,14 @@ fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Op
 /// agent, TCP, SSH, cloud-init: each says precisely what is not ready yet), between two
 /// readiness marks: a wait that fails or is killed leaves the mark, and the
 /// next plan waits again.
-fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance, def: &crate::xml::domain::DomainDef, w: &crate::model::instance::WaitFor) -> Vec<Op> {
+fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance, def: &crate::xml::domain::DomainDef, w: &crate::model::instance::WaitFor, imported: &Imports) -> Vec<Op> {
     let name = def.name.clone();
     let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
     let mut waits = Vec::new();
     if let Some(p) = &w.console {
         waits.push(Op::WaitConsole { name: name.clone(), log: def.console_log.clone().into(), pattern: p.clone(), timeout });
     }
-    let lease_nic = lease_nic(cfg, inst);
+    let lease_nic = lease_nic(cfg, inst, imported);
     if w.lease
         && let Some((network, mac)) = &lease_nic
     {
@@ -1201,7 +1285,7 @@ fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &cra
         let ip = fixed_ip(cfg, inst);
         waits.push(Op::WaitTcp { name: name.clone(), lease_from: if ip.is_none() { lease_nic.clone() } else { None }, ip, port, timeout });
     }
-    if let Some(conn) = ssh_conn(state_dir, cfg, addr, inst).filter(|_| w.ssh || w.cloud_init) {
+    if let Some(conn) = ssh_conn(state_dir, cfg, addr, inst, imported).filter(|_| w.ssh || w.cloud_init) {
         if w.ssh {
             waits.push(Op::WaitSsh { name: name.clone(), conn: Box::new(conn.clone()), timeout });
         }
@@ -1218,12 +1302,13 @@ fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &cra
 }
 
 /// How virtform logs in to an instance: `None` without a `connection`.
-pub fn ssh_conn(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance) -> Option<SshConn> {
+/// `imported`: the stack's imported objects (a port's libvirt network may be one).
+pub fn ssh_conn(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance, imported: &Imports) -> Option<SshConn> {
     let c = inst.connection.as_ref()?;
     let ip = c.host.map(|h| h.0.to_string()).or_else(|| fixed_ip(cfg, inst));
     Some(SshConn {
         user: c.user.clone(),
-        lease_from: if ip.is_none() { lease_nic(cfg, inst) } else { None },
+        lease_from: if ip.is_none() { lease_nic(cfg, inst, imported) } else { None },
         ip,
         port: c.port,
         key: c.private_key.clone(),
@@ -1420,6 +1505,58 @@ mod tests {
         for i in ids {
             let shown = format!("{} {:?}", dag.step(i).describe(), dag.step(i).op);
             assert!(!shown.contains("b3BlbnNzaC1rZXktdjE") && !shown.contains("PRIVATE"), "{shown}");
+        }
+    }
+
+    /// Imports whose marker is the registry: recorded before anything uses
+    /// the object (the grow of an imported volume, the domain's definition);
+    /// on destroy, removed by their own names, then forgotten.
+    #[test]
+    fn imports_are_registered_before_use_and_forgotten_after_removal() {
+        use crate::observe::imports::{Imported, PathFact};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.vf.hcl"),
+            "virtform { stack = \"st\" }\nnetwork \"lan\" {\n  type = \"isolated\"\n  bridge = \"virbr-x\"\n  address = \"10.9.0.1/24\"\n}\nvolume \"v\" {\n  size = \"2G\"\n}\nport \"p\" {\n  network = network.lan\n  ip = \"10.9.0.5\"\n}\n\
+             instance \"vm\" {\n  kernel = \"/k\"\n  ports = [port.p]\n  volumes = [volume.v]\n}\nimport {\n  to = volume.v\n  id = \"/srv/v.qcow2\"\n}\n",
+        )
+        .unwrap();
+        let cfg = crate::config::load(&crate::config::LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/state".into(), ..Default::default() }).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        let mut observed = crate::observe::Observed { ovs: Some(Default::default()), ..Default::default() };
+        observed.paths.insert("/srv/v.qcow2".into(), PathFact::File { dev: 1, ino: 2, refusal: None, marker: None });
+        observed.files.insert("/srv/v.qcow2".into(), crate::observe::ActualFile { format: ImageFormat::Qcow2, virtual_size: 1 << 30, backing_file: None });
+        let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
+        assert!(p.errors.is_empty() && p.conflicts.is_empty(), "{:?} {:?}", p.errors, p.conflicts);
+        let env = || {
+            Arc::new(Env {
+                links: Box::new(crate::host::links::IpLinks),
+                libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
+                ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
+                state_dir: "/state".into(),
+                shutdown_timeout: Duration::from_secs(1),
+                detach_timeout: Duration::from_secs(1),
+            })
+        };
+        let dag = lower(&p, &cfg, env(), false, &BTreeMap::new());
+        let find = |f: &dyn Fn(&Op) -> bool| (0..dag.len()).find(|i| f(&dag.step(*i).op)).unwrap_or_else(|| panic!("step missing"));
+        let reg = find(&|o| matches!(o, Op::Register { entry: Imported::File { path, .. }, expect: Some((1, 2)), .. } if path == "/srv/v.qcow2"));
+        let grow = find(&|o| matches!(o, Op::ResizeDisk { path, size, .. } if path == Path::new("/srv/v.qcow2") && *size == 2 << 30));
+        let define = find(&|o| matches!(o, Op::Define { def, .. } if def.disks.iter().any(|d| d.path == "/srv/v.qcow2")));
+        assert!(dag.deps(grow).contains(&reg), "the grow does not wait for the registry");
+        assert!(dag.deps(define).contains(&grow), "the domain does not wait for its volume");
+
+        // Destroy, with the registry naming the volume and a libvirt network.
+        observed.imports.insert("volume.v".into(), Imported::File { path: "/srv/v.qcow2".into(), dev: 1, ino: 2 });
+        observed.imports.insert("network.lan".into(), Imported::LibvirtNetwork { name: "legacy".into(), uuid: "u-1".into() });
+        observed.networks.insert("legacy".into(), crate::observe::ActualNetwork { name: "legacy".into(), uuid: "u-1".into(), active: true, autostart: true, def: None });
+        let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), destroy: true, ..Default::default() });
+        let dag = lower(&p, &cfg, env(), false, &BTreeMap::new());
+        let find = |f: &dyn Fn(&Op) -> bool| (0..dag.len()).find(|i| f(&dag.step(*i).op)).unwrap_or_else(|| panic!("step missing in {:?}", (0..dag.len()).map(|i| dag.step(i).describe()).collect::<Vec<_>>()));
+        let rm = find(&|o| matches!(o, Op::RemoveFile { path } if path == Path::new("/srv/v.qcow2")));
+        let net = find(&|o| matches!(o, Op::RemoveLibvirtNetwork { name } if name == "legacy"));
+        for (gone, addr) in [(rm, "volume.v"), (net, "network.lan")] {
+            let forget = (0..dag.len()).find(|i| matches!(dag.step(*i).op, Op::Unregister { .. }) && dag.step(*i).address == addr).expect("an Unregister step");
+            assert!(dag.deps(forget).contains(&gone), "{addr} is forgotten before it is removed");
         }
     }
 

@@ -5,10 +5,14 @@
 //!   the host (through the adapters in `host/`). The planner takes them as
 //!   input and never touches the host itself.
 //! - Ownership is read from the objects' own markers (link alias, domain
-//!   metadata), never from a local state file.
+//!   metadata), never from a local state file; the one exception is the
+//!   import registry under the state dir (`imports.rs`), for imported
+//!   objects that cannot carry a marker, and it only counts while the
+//!   object it pins (UUID, inode) is still there.
 
 pub mod agent;
 pub mod data;
+pub mod imports;
 
 use crate::host::links::Link;
 use crate::model::image::ImageFormat;
@@ -71,6 +75,13 @@ pub struct Observed {
     /// The UEFI firmware files present on the host, of those an EFI
     /// instance may name ([`OVMF_FILES`](crate::xml::domain::OVMF_FILES)).
     pub firmware: std::collections::BTreeSet<String>,
+    /// This stack's import registry (`<state>/<stack>/imports.json`):
+    /// address → the libvirt network or file it took over.
+    pub imports: BTreeMap<String, imports::Imported>,
+    /// Every other stack's registry, by stack: their objects are never imported here.
+    pub other_imports: BTreeMap<String, BTreeMap<String, imports::Imported>>,
+    /// `lstat` facts of the paths import blocks and the registry name.
+    pub paths: BTreeMap<String, imports::PathFact>,
 }
 
 impl Observed {
@@ -128,6 +139,17 @@ impl Observed {
         }
         for (p, f) in &self.files {
             h.update(format!("file {p} {:?} {} {:?}\n", f.format, f.virtual_size, f.backing_file).as_bytes());
+        }
+        for (a, i) in &self.imports {
+            h.update(format!("import {a} {i:?}\n").as_bytes());
+        }
+        for (st, objs) in &self.other_imports {
+            for (a, i) in objs.iter().filter(|(_, i)| wanted.contains(i.object())) {
+                h.update(format!("import of {st} {a} {i:?}\n").as_bytes());
+            }
+        }
+        for (p, f) in &self.paths {
+            h.update(format!("path {p} {f:?}\n").as_bytes());
         }
         for a in &self.pending_waits {
             h.update(format!("pending wait {a}\n").as_bytes());
@@ -283,5 +305,6 @@ pub fn observe(
     o.files = files;
     o.source_hashes = hashes;
     o.pending_waits = scan_pending_waits(state_dir, &cfg.stack);
+    o.add_imports(imports::scan(cfg, state_dir)?);
     Ok(o)
 }

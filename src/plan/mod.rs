@@ -164,6 +164,14 @@ pub struct Plan {
     pub errors: Vec<String>,
     /// Fingerprint of the observed host state this plan was made against.
     pub fingerprint: String,
+    /// Objects taken over by import whose marker is the stack's registry
+    /// (`<state>/<stack>/imports.json`): libvirt networks and files, by
+    /// address; those of the registry that still match the host, and those
+    /// this plan imports. The lowering uses their names and paths.
+    pub imported: BTreeMap<String, crate::observe::imports::Imported>,
+    /// Registry entries of addresses no longer configured (or destroyed)
+    /// whose object is gone or is another one now: an apply drops them.
+    pub forget: Vec<String>,
 }
 
 impl Plan {
@@ -210,9 +218,26 @@ pub struct PlanOptions {
 
 /// Computes the plan. Pure.
 pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
-    let domains = if opts.destroy { HashMap::new() } else { desired_domains(cfg, obs, opts) };
-    let mut p = Planner { cfg, obs, opts, domains, disks_in_use: None, imports_ok: BTreeSet::new(), imports_refused: BTreeSet::new(), out: Plan { stack: cfg.stack.clone(), data: Vec::new(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
+    let mut p = Planner {
+        cfg,
+        obs,
+        opts,
+        domains: HashMap::new(),
+        disks_in_use: None,
+        imports_ok: BTreeSet::new(),
+        imports_refused: BTreeSet::new(),
+        // The registry's entries whose object is still the one recorded.
+        imported: obs.imports.iter().filter(|(_, o)| o.matches(obs)).map(|(a, o)| (a.clone(), o.clone())).collect(),
+        out: Plan { stack: cfg.stack.clone(), data: Vec::new(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new(), imported: BTreeMap::new(), forget: Vec::new() },
+    };
+    if !opts.destroy {
+        p.data_sources();
+        // Imports first: the lowering names imported objects by their host names.
+        p.check_imports();
+        p.domains = desired_domains(cfg, obs, opts, &p.imported);
+    }
     p.run();
+    p.out.imported = p.imported.clone();
     if opts.fingerprint {
         p.out.fingerprint = obs.fingerprint(&cfg.stack, &p.wanted_names());
     }
@@ -236,8 +261,8 @@ fn desired_domain(lowering: &Lowering<'_>, r: &Resource) -> Option<DesiredDomain
 /// threads for large configurations: the lowering (derived UUID, disk paths,
 /// spec hash) is most of a converged plan's work at 1,000 instances, and
 /// each instance's is independent of the others'. Still pure.
-fn desired_domains(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> DesiredDomains {
-    let lowering = Lowering { cfg, state_dir: &opts.state_dir, kvm_usable: opts.kvm_usable, source_hashes: &obs.source_hashes };
+fn desired_domains(cfg: &Configuration, obs: &Observed, opts: &PlanOptions, imported: &BTreeMap<String, crate::observe::imports::Imported>) -> DesiredDomains {
+    let lowering = Lowering { cfg, state_dir: &opts.state_dir, kvm_usable: opts.kvm_usable, source_hashes: &obs.source_hashes, imported };
     let instances: Vec<&Resource> = cfg.resources.iter().filter(|r| matches!(r.spec, Spec::Instance(_))).collect();
     let lower = |rs: &[&Resource]| -> Vec<(String, DesiredDomain)> { rs.iter().filter_map(|r| Some((r.address.to_string(), desired_domain(&lowering, r)?))).collect() };
     const PER_THREAD: usize = 128;
@@ -270,6 +295,8 @@ struct Planner<'a> {
     /// Resources whose import was refused (a plan error says why): they
     /// stay no-ops, whatever the host holds.
     imports_refused: BTreeSet<String>,
+    /// See [`Plan::imported`].
+    imported: BTreeMap<String, crate::observe::imports::Imported>,
     out: Plan,
 }
 
@@ -299,6 +326,14 @@ impl Planner<'_> {
                 _ => {}
             }
         }
+        // Imported objects and import ids: a plan that adopts one must not
+        // apply after it changed.
+        for o in self.imported.values() {
+            w.insert(o.object().to_string());
+        }
+        for i in &self.cfg.imports {
+            w.insert(i.id.clone());
+        }
         // Data sources' objects: a plan made against one must not apply
         // after it changed.
         for r in &self.cfg.data {
@@ -315,7 +350,7 @@ impl Planner<'_> {
     }
 
     fn lowering(&self) -> Lowering<'_> {
-        Lowering { cfg: self.cfg, state_dir: &self.opts.state_dir, kvm_usable: self.opts.kvm_usable, source_hashes: &self.obs.source_hashes }
+        Lowering { cfg: self.cfg, state_dir: &self.opts.state_dir, kvm_usable: self.opts.kvm_usable, source_hashes: &self.obs.source_hashes, imported: &self.imported }
     }
 
     /// Reads every data source again from the observation: one that
@@ -339,14 +374,15 @@ impl Planner<'_> {
     }
 
     fn run(&mut self) {
-        if !self.opts.destroy {
-            self.data_sources();
-            self.check_imports();
-        }
         let mut by_addr: BTreeMap<String, usize> = BTreeMap::new();
         if !self.opts.destroy {
             for r in &self.cfg.resources {
                 let rc = match &r.spec {
+                    // Not even planned (no conflict either): the configuration
+                    // meant an existing object, and a located error says why
+                    // it was refused.
+                    _ if self.imports_refused.contains(&r.address.to_string()) => ResourceChange::new(r.address.to_string(), r.address.kind, Action::NoOp),
+                    _ if self.stale_import(r) => ResourceChange::new(r.address.to_string(), r.address.kind, Action::NoOp),
                     Spec::Network(_) => self.network(r),
                     Spec::Port(_) => self.port(r),
                     Spec::Image(_) => self.image(r),
@@ -607,6 +643,7 @@ impl Planner<'_> {
             return rc;
         };
         let mut rc = ResourceChange::new(addr, Kind::Disk, Action::NoOp);
+        let importing = self.registry_import(&mut rc, r);
         if have.backing_file != want.base {
             let images = self.opts.state_dir.join("images");
             let show = |p: &Option<String>| match p {
@@ -645,6 +682,9 @@ impl Planner<'_> {
             } else {
                 rc.action = Action::Update;
             }
+        }
+        if importing {
+            self.finish_import(&mut rc, &format!("disk file {}", want.path));
         }
         rc
     }
@@ -717,6 +757,7 @@ impl Planner<'_> {
             }
             Some(def) => {
                 let fields = desired.changed_fields(def);
+                let imported_volumes: BTreeSet<String> = self.imported.iter().filter(|(a, _)| a.starts_with("volume.")).map(|(_, o)| o.object().to_string()).collect();
                 let seed_target = seed.as_ref().and_then(|(p, _)| want.disks.iter().find(|d| d.path == *p)).map(|d| format!("disk:{}", d.target));
                 let seed_dir = self.opts.state_dir.join(&self.cfg.stack).join("seeds");
                 let in_seeds = |p: &Option<String>| p.as_deref().is_some_and(|p| std::path::Path::new(p).parent() == Some(seed_dir.as_path()));
@@ -738,7 +779,7 @@ impl Planner<'_> {
                         rc.changes.push(AttrChange { attr: "cloud_init".into(), before: show(&before), after, landing: Landing::Restart, outside, sensitive: false });
                         continue;
                     }
-                    let landing = field_landing(f, &want, def, &self.opts.state_dir.join(&self.cfg.stack).join("volumes"));
+                    let landing = field_landing(f, &want, def, &self.opts.state_dir.join(&self.cfg.stack).join("volumes"), &imported_volumes);
                     rc.changes.push(AttrChange { attr: f.clone(), before, after, landing, outside, sensitive: r.sensitive.iter().any(|s| s == f) });
                 }
                 if !fields.is_empty() {
@@ -890,6 +931,19 @@ impl Planner<'_> {
                     found.insert(a, (Kind::Network, Some(format!("libvirt network {name}"))));
                 }
         }
+        // Imported libvirt networks and files, by the registry (while it
+        // still names the same object: one replaced by someone else is not ours).
+        for (a, o) in &self.obs.imports {
+            if declared.contains(a) {
+                continue;
+            }
+            match crate::model::Address::parse(a).map(|x| x.kind) {
+                Some(kind) if o.matches(self.obs) => {
+                    found.insert(a.clone(), (kind, Some(o.describe())));
+                }
+                _ => self.out.forget.push(a.clone()),
+            }
+        }
         let disk_dir = self.opts.state_dir.join(&stack).join("disks");
         let volume_dir = self.opts.state_dir.join(&stack).join("volumes");
         for path in self.obs.files.keys() {
@@ -951,7 +1005,7 @@ fn created_attrs(r: &Resource) -> Vec<AttrChange> {
 
 /// How a changed domain field lands. NICs and volumes are hot-plugged
 /// (detached and attached live, and in the persistent config).
-fn field_landing(field: &str, want: &crate::xml::domain::DomainDef, have: &crate::xml::domain::ObservedDomain, volumes_dir: &std::path::Path) -> Landing {
+fn field_landing(field: &str, want: &crate::xml::domain::DomainDef, have: &crate::xml::domain::ObservedDomain, volumes_dir: &std::path::Path, imported_volumes: &BTreeSet<String>) -> Landing {
     match field {
         // A new firmware or variable store is a new machine (its NVRAM
         // holds the boot entries and keys the old firmware wrote).
@@ -965,7 +1019,7 @@ fn field_landing(field: &str, want: &crate::xml::domain::DomainDef, have: &crate
         "guest_agent" if want.guest_agent && have.virtio_serial => Landing::Live,
         f if f.starts_with("disk:") => {
             let target = &f["disk:".len()..];
-            let in_volumes = |p: Option<&str>| p.is_some_and(|p| std::path::Path::new(p).parent() == Some(volumes_dir));
+            let in_volumes = |p: Option<&str>| p.is_some_and(|p| std::path::Path::new(p).parent() == Some(volumes_dir) || imported_volumes.contains(p));
             let want_disk = want.disks.iter().find(|d| d.target == target);
             let have_disk = have.disks.iter().find(|d| d.target == target);
             // The boot disk (first disk) changing its file means a new machine.

@@ -38,7 +38,7 @@ volume "data" {
 "#;
 
 fn lowering<'a>(cfg: &'a Configuration, hashes: &'a BTreeMap<String, String>) -> Lowering<'a> {
-    Lowering { cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: hashes }
+    Lowering { cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: hashes, imported: &super::tests::EMPTY_IMPORTS }
 }
 
 fn link(name: &str, kind: LinkKind, alias: Option<String>) -> Link {
