@@ -165,7 +165,10 @@ pub fn check_path(path: &str, state_dir: &Path) -> Result<(), String> {
         return Err(format!("{path:?} is not a normalized path (no `.`, `..`, `//` or trailing `/`); write the file's own path"));
     }
     let norm_state: PathBuf = state_dir.components().filter(|c| !matches!(c, Component::CurDir)).collect();
-    if p.starts_with(&norm_state) || std::fs::canonicalize(state_dir).is_ok_and(|s| p.starts_with(s)) {
+    // Through symbolic links in its directories too: the file's real path.
+    let real = std::fs::canonicalize(p).ok();
+    let under = |dir: &Path| p.starts_with(dir) || real.as_deref().is_some_and(|r| r.starts_with(dir));
+    if under(&norm_state) || std::fs::canonicalize(state_dir).is_ok_and(|s| under(&s)) {
         return Err(format!(
             "{path:?} is under virtform's state directory {}: the image cache and the stacks' own files are never imported",
             state_dir.display()
@@ -304,6 +307,19 @@ mod tests {
         assert!(e.contains("state directory"), "{e}");
         assert!(check_path("/var/lib/virtform/other/disks/a.qcow2", st).is_err());
         assert!(check_path("/var/lib/virtform2/a.qcow2", st).is_ok());
+    }
+
+    /// A directory link into the state dir does not smuggle a stack's file in.
+    #[test]
+    fn a_path_through_a_symlinked_directory_is_checked_by_its_real_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = tmp.path().join("state");
+        std::fs::create_dir_all(st.join("other/disks")).unwrap();
+        std::fs::write(st.join("other/disks/a.qcow2"), b"x").unwrap();
+        std::os::unix::fs::symlink(st.join("other/disks"), tmp.path().join("link")).unwrap();
+        let via = tmp.path().join("link/a.qcow2");
+        let e = check_path(via.to_str().unwrap(), &st).unwrap_err();
+        assert!(e.contains("state directory"), "{e}");
     }
 
     #[test]
