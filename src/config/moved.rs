@@ -170,7 +170,7 @@ pub(super) fn check(moved: &[RawBlock], removed: &[RawBlock], sources: &Sources,
         let (Some(fa), Some(ta), true) = (fa, ta, ok) else { continue };
         if fa.kind != ta.kind {
             diags.push(
-                Diagnostic::error(format!("cannot move a {} to a {}: {fa} and {ta} are of different kinds", fa.kind, ta.kind))
+                Diagnostic::error(format!("cannot move {fa} to {ta}: a {} cannot become a {}", fa.kind, ta.kind).replace("a instance", "an instance").replace("a image", "an image"))
                     .at(to.expr_span)
                     .label(format!("expected a {} address here", fa.kind))
                     .note(Some(from.expr_span), "moved from here"),
