@@ -180,6 +180,10 @@ fn running_instance_moved_then_to_for_each_keeps_its_uuid_and_boots_once_then_is
     // The stack's destroy (VfStack's drop) must not touch the guest: undefine it ourselves.
     let d = s.vf(&["plan", "--destroy"]).must();
     assert!(!d.stdout.contains(&domain) && !d.stdout.contains("data.raw"), "destroy would touch a forgotten object:\n{}", d.stdout);
+    s.vf(&["destroy", "--auto-approve"]).must();
+    assert_eq!(virsh(&["domid", &domain]).must().stdout.trim(), id, "the stack's destroy touched the forgotten guest");
+    assert!(volume.exists() && root.exists(), "the stack's destroy removed a forgotten file");
+    assert!(stack_dir.join("console").join("vm.log").exists(), "the stack's destroy removed the forgotten guest's console log");
     virsh(&["destroy", &domain]).must();
     virsh(&["undefine", &domain]).must();
     run("ip", &["link", "del", &bridge]).must();

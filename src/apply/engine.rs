@@ -1401,11 +1401,14 @@ fn remove_stale_seeds(path: &Path) {
 /// one keeps its directory.
 pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
     let dir = state_dir.join(stack);
+    // Files of forgotten objects (removed blocks with destroy = false) stay,
+    // and with them the record and the directory.
+    let forgotten = crate::observe::Names::read(state_dir, stack).map(|n| n.forgotten).unwrap_or_default();
     for (sub, suffixes) in [("console", &[".log", ".log.1"][..]), ("seeds", &[".iso", ".iso.part"][..]), ("waits", &[""][..]), ("nvram", &["_VARS.fd"][..])] {
         if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if e.file_type().is_ok_and(|t| t.is_file()) && suffixes.iter().any(|x| n.ends_with(x)) {
+                if e.file_type().is_ok_and(|t| t.is_file()) && suffixes.iter().any(|x| n.ends_with(x)) && !forgotten.contains(&e.path().display().to_string()) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }

@@ -317,4 +317,12 @@ mod tests {
         let one = mv("instance.r[0]", "instance.r[\"alpha\"]");
         assert_eq!(one.apply(&Address::managed(Kind::Instance, "r", Key::Index(1))), None);
     }
+
+    #[test]
+    fn fmt_formats_moved_and_removed_blocks() {
+        let src = "moved {\nfrom=instance.a\n    to = instance.b[\"x\"]\n}\nremoved {\n  from = instance.x\n  lifecycle {\ndestroy=false\n}\n}\n";
+        let want = "moved {\n  from = instance.a\n  to   = instance.b[\"x\"]\n}\nremoved {\n  from = instance.x\n  lifecycle {\n    destroy = false\n  }\n}\n";
+        assert_eq!(crate::config::fmt::format_source(src).unwrap(), want);
+        assert_eq!(crate::config::fmt::format_source(want).unwrap(), want);
+    }
 }

@@ -333,6 +333,25 @@ impl Planner<'_> {
                     n.names.remove(&c.address);
                 }
                 super::Action::Forget => {
+                    // A forgotten guest keeps using its console log, seeds and
+                    // variable store: a complete destroy of the stack passes them by.
+                    if c.kind == Kind::Instance
+                        && let Some(a) = Address::parse(n.names.get(&c.address).map(String::as_str).unwrap_or(&c.address))
+                    {
+                        let (state, stack) = (&self.opts.state_dir, &self.cfg.stack);
+                        let log = crate::model::instance::console_log_path(state, stack, &a);
+                        n.forgotten.insert(format!("{}.1", log.display()));
+                        n.forgotten.insert(log.display().to_string());
+                        n.forgotten.insert(crate::model::instance::nvram_path(state, stack, &a).display().to_string());
+                        let seeds = state.join(stack).join("seeds");
+                        let prefix = format!("{}-", a.file_stem());
+                        for p in self.obs.files.keys() {
+                            let p = std::path::Path::new(p);
+                            if p.parent() == Some(seeds.as_path()) && p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with(&prefix)) {
+                                n.forgotten.insert(p.display().to_string());
+                            }
+                        }
+                    }
                     n.names.remove(&c.address);
                     if let Some(o) = &c.object
                         && matches!(c.kind, Kind::Disk | Kind::Volume | Kind::Network)

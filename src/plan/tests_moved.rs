@@ -140,6 +140,10 @@ fn a_move_keeps_every_host_name_and_rewrites_only_markers() {
     assert_eq!(vmj["previous_address"], "instance.vm");
     assert_eq!(vmj["change"]["actions"], serde_json::json!(["update"]));
     assert_eq!(vmj["action_reason"], "moved");
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../../schema/plan.schema.json")).unwrap();
+    let rc = &schema["properties"]["resource_changes"]["items"];
+    assert!(rc["properties"]["previous_address"].is_object(), "the plan schema documents previous_address");
+    assert!(rc["properties"]["change"]["properties"]["actions"]["items"]["enum"].as_array().unwrap().contains(&serde_json::json!("forget")));
 }
 
 #[test]
@@ -298,6 +302,7 @@ removed {
     assert_eq!(p.summary(), "Plan: 0 to add, 0 to change, 1 to destroy, 2 to forget.");
     let names = p.names.clone().expect("the forgotten disk is recorded");
     assert!(names.forgotten.contains("/state/mv/disks/root.qcow2"), "{names:?}");
+    assert!(names.forgotten.contains("/state/mv/console/vm.log"), "the forgotten guest's console log is kept: {names:?}");
     let text = render::text(&p, false);
     assert!(text.contains("# instance.vm will no longer be managed"), "{text}");
     insta::assert_snapshot!("plan_text_removed", text);
