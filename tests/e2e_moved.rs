@@ -161,7 +161,7 @@ fn running_instance_moved_then_to_for_each_keeps_its_uuid_and_boots_once_then_is
     // 4. removed { destroy = false }: the guest stays, unmanaged.
     let _guard = Forgotten(domain.clone());
     let forget = |a: &str| format!("removed {{\n  from = {a}\n  lifecycle {{\n    destroy = false\n  }}\n}}\n");
-    let rest = format!("variable \"assets\" {{ type = string }}\nimage \"tiny\" {{ source = \"${{var.assets}}/tiny.qcow2\" }}\n");
+    let rest = "variable \"assets\" { type = string }\nimage \"tiny\" { source = \"${var.assets}/tiny.qcow2\" }\n".to_string();
     s.write(&(rest.clone() + &forget("instance.web[\"alpha\"]") + &forget("disk.boot") + &forget("volume.store") + &forget("port.nic") + &forget("network.net")));
     let plan = s.vf(&["plan"]).must();
     assert!(plan.stdout.contains("# instance.web[\"alpha\"] will no longer be managed"), "{}", plan.stdout);

@@ -77,14 +77,18 @@ pub fn resolve(moves: &[Move], a: &Address) -> Option<Address> {
     chain(moves, a).ok().flatten()
 }
 
+/// A chain of moves that comes back to an address it passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cycle;
+
 /// The end of the chain of moves from `a` (`None`: no move applies), or
-/// `Err` when the chain comes back to an address it passed.
-pub fn chain(moves: &[Move], a: &Address) -> Result<Option<Address>, ()> {
+/// [`Cycle`] when the chain comes back to an address it passed.
+pub fn chain(moves: &[Move], a: &Address) -> Result<Option<Address>, Cycle> {
     let mut seen = vec![a.clone()];
     let mut cur = a.clone();
     while let Some(next) = moves.iter().find_map(|m| m.apply(&cur)) {
         if seen.contains(&next) || seen.len() > MAX_CHAIN {
-            return Err(());
+            return Err(Cycle);
         }
         seen.push(next.clone());
         cur = next;
@@ -118,7 +122,7 @@ fn address(sources: &Sources, span: Span, what: &str, diags: &mut Diagnostics) -
 }
 
 /// Whether the configuration declares `a` (a whole-block address: any instance of the block).
-fn declared<'a>(resources: &'a BTreeMap<String, &Resource>, blocks: &BTreeMap<String, Span>, a: &Address) -> Option<Option<Span>> {
+fn declared(resources: &BTreeMap<String, &Resource>, blocks: &BTreeMap<String, Span>, a: &Address) -> Option<Option<Span>> {
     if let Some(r) = resources.get(&a.to_string()) {
         return Some(r.block_span);
     }

@@ -5,7 +5,10 @@
 //!   the host (through the adapters in `host/`). The planner takes them as
 //!   input and never touches the host itself.
 //! - Ownership is read from the objects' own markers (link alias, domain
-//!   metadata), never from a local state file.
+//!   metadata), never from a local state file; the one record beside them,
+//!   `<state>/<stack>/names.json` ([`Names`]), says which address a moved
+//!   object takes its names from and which files and libvirt networks a
+//!   `removed` block forgot (their markers are their names).
 
 pub mod agent;
 pub mod data;

@@ -314,7 +314,7 @@ removed {
     host2.domains.get_mut("mv-vm").unwrap().marker = None;
     host2.files.remove("/state/mv/volumes/data.qcow2");
     host2.names = names;
-    let (_d3, cfg2) = prepared(&kept.split("removed").next().unwrap().to_string(), &host2);
+    let (_d3, cfg2) = prepared(kept.split("removed").next().unwrap(), &host2);
     let p2 = plan(&cfg2, &host2, &opts());
     assert!(!p2.has_changes(), "{}", render::text(&p2, false));
     assert!(!render::text(&p2, false).contains("instance.vm"));
