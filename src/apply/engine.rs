@@ -190,8 +190,8 @@ pub enum Op {
     /// `adopt`: the plan imports the bridge, which carries no marker yet.
     OvsNetwork { want: crate::plan::desired::DesiredOvsBridge, marker: String, address: Option<crate::model::common::IpCidr>, create: bool, adopt: bool },
     RemoveOvsBridge { name: String },
-    /// An import's marker alone: the domain's `<metadata>` element set in
-    /// place (no redefine, no restart).
+    /// An import's or a move's marker alone: the domain's `<metadata>`
+    /// element set in place (no redefine, no restart).
     MarkDomain { name: String, element: String },
     /// An import's marker alone on an Open vSwitch bridge (`external_ids:virtform`).
     MarkOvsBridge { name: String, marker: String },
@@ -265,7 +265,7 @@ impl Step for HostStep {
             Op::OvsNetwork { want, create: true, .. } => format!("create Open vSwitch bridge {}", want.name),
             Op::OvsNetwork { want, .. } => format!("configure Open vSwitch bridge {}", want.name),
             Op::RemoveOvsBridge { name } => format!("delete Open vSwitch bridge {name}"),
-            Op::MarkDomain { name, .. } => format!("mark domain {name} as imported"),
+            Op::MarkDomain { name, .. } => format!("write virtform's marker into domain {name} in place (import or move)"),
             Op::MarkOvsBridge { name, .. } => format!("mark Open vSwitch bridge {name} as imported"),
             Op::RemarkOvsBridge { name, marker, .. } if marker.is_empty() => format!("remove the marker of Open vSwitch bridge {name}"),
             Op::RemarkOvsBridge { name, .. } => format!("rewrite the marker of Open vSwitch bridge {name}"),

@@ -202,6 +202,18 @@ pub fn keep_names(cfg: &mut Configuration, obs: &Observed, state_dir: &std::path
             names.insert(a, o);
         }
     }
+    // Recorded names of addresses no longer declared (orphans about to be
+    // deleted): their removal finds the console logs and variable stores
+    // under the names they kept.
+    for (a, o) in &obs.names.names {
+        if a != o
+            && !names.contains_key(a)
+            && cfg.resource(a).is_none()
+            && let Some(o) = Address::parse(o)
+        {
+            names.insert(a.clone(), o);
+        }
+    }
     let stack = cfg.stack.clone();
     for r in &mut cfg.resources {
         if let Some(o) = names.get(&r.address.to_string()) {

@@ -145,6 +145,40 @@ fn hybrid_port_repairs_partial_state_and_refuses_foreign_devices() {
     assert!(p.errors.iter().any(|e| e.contains("Open vSwitch is not running")), "{:?}", p.errors);
 }
 
+/// A moved hybrid port keeps its devices (their names come from the port
+/// id, which the move keeps); their markers are rewritten live.
+#[test]
+fn moved_hybrid_port_keeps_its_devices_and_rewrites_their_markers_live() {
+    let (_d, old) = load(NET);
+    let hashes = BTreeMap::new();
+    let h = lowering(&old, &hashes).hybrid(old.resource("port.h").unwrap()).unwrap();
+    let marker = crate::host::marker_with_hash("kinds", "port.h", &h.hash());
+    let mut o = with_ovs();
+    let mut qbr = link(&h.qbr, LinkKind::Bridge, Some(marker.clone()));
+    qbr.promisc = false;
+    o.links.insert(h.qbr.clone(), qbr);
+    for (a, b) in [(&h.qvb, &h.qvo), (&h.qvo, &h.qvb)] {
+        let mut l = link(a, LinkKind::Veth, Some(marker.clone()));
+        l.veth_peer = Some(b.clone());
+        o.links.insert(a.clone(), l);
+    }
+    let (_d2, mut cfg) = load(&(NET.replace("port \"h\"", "port \"h2\"") + "moved {\n  from = port.h\n  to   = port.h2\n}\n"));
+    moved::keep_names(&mut cfg, &o, std::path::Path::new("/state"));
+    let h2 = lowering(&cfg, &hashes).hybrid(cfg.resource("port.h2").unwrap()).unwrap();
+    assert_eq!((&h2.qbr, &h2.qvb, &h2.qvo, &h2.tap), (&h.qbr, &h.qvb, &h.qvo, &h.tap), "the devices keep their names");
+    assert_eq!(h2.mac, h.mac);
+    let p = plan(&cfg, &o, &opts());
+    assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
+    let c = find(&p, "port.h2");
+    assert_eq!(c.previous_address.as_deref(), Some("port.h"));
+    assert_eq!(c.action, Action::Update);
+    assert_eq!(c.landing(), Some(Landing::Live));
+    for dev in [&h.qbr, &h.qvb, &h.qvo] {
+        assert!(c.changes.iter().any(|x| x.attr == *dev && x.after.as_deref() == Some("set alias")), "{dev}: {:?}", c.changes);
+    }
+    assert!(!p.changes.iter().any(|x| x.action == Action::Delete), "{}", render::text(&p, false));
+}
+
 #[test]
 fn volumes_grow_live_and_never_shrink_or_change_format() {
     let (_d, cfg) = load(NET);

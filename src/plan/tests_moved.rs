@@ -323,3 +323,49 @@ removed {
     let p3 = plan(&cfg3, &host2, &opts());
     assert!(p3.conflicts.iter().any(|c| c.address == "disk.root" && c.object.contains("forgotten")), "{:?}", p3.conflicts);
 }
+
+/// The apply of a move alone writes the record first, then only the
+/// markers (in place): no define, no stop, no start, no file step. A
+/// forget removes the domain's metadata and touches nothing else.
+#[test]
+fn the_apply_of_a_move_or_a_forget_rewrites_markers_only() {
+    use crate::apply::engine::{lower, Env, Op};
+    let (_d, old) = load(BEFORE);
+    let host = converged(&old);
+    let (_d2, cfg) = prepared(&after(true), &host);
+    let p = plan(&cfg, &host, &opts());
+    let env = || {
+        std::sync::Arc::new(Env {
+            links: Box::new(crate::host::links::IpLinks),
+            libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
+            ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
+            state_dir: "/state".into(),
+            shutdown_timeout: std::time::Duration::from_secs(1),
+            detach_timeout: std::time::Duration::from_secs(1),
+        })
+    };
+    let dag = lower(&p, &cfg, env(), false, &Default::default());
+    let ops: Vec<&Op> = (0..dag.len()).map(|i| &dag.step(i).op).collect();
+    assert!(matches!(ops[0], Op::WriteNames { .. }), "{:?}", ops.iter().map(|o| format!("{o:?}").chars().take(40).collect::<String>()).collect::<Vec<_>>());
+    for i in 1..dag.len() {
+        assert_eq!(dag.deps(i), &[0], "step {i} runs after the record");
+    }
+    let shown: Vec<String> = (0..dag.len()).map(|i| crate::apply::dag::Step::describe(dag.step(i))).collect();
+    assert_eq!(shown.len(), 3, "{shown:?}");
+    assert!(shown[1..].iter().any(|s| s.starts_with("write virtform's marker into domain mv-vm in place")), "{shown:?}");
+    assert!(shown[1..].iter().any(|s| s.starts_with("rewrite the marker of bridge vf")), "{shown:?}");
+    match ops.iter().find(|o| matches!(o, Op::MarkDomain { .. })) {
+        Some(Op::MarkDomain { name, element }) => {
+            assert_eq!(name, "mv-vm");
+            assert!(element.contains("address=\"instance.vm2\""), "{element}");
+        }
+        _ => unreachable!(),
+    }
+    // Forget: the metadata goes, nothing else.
+    let kept = "virtform { stack = \"mv\" }\nnetwork \"lan\" {\n  address = \"10.78.0.1/24\"\n}\nremoved {\n  from = instance.vm\n  lifecycle {\n    destroy = false\n  }\n}\nremoved {\n  from = disk.root\n  lifecycle {\n    destroy = false\n  }\n}\nremoved {\n  from = volume.data\n  lifecycle {\n    destroy = false\n  }\n}\nremoved {\n  from = port.eth0\n}\n";
+    let (_d3, cfg2) = prepared(kept, &host);
+    let p2 = plan(&cfg2, &host, &opts());
+    let dag2 = lower(&p2, &cfg2, env(), false, &Default::default());
+    let shown2: Vec<String> = (0..dag2.len()).map(|i| crate::apply::dag::Step::describe(dag2.step(i))).collect();
+    assert_eq!(shown2, vec!["record moved and forgotten objects of stack mv".to_string(), "remove virtform's metadata from domain mv-vm".to_string()]);
+}
