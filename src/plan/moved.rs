@@ -226,39 +226,33 @@ pub fn keep_names(cfg: &mut Configuration, obs: &Observed, state_dir: &std::path
 /// Rewrites the defaults of `r`'s spec that derive from its address to the
 /// values `names` derives (a value the configuration set stays).
 fn rebase(r: &mut Resource, names: &Address, stack: &str) {
-    let seed = |a: &Address| format!("virtform:{stack}:{a}");
-    let (new_seed, old_seed) = (seed(&r.address), seed(names));
+    use crate::model::common::{derived_uuid, Mac};
+    let dir = std::path::Path::new("");
+    // Only the stack enters these derivations (the model's own functions).
+    let ctx = crate::model::Ctx { stack, state_dir: dir, config_dir: dir, built: empty(), data: None };
+    let (new_seed, old_seed) = (ctx.seed(&r.address), ctx.seed(names));
     match &mut r.spec {
         Spec::Instance(i) => {
-            let derived = format!("{stack}-{}", r.address.dashed());
-            if i.name.as_deref() == Some(derived.as_str()) {
-                i.name = Some(format!("{stack}-{}", names.dashed()));
+            if i.name.as_deref() == Some(crate::model::instance::default_name(&r.address, &ctx).as_str()) {
+                i.name = Some(crate::model::instance::default_name(names, &ctx));
             }
         }
         Spec::Port(p) => {
-            if p.mac == Some(crate::model::common::Mac::derived(&new_seed)) {
-                p.mac = Some(crate::model::common::Mac::derived(&old_seed));
+            if p.mac == Some(Mac::derived(&new_seed)) {
+                p.mac = Some(Mac::derived(&old_seed));
             }
-            if p.id.as_deref() == Some(crate::model::common::derived_uuid(&new_seed).as_str()) {
-                p.id = Some(crate::model::common::derived_uuid(&old_seed));
+            if p.id.as_deref() == Some(derived_uuid(&new_seed).as_str()) {
+                p.id = Some(derived_uuid(&old_seed));
             }
         }
         Spec::Network(n) => {
-            let dir = std::path::Path::new("");
-            let ctx = |_: ()| crate::model::Ctx { stack, state_dir: dir, config_dir: dir, built: empty(), data: None };
-            let derived = crate::model::network::default_bridge(&r.address, &ctx(()));
-            if n.bridge.as_ref() == Some(&derived) {
-                n.bridge = Some(crate::model::network::default_bridge(names, &ctx(())));
+            if n.bridge.as_ref() == Some(&crate::model::network::default_bridge(&r.address, &ctx)) {
+                n.bridge = Some(crate::model::network::default_bridge(names, &ctx));
             }
         }
         Spec::Volume(v) => {
-            let serial = |a: &Address| {
-                let mut s: String = a.dashed().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
-                s.truncate(20);
-                s
-            };
-            if v.serial.as_deref() == Some(serial(&r.address).as_str()) {
-                v.serial = Some(serial(names));
+            if v.serial.as_deref() == Some(crate::model::volume::default_serial(&r.address).as_str()) {
+                v.serial = Some(crate::model::volume::default_serial(names));
             }
         }
         Spec::Disk(_) | Spec::Image(_) => {}
