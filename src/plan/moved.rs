@@ -162,8 +162,8 @@ pub fn planned_moves(cfg: &Configuration, obs: &Observed, state_dir: &std::path:
         let Some(addr) = Address::parse(a) else { continue };
         if let Some((to, block)) = chain_end(&cfg.moves, &addr)
             && cfg.resource(&to.to_string()).is_some()
-            // Applied already (a port, which has no marker to tell): the record says so.
-            && recorded(obs, &to.to_string()) != Some(recorded(obs, a).unwrap_or(a))
+            // A port's move applied already (it has no marker to tell): the record says so.
+            && !(addr.kind == Kind::Port && recorded(obs, &to.to_string()) == Some(recorded(obs, a).unwrap_or(a)))
         {
             out.push(PlannedMove { from: a.clone(), to: to.to_string(), block });
         }
@@ -325,7 +325,9 @@ impl Planner<'_> {
     /// listed. `None` when it does not change.
     pub(super) fn next_names(&self) -> Option<Names> {
         let mut n = self.obs.names.clone();
-        for (to, from) in &self.moving {
+        // Only the moves this plan applies (`--target` may leave some out).
+        let applied: BTreeSet<&str> = self.out.changes.iter().filter(|c| c.previous_address.is_some()).map(|c| c.address.as_str()).collect();
+        for (to, from) in self.moving.iter().filter(|(to, _)| applied.contains(to.as_str())) {
             let origin = n.names.remove(from).unwrap_or_else(|| from.clone());
             if origin == *to {
                 n.names.remove(to);

@@ -145,6 +145,42 @@ fn hybrid_port_repairs_partial_state_and_refuses_foreign_devices() {
     assert!(p.errors.iter().any(|e| e.contains("Open vSwitch is not running")), "{:?}", p.errors);
 }
 
+/// A moved libvirt network keeps its name and UUID (its marker): only the
+/// record changes; forgotten, it is listed in the record and never deleted.
+#[test]
+fn moved_libvirt_network_keeps_name_and_uuid_and_can_be_forgotten() {
+    let (_d, old) = load(NET);
+    let hashes = BTreeMap::new();
+    let def = lowering(&old, &hashes).libvirt_network(old.resource("network.nat").unwrap()).unwrap();
+    let mut o = with_ovs();
+    o.networks.insert(def.name.clone(), ActualNetwork { name: def.name.clone(), uuid: def.uuid.clone(), active: true, autostart: true, def: Some(crate::xml::network::ObservedNetwork::from_def(&def)) });
+    let src = NET.replace("network \"nat\"", "network \"outside\"").replace("network.nat", "network.outside") + "moved {\n  from = network.nat\n  to   = network.outside\n}\n";
+    let (_d2, mut cfg) = load(&src);
+    moved::keep_names(&mut cfg, &o, std::path::Path::new("/state"));
+    let def2 = lowering(&cfg, &hashes).libvirt_network(cfg.resource("network.outside").unwrap()).unwrap();
+    assert_eq!((def2.name.as_str(), def2.uuid.as_str()), (def.name.as_str(), def.uuid.as_str()));
+    let p = plan(&cfg, &o, &opts());
+    assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
+    let c = find(&p, "network.outside");
+    assert_eq!(c.previous_address.as_deref(), Some("network.nat"));
+    assert_eq!((c.action, c.reason.as_deref()), (Action::Update, Some("moved")), "{}", render::text(&p, false));
+    assert!(!p.changes.iter().any(|x| x.action == Action::Delete), "{}", render::text(&p, false));
+    assert_eq!(p.names.as_ref().and_then(|n| n.names.get("network.outside")).map(String::as_str), Some("network.nat"));
+
+    // Forgotten: a record entry, no step on the network, and no later delete.
+    let forget = "virtform { stack = \"kinds\" }\nremoved {\n  from = network.nat\n  lifecycle {\n    destroy = false\n  }\n}\n";
+    let (_d3, cfg3) = load(forget);
+    let p = plan(&cfg3, &o, &opts());
+    let c = find(&p, "network.nat");
+    assert_eq!((c.action, c.object.as_deref()), (Action::Forget, Some("libvirt network vf-kinds-nat")));
+    let names = p.names.clone().unwrap();
+    assert!(names.forgotten.contains("libvirt network vf-kinds-nat"), "{names:?}");
+    o.names = names;
+    let (_d4, cfg4) = load("virtform { stack = \"kinds\" }\nvolume \"v\" {\n  size = \"1M\"\n}\n");
+    let p = plan(&cfg4, &o, &PlanOptions { destroy: true, ..opts() });
+    assert!(!p.changes.iter().any(|x| x.address == "network.nat"), "a forgotten network is never deleted: {}", render::text(&p, false));
+}
+
 /// A moved hybrid port keeps its devices (their names come from the port
 /// id, which the move keeps); their markers are rewritten live.
 #[test]

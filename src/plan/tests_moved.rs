@@ -369,3 +369,21 @@ fn the_apply_of_a_move_or_a_forget_rewrites_markers_only() {
     let shown2: Vec<String> = (0..dag2.len()).map(|i| crate::apply::dag::Step::describe(dag2.step(i))).collect();
     assert_eq!(shown2, vec!["record moved and forgotten objects of stack mv".to_string(), "remove virtform's metadata from domain mv-vm".to_string()]);
 }
+
+/// `--target` leaves a move out: its record entry is not written either
+/// (the next plan must still see the move, not an orphan).
+#[test]
+fn a_move_outside_the_targets_is_not_recorded() {
+    let (_d, old) = load(BEFORE);
+    let host = converged(&old);
+    let (_d2, cfg) = prepared(&after(true), &host);
+    let p = plan(&cfg, &host, &PlanOptions { targets: vec!["network.lan2".into()], ..opts() });
+    let names = p.names.expect("the network's move is recorded");
+    assert_eq!(names.names.keys().collect::<Vec<_>>(), vec!["network.lan2"]);
+    let mut host2 = host.clone();
+    host2.names = names;
+    let (_d3, cfg2) = prepared(&after(true), &host2);
+    let p2 = plan(&cfg2, &host2, &opts());
+    assert_eq!(find(&p2, "instance.vm2").previous_address.as_deref(), Some("instance.vm"));
+    assert!(!p2.changes.iter().any(|c| c.action == Action::Delete), "{}", render::text(&p2, false));
+}
