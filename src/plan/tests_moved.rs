@@ -387,3 +387,23 @@ fn a_move_outside_the_targets_is_not_recorded() {
     assert_eq!(find(&p2, "instance.vm2").previous_address.as_deref(), Some("instance.vm"));
     assert!(!p2.changes.iter().any(|c| c.action == Action::Delete), "{}", render::text(&p2, false));
 }
+
+/// An apply killed after the record was written and before the markers
+/// were: the next plan (moved blocks still there) moves again, keeping the
+/// same names; nothing is deleted or created.
+#[test]
+fn a_move_interrupted_after_the_record_is_planned_again() {
+    let (_d, old) = load(BEFORE);
+    let host = converged(&old);
+    let (_d2, cfg) = prepared(&after(true), &host);
+    let p = plan(&cfg, &host, &opts());
+    let mut killed = host.clone();
+    killed.names = p.names.clone().unwrap();
+    let (_d3, cfg2) = prepared(&after(true), &killed);
+    let p2 = plan(&cfg2, &killed, &opts());
+    assert!(p2.errors.is_empty() && p2.conflicts.is_empty(), "{:?} {:?}", p2.errors, p2.conflicts);
+    assert_eq!(find(&p2, "instance.vm2").reason.as_deref(), Some("moved"));
+    assert!(!p2.changes.iter().any(|c| matches!(c.action, Action::Delete | Action::Create | Action::Replace)), "{}", render::text(&p2, false));
+    let Spec::Instance(i) = &cfg2.resource("instance.vm2").unwrap().spec else { unreachable!() };
+    assert_eq!(i.domain_name(), "mv-vm");
+}
