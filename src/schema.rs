@@ -45,6 +45,44 @@ pub fn language_schema() -> serde_json::Value {
             "additionalProperties": false,
         }),
     );
+    let address = serde_json::json!({
+        "type": "string",
+        "description": "A resource address written without quotes: KIND.NAME, KIND.NAME[INDEX] or KIND.NAME[\"KEY\"] (a whole block when written without a key).",
+        "pattern": "^(network|port|image|disk|volume|instance)\\.[A-Za-z_][A-Za-z0-9_-]*(\\[([0-9]+|\"[A-Za-z0-9_.-]+\")\\])?$",
+    });
+    kinds.insert(
+        "moved".to_string(),
+        serde_json::json!({
+            "type": "array",
+            "description": "`moved { from = ADDRESS, to = ADDRESS }` blocks: the object of `from` now belongs to `to`. The host objects keep the names derived from `from` (domain name and UUID, bridge, MAC, file paths); only the ownership markers are rewritten. Chains (a to b, b to c) resolve; `from` must no longer be declared, `to` (the chain's end) must be.",
+            "items": {
+                "type": "object",
+                "properties": { "from": address.clone(), "to": address.clone() },
+                "required": ["from", "to"],
+                "additionalProperties": false,
+            },
+        }),
+    );
+    kinds.insert(
+        "removed".to_string(),
+        serde_json::json!({
+            "type": "array",
+            "description": "`removed { from = ADDRESS  lifecycle { destroy = BOOL } }` blocks for resources whose block is gone: destroy = true (the default) destroys the object as if the block were simply deleted; destroy = false forgets it: its marker is removed (files and libvirt networks are recorded as forgotten in <state>/<stack>/names.json) and the object stays as it is.",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "from": address,
+                    "lifecycle": {
+                        "type": "object",
+                        "properties": { "destroy": { "type": "boolean", "default": true, "description": "false: stop managing the object and leave it; true: destroy it." } },
+                        "additionalProperties": false,
+                    },
+                },
+                "required": ["from"],
+                "additionalProperties": false,
+            },
+        }),
+    );
     for (k, v) in generator.definitions() {
         defs.insert(k.clone(), v.clone());
     }

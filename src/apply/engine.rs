@@ -230,8 +230,8 @@ pub enum Op {
     /// `adopt`: the plan imports the bridge, which carries no marker yet.
     OvsNetwork { want: crate::plan::desired::DesiredOvsBridge, marker: String, address: Option<crate::model::common::IpCidr>, create: bool, adopt: bool },
     RemoveOvsBridge { name: String },
-    /// An import's marker alone: the domain's `<metadata>` element set in
-    /// place (no redefine, no restart).
+    /// An import's or a move's marker alone: the domain's `<metadata>`
+    /// element set in place (no redefine, no restart).
     MarkDomain { name: String, element: String },
     /// An import's marker alone on an Open vSwitch bridge (`external_ids:virtform`).
     MarkOvsBridge { name: String, marker: String },
@@ -243,6 +243,15 @@ pub enum Op {
     Register { stack: String, entry: crate::observe::imports::Imported, expect: Option<(u64, u64)> },
     /// Removes an address from the registry, after its object was removed.
     Unregister { stack: String },
+    /// A moved (or, with an empty marker, forgotten) Open vSwitch bridge's
+    /// marker, rewritten in place; `from`: the address it must carry now.
+    RemarkOvsBridge { name: String, marker: String, from: String },
+    /// A forgotten domain: virtform's `<metadata>` element removed in place
+    /// (persistent config and live guest); the guest keeps running.
+    UnmarkDomain { name: String },
+    /// The stack's record of moved and forgotten objects
+    /// (`<state>/<stack>/names.json`), written before any marker changes.
+    WriteNames { stack: String, names: crate::observe::Names },
     /// Nova's hybrid plug of one port (Linux side, then OVS side), repairing partial state.
     HybridPlug { want: crate::plan::desired::DesiredHybrid, marker: String },
     /// Reverse of the hybrid plug: delete qbr, del-port qvo, delete the veth.
@@ -304,10 +313,14 @@ impl Step for HostStep {
             Op::OvsNetwork { want, create: true, .. } => format!("create Open vSwitch bridge {}", want.name),
             Op::OvsNetwork { want, .. } => format!("configure Open vSwitch bridge {}", want.name),
             Op::RemoveOvsBridge { name } => format!("delete Open vSwitch bridge {name}"),
-            Op::MarkDomain { name, .. } => format!("mark domain {name} as imported"),
+            Op::MarkDomain { name, .. } => format!("write virtform's marker into domain {name} in place (import or move)"),
             Op::MarkOvsBridge { name, .. } => format!("mark Open vSwitch bridge {name} as imported"),
             Op::Register { entry, .. } => format!("record {} as imported ({})", entry.describe(), crate::observe::imports::FILE),
             Op::Unregister { .. } => format!("forget {} in {}", self.address, crate::observe::imports::FILE),
+            Op::RemarkOvsBridge { name, marker, .. } if marker.is_empty() => format!("remove the marker of Open vSwitch bridge {name}"),
+            Op::RemarkOvsBridge { name, .. } => format!("rewrite the marker of Open vSwitch bridge {name}"),
+            Op::UnmarkDomain { name } => format!("remove virtform's metadata from domain {name}"),
+            Op::WriteNames { stack, .. } => format!("record moved and forgotten objects of stack {stack}"),
             Op::HybridPlug { want, .. } => format!("plug {} ({} / {} / {} on {})", want.tap, want.qbr, want.qvb, want.qvo, want.bridge),
             Op::HybridUnplug { qbr, qvo, .. } => format!("unplug {qbr} / {qvo}"),
             Op::Attach { name, what, .. } => format!("attach {what} to {name}"),
@@ -557,6 +570,25 @@ impl Step for HostStep {
                 .map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
+            Op::RemarkOvsBridge { name, marker, from } => {
+                let state = env.ovs.state().map_err(herr)?;
+                match state.bridge_owner(name) {
+                    Some((_, a)) if a == *from => {}
+                    None if marker.is_empty() => return Ok(StepOutcome::AlreadyDone),
+                    Some((_, a)) if !marker.is_empty() && crate::host::parse_marker(marker).is_some_and(|(_, m)| m == a) => return Ok(StepOutcome::AlreadyDone),
+                    _ => return Err(StepError::new(format!("Open vSwitch bridge {name} no longer carries the marker of {from}; not touching it")).with_hint("plan again")),
+                }
+                env.ovs.apply(&[crate::host::ovs::OvsOp::SetBridge { name: name.clone(), datapath_type: None, marker: marker.clone() }]).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::UnmarkDomain { name } => {
+                env.libvirt.remove_marker(name).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::WriteNames { stack, names } => {
+                names.write(&env.state_dir, stack).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
             Op::MarkOvsBridge { name, marker } => {
                 let state = env.ovs.state().map_err(herr)?;
                 if state.bridge_owner(name).is_some() {
@@ -794,6 +826,11 @@ impl Step for HostStep {
 /// (`virtform import`): the marker is written without a spec hash.
 pub const IMPORT_MARKER_ONLY: &str = "import_marker_only";
 
+/// Whether a change is a move and nothing else (the markers are rewritten in place).
+fn moved_only(c: &crate::plan::ResourceChange) -> bool {
+    c.previous_address.is_some() && c.action == Action::Update && c.changes.iter().all(|ch| ch.attr == "address")
+}
+
 /// Whether a change writes nothing but a marker.
 fn marker_only(c: &crate::plan::ResourceChange) -> bool {
     c.action == Action::Update && !c.changes.is_empty() && c.changes.iter().all(|ch| ch.attr == "marker")
@@ -801,7 +838,31 @@ fn marker_only(c: &crate::plan::ResourceChange) -> bool {
 
 /// Builds the step DAG for a plan.
 pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, source_hashes: &BTreeMap<String, String>) -> Dag<HostStep> {
-    let mut b = Builder { dag: Dag::new(), env: env.clone(), created: BTreeMap::new(), removed: BTreeMap::new(), detaches: BTreeMap::new() };
+    let mut b = Builder { dag: Dag::new(), env: env.clone(), created: BTreeMap::new(), removed: BTreeMap::new(), detaches: BTreeMap::new(), first: None };
+    // The record of moves and forgets goes first: a kill after it leaves
+    // markers the next plan rewrites again, never objects whose names are lost.
+    if let Some(names) = &plan.names {
+        let id = b.step(&format!("stack {}", plan.stack), Op::WriteNames { stack: plan.stack.clone(), names: names.clone() });
+        b.first = Some(id);
+    }
+    // Forgotten objects: only their markers go.
+    for c in plan.changes.iter().filter(|c| c.action == Action::Forget) {
+        let Some(o) = &c.object else { continue };
+        let op = match c.kind {
+            Kind::Instance => Op::UnmarkDomain { name: o.clone() },
+            Kind::Network => {
+                if let Some(n) = o.strip_prefix("ovs bridge ") {
+                    Op::RemarkOvsBridge { name: n.to_string(), marker: String::new(), from: c.address.clone() }
+                } else if o.starts_with("libvirt network ") {
+                    continue;
+                } else {
+                    Op::Links { what: format!("remove the marker of bridge {o}"), ops: vec![LinkOp::SetAlias { name: o.clone(), alias: String::new() }] }
+                }
+            }
+            _ => continue,
+        };
+        b.step(&c.address, op);
+    }
     let lowering = Lowering { cfg, state_dir: &env.state_dir, kvm_usable, source_hashes, imported: &plan.imported };
     let mut instance_removals = Vec::new();
     // Pass 1: removals (instances first).
@@ -811,8 +872,10 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
             (None, Some(Spec::Instance(i))) => i.domain_name().to_string(),
             _ => continue,
         };
-        let logs = instance_files(&env.state_dir, &cfg.stack, &c.address);
-        let stem = crate::model::Address::parse(&c.address).map(|a| a.file_stem()).unwrap_or_default();
+        // A moved instance's files keep the stems of the address it was moved from.
+        let names = cfg.names_of_str(&c.address);
+        let logs = instance_files(&env.state_dir, &cfg.stack, &names);
+        let stem = crate::model::Address::parse(&names).map(|a| a.file_stem()).unwrap_or_default();
         let id = b.step(&c.address, Op::Remove { name, logs, ssh: crate::host::ssh::SshDir::of(&env.state_dir, &cfg.stack), stem });
         b.removed.insert(c.address.clone(), id);
         instance_removals.push(id);
@@ -859,7 +922,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     NetType::Bridge => Op::Links { what: format!("delete bridge {}", n.bridge_name()), ops: vec![LinkOp::Delete { name: n.bridge_name().to_string() }] },
                     NetType::Ovs => Op::RemoveOvsBridge { name: n.bridge_name().to_string() },
                     NetType::Nat | NetType::Isolated => Op::RemoveLibvirtNetwork {
-                        name: cfg.resource(&c.address).and_then(|r| lowering.libvirt_network(r)).map(|d| d.name).unwrap_or_else(|| libvirt_network_name(&cfg.stack, &c.address)),
+                        name: cfg.resource(&c.address).and_then(|r| lowering.libvirt_network(r)).map(|d| d.name).unwrap_or_else(|| libvirt_network_name(&cfg.stack, &cfg.names_of_str(&c.address))),
                     },
                 }),
                 _ => None,
@@ -945,7 +1008,41 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 let id = b.step(&addr, op);
                 b.created.insert(addr, id);
             }
+            Spec::Network(n) if moved_only(c) => {
+                let op = match n.net_type {
+                    NetType::Bridge => {
+                        let want = DesiredBridge::from_network(n);
+                        let alias = marker_with_hash(&cfg.stack, &addr, &want.hash());
+                        Op::Links { what: format!("rewrite the marker of bridge {} (moved)", want.name), ops: vec![LinkOp::SetAlias { name: want.name.clone(), alias }] }
+                    }
+                    NetType::Ovs => {
+                        let want = DesiredOvsBridge::from_network(n);
+                        let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
+                        Op::RemarkOvsBridge { name: want.name.clone(), marker, from: c.previous_address.clone().unwrap_or_default() }
+                    }
+                    // The record alone: its name and UUID are the moved-from address's.
+                    NetType::Nat | NetType::Isolated => continue,
+                };
+                let id = b.step(&addr, op);
+                b.created.insert(addr, id);
+            }
+            // Files and bridge/ovs/network ports: the record alone.
+            Spec::Disk(_) | Spec::Volume(_) | Spec::Port(_) if moved_only(c) => {}
+            Spec::Instance(_) if moved_only(c) => {
+                let Some(def) = lowering.domain(r) else { continue };
+                let id = b.step(&addr, Op::MarkDomain { name: def.name.clone(), element: crate::xml::domain::marker_element(&def.marker) });
+                b.created.insert(addr, id);
+            }
             Spec::Network(n) if creating || c.action == Action::Update => {
+                // A moved OVS bridge gets its new marker before the repair
+                // (which refuses a bridge marked for another address).
+                let remark = match (n.net_type, &c.previous_address) {
+                    (NetType::Ovs, Some(from)) => Some(b.step(
+                        &addr,
+                        Op::RemarkOvsBridge { name: n.bridge_name().to_string(), marker: marker_with_hash(&cfg.stack, &addr, &DesiredOvsBridge::from_network(n).hash()), from: from.clone() },
+                    )),
+                    _ => None,
+                };
                 let op = match n.net_type {
                     NetType::Bridge => {
                         let want = DesiredBridge::from_network(n);
@@ -979,6 +1076,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     }
                 };
                 let id = b.step(&addr, op);
+                b.chain(id, remark);
                 b.after_removal(id, &addr);
                 b.chain(id, registered);
                 b.created.insert(addr, id);
@@ -1047,7 +1145,8 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 } else {
                     Vec::new()
                 };
-                let redefine = creating || c.changes.iter().any(|ch| ch.landing != Landing::Live || ch.attr == "marker") || !live_devices.is_empty();
+                // A move rewrites the marker with the redefine (no restart).
+                let redefine = creating || c.previous_address.is_some() || c.changes.iter().any(|ch| ch.landing != Landing::Live || ch.attr == "marker") || !live_devices.is_empty();
                 let mut last = None;
                 // Attach first (live and persistent), then redefine: a kill in
                 // between leaves only a stale marker, which the next plan refreshes.
@@ -1156,11 +1255,17 @@ struct Builder {
     removed: BTreeMap<String, usize>,
     /// Live detach steps per instance address.
     detaches: BTreeMap<String, Vec<usize>>,
+    /// The step every other one follows (the record of moves), if any.
+    first: Option<usize>,
 }
 
 impl Builder {
     fn step(&mut self, address: &str, op: Op) -> usize {
-        self.dag.add(HostStep { address: address.to_string(), op, env: self.env.clone() })
+        let id = self.dag.add(HostStep { address: address.to_string(), op, env: self.env.clone() });
+        if let Some(f) = self.first {
+            self.dag.depend(id, f);
+        }
+        id
     }
 
     fn chain(&mut self, id: usize, after: Option<usize>) {
@@ -1257,7 +1362,7 @@ fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance, impor
     inst.ports.iter().find_map(|p| {
         let Some(Spec::Port(port)) = cfg.resource(&p.0).map(|r| &r.spec) else { return None };
         let Some(Spec::Network(n)) = cfg.resource(&port.network.0).map(|r| &r.spec) else { return None };
-        n.net_type.is_libvirt().then(|| (crate::plan::desired::libvirt_name_of(&cfg.stack, &port.network.0, n, imported), port.mac.map(|m| m.to_string()).unwrap_or_default()))
+        n.net_type.is_libvirt().then(|| (crate::plan::desired::libvirt_name_of(&cfg.stack, &cfg.names_of_str(&port.network.0), n, imported), port.mac.map(|m| m.to_string()).unwrap_or_default()))
     })
 }
 
@@ -1293,7 +1398,7 @@ fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &cra
             waits.push(Op::WaitCloudInit { name: name.clone(), conn: Box::new(conn), timeout });
         }
     }
-    let mark = crate::model::Address::parse(addr).map(|a| crate::observe::pending_wait_path(state_dir, &cfg.stack, &a));
+    let mark = crate::model::Address::parse(&cfg.names_of_str(addr)).map(|a| crate::observe::pending_wait_path(state_dir, &cfg.stack, &a));
     if let (Some(path), false) = (&mark, waits.is_empty()) {
         waits.insert(0, Op::Readiness { path: path.clone(), pending: true });
         waits.push(Op::Readiness { path: path.clone(), pending: false });
@@ -1318,7 +1423,7 @@ pub fn ssh_conn(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate:
 
 /// Where an instance's host key lives and the names it is pinned under.
 fn seed_host_key(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance) -> SeedHostKey {
-    let stem = crate::model::Address::parse(addr).map(|a| a.file_stem()).unwrap_or_default();
+    let stem = crate::model::Address::parse(&cfg.names_of_str(addr)).map(|a| a.file_stem()).unwrap_or_default();
     let mut patterns = vec![crate::host::ssh::host_alias(inst.domain_name(), &cfg.stack, &stem)];
     patterns.extend(inst.connection.as_ref().and_then(|c| c.host.map(|h| h.0.to_string())).or_else(|| fixed_ip(cfg, inst)));
     SeedHostKey { dir: crate::host::ssh::SshDir::of(state_dir, &cfg.stack), stem, comment: format!("virtform:{}:{addr}", cfg.stack), patterns }
@@ -1427,11 +1532,14 @@ fn remove_stale_seeds(path: &Path) {
 /// one keeps its directory.
 pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
     let dir = state_dir.join(stack);
+    // Files of forgotten objects (removed blocks with destroy = false) stay,
+    // and with them the record and the directory.
+    let forgotten = crate::observe::Names::read(state_dir, stack).map(|n| n.forgotten).unwrap_or_default();
     for (sub, suffixes) in [("console", &[".log", ".log.1"][..]), ("seeds", &[".iso", ".iso.part"][..]), ("waits", &[""][..]), ("nvram", &["_VARS.fd"][..])] {
         if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if e.file_type().is_ok_and(|t| t.is_file()) && suffixes.iter().any(|x| n.ends_with(x)) {
+                if e.file_type().is_ok_and(|t| t.is_file()) && suffixes.iter().any(|x| n.ends_with(x)) && !forgotten.contains(&e.path().display().to_string()) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }

@@ -91,7 +91,7 @@ fn leased_ports(cfg: &crate::config::Configuration, state_dir: &std::path::Path)
             }
             let Some(Spec::Network(n)) = cfg.resource(&p.network.0).map(|x| &x.spec) else { return None };
             let mac = p.mac?.to_string();
-            n.net_type.is_libvirt().then(|| (r.address.to_string(), mac, crate::plan::desired::libvirt_name_of(&cfg.stack, &p.network.0, n, &imported)))
+            n.net_type.is_libvirt().then(|| (r.address.to_string(), mac, crate::plan::desired::libvirt_name_of(&cfg.stack, &cfg.names_of_str(&p.network.0), n, &imported)))
         })
         .collect()
 }

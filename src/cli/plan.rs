@@ -185,6 +185,9 @@ fn open(g: &Global, dir: Option<PathBuf>, read_data: bool) -> Result<Session, Ex
     observed.source_hashes = hashes;
     observed.pending_waits = observe::scan_pending_waits(&g.state_dir, &cfg.stack);
     observed.add_imports(observe::imports::scan(&cfg, &g.state_dir).map_err(|e| HostFailure::Read(e).report())?);
+    observed.names = observe::Names::read(&g.state_dir, &cfg.stack).map_err(|e| HostFailure::Read(e).report())?;
+    let mut cfg = cfg;
+    crate::plan::moved::keep_names(&mut cfg, &observed, &g.state_dir);
     Ok(Session { cfg, libvirt, observed, kvm })
 }
 
@@ -239,6 +242,8 @@ pub(super) fn load_and_connect(g: &Global, dir: PathBuf, read_data: bool) -> Res
 /// beforehand (with whether KVM is usable).
 pub(super) fn connect(g: &Global, cfg: Configuration, (libvirt, kvm): (VirtLibvirt, bool)) -> Result<Session, ExitCode> {
     let observed = observe::observe(&IpLinks, &libvirt, &Vsctl::default(), &cfg, &g.state_dir, true).map_err(|e| HostFailure::Read(e).report())?;
+    let mut cfg = cfg;
+    crate::plan::moved::keep_names(&mut cfg, &observed, &g.state_dir);
     Ok(Session { cfg, libvirt, observed, kvm })
 }
 

@@ -16,6 +16,7 @@ pub mod eval;
 pub mod fmt;
 pub mod functions;
 pub mod import;
+pub mod moved;
 pub mod parse;
 pub mod refs;
 pub mod source;
@@ -36,7 +37,7 @@ use std::path::{Path, PathBuf};
 use value::Value;
 
 /// Block kinds allowed at the top level.
-pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "data", "import", "network", "port", "image", "disk", "volume", "instance"];
+pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "data", "import", "moved", "removed", "network", "port", "image", "disk", "volume", "instance"];
 
 /// Types of `data` blocks.
 pub const DATA_KINDS: &[&str] = &["network"];
@@ -103,6 +104,15 @@ pub struct Configuration {
     /// `import` blocks, checked against the resources (`import.rs`); the
     /// command line's `virtform import ADDRESS ID` adds one.
     pub imports: Vec<import::Import>,
+    /// `moved` blocks, checked against the resources (`moved.rs`).
+    pub moves: Vec<moved::Move>,
+    /// `removed` blocks.
+    pub removed: Vec<moved::Removed>,
+    /// The address each moved resource takes its host names from (domain
+    /// name, bridge, MAC, port id, file stems), when not its own: filled by
+    /// [`crate::plan::moved::keep_names`] from the moves and the host's
+    /// record (`<state>/<stack>/names.json`); empty after loading.
+    pub names: BTreeMap<String, Address>,
     /// Position in `resources` by address, for `resource()` (planning looks
     /// up every reference; a linear scan would make it quadratic).
     index: BTreeMap<String, usize>,
@@ -379,6 +389,8 @@ impl<'o> Loader<'o> {
         let mut locals: Vec<RawAttr> = Vec::new();
         let mut outputs: Vec<RawBlock> = Vec::new();
         let mut import_blocks: Vec<RawBlock> = Vec::new();
+        let mut moved_blocks: Vec<RawBlock> = Vec::new();
+        let mut removed_blocks: Vec<RawBlock> = Vec::new();
         let mut resources: Vec<ResourceBlock> = Vec::new();
         let mut seen: BTreeMap<String, Span> = BTreeMap::new();
         for body in bodies {
@@ -391,7 +403,7 @@ impl<'o> Loader<'o> {
             }
             for b in body.blocks {
                 let want_labels = match b.kind.as_str() {
-                    "virtform" | "locals" | "import" => 0,
+                    "virtform" | "locals" | "import" | "moved" | "removed" => 0,
                     "data" => 2,
                     k if BLOCK_KINDS.contains(&k) => 1,
                     k => {
@@ -490,6 +502,8 @@ impl<'o> Loader<'o> {
                     "variable" => var_blocks.push(b),
                     "output" => outputs.push(b),
                     "import" => import_blocks.push(b),
+                    "moved" => moved_blocks.push(b),
+                    "removed" => removed_blocks.push(b),
                     "locals" => {
                         for nb in &b.body.blocks {
                             self.diags.push(Diagnostic::error(format!("unexpected block `{}` in locals", nb.kind)).at(nb.kind_span).label("locals holds only attributes: name = expression"));
@@ -696,6 +710,8 @@ impl<'o> Loader<'o> {
         self.diags.extend(model::validate::check_all(&resources));
         let (imports, import_diags) = import::check(&import_blocks, &self.sources, &resources, &fn_ctx, &roots);
         self.diags.extend(import_diags);
+        let (moves, removed, moved_diags) = moved::check(&moved_blocks, &removed_blocks, &self.sources, &resources);
+        self.diags.extend(moved_diags);
         data.shrink_to_fit();
         self.checkpoint()?;
         resources.shrink_to_fit();
@@ -715,6 +731,9 @@ impl<'o> Loader<'o> {
             variables: var_values,
             warnings,
             imports,
+            moves,
+            removed,
+            names: BTreeMap::new(),
             index,
             agent_fact_readers: std::mem::take(&mut self.agent_fact_readers),
         })
@@ -1647,8 +1666,28 @@ impl Configuration {
             variables: Vec::new(),
             warnings: Diagnostics::default(),
             imports: Vec::new(),
+            moves: Vec::new(),
+            removed: Vec::new(),
+            names: BTreeMap::new(),
             index: BTreeMap::new(),
             agent_fact_readers: BTreeSet::new(),
+        }
+    }
+
+    /// The address `a`'s host names derive from: its own, or the one it
+    /// was moved from ([`Configuration::names`]).
+    pub fn names_of<'a>(&'a self, a: &'a Address) -> &'a Address {
+        if self.names.is_empty() {
+            return a;
+        }
+        self.names.get(&a.to_string()).unwrap_or(a)
+    }
+
+    /// [`names_of`](Self::names_of) for an address written as text.
+    pub fn names_of_str(&self, a: &str) -> String {
+        match self.names.get(a) {
+            Some(n) => n.to_string(),
+            None => a.to_string(),
         }
     }
 

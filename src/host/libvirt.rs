@@ -254,6 +254,12 @@ pub trait Libvirt: Send + Sync {
         let _ = element;
         Err(HostError::new("set marker", name, "not supported by this libvirt adapter".to_string()))
     }
+    /// Removes virtform's marker element from the domain's `<metadata>`
+    /// (persistent config, and the running guest's when active): a
+    /// `removed { lifecycle { destroy = false } }`. No marker: done.
+    fn remove_marker(&self, name: &str) -> Result<(), HostError> {
+        Err(HostError::new("remove marker", name, "not supported by this libvirt adapter".to_string()))
+    }
     /// Attaches a `<disk>` or `<interface>`: always to the persistent config,
     /// and to the running guest when `live` and the domain is active.
     /// Already attached (same target and source, or same MAC): done. The
@@ -1232,6 +1238,14 @@ impl Libvirt for VirtLibvirt {
             // VIR_DOMAIN_METADATA_ELEMENT = 2; AFFECT_CONFIG = 2, AFFECT_LIVE = 1.
             let flags = if d.is_active()? { 3 } else { 2 };
             d.set_metadata(2, Some(element), Some(crate::xml::PREFIX), Some(crate::xml::NS), flags)
+        })
+    }
+
+    fn remove_marker(&self, name: &str) -> Result<(), HostError> {
+        self.call("remove marker", name, |c| {
+            let d = c.lookup_domain_by_name(name)?;
+            let flags = if d.is_active()? { 3 } else { 2 };
+            d.set_metadata(2, None, None, Some(crate::xml::NS), flags)
         })
     }
 

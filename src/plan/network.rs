@@ -175,7 +175,7 @@ impl Planner<'_> {
             }
             return ResourceChange::new(addr, Kind::Network, Action::Create);
         };
-        if have.uuid != want.uuid {
+        if have.uuid != want.uuid || self.is_forgotten(&format!("libvirt network {}", want.name)) {
             // Not ours: libvirt networks carry no metadata marker; virtform's
             // own have the UUID derived from the stack and address, imported
             // ones the UUID the registry recorded.

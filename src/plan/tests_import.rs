@@ -516,3 +516,21 @@ fn an_imported_volume_with_prevent_destroy_is_not_destroyed() {
     let p = plan(&cfg, &o, &PlanOptions { destroy: true, ..opts() });
     has(&p.errors, &["volume.keep has lifecycle.prevent_destroy set, but the plan would destroy it"]);
 }
+
+/// Imported libvirt networks and files are owned through the registry,
+/// keyed by address: moving one, or forgetting one, is refused (located),
+/// so the old address's entry never reads as an orphan to delete.
+#[test]
+fn imported_registry_objects_are_neither_moved_nor_forgotten() {
+    let base = FILES.split("import {").next().unwrap();
+    let moved = base.replace("volume \"keep\"", "volume \"kept\"").replace("volume.keep]", "volume.kept]") + "moved {\n  from = volume.keep\n  to   = volume.kept\n}\n";
+    let (_d, cfg) = load(&moved);
+    let o = registered(files_host(&cfg));
+    let p = plan(&cfg, &o, &opts());
+    assert!(p.errors.iter().any(|e| e.contains("moved: volume.keep was imported (recorded in imports.json)")), "{:?}", p.errors);
+    let forgotten = base.replace("  volumes = [volume.keep]\n", "").replace("volume \"keep\" {\n  size   = \"2G\"\n  format = \"raw\"\n}\n", "") + "removed {\n  from = volume.keep\n  lifecycle {\n    destroy = false\n  }\n}\n";
+    let (_d2, cfg2) = load(&forgotten);
+    let p = plan(&cfg2, &o, &opts());
+    assert!(p.errors.iter().any(|e| e.contains("removed: volume.keep cannot be forgotten") && e.contains("not supported yet")), "{:?}", p.errors);
+    assert!(!p.changes.iter().any(|c| c.address == "volume.keep" && matches!(c.action, Action::Delete | Action::Forget)), "{:#?}", p.changes);
+}

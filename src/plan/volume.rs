@@ -20,6 +20,9 @@ impl Planner<'_> {
         let Some(have) = self.obs.files.get(&want.path) else {
             return ResourceChange::new(addr, Kind::Volume, Action::Create);
         };
+        if self.is_forgotten(&want.path) {
+            return self.conflict(r, super::Foreign::new(format!("file {:?} (forgotten by a removed block; no longer virtform's)", want.path)), None);
+        }
         let mut rc = ResourceChange::new(addr.clone(), Kind::Volume, Action::NoOp);
         if self.registry_import(&mut rc, r) {
             rc.action = Action::Update;
