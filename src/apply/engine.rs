@@ -1337,7 +1337,7 @@ mod tests {
         let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         let env = Arc::new(Env {
-            links: Box::new(crate::host::links::IpLinks),
+            links: Box::new(crate::host::links::IpLinks::local()),
             libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
             ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
             state_dir: "/state".into(),
