@@ -284,3 +284,59 @@ fn lab_sessions_end_their_master() {
     drop(a2);
     assert!(!Path::new(&wrapper).exists(), "the session's directory is removed with it");
 }
+
+#[test]
+fn lab_disks_adapter_makes_overlays_on_vflab_a() {
+    use virtform::host::disks;
+    use virtform::model::disk::DiskFormat;
+    use virtform::model::image::ImageFormat;
+    let base_local = common::assets_dir().join("tiny.qcow2");
+    assert!(base_local.is_file(), "{} is missing: {}", base_local.display(), common::HINT);
+    let a = connect("vflab-a");
+    let root = PathBuf::from("/var/lib/virtform").join(unique("disks"));
+    struct Rm(Executor, PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = self.0.run("clean up", "x", "rm", &["-rf", "--", &self.1.to_string_lossy()], None);
+        }
+    }
+    let _rm = Rm(a.clone(), root.clone());
+    let base = root.join("images").join("tiny.qcow2");
+    disks::ensure_dir_on(&a, base.parent().unwrap()).unwrap();
+    assert_eq!(a.stat(&root).unwrap().map(|s| s.mode), Some(0o711));
+    assert!(a.copy_image(&base_local, &base, None, 0o644).unwrap());
+    let local_info = disks::inspect(&base_local).unwrap();
+    let remote_info = disks::inspect_on(&a, &base).unwrap();
+    assert_eq!((remote_info.format, remote_info.virtual_size), (local_info.format, local_info.virtual_size));
+
+    // overlay, grown, idempotent; read back by the remote qemu-img too
+    let disk = root.join("stack").join("disks").join("root@a b.qcow2");
+    let size = local_info.virtual_size + (64 << 20);
+    disks::create_overlay_on(&a, &disk, &base, ImageFormat::Qcow2, Some(size)).expect("overlay on vflab-a");
+    disks::create_overlay_on(&a, &disk, &base, ImageFormat::Qcow2, Some(size)).expect("again: already done");
+    let info = disks::inspect_on(&a, &disk).unwrap();
+    assert_eq!(info.backing_file.as_deref(), Some(&*base.to_string_lossy()));
+    assert_eq!(info.virtual_size, size);
+    assert_eq!(a.stat(&disk).unwrap().map(|s| s.mode), Some(0o600));
+    let qi = a.run("qemu-img info", "x", "qemu-img", &["info", "--output=json", &disk.to_string_lossy()], None).unwrap();
+    assert!(qi.contains(&format!("\"virtual-size\": {size}")), "{qi}");
+    assert!(!disk.exists() && !root.exists(), "nothing in the root namespace");
+    let e = disks::create_overlay_on(&a, &disk, &base, ImageFormat::Qcow2, Some(size + 1)).unwrap_err();
+    assert!(e.op.contains("vflab-a") && e.message.contains("already exists"), "{e}");
+
+    // blank raw and qcow2 disks, grown
+    let raw = root.join("stack").join("disks").join("data.raw");
+    disks::create_blank_on(&a, &raw, DiskFormat::Raw, 8 << 20).unwrap();
+    assert_eq!(disks::inspect_on(&a, &raw).unwrap().virtual_size, 8 << 20);
+    let q = root.join("stack").join("disks").join("data.qcow2");
+    disks::create_blank_on(&a, &q, DiskFormat::Qcow2, 8 << 20).unwrap();
+    disks::resize_on(&a, &q, 16 << 20).unwrap();
+    assert_eq!(disks::inspect_on(&a, &q).unwrap().virtual_size, 16 << 20);
+    assert!(disks::resize_on(&a, &q, 1 << 20).unwrap_err().message.contains("cannot shrink"));
+    for p in [&disk, &raw, &q] {
+        disks::remove_on(&a, p).unwrap();
+        assert_eq!(a.stat(p).unwrap(), None);
+    }
+    let left = a.run("list", "x", "ls", &["-A", &root.join("stack").join("disks").to_string_lossy()], None).unwrap();
+    assert_eq!(left, "", "no .part file left");
+}

@@ -470,6 +470,8 @@ fn temp_beside(path: &Path, what: &str) -> PathBuf {
 
 /// Writes `data` to `tmp` with `mode`, fsyncs it and renames it to `path`.
 const WRITE_ATOMIC_SH: &str = r#"umask 077 && cat >"$1" && chmod "$3" "$1" && sync "$1" && mv -f -T -- "$1" "$2" || { rc=$?; rm -f -- "$1"; exit $rc; }"#;
+/// Gives `$1` mode `$3`, fsyncs it, renames it to `$2`, fsyncs directory `$4`.
+const INSTALL_SH: &str = r#"chmod "$3" -- "$1" && sync -- "$1" && mv -f -T -- "$1" "$2" && sync -- "$4""#;
 /// Streams standard input into `part` (0600).
 const RECEIVE_SH: &str = r#"umask 077 && cat >"$1" || { rc=$?; rm -f -- "$1"; exit $rc; }"#;
 
@@ -492,8 +494,8 @@ impl Executor {
         matches!(self, Executor::Local)
     }
 
-    /// `op`, naming the host when it is remote.
-    fn op(&self, op: &str) -> String {
+    /// `op`, naming the host when it is remote (`"create overlay on vflab-a"`).
+    pub fn named(&self, op: &str) -> String {
         match self {
             Executor::Local => op.to_string(),
             Executor::Ssh(s) => format!("{op} on {}", s.target.name),
@@ -525,7 +527,7 @@ impl Executor {
     /// only when it could not run at all (or the SSH connection is lost).
     pub fn output(&self, op: &str, object: &str, argv: &[&OsStr], input: Input) -> Result<Output, HostError> {
         let Some((program, args)) = argv.split_first() else {
-            return Err(HostError::new(self.op(op), object, "empty argument vector"));
+            return Err(HostError::new(self.named(op), object, "empty argument vector"));
         };
         tracing::debug!(host = self.host_name(), ?argv, "run");
         match self {
@@ -541,7 +543,7 @@ impl Executor {
     pub fn run_bytes(&self, op: &str, object: &str, argv: &[&OsStr], input: Input) -> Result<Vec<u8>, HostError> {
         let o = self.output(op, object, argv, input)?;
         if !o.success() {
-            return Err(HostError::new(self.op(op), object, failure(&argv[0].to_string_lossy(), &o)));
+            return Err(HostError::new(self.named(op), object, failure(&argv[0].to_string_lossy(), &o)));
         }
         Ok(o.stdout)
     }
@@ -556,7 +558,7 @@ impl Executor {
 
     /// The whole file.
     pub fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
-        self.read_opt(path)?.ok_or_else(|| HostError::new(self.op("read"), path.display().to_string(), "no such file"))
+        self.read_opt(path)?.ok_or_else(|| HostError::new(self.named("read"), path.display().to_string(), "no such file"))
     }
 
     /// The whole file, `None` when it does not exist.
@@ -575,7 +577,7 @@ impl Executor {
                 } else if is_not_found(&o) {
                     Ok(None)
                 } else {
-                    Err(HostError::new(self.op("read"), object, failure("cat", &o)))
+                    Err(HostError::new(self.named("read"), object, failure("cat", &o)))
                 }
             }
         }
@@ -641,7 +643,7 @@ impl Executor {
             Executor::Ssh(_) => {
                 let o = self.output("stat", &object, &[OsStr::new("stat"), OsStr::new("-c"), OsStr::new("%f %s"), OsStr::new("--"), os(path)], Input::None)?;
                 if !o.success() {
-                    return if is_not_found(&o) { Ok(None) } else { Err(HostError::new(self.op("stat"), object, failure("stat", &o))) };
+                    return if is_not_found(&o) { Ok(None) } else { Err(HostError::new(self.named("stat"), object, failure("stat", &o))) };
                 }
                 let text = String::from_utf8_lossy(&o.stdout);
                 let mut it = text.split_whitespace();
@@ -651,7 +653,7 @@ impl Executor {
                     Some((raw, len))
                 })();
                 let Some((raw, len)) = parsed else {
-                    return Err(HostError::new(self.op("stat"), object, format!("cannot parse stat's output {text:?}")));
+                    return Err(HostError::new(self.named("stat"), object, format!("cannot parse stat's output {text:?}")));
                 };
                 let kind = match raw & 0o170000 {
                     0o100000 => FileKind::File,
@@ -704,6 +706,36 @@ impl Executor {
         }
     }
 
+    /// Gives the finished temporary file `part` its `mode`, fsyncs it,
+    /// renames it to `dst` and fsyncs the directory: the last step of an
+    /// atomic write made by a program (`qemu-img create` into a `.part`).
+    pub fn install_file(&self, part: &Path, dst: &Path, mode: u32) -> Result<(), HostError> {
+        let object = dst.display().to_string();
+        match self {
+            Executor::Local => {
+                use std::os::unix::fs::PermissionsExt;
+                let r = (|| -> std::io::Result<()> {
+                    let f = std::fs::OpenOptions::new().write(true).open(part)?;
+                    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+                    f.sync_all()?;
+                    drop(f);
+                    std::fs::rename(part, dst)?;
+                    if let Some(dir) = dst.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        File::open(dir)?.sync_all()?;
+                    }
+                    Ok(())
+                })();
+                r.map_err(|e| HostError::new("finish file", object, e.to_string()))
+            }
+            Executor::Ssh(_) => {
+                let m = format!("{mode:o}");
+                let dir = dst.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let argv = [OsStr::new("sh"), OsStr::new("-c"), OsStr::new(INSTALL_SH), OsStr::new("sh"), os(part), os(dst), OsStr::new(&m), os(dir)];
+                self.run_bytes("finish file", &object, &argv, Input::None).map(drop)
+            }
+        }
+    }
+
     /// The sha256 of a file on this host (lower-case hex).
     pub fn sha256(&self, path: &Path) -> Result<String, HostError> {
         let object = path.display().to_string();
@@ -717,7 +749,7 @@ impl Executor {
                 if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
                     Ok(hex.to_ascii_lowercase())
                 } else {
-                    Err(HostError::new(self.op("hash"), object, format!("cannot parse sha256sum's output {text:?}")))
+                    Err(HostError::new(self.named("hash"), object, format!("cannot parse sha256sum's output {text:?}")))
                 }
             }
         }
@@ -752,7 +784,7 @@ impl Executor {
             }
             let got = self.sha256(&part)?;
             if got != want {
-                return Err(HostError::new(self.op("copy image"), &object, format!("the copy's sha256 is {got}, expected {want}"))
+                return Err(HostError::new(self.named("copy image"), &object, format!("the copy's sha256 is {got}, expected {want}"))
                     .hint("the source changed or the transfer was damaged; nothing was installed"));
             }
             match self {
