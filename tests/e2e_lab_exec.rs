@@ -340,3 +340,45 @@ fn lab_disks_adapter_makes_overlays_on_vflab_a() {
     let left = a.run("list", "x", "ls", &["-A", &root.join("stack").join("disks").to_string_lossy()], None).unwrap();
     assert_eq!(left, "", "no .part file left");
 }
+
+#[test]
+fn lab_many_threads_share_one_connection() {
+    // More parallel commands than sshd's MaxSessions (10 in the lab, the
+    // default), with libvirt connections on the same SSH connection.
+    let a = connect("vflab-a");
+    let lv = VirtLibvirt::open_on(&a, common::URI).expect("libvirt on vflab-a");
+    let results: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..24)
+            .map(|i| {
+                let a = a.clone();
+                let lv = &lv;
+                s.spawn(move || {
+                    if i % 6 == 0 {
+                        lv.domains().map(|d| format!("domains {}", d.len())).unwrap_or_else(|e| format!("libvirt: {e}"))
+                    } else {
+                        a.run("echo", "x", "sh", &["-c", "sleep 0.2; echo \"$1\"", "sh", &format!("n{i}")], None).unwrap_or_else(|e| format!("error {e}"))
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, r) in results.iter().enumerate() {
+        if i % 6 == 0 {
+            assert!(r.starts_with("domains "), "{r}");
+        } else {
+            assert_eq!(r.trim(), format!("n{i}"));
+        }
+    }
+    let uri = a.libvirt_uri(common::URI);
+    let dir = Path::new(uri.split("command=").nth(1).unwrap()).parent().unwrap().to_string_lossy().into_owned();
+    let masters = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| {
+            let c = String::from_utf8_lossy(c);
+            c.starts_with("ssh\0") && c.contains("\0-M\0") && c.contains(&dir)
+        })
+        .count();
+    assert_eq!(masters, 1, "one ControlMaster for the session");
+}

@@ -233,7 +233,15 @@ pub struct SshSession {
     control: PathBuf,
     wrapper: PathBuf,
     master: Mutex<Option<Child>>,
+    /// Commands running now (at most [`MAX_COMMANDS`]) and its condition.
+    running: (Mutex<usize>, std::sync::Condvar),
 }
+
+/// Commands one session runs at the same time. sshd's `MaxSessions`
+/// (default 10) bounds the channels of one connection; the rest is left to
+/// libvirt's connections through the wrapper (which fall back to the shared
+/// one when an extra cannot be opened).
+pub const MAX_COMMANDS: usize = 6;
 
 static SESSION_SEQ: AtomicU64 = AtomicU64::new(0);
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -280,7 +288,7 @@ impl SshSession {
         std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| HostError::new(op, &target.name, format!("cannot create {}: {e}", dir.display())))?;
         let control = dir.join("cm");
         let wrapper = dir.join("ssh");
-        let session = SshSession { target, dir, control, wrapper, master: Mutex::new(None) };
+        let session = SshSession { target, dir, control, wrapper, master: Mutex::new(None), running: (Mutex::new(0), std::sync::Condvar::new()) };
         session.start_master()?;
         session.write_wrapper()?;
         Ok(session)
@@ -374,6 +382,17 @@ impl SshSession {
         f.write_all(&script).map_err(|e| HostError::new("connect over SSH", &self.target.name, format!("cannot write {}: {e}", self.wrapper.display())))
     }
 
+    /// Waits for one of the [`MAX_COMMANDS`] slots; the guard frees it.
+    fn slot(&self) -> SlotGuard<'_> {
+        let (m, cv) = &self.running;
+        let mut n = m.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= MAX_COMMANDS {
+            n = cv.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+        SlotGuard(self)
+    }
+
     fn output(&self, op: &str, argv: &[&OsStr], input: Input) -> Result<Output, HostError> {
         let t = &self.target;
         let mut args = self.base_args();
@@ -382,13 +401,45 @@ impl SshSession {
         }
         args.push(t.destination().into());
         args.push(OsString::from_vec(command_line(argv)));
-        let out = spawn("ssh", &args, input, &format!("{op} on {}", t.name), &t.name)?;
+        let _slot = self.slot();
+        // A channel the server refuses (its MaxSessions reached by other
+        // clients of the connection, e.g. libvirt's) is asked for again; the
+        // command has not started then. Not with a streamed input (a file
+        // cannot be rewound here).
+        let retry = !matches!(input, Input::File(_));
+        let mut input = input;
+        let mut attempt = 0;
+        let out = loop {
+            let this = match &input {
+                Input::None => Input::None,
+                Input::Bytes(b) => Input::Bytes(b),
+                Input::File(_) => std::mem::replace(&mut input, Input::None),
+            };
+            let out = spawn("ssh", &args, this, &format!("{op} on {}", t.name), &t.name)?;
+            let refused = out.code == Some(255) && String::from_utf8_lossy(&out.stderr).contains("open refused");
+            if refused && retry && attempt < 20 {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(50 * attempt));
+                continue;
+            }
+            break out;
+        };
         if out.code == Some(255) && !self.master_alive() {
             let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
             return Err(HostError::new(format!("{op} on {}", t.name), &t.name, format!("the SSH connection to {} is lost{}", t.destination(), if err.is_empty() { String::new() } else { format!(": {err}") }))
                 .hint("check that the host is up; the next run reconnects"));
         }
         Ok(out)
+    }
+}
+
+struct SlotGuard<'a>(&'a SshSession);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let (m, cv) = &self.0.running;
+        *m.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        cv.notify_one();
     }
 }
 
