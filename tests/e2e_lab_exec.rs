@@ -382,3 +382,34 @@ fn lab_many_threads_share_one_connection() {
         .count();
     assert_eq!(masters, 1, "one ControlMaster for the session");
 }
+
+#[test]
+fn lab_seed_written_on_vflab_b() {
+    use virtform::seed::{IsoReader, SeedInput, write_seed, write_seed_on};
+    let b = connect("vflab-b");
+    let input = SeedInput {
+        instance_id: "iid-vflab".into(),
+        hostname: "vflab-guest".into(),
+        user_data: Some("#cloud-config\nhostname: vflab-guest\n".into()),
+        meta_data: None,
+        network_config: None,
+        ssh_authorized_keys: vec![],
+        nics: vec![],
+        ssh_host_key: None,
+    };
+    let root = PathBuf::from("/var/lib/virtform").join(unique("seed"));
+    let path = root.join("stack").join("seeds").join("web-abc.iso");
+    let hash = write_seed_on(&b, &path, &input).expect("seed on vflab-b");
+    assert_eq!(write_seed_on(&b, &path, &input).unwrap(), hash, "unchanged: same hash");
+    let iso = b.read(&path).unwrap();
+    assert_eq!(IsoReader::new(&iso).unwrap().read_file("user-data").unwrap(), b"#cloud-config\nhostname: vflab-guest\n");
+    assert_eq!(b.stat(&path).unwrap().map(|s| s.mode), Some(0o600));
+    assert_eq!(b.stat(&root.join("stack")).unwrap().map(|s| s.mode), Some(0o711));
+    // the same bytes as the local writer's
+    let local = common::tempdir("vflab-seed-");
+    let lp = local.path().join("web.iso");
+    assert_eq!(write_seed(&lp, &input).unwrap(), hash);
+    assert_eq!(std::fs::read(&lp).unwrap(), iso);
+    b.run("clean up", "x", "rm", &["-r", "--", &root.to_string_lossy()], None).unwrap();
+    assert!(!root.exists());
+}
