@@ -900,19 +900,6 @@ pub fn ensure_dir_on(x: &Executor, dir: &Path) -> Result<(), HostError> {
     Ok(())
 }
 
-/// A new sparse file of `size` bytes, mode 0600.
-fn create_sparse_on(x: &Executor, path: &Path, size: u64) -> Result<(), HostError> {
-    if x.is_local() {
-        return create_file(path).and_then(|f| f.set_len(size)).map_err(|e| HostError::new("create disk", path.display().to_string(), e.to_string()));
-    }
-    let n = size.to_string();
-    let argv = [OsStr::new("sh"), OsStr::new("-c"), OsStr::new(CREATE_SPARSE_SH), OsStr::new("sh"), path.as_os_str(), OsStr::new(&n)];
-    x.run_bytes("create disk", &path.display().to_string(), &argv, Input::None).map(drop)
-}
-
-/// Creates `$1` (it must not exist: noclobber), 0600, sparse, of `$2` bytes.
-const CREATE_SPARSE_SH: &str = r#"set -C && umask 077 && : >"$1" && truncate -s "$2" -- "$1""#;
-
 /// [`finish_file`] on the executor's host.
 fn finish_file_on(x: &Executor, part: &Path, dst: &Path, mode: u32) -> Result<(), HostError> {
     if x.is_local() {
@@ -1026,7 +1013,14 @@ pub fn create_blank_on(x: &Executor, path: &Path, format: DiskFormat, size: u64)
         DiskFormat::Qcow2 => {
             x.run("create disk", &path.display().to_string(), "qemu-img", &["create", "-q", "-f", "qcow2", &part.to_string_lossy(), &size.to_string()], None)?;
         }
-        DiskFormat::Raw => create_sparse_on(x, &part, size).map_err(|e| err(e.message))?,
+        DiskFormat::Raw => {
+            if x.is_local() {
+                let f = create_file(&part).map_err(|e| err(e.to_string()))?;
+                f.set_len(size).map_err(|e| err(e.to_string()))?;
+            } else {
+                x.create_sparse(&part, size).map_err(|e| err(e.message))?;
+            }
+        }
     }
     finish_file_on(x, &part, path, FILE_MODE).map_err(|e| err(e.message))
 }
