@@ -413,3 +413,61 @@ fn lab_seed_written_on_vflab_b() {
     b.run("clean up", "x", "rm", &["-r", "--", &root.to_string_lossy()], None).unwrap();
     assert!(!root.exists());
 }
+
+/// Run by `lab_a_killed_process_leaves_no_master` in a child process:
+/// connects, prints the session's directory, and waits to be killed.
+#[test]
+#[ignore = "a helper run by lab_a_killed_process_leaves_no_master"]
+fn lab_helper_connect_and_wait() {
+    let a = connect("vflab-a");
+    let uri = a.libvirt_uri(common::URI);
+    let dir = Path::new(uri.split("command=").nth(1).unwrap()).parent().unwrap().to_path_buf();
+    println!("SESSION-DIR {}", dir.display());
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(120));
+}
+
+#[test]
+fn lab_a_killed_process_leaves_no_master() {
+    use std::io::BufRead;
+    target("vflab-a");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "lab_helper_connect_and_wait", "--ignored", "--nocapture", "--test-threads=1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut dir = None;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        // libtest prints "test NAME ... " before the helper's own output
+        if let Some((_, d)) = line.split_once("SESSION-DIR ") {
+            dir = Some(d.trim().to_string());
+            break;
+        }
+    }
+    let dir = dir.expect("the helper connected to vflab-a");
+    let masters = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|c| {
+                let c = String::from_utf8_lossy(c);
+                c.starts_with("ssh\0") && c.contains("\0-M\0") && c.contains(&dir)
+            })
+            .count()
+    };
+    assert_eq!(masters(), 1, "the helper's master runs");
+    child.kill().unwrap(); // SIGKILL: no destructor runs
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while masters() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(masters(), 0, "the master of a killed process ended on its own");
+    // Its private directory stayed (nothing ran to remove it); the next session removes it.
+    assert!(Path::new(&dir).exists());
+    drop(connect("vflab-a"));
+    assert!(!Path::new(&dir).exists(), "the next session removes a dead process's directory");
+}

@@ -21,7 +21,8 @@
 //! - The control socket and the libvirt wrapper live in a private (0700)
 //!   directory of this process, removed with the session; the master is a
 //!   child of this process, ended by its PID (`-O exit`, then kill) when the
-//!   last clone of the executor is dropped. A libvirt connection made from
+//!   last clone of the executor is dropped, and on its own when this process
+//!   dies (its session reads a pipe only this process holds). A libvirt connection made from
 //!   [`Executor::libvirt_uri`] needs the executor alive: `VirtLibvirt::open_on`
 //!   keeps a clone.
 //! - Files are written atomically (temporary file in the same directory,
@@ -283,6 +284,7 @@ impl SshSession {
             }
         }
         let op = "connect over SSH";
+        remove_stale_session_dirs();
         let seq = SESSION_SEQ.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("virtform-ssh-{}-{seq}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -301,12 +303,17 @@ impl SshSession {
         let log_path = self.dir.join("master.log");
         let log = File::create(&log_path).map_err(|e| HostError::new(op, &t.name, format!("cannot create {}: {e}", log_path.display())))?;
         let mut args = self.base_args();
-        for a in ["-M", "-N", "-T", "-oControlPersist=no", "-oServerAliveInterval=15", "-oServerAliveCountMax=3", "--"] {
+        for a in ["-M", "-T", "-oControlPersist=no", "-oServerAliveInterval=15", "-oServerAliveCountMax=3", "--"] {
             args.push(a.into());
         }
         args.push(t.destination().into());
+        // The master's own session is `cat` reading the master's stdin, a
+        // pipe only this process holds: when this process ends, however it
+        // ends, the pipe closes, the remote cat ends, and so does the master
+        // (after the commands still running on it). Never an orphan.
+        args.push("cat".into());
         tracing::debug!(host = %t.name, "ssh ControlMaster");
-        let mut child = Command::new("ssh").args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log)).spawn().map_err(|e| {
+        let mut child = Command::new("ssh").args(&args).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::from(log)).spawn().map_err(|e| {
             let h = HostError::new(op, &t.name, format!("cannot run ssh: {e}"));
             if e.kind() == std::io::ErrorKind::NotFound { h.hint("run scripts/host-setup to install openssh-client") } else { h }
         })?;
@@ -468,6 +475,7 @@ impl Drop for SshSession {
         args.push(self.target.destination().into());
         let _ = Command::new("ssh").args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
         if let Some(mut child) = self.master.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            drop(child.stdin.take());
             let deadline = Instant::now() + Duration::from_secs(2);
             while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -478,6 +486,20 @@ impl Drop for SshSession {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The private directories of sessions whose process is gone (killed
+/// before its destructor ran; its master ended with it).
+fn remove_stale_session_dirs() {
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("virtform-ssh-")) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
