@@ -39,7 +39,8 @@ fn target(host: &str) -> SshTarget {
     for f in ["id_ed25519", "known_hosts"] {
         assert!(dir.join(f).is_file(), "{} is missing: the lab is down; {LAB_HINT}", dir.join(f).display());
     }
-    SshTarget::new(host, "root", address(host), dir.join("id_ed25519"), dir.join("known_hosts"))
+    // as a host block's uri will name it
+    SshTarget::from_libvirt_uri(host, &format!("qemu+ssh://root@{}/system", address(host)), dir.join("id_ed25519"), dir.join("known_hosts")).unwrap()
 }
 
 /// An executor on a lab host; panics (the test fails) when the lab is down.

@@ -83,6 +83,43 @@ impl SshTarget {
         }
     }
 
+    /// The target of a `qemu+ssh://[user@]host[:port]/system` URI (a host
+    /// block's `uri`); any other scheme, path or query is an error saying
+    /// what is supported. The user defaults to root, the port to 22.
+    pub fn from_libvirt_uri(name: &str, uri: &str, identity: impl Into<PathBuf>, known_hosts: impl Into<PathBuf>) -> Result<SshTarget, String> {
+        let rest = uri.strip_prefix("qemu+ssh://").ok_or_else(|| {
+            let scheme = uri.split("://").next().unwrap_or(uri);
+            format!("unsupported URI scheme {scheme:?}: a remote host is qemu+ssh://[user@]host[:port]/system")
+        })?;
+        let (authority, path) = rest.split_once('/').ok_or("the URI has no path: expected /system")?;
+        if path != "system" {
+            return Err(format!("unsupported path /{path}: expected /system (no query: virtform sets keyfile, known_hosts and the ssh command itself)"));
+        }
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (u, h),
+            None => ("root", authority),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or("an IPv6 address must be closed by ']'")?;
+            (h, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("port {p:?} is not a port number"))?,
+            None => 22,
+        };
+        if host.is_empty() {
+            return Err("the URI names no host".into());
+        }
+        let mut t = SshTarget::new(name, user, host, identity, known_hosts);
+        t.port = port;
+        Ok(t)
+    }
+
     /// `user@address` (`user@[v6]` for IPv6).
     pub fn destination(&self) -> String {
         if self.address.contains(':') { format!("{}@[{}]", self.user, self.address) } else { format!("{}@{}", self.user, self.address) }
@@ -1003,6 +1040,28 @@ mod tests {
         assert_eq!(quote(b"it's"), b"'it'\\''s'");
         assert_eq!(quote(b"$(x)"), b"'$(x)'");
         assert_eq!(command_line(&["ls", "-l", "a b"]), b"'ls' '-l' 'a b'");
+    }
+
+    #[test]
+    fn targets_from_libvirt_uris() {
+        let t = SshTarget::from_libvirt_uri("a", "qemu+ssh://root@10.99.0.11/system", "/k", "/kh").unwrap();
+        assert_eq!((t.user.as_str(), t.address.as_str(), t.port), ("root", "10.99.0.11", 22));
+        let t = SshTarget::from_libvirt_uri("a", "qemu+ssh://ops@hv1.example:2222/system", "/k", "/kh").unwrap();
+        assert_eq!((t.user.as_str(), t.address.as_str(), t.port), ("ops", "hv1.example", 2222));
+        let t = SshTarget::from_libvirt_uri("a", "qemu+ssh://[fd00::1]:22/system", "/k", "/kh").unwrap();
+        assert_eq!((t.address.as_str(), t.destination()), ("fd00::1", "root@[fd00::1]".to_string()));
+        for (bad, says) in [
+            ("qemu+tcp://h/system", "unsupported URI scheme \"qemu+tcp\""),
+            ("qemu:///system", "unsupported URI scheme"),
+            ("qemu+ssh://h/session", "unsupported path /session"),
+            ("qemu+ssh://h/system?keyfile=x", "unsupported path"),
+            ("qemu+ssh://h:0/system", "not a port"),
+            ("qemu+ssh://h:x/system", "not a port"),
+            ("qemu+ssh:///system", "no host"),
+        ] {
+            let e = SshTarget::from_libvirt_uri("a", bad, "/k", "/kh").unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]
