@@ -464,9 +464,12 @@ fn spawn_vsctl(exec: &Executor, op: &str, object: &str, args: &[String]) -> Resu
     let out = exec.output(op, object, &argv, Input::None).map_err(|e| {
         if e.message.starts_with("cannot run") { e.hint("run scripts/host-setup to install openvswitch-switch and start it") } else { e }
     })?;
-    // Killed by SIGALRM (`--timeout`): locally a signal; over SSH the remote
-    // shell reports 128 + SIGALRM.
-    let timed_out = out.signal == Some(libc::SIGALRM) || (!exec.is_local() && out.code == Some(128 + libc::SIGALRM));
+    // Killed by SIGALRM (`--timeout`): locally a signal. Over SSH a command
+    // killed by a signal ends the client with 255 and nothing on stderr (the
+    // executor already told a lost connection apart), or a remote shell
+    // reports 128 + SIGALRM; ovs-vsctl's only signal is its alarm.
+    let timed_out = out.signal == Some(libc::SIGALRM)
+        || (!exec.is_local() && (out.code == Some(128 + libc::SIGALRM) || (out.code == Some(255) && out.stderr.iter().all(u8::is_ascii_whitespace))));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     Ok(Outcome {
         success: out.success(),
