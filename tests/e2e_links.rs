@@ -105,7 +105,7 @@ fn find<'a>(links: &'a [Link], name: &str) -> Option<&'a Link> {
 }
 
 fn listed(name: &str) -> Link {
-    let links = IpLinks.list().expect("list links");
+    let links = IpLinks::local().list().expect("list links");
     find(&links, name).unwrap_or_else(|| panic!("{name} not listed")).clone()
 }
 
@@ -124,7 +124,7 @@ fn bridge_with_address_mtu_and_alias_round_trips() {
     let v6 = cidr(&format!("fd5f:7666:{:x}::1/64", pid & 0xffff));
     let alias = "virtform:demo:port.p[\"a b\"]";
 
-    IpLinks
+    IpLinks::local()
         .apply(&[
             LinkOp::CreateBridge { name: br.clone(), alias: alias.into(), mtu: Some(1400), stp: false, forward_delay_cs: 0, mcast_snooping: false },
             LinkOp::AddAddr { name: br.clone(), addr: v4 },
@@ -153,32 +153,32 @@ fn bridge_with_address_mtu_and_alias_round_trips() {
     assert_eq!(l.ipv6_disabled, Some(false));
 
     // MTU change.
-    IpLinks.apply(&[LinkOp::SetMtu { name: br.clone(), mtu: 1300 }]).unwrap();
+    IpLinks::local().apply(&[LinkOp::SetMtu { name: br.clone(), mtu: 1300 }]).unwrap();
     assert_eq!(listed(&br).mtu, 1300);
 
     // STP on with a 15 s delay, then back off with 0 (needs STP off first: the adapter orders it).
-    IpLinks.apply(&[LinkOp::SetBridgeOpts { name: br.clone(), stp: true, forward_delay_cs: 1500, mcast_snooping: true }]).unwrap();
+    IpLinks::local().apply(&[LinkOp::SetBridgeOpts { name: br.clone(), stp: true, forward_delay_cs: 1500, mcast_snooping: true }]).unwrap();
     assert_eq!(listed(&br).bridge, Some(BridgeInfo { stp: true, forward_delay_cs: 1500, mcast_snooping: true }));
     assert_eq!(ip_link(&br)["linkinfo"]["info_data"]["forward_delay"].as_u64(), Some(1500), "ip reports centiseconds");
-    IpLinks.apply(&[LinkOp::SetBridgeOpts { name: br.clone(), stp: false, forward_delay_cs: 0, mcast_snooping: false }]).unwrap();
+    IpLinks::local().apply(&[LinkOp::SetBridgeOpts { name: br.clone(), stp: false, forward_delay_cs: 0, mcast_snooping: false }]).unwrap();
     assert_eq!(listed(&br).bridge, Some(BridgeInfo { stp: false, forward_delay_cs: 0, mcast_snooping: false }));
 
     // Aliases the batch tokenizer cannot carry go by argument vector; both arrive intact.
     for a in ["both ' and \" # hash", "it's \"quoted\"", "plain'single", "virtform:demo:instance.w[\"k 1\"]"] {
-        IpLinks.apply(&[LinkOp::SetAlias { name: br.clone(), alias: a.into() }, LinkOp::SetPromisc { name: br.clone(), on: true }]).unwrap();
+        IpLinks::local().apply(&[LinkOp::SetAlias { name: br.clone(), alias: a.into() }, LinkOp::SetPromisc { name: br.clone(), on: true }]).unwrap();
         let l = listed(&br);
         assert_eq!(l.alias.as_deref(), Some(a));
         assert!(l.promisc);
     }
 
     // Address removal, down.
-    IpLinks.apply(&[LinkOp::DelAddr { name: br.clone(), addr: v4 }, LinkOp::SetDown { name: br.clone() }, LinkOp::DisableIpv6 { name: br.clone() }]).unwrap();
+    IpLinks::local().apply(&[LinkOp::DelAddr { name: br.clone(), addr: v4 }, LinkOp::SetDown { name: br.clone() }, LinkOp::DisableIpv6 { name: br.clone() }]).unwrap();
     let l = listed(&br);
     assert!(!l.addrs.contains(&v4));
     assert!(!l.up);
     assert_eq!(l.ipv6_disabled, Some(true));
 
-    IpLinks.apply(&[LinkOp::Delete { name: br.clone() }]).unwrap();
+    IpLinks::local().apply(&[LinkOp::Delete { name: br.clone() }]).unwrap();
     assert!(!exists(&br));
 }
 
@@ -190,7 +190,7 @@ fn failures_name_the_op_and_link_and_stop_there() {
     let missing = uname("vlfe", "x"); // never created
 
     // A bad name anywhere: nothing runs.
-    let e = IpLinks
+    let e = IpLinks::local()
         .apply(&[
             LinkOp::CreateBridge { name: br.clone(), alias: String::new(), mtu: None, stp: false, forward_delay_cs: 0, mcast_snooping: false },
             LinkOp::DisableIpv6 { name: "../../../../tmp/x".into() },
@@ -200,7 +200,7 @@ fn failures_name_the_op_and_link_and_stop_there() {
     assert!(!exists(&br), "nothing may run when an op is invalid");
 
     // A failing op in the middle: earlier ops applied, later ones not, the error names op, line and link.
-    let e = IpLinks
+    let e = IpLinks::local()
         .apply(&[
             LinkOp::CreateBridge { name: br.clone(), alias: "virtform:t:x".into(), mtu: None, stp: false, forward_delay_cs: 0, mcast_snooping: false },
             LinkOp::SetMtu { name: missing.clone(), mtu: 1400 },
@@ -217,7 +217,7 @@ fn failures_name_the_op_and_link_and_stop_there() {
     assert!(!l.up, "op 3 must not have run");
 
     // A failing sysctl write names its op too.
-    let e = IpLinks.apply(&[LinkOp::DisableIpv6 { name: missing.clone() }]).unwrap_err();
+    let e = IpLinks::local().apply(&[LinkOp::DisableIpv6 { name: missing.clone() }]).unwrap_err();
     assert_eq!((e.op.as_str(), e.object.as_str()), ("disable IPv6 (op 1 of 1)", missing.as_str()));
 }
 
@@ -233,14 +233,14 @@ fn hybrid_plug_repair_and_unplug() {
     let m = marker("e2e", "port.hybrid");
     let mtu = 1450;
 
-    let before = IpLinks.list().unwrap();
+    let before = IpLinks::local().list().unwrap();
     for n in [&qbr, &qvb, &qvo] {
         assert!(find(&before, n).is_none(), "{n} exists before the test");
     }
 
     let ops = hybrid_plug_ops(&before, &qbr, &qvb, &qvo, Some(mtu), &m);
     assert_eq!(ops.len(), 9, "{ops:#?}");
-    IpLinks.apply(&ops).expect("hybrid plug");
+    IpLinks::local().apply(&ops).expect("hybrid plug");
 
     let check_plugged = || {
         let br = ip_link(&qbr);
@@ -265,7 +265,7 @@ fn hybrid_plug_repair_and_unplug() {
             assert_eq!(ip_link(n)["ifalias"].as_str(), Some(m.as_str()), "marker on {n}");
         }
         // Converged: nothing more to do.
-        let now = IpLinks.list().unwrap();
+        let now = IpLinks::local().list().unwrap();
         assert_eq!(hybrid_plug_ops(&now, &qbr, &qvb, &qvo, Some(mtu), &m), vec![]);
         now
     };
@@ -274,14 +274,14 @@ fn hybrid_plug_repair_and_unplug() {
     let qvo_index = find(&now, &qvo).unwrap().ifindex;
 
     // Delete qbr only; the plug repairs it without touching the veth.
-    IpLinks.apply(&[LinkOp::Delete { name: qbr.clone() }]).unwrap();
-    let partial = IpLinks.list().unwrap();
+    IpLinks::local().apply(&[LinkOp::Delete { name: qbr.clone() }]).unwrap();
+    let partial = IpLinks::local().list().unwrap();
     assert!(find(&partial, &qbr).is_none());
     assert_eq!(find(&partial, &qvb).unwrap().master, None);
     let ops = hybrid_plug_ops(&partial, &qbr, &qvb, &qvo, Some(mtu), &m);
     assert!(!ops.iter().any(|o| matches!(o, LinkOp::CreateVeth { .. } | LinkOp::Delete { .. })), "{ops:#?}");
     assert!(ops.contains(&LinkOp::SetMaster { name: qvb.clone(), master: qbr.clone() }), "{ops:#?}");
-    IpLinks.apply(&ops).expect("repair");
+    IpLinks::local().apply(&ops).expect("repair");
     let now = check_plugged();
     assert_eq!(find(&now, &qvb).unwrap().ifindex, qvb_index, "veth not recreated");
     assert_eq!(find(&now, &qvo).unwrap().ifindex, qvo_index, "veth not recreated");
@@ -290,8 +290,8 @@ fn hybrid_plug_repair_and_unplug() {
     // Unplug: nothing remains, and a second unplug has nothing to do.
     let ops = hybrid_unplug_ops(&now, &qbr, &qvb);
     assert_eq!(ops, vec![LinkOp::Delete { name: qbr.clone() }, LinkOp::Delete { name: qvb.clone() }]);
-    IpLinks.apply(&ops).unwrap();
-    let after = IpLinks.list().unwrap();
+    IpLinks::local().apply(&ops).unwrap();
+    let after = IpLinks::local().list().unwrap();
     for n in [&qbr, &qvb, &qvo] {
         assert!(find(&after, n).is_none() && !exists(n), "{n} left behind");
     }
@@ -314,7 +314,7 @@ fn list_with_200_extra_links_vs_one_process_per_link() {
     let mut guard = Cleanup::new();
     let names: Vec<String> = (0..N).map(|i| guard.add(&uname("vlpf", &format!("{i:02x}")))).collect();
 
-    let baseline = median((0..5).map(|_| timed(|| IpLinks.list().unwrap())).collect());
+    let baseline = median((0..5).map(|_| timed(|| IpLinks::local().list().unwrap())).collect());
 
     // The kernel here has no dummy driver: bridges stand in (their -details output is the largest).
     let create: Vec<LinkOp> = names
@@ -322,13 +322,13 @@ fn list_with_200_extra_links_vs_one_process_per_link() {
         .map(|n| LinkOp::CreateBridge { name: n.clone(), alias: marker("e2e", &format!("network.perf[\"{n}\"]")), mtu: None, stp: false, forward_delay_cs: 0, mcast_snooping: false })
         .collect();
     let t = Instant::now();
-    IpLinks.apply(&create).expect("create 200 bridges in one batch");
+    IpLinks::local().apply(&create).expect("create 200 bridges in one batch");
     let t_create = t.elapsed();
 
-    let links = IpLinks.list().unwrap();
+    let links = IpLinks::local().list().unwrap();
     assert_eq!(names.iter().filter(|n| find(&links, n).is_some_and(|l| l.owner() == Some(("e2e", &format!("network.perf[\"{n}\"]"))))).count(), N);
     let total = links.len();
-    let t_list = median((0..5).map(|_| timed(|| IpLinks.list().unwrap())).collect());
+    let t_list = median((0..5).map(|_| timed(|| IpLinks::local().list().unwrap())).collect());
 
     let t = Instant::now();
     for n in &names {
@@ -339,7 +339,7 @@ fn list_with_200_extra_links_vs_one_process_per_link() {
 
     // Alias changes: one batch vs one `ip link set … alias` process each.
     let t = Instant::now();
-    IpLinks.apply(&names.iter().map(|n| LinkOp::SetAlias { name: n.clone(), alias: "virtform:e2e:x[\"a b\"]".into() }).collect::<Vec<_>>()).unwrap();
+    IpLinks::local().apply(&names.iter().map(|n| LinkOp::SetAlias { name: n.clone(), alias: "virtform:e2e:x[\"a b\"]".into() }).collect::<Vec<_>>()).unwrap();
     let t_alias_batch = t.elapsed();
     let t = Instant::now();
     for n in &names {
@@ -348,7 +348,7 @@ fn list_with_200_extra_links_vs_one_process_per_link() {
     let t_alias_each = t.elapsed();
 
     let t = Instant::now();
-    IpLinks.apply(&names.iter().map(|n| LinkOp::Delete { name: n.clone() }).collect::<Vec<_>>()).expect("delete 200 bridges in one batch");
+    IpLinks::local().apply(&names.iter().map(|n| LinkOp::Delete { name: n.clone() }).collect::<Vec<_>>()).expect("delete 200 bridges in one batch");
     let t_delete = t.elapsed();
     assert!(names.iter().all(|n| !exists(n)));
 

@@ -33,7 +33,7 @@ fn require_ovs() -> Vsctl {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next()).unwrap_or("?").to_string();
     assert_eq!(uid, "0", "the OVS end-to-end tests change Open vSwitch and the host's links and need root (uid is {uid}); {HINT}");
-    let ovs = Vsctl { timeout_s: 60 };
+    let ovs = Vsctl::with_timeout(60);
     if let Err(e) = ovs.check() {
         panic!("Open vSwitch is not available: {e}; {HINT}");
     }
@@ -163,7 +163,7 @@ impl Guard {
         }
         // What is left?
         let mut left = Vec::new();
-        let st = Vsctl { timeout_s: 60 }.state().unwrap_or_default();
+        let st = Vsctl::with_timeout(60).state().unwrap_or_default();
         for n in self.bridges.iter().chain(&self.links).chain(&self.ports) {
             if st.bridges.contains_key(n) {
                 left.push(format!("OVS bridge {n}"));

@@ -863,3 +863,64 @@ fn remote_commands_reach_the_guest_as_the_argument_vector_given() {
     assert_eq!(got.pop().as_deref(), Some(""), "output ends with a NUL");
     assert_eq!(got, argv);
 }
+
+// ---------------------------------------------------------------------------
+// Remote command lines (host::exec): what a remote login shell makes of them
+// ---------------------------------------------------------------------------
+
+/// The executor's quoting, checked against real POSIX shells (dash and
+/// bash, as sshd would run them): every hostile argument is one word with
+/// its exact bytes, and nothing in it is executed.
+#[test]
+fn remote_command_lines_are_one_word_per_argument_in_every_shell() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let canary = std::env::temp_dir().join(format!("vf-quote-canary-{}", std::process::id()));
+    let c = canary.display().to_string();
+    let args: Vec<Vec<u8>> = vec![
+        b"plain".to_vec(),
+        b"".to_vec(),
+        b"with space".to_vec(),
+        b"it's".to_vec(),
+        b"''".to_vec(),
+        b"\"double\"".to_vec(),
+        format!("$(touch {c})").into_bytes(),
+        format!("`touch {c}`").into_bytes(),
+        format!("a; touch {c}").into_bytes(),
+        format!("a && touch {c}").into_bytes(),
+        format!("'; touch {c}; '").into_bytes(),
+        b"line1\nline2".to_vec(),
+        b"--leading-dashes".to_vec(),
+        b"-n".to_vec(),
+        b"back\\slash\\".to_vec(),
+        b"$HOME ${PATH} * ? [a]".to_vec(),
+        b"tab\there|pipe&amp>redir<in #hash ~".to_vec(),
+        vec![0xff, 0xfe, b'x', 0x80, b'\''],
+        "ünïcødé \u{202e}".as_bytes().to_vec(),
+    ];
+    let argv: Vec<&OsStr> = args.iter().map(|a| OsStr::from_bytes(a)).collect();
+    let line = virtform::host::exec::command_line(&argv);
+    let mut script = b"printf '%s\\0' ".to_vec();
+    script.extend_from_slice(&line);
+    // two quoted commands joined as the executor chains them
+    let mut chained = script.clone();
+    chained.extend_from_slice(b" && ");
+    chained.extend_from_slice(&script);
+    let mut expected = Vec::new();
+    for a in &args {
+        expected.extend_from_slice(a);
+        expected.push(0);
+    }
+    for shell in ["/bin/sh", "/bin/bash", "/bin/dash"] {
+        if !std::path::Path::new(shell).exists() {
+            assert!(std::env::var("VIRTFORM_REAL_HOST").as_deref() != Ok("1"), "{shell} is missing");
+            continue;
+        }
+        let out = std::process::Command::new(shell).arg("-c").arg(OsStr::from_bytes(&script)).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout, expected, "{shell} split a quoted argument differently");
+        let out = std::process::Command::new(shell).arg("-c").arg(OsStr::from_bytes(&chained)).output().unwrap();
+        assert_eq!(out.stdout, [expected.clone(), expected.clone()].concat(), "{shell}: chained");
+    }
+    assert!(!canary.exists(), "a quoted argument was executed");
+}

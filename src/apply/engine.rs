@@ -1576,7 +1576,7 @@ mod tests {
         let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         let env = Arc::new(Env {
-            links: Box::new(crate::host::links::IpLinks),
+            links: Box::new(crate::host::links::IpLinks::local()),
             libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
             ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
             state_dir: "/state".into(),
@@ -1637,7 +1637,7 @@ mod tests {
         assert!(p.errors.is_empty() && p.conflicts.is_empty(), "{:?} {:?}", p.errors, p.conflicts);
         let env = || {
             Arc::new(Env {
-                links: Box::new(crate::host::links::IpLinks),
+                links: Box::new(crate::host::links::IpLinks::local()),
                 libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
                 ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
                 state_dir: "/state".into(),
@@ -1704,7 +1704,7 @@ mod tests {
         let libvirt = crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap();
         libvirt.destroy("test").unwrap();
         let env = Arc::new(Env {
-            links: Box::new(crate::host::links::IpLinks),
+            links: Box::new(crate::host::links::IpLinks::local()),
             libvirt: Box::new(libvirt),
             ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
             state_dir: tmp.path().into(),

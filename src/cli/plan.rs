@@ -152,7 +152,7 @@ fn open(g: &Global, dir: Option<PathBuf>, read_data: bool) -> Result<Session, Ex
             go_on()?;
             let kvm = libvirt.kvm_usable();
             go_on()?;
-            let observed = observe::observe_host(&IpLinks, &libvirt, &Vsctl::default()).map_err(HostFailure::Read)?;
+            let observed = observe::observe_host(&IpLinks::local(), &libvirt, &Vsctl::default()).map_err(HostFailure::Read)?;
             shared.put(Ok(&observed));
             Ok((libvirt, kvm, observed))
         });
@@ -241,7 +241,7 @@ pub(super) fn load_and_connect(g: &Global, dir: PathBuf, read_data: bool) -> Res
 /// Observes the host for a loaded configuration, over a connection opened
 /// beforehand (with whether KVM is usable).
 pub(super) fn connect(g: &Global, cfg: Configuration, (libvirt, kvm): (VirtLibvirt, bool)) -> Result<Session, ExitCode> {
-    let observed = observe::observe(&IpLinks, &libvirt, &Vsctl::default(), &cfg, &g.state_dir, true).map_err(|e| HostFailure::Read(e).report())?;
+    let observed = observe::observe(&IpLinks::local(), &libvirt, &Vsctl::default(), &cfg, &g.state_dir, true).map_err(|e| HostFailure::Read(e).report())?;
     let mut cfg = cfg;
     crate::plan::moved::keep_names(&mut cfg, &observed, &g.state_dir);
     Ok(Session { cfg, libvirt, observed, kvm })
@@ -571,7 +571,7 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         return ExitCode::from(1);
     }
     let env = Arc::new(Env {
-        links: Box::new(IpLinks),
+        links: Box::new(IpLinks::local()),
         libvirt: Box::new(s.libvirt),
         ovs: Box::new(Vsctl::default()),
         state_dir: g.state_dir.clone(),

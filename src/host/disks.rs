@@ -28,6 +28,7 @@
 //! - Callers compute paths under the state dir with [`state_path`], which
 //!   refuses `..`, absolute paths and symlinks leading outside the root.
 
+use super::exec::{Executor, FileKind, Input};
 use super::{run, HostError};
 use crate::model::disk::{DiskFormat, Filesystem};
 use crate::model::image::ImageFormat;
@@ -35,6 +36,7 @@ use crate::model::common::hex;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -143,6 +145,49 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, HostError> {
     }
     let len = meta.len();
     let allocated = meta.blocks() * 512;
+    inspect_prefix(&err, len, allocated, |want, head| {
+        (&mut f).take(want).read_to_end(head).map(drop).map_err(|e| format!("cannot read: {e}"))
+    })
+}
+
+/// [`inspect`] on the executor's host: in-process for the local host; for a
+/// remote one `stat` and `head -c` (the first 4 KiB, and the first cluster
+/// only when the header does not parse from those), parsed by the same code.
+pub fn inspect_on(x: &Executor, path: &Path) -> Result<ImageInfo, HostError> {
+    if x.is_local() {
+        return inspect(path);
+    }
+    let object = path.display().to_string();
+    let op = x.named("inspect image");
+    let err = |m: String| HostError::new(op.clone(), object.clone(), m);
+    let sh = [OsStr::new("stat"), OsStr::new("-L"), OsStr::new("-c"), OsStr::new("%f %s %b %B"), OsStr::new("--"), path.as_os_str()];
+    let o = x.output("inspect image", &object, &sh, Input::None)?;
+    if !o.success() {
+        let msg = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        return Err(err(if msg.contains("No such file") { "does not exist".into() } else { msg }));
+    }
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let v: Vec<u64> = text.split_whitespace().enumerate().filter_map(|(i, w)| if i == 0 { u64::from_str_radix(w, 16).ok() } else { w.parse().ok() }).collect();
+    let [raw, len, blocks, block_size] = v[..] else {
+        return Err(err(format!("cannot parse stat's output {text:?}")));
+    };
+    if raw & 0o170000 != 0o100000 {
+        return Err(err("not a regular file".into()).hint("images and disks are regular files"));
+    }
+    let mut read = 0u64;
+    inspect_prefix(&err, len, blocks * block_size, |want, head| {
+        let n = (read + want).to_string();
+        let argv = [OsStr::new("head"), OsStr::new("-c"), OsStr::new(&n), OsStr::new("--"), path.as_os_str()];
+        let bytes = x.run_bytes("inspect image", &object, &argv, Input::None).map_err(|e| e.message)?;
+        head.extend_from_slice(bytes.get(read as usize..).unwrap_or_default());
+        read = head.len() as u64;
+        Ok(())
+    })
+}
+
+/// The format decision of [`inspect`] over a reader of the file's first
+/// bytes (`read(n, head)` appends up to `n` more bytes to `head`).
+fn inspect_prefix(err: &dyn Fn(String) -> HostError, len: u64, allocated: u64, mut read: impl FnMut(u64, &mut Vec<u8>) -> Result<(), String>) -> Result<ImageInfo, HostError> {
     // A qcow2 header, its extensions and the backing file name are almost
     // always in the first 4 KiB (qemu-img writes them there): read those,
     // and the whole first cluster (where qcow2 allows them, at most 2 MiB)
@@ -152,14 +197,14 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, HostError> {
     // (Planning a host of 1,000 overlays read 64 KiB each before.)
     let malformed = |m: String| err(format!("malformed qcow2 image: {m}")).hint("the file is truncated or damaged; fetch or create it again (`qemu-img check` shows details)");
     let mut head = Vec::with_capacity(QCOW2_FIRST_READ);
-    (&mut f).take(len.min(QCOW2_FIRST_READ as u64)).read_to_end(&mut head).map_err(|e| err(format!("cannot read: {e}")))?;
+    read(len.min(QCOW2_FIRST_READ as u64), &mut head).map_err(err)?;
     let is_qcow2 = head.len() >= 4 && &head[..4] == QCOW2_MAGIC;
     if is_qcow2 && let Ok(info) = parse_qcow2(&head, len, allocated) {
         return Ok(info);
     }
     let cluster = be32(&head, 20).filter(|b| is_qcow2 && (9..=21).contains(b)).map_or(64 << 10, |bits| 1u64 << bits).max(64 << 10);
     let want = len.min(cluster).saturating_sub(head.len() as u64);
-    (&mut f).take(want).read_to_end(&mut head).map_err(|e| err(format!("cannot read: {e}")))?;
+    read(want, &mut head).map_err(err)?;
     if is_qcow2 {
         return parse_qcow2(&head, len, allocated).map_err(malformed);
     }
@@ -825,6 +870,53 @@ fn disk_format_as_image(f: DiskFormat) -> ImageFormat {
     }
 }
 
+fn exists_on(x: &Executor, path: &Path) -> Result<bool, HostError> {
+    if x.is_local() {
+        return exists(path);
+    }
+    Ok(x.stat(path).map_err(|e| HostError::new(x.named("create disk"), path.display().to_string(), format!("cannot stat: {}", e.message)))?.is_some())
+}
+
+/// [`ensure_dir`] on the executor's host: the missing directories (found by
+/// stat from `dir` up) are created top-down with mode 0711; existing ones
+/// are left as they are.
+pub fn ensure_dir_on(x: &Executor, dir: &Path) -> Result<(), HostError> {
+    if x.is_local() {
+        return ensure_dir(dir);
+    }
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(p) = cur {
+        match x.stat(p)? {
+            Some(st) if st.kind == FileKind::Dir => break,
+            Some(_) => return Err(HostError::new(x.named("create directory"), p.display().to_string(), "exists and is not a directory")),
+            None => missing.push(p),
+        }
+        cur = p.parent().filter(|p| !p.as_os_str().is_empty());
+    }
+    for p in missing.into_iter().rev() {
+        x.mkdir_all(p, DIR_MODE)?;
+    }
+    Ok(())
+}
+
+/// [`finish_file`] on the executor's host.
+fn finish_file_on(x: &Executor, part: &Path, dst: &Path, mode: u32) -> Result<(), HostError> {
+    if x.is_local() {
+        return finish_file(part, dst, mode).map_err(|e| HostError::new("finish file", dst.display().to_string(), e.to_string()));
+    }
+    x.install_file(part, dst, mode)
+}
+
+/// Removes a file on its host on drop (a `.part` after a failure; a no-op after the rename).
+struct RemoveOnDropOn<'a>(&'a Executor, &'a Path);
+
+impl Drop for RemoveOnDropOn<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.remove_file(self.1);
+    }
+}
+
 fn exists(path: &Path) -> Result<bool, HostError> {
     match fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
@@ -842,12 +934,17 @@ fn exists(path: &Path) -> Result<bool, HostError> {
 /// refused. Idempotent: an existing overlay on the same base with the
 /// expected size is left alone; any other existing file is an error.
 pub fn create_overlay(path: &Path, base: &Path, base_format: ImageFormat, size: Option<u64>) -> Result<(), HostError> {
-    let op = "create overlay";
-    let err = |m: String| HostError::new(op, path.display().to_string(), m);
+    create_overlay_on(&Executor::Local, path, base, base_format, size)
+}
+
+/// [`create_overlay`] on the executor's host (`base` is a path there).
+pub fn create_overlay_on(x: &Executor, path: &Path, base: &Path, base_format: ImageFormat, size: Option<u64>) -> Result<(), HostError> {
+    let op = x.named("create overlay");
+    let err = |m: String| HostError::new(op.clone(), path.display().to_string(), m);
     if !base.is_absolute() {
         return Err(err(format!("the base image path {} is not absolute", base.display())));
     }
-    let base_info = inspect(base)?;
+    let base_info = inspect_on(x, base)?;
     check_base_image(&base_info, base_format, &base.display().to_string())?;
     let want = match size {
         Some(s) if s < base_info.virtual_size => {
@@ -858,8 +955,8 @@ pub fn create_overlay(path: &Path, base: &Path, base_format: ImageFormat, size: 
         None => base_info.virtual_size,
     };
     let base_s = base.to_string_lossy();
-    if exists(path)? {
-        let cur = inspect(path)?;
+    if exists_on(x, path)? {
+        let cur = inspect_on(x, path)?;
         if cur.format == ImageFormat::Qcow2 && cur.backing_file.as_deref() == Some(&*base_s) && cur.virtual_size == want {
             return Ok(());
         }
@@ -872,30 +969,35 @@ pub fn create_overlay(path: &Path, base: &Path, base_format: ImageFormat, size: 
         .hint("remove it, or let virtform replace the disk"));
     }
     let parent = path.parent().ok_or_else(|| err("the path has no parent directory".into()))?;
-    ensure_dir(parent)?;
+    ensure_dir_on(x, parent)?;
     let part = part_path(path, "part")?;
-    let _cleanup = RemoveOnDrop(&part);
-    remove_if_exists(&part).map_err(|e| err(format!("cannot remove stale {}: {e}", part.display())))?;
+    let _cleanup = RemoveOnDropOn(x, &part);
+    x.remove_file(&part).map_err(|e| err(format!("cannot remove stale {}: {}", part.display(), e.message)))?;
     let part_s = part.to_string_lossy();
     let want_s = want.to_string();
     let mut args = vec!["create", "-q", "-f", "qcow2", "-b", &base_s, "-F", base_format.as_str(), &part_s];
     if want > base_info.virtual_size {
         args.push(&want_s);
     }
-    run(op, &path.display().to_string(), "qemu-img", &args, None)?;
-    finish_file(&part, path, FILE_MODE).map_err(|e| err(e.to_string()))
+    x.run("create overlay", &path.display().to_string(), "qemu-img", &args, None)?;
+    finish_file_on(x, &part, path, FILE_MODE).map_err(|e| err(e.message))
 }
 
 /// Creates a blank disk of `size` bytes: qcow2 (`qemu-img create`) or a
 /// sparse raw file. Idempotent for an existing blank disk of that format and size.
 pub fn create_blank(path: &Path, format: DiskFormat, size: u64) -> Result<(), HostError> {
-    let op = "create disk";
-    let err = |m: String| HostError::new(op, path.display().to_string(), m);
+    create_blank_on(&Executor::Local, path, format, size)
+}
+
+/// [`create_blank`] on the executor's host.
+pub fn create_blank_on(x: &Executor, path: &Path, format: DiskFormat, size: u64) -> Result<(), HostError> {
+    let op = x.named("create disk");
+    let err = |m: String| HostError::new(op.clone(), path.display().to_string(), m);
     if size == 0 {
         return Err(err("size must not be 0".into()));
     }
-    if exists(path)? {
-        let cur = inspect(path)?;
+    if exists_on(x, path)? {
+        let cur = inspect_on(x, path)?;
         if cur.format == disk_format_as_image(format) && cur.backing_file.is_none() && cur.virtual_size == size {
             return Ok(());
         }
@@ -903,46 +1005,59 @@ pub fn create_blank(path: &Path, format: DiskFormat, size: u64) -> Result<(), Ho
             .hint("remove it, or let virtform replace the disk"));
     }
     let parent = path.parent().ok_or_else(|| err("the path has no parent directory".into()))?;
-    ensure_dir(parent)?;
+    ensure_dir_on(x, parent)?;
     let part = part_path(path, "part")?;
-    let _cleanup = RemoveOnDrop(&part);
-    remove_if_exists(&part).map_err(|e| err(format!("cannot remove stale {}: {e}", part.display())))?;
+    let _cleanup = RemoveOnDropOn(x, &part);
+    x.remove_file(&part).map_err(|e| err(format!("cannot remove stale {}: {}", part.display(), e.message)))?;
     match format {
         DiskFormat::Qcow2 => {
-            run(op, &path.display().to_string(), "qemu-img", &["create", "-q", "-f", "qcow2", &part.to_string_lossy(), &size.to_string()], None)?;
+            x.run("create disk", &path.display().to_string(), "qemu-img", &["create", "-q", "-f", "qcow2", &part.to_string_lossy(), &size.to_string()], None)?;
         }
         DiskFormat::Raw => {
-            let f = create_file(&part).map_err(|e| err(e.to_string()))?;
-            f.set_len(size).map_err(|e| err(e.to_string()))?;
+            if x.is_local() {
+                let f = create_file(&part).map_err(|e| err(e.to_string()))?;
+                f.set_len(size).map_err(|e| err(e.to_string()))?;
+            } else {
+                x.create_sparse(&part, size).map_err(|e| err(e.message))?;
+            }
         }
     }
-    finish_file(&part, path, FILE_MODE).map_err(|e| err(e.to_string()))
+    finish_file_on(x, &part, path, FILE_MODE).map_err(|e| err(e.message))
 }
 
 /// Grows a disk to `new_size` bytes (`qemu-img resize`, never `--shrink`).
 /// Equal size is a no-op; a smaller size is refused. The disk must not be in
 /// use by a running guest (grow those through libvirt's block resize).
 pub fn resize(path: &Path, new_size: u64) -> Result<(), HostError> {
+    resize_on(&Executor::Local, path, new_size)
+}
+
+/// [`resize`] on the executor's host.
+pub fn resize_on(x: &Executor, path: &Path, new_size: u64) -> Result<(), HostError> {
     let op = "resize disk";
-    let info = inspect(path)?;
+    let info = inspect_on(x, path)?;
     if new_size < info.virtual_size {
-        return Err(HostError::new(op, path.display().to_string(), format!("cannot shrink from {} to {new_size} bytes", info.virtual_size))
+        return Err(HostError::new(x.named(op), path.display().to_string(), format!("cannot shrink from {} to {new_size} bytes", info.virtual_size))
             .hint("shrinking loses data; keep the size, or replace the disk"));
     }
     if new_size == info.virtual_size {
         return Ok(());
     }
     let p = path.to_string_lossy();
-    run(op, &p, "qemu-img", &["resize", "-q", "-f", info.format.as_str(), &p, &new_size.to_string()], None)?;
+    x.run(op, &p, "qemu-img", &["resize", "-q", "-f", info.format.as_str(), &p, &new_size.to_string()], None)?;
     Ok(())
 }
 
 /// Removes a disk file and any `.part` leftover next to it. Removing what is
 /// not there succeeds.
 pub fn remove(path: &Path) -> Result<(), HostError> {
-    let err = |p: &Path, e: io::Error| HostError::new("remove disk", p.display().to_string(), e.to_string());
+    remove_on(&Executor::Local, path)
+}
+
+/// [`remove`] on the executor's host.
+pub fn remove_on(x: &Executor, path: &Path) -> Result<(), HostError> {
     for p in [path.to_path_buf(), part_path(path, "part")?, part_path(path, "fmt.raw")?] {
-        remove_if_exists(&p).map_err(|e| err(&p, e))?;
+        x.remove_file(&p).map_err(|e| HostError::new(x.named("remove disk"), p.display().to_string(), e.message))?;
     }
     Ok(())
 }

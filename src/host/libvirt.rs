@@ -392,6 +392,10 @@ pub struct VirtLibvirt {
     state: RwLock<ConnState>,
     /// Idle extra connections, and how many are open (idle or in use).
     long: Mutex<(Vec<Connect>, usize)>,
+    /// The host's executor: a remote one's SSH session carries these
+    /// connections (the URI names the session's wrapper), so it lives as
+    /// long as the adapter and is dropped after them (fields drop in order).
+    exec: super::exec::Executor,
 }
 
 /// Extra connections for long calls (each serves one call at a time).
@@ -426,8 +430,30 @@ fn open_connect(uri: &str) -> Result<Connect, HostError> {
 impl VirtLibvirt {
     /// Opens a read-write connection (`qemu:///system`, `test:///default`, `qemu+ssh://…`).
     pub fn open(uri: &str) -> Result<Self, HostError> {
+        Self::open_with(uri, super::exec::Executor::Local)
+    }
+
+    /// Opens a connection to the executor's host: `local_uri` for the local
+    /// host, [`super::exec::Executor::libvirt_uri`] (qemu+ssh through the
+    /// executor's SSH connection, its known_hosts checked) for a remote one.
+    pub fn open_on(exec: &super::exec::Executor, local_uri: &str) -> Result<Self, HostError> {
+        let uri = exec.libvirt_uri(local_uri);
+        Self::open_with(&uri, exec.clone()).map_err(|mut e| {
+            if !exec.is_local() {
+                e.op = format!("{} on {}", e.op, exec.host_name());
+            }
+            e
+        })
+    }
+
+    fn open_with(uri: &str, exec: super::exec::Executor) -> Result<Self, HostError> {
         let conn = open_connect(uri)?;
-        Ok(VirtLibvirt { uri: uri.to_string(), state: RwLock::new(ConnState { conn, generation: 0 }), long: Mutex::new((Vec::new(), 0)) })
+        Ok(VirtLibvirt { uri: uri.to_string(), exec, state: RwLock::new(ConnState { conn, generation: 0 }), long: Mutex::new((Vec::new(), 0)) })
+    }
+
+    /// The executor of this adapter's host.
+    pub fn executor(&self) -> &super::exec::Executor {
+        &self.exec
     }
 
     /// The URI this adapter was opened with.

@@ -29,11 +29,11 @@
 //! - Units are the kernel's: bridge `forward_delay` is in centiseconds
 //!   (USER_HZ), both when set and when read back.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::ffi::OsStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::exec::{Executor, Input};
 use super::{HostError, parse_marker};
 use crate::model::common::{IfName, IpCidr, Mac};
 
@@ -392,16 +392,45 @@ pub trait LinkHost: Send + Sync {
     fn apply(&self, ops: &[LinkOp]) -> Result<(), HostError>;
 }
 
-/// The real implementation, with `ip` from iproute2.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct IpLinks;
+/// The real implementation, with `ip` from iproute2, on the host of its
+/// executor (local, or remote over SSH: the same code).
+#[derive(Debug, Clone, Default)]
+pub struct IpLinks {
+    exec: Executor,
+}
+
+impl IpLinks {
+    /// The local host's links.
+    pub fn local() -> IpLinks {
+        IpLinks { exec: Executor::Local }
+    }
+
+    /// The links of the executor's host.
+    pub fn on(exec: &Executor) -> IpLinks {
+        IpLinks { exec: exec.clone() }
+    }
+
+    pub fn executor(&self) -> &Executor {
+        &self.exec
+    }
+}
 
 const IP: &str = "ip";
 
 impl LinkHost for IpLinks {
     fn list(&self) -> Result<Vec<Link>, HostError> {
-        let json = super::run("list links", "all links", IP, &["-json", "-details", "addr", "show"], None)?;
-        parse_links(&json, read_ipv6_disabled).map_err(|e| HostError::new("list links", "all links", format!("cannot parse `ip -json -details addr show`: {e}")))
+        let json = self.exec.run("list links", "all links", IP, &["-json", "-details", "addr", "show"], None)?;
+        let parse_error = |e: String| HostError::new(format!("list links{}", on_host(&self.exec)), "all links", format!("cannot parse `ip -json -details addr show`: {e}"));
+        match &self.exec {
+            // One file read per link, in-process.
+            Executor::Local => parse_links(&json, read_ipv6_disabled).map_err(parse_error),
+            // One remote command for all of them.
+            Executor::Ssh(_) => {
+                let names: Vec<String> = serde_json::from_str::<Vec<IfNameOnly>>(&json).map_err(|e| parse_error(e.to_string()))?.into_iter().map(|l| l.ifname).collect();
+                let flags = read_ipv6_disabled_on(&self.exec, &names)?;
+                parse_links(&json, |n| flags.get(n).copied()).map_err(parse_error)
+            }
+        }
     }
 
     fn apply(&self, ops: &[LinkOp]) -> Result<(), HostError> {
@@ -417,7 +446,7 @@ impl LinkHost for IpLinks {
             match inv {
                 Invocation::Batch { text, ops: line_ops } => {
                     tracing::debug!(lines = line_ops.len(), %text, "ip -batch");
-                    if let Err(e) = run_batch(&text) {
+                    if let Err(e) = run_batch(&self.exec, &text) {
                         let (line, message) = match e {
                             BatchError::Spawn(h) => return Err(h),
                             BatchError::Failed { line, message } => (line, message),
@@ -432,10 +461,10 @@ impl LinkHost for IpLinks {
                 }
                 Invocation::Ip { args, op } => {
                     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                    super::run("ip", ops[op].name(), IP, &a, None).map_err(|e| failed(op, format!("{} [ip {}]", e.message, args.join(" "))))?;
+                    self.exec.run("ip", ops[op].name(), IP, &a, None).map_err(|e| failed(op, format!("{} [ip {}]", e.message, args.join(" "))))?;
                 }
                 Invocation::DisableIpv6 { name, op } => {
-                    write_disable_ipv6(&name).map_err(|m| failed(op, m))?;
+                    write_disable_ipv6(&self.exec, &name).map_err(|m| failed(op, m))?;
                 }
             }
         }
@@ -448,40 +477,52 @@ enum BatchError {
     Failed { line: Option<usize>, message: String },
 }
 
-/// Runs `ip -batch -` with `text` on its standard input. The input is written
-/// from a thread, so a batch larger than the pipe buffer cannot deadlock, and
-/// an early exit of `ip` still reports ip's own error.
-fn run_batch(text: &str) -> Result<(), BatchError> {
-    let mut child = Command::new(IP)
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            let mut h = HostError::new("apply link changes", "ip -batch", format!("cannot run {IP}: {e}"));
-            if e.kind() == std::io::ErrorKind::NotFound {
-                h = h.hint("run scripts/host-setup to install it");
-            }
-            BatchError::Spawn(h)
-        })?;
-    let writer = child.stdin.take().map(|mut stdin| {
-        let data = text.as_bytes().to_vec();
-        std::thread::spawn(move || stdin.write_all(&data))
-    });
-    let out = child
-        .wait_with_output()
-        .map_err(|e| BatchError::Spawn(HostError::new("apply link changes", "ip -batch", format!("{IP} failed: {e}"))))?;
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
-    if out.status.success() {
+/// Runs `ip -batch -` with `text` on its standard input (written from a
+/// thread by the executor, so a batch larger than the pipe buffer cannot
+/// deadlock, and an early exit of `ip` still reports ip's own error).
+fn run_batch(exec: &Executor, text: &str) -> Result<(), BatchError> {
+    let argv = [OsStr::new(IP), OsStr::new("-batch"), OsStr::new("-")];
+    let out = exec.output("apply link changes", "ip -batch", &argv, Input::Bytes(text.as_bytes())).map_err(BatchError::Spawn)?;
+    if out.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     let (line, message) = parse_batch_error(&stderr);
-    let message = if message.is_empty() { format!("{IP} -batch exited with {}", out.status) } else { message };
+    let message = if message.is_empty() { format!("{IP} -batch exited with {:?}{}", out.code, on_host(exec)) } else { format!("{message}{}", on_host(exec)) };
     Err(BatchError::Failed { line, message })
+}
+
+/// `" on HOST"` for a remote executor, nothing for the local host.
+fn on_host(exec: &Executor) -> String {
+    if exec.is_local() { String::new() } else { format!(" on {}", exec.host_name()) }
+}
+
+#[derive(Deserialize)]
+struct IfNameOnly {
+    ifname: String,
+}
+
+/// Every link's `disable_ipv6` in one command (`grep -H` over the files of
+/// valid link names; a missing file is left out).
+fn read_ipv6_disabled_on(exec: &Executor, names: &[String]) -> Result<std::collections::HashMap<String, bool>, HostError> {
+    let mut flags = std::collections::HashMap::new();
+    let paths: Vec<String> = names.iter().filter(|n| check_name(n).is_ok()).map(|n| ipv6_conf_path(n)).collect();
+    if paths.is_empty() {
+        return Ok(flags);
+    }
+    let mut argv: Vec<&OsStr> = vec![OsStr::new("grep"), OsStr::new("-s"), OsStr::new("-H"), OsStr::new(""), OsStr::new("--")];
+    argv.extend(paths.iter().map(OsStr::new));
+    let out = exec.output("list links", "all links", &argv, Input::None)?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((path, v)) = line.rsplit_once(':') else { continue };
+        let Some(name) = path.strip_prefix("/proc/sys/net/ipv6/conf/").and_then(|r| r.strip_suffix("/disable_ipv6")) else { continue };
+        match v.trim() {
+            "0" => flags.insert(name.to_string(), false),
+            "1" => flags.insert(name.to_string(), true),
+            _ => None,
+        };
+    }
+    Ok(flags)
 }
 
 /// Splits ip's batch stderr into the failed line number (from
@@ -514,19 +555,33 @@ fn read_ipv6_disabled(name: &str) -> Option<bool> {
     }
 }
 
-fn write_disable_ipv6(name: &str) -> Result<(), String> {
+fn write_disable_ipv6(exec: &Executor, name: &str) -> Result<(), String> {
     // `name` passed check_name (no '/', not "." or ".."): the path stays under conf/.
-    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
-        return Ok(()); // IPv6 is off kernel-wide: nothing to disable.
-    }
     let path = ipv6_conf_path(name);
-    std::fs::write(&path, "1").map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            format!("cannot write {path}: no such link")
-        } else {
-            format!("cannot write {path}: {e}")
+    if exec.is_local() {
+        if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+            return Ok(()); // IPv6 is off kernel-wide: nothing to disable.
         }
-    })
+        return std::fs::write(&path, "1").map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("cannot write {path}: no such link")
+            } else {
+                format!("cannot write {path}: {e}")
+            }
+        });
+    }
+    if exec.stat(std::path::Path::new("/proc/sys/net/ipv6")).map_err(|e| e.to_string())?.is_none() {
+        return Ok(());
+    }
+    let argv = [OsStr::new("tee"), OsStr::new("--"), OsStr::new(&path)];
+    let out = exec.output("disable IPv6", name, &argv, Input::Bytes(b"1")).map_err(|e| e.to_string())?;
+    if out.success() {
+        Ok(())
+    } else if String::from_utf8_lossy(&out.stderr).contains("No such file") {
+        Err(format!("cannot write {path}: no such link{}", on_host(exec)))
+    } else {
+        Err(format!("cannot write {path}{}: {}", on_host(exec), String::from_utf8_lossy(&out.stderr).trim()))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1040,7 +1095,7 @@ link del dev vf-lan0
                 assert_eq!(e.object, bad, "{op:?}");
                 assert_eq!(e.op, op.describe());
                 // IpLinks::apply checks first: a bad op after a good one runs nothing.
-                assert_eq!(IpLinks.apply(&[good.clone(), op]).unwrap_err(), e);
+                assert_eq!(IpLinks::local().apply(&[good.clone(), op]).unwrap_err(), e);
             }
         }
         let e = invocations(&[LinkOp::SetAlias { name: "br0".into(), alias: "x".repeat(256) }]).unwrap_err();
@@ -1054,7 +1109,7 @@ link del dev vf-lan0
         }
         assert!(invocations(&[LinkOp::SetBridgeOpts { name: "br0".into(), stp: false, forward_delay_cs: 0, mcast_snooping: false }]).is_ok());
         assert_eq!(invocations(&[]).unwrap(), vec![]);
-        assert_eq!(IpLinks.apply(&[]), Ok(()));
+        assert_eq!(IpLinks::local().apply(&[]), Ok(()));
     }
 
     #[test]

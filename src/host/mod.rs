@@ -9,12 +9,11 @@
 
 pub mod cache;
 pub mod disks;
+pub mod exec;
 pub mod libvirt;
 pub mod links;
 pub mod ovs;
 pub mod ssh;
-
-use std::process::{Command, Stdio};
 
 /// A host operation that failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -41,28 +40,11 @@ impl HostError {
     }
 }
 
-/// Runs `program args…` and returns its standard output. `stdin` is written
-/// to the program's standard input when given.
+/// Runs `program args…` on the local host and returns its standard output.
+/// `stdin` is written to the program's standard input when given. The same
+/// as [`exec::Executor::run`] on [`exec::Executor::Local`].
 pub fn run(op: &str, object: &str, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String, HostError> {
-    use std::io::Write;
-    tracing::debug!(program, ?args, "run");
-    let mut cmd = Command::new(program);
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    let mut child = cmd.spawn().map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::NotFound { Some("run scripts/host-setup to install it".to_string()) } else { None };
-        HostError { op: op.into(), object: object.into(), message: format!("cannot run {program}: {e}"), hint }
-    })?;
-    if let Some(input) = stdin
-        && let Some(mut s) = child.stdin.take() {
-            s.write_all(input).map_err(|e| HostError::new(op, object, format!("cannot write to {program}: {e}")))?;
-        }
-    let out = child.wait_with_output().map_err(|e| HostError::new(op, object, format!("{program} failed: {e}")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let msg = if err.is_empty() { format!("{program} exited with {}", out.status) } else { err };
-        return Err(HostError::new(op, object, msg));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    exec::Executor::Local.run(op, object, program, args, stdin)
 }
 
 /// The ownership marker of an object: `virtform:<stack>:<address>`.

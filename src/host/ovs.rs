@@ -64,12 +64,13 @@
 //!   and column, not a panic.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Command, Stdio};
+use std::ffi::OsStr;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::exec::{Executor, Input};
 use super::links::check_name;
 use super::{HostError, marker_hash, parse_marker};
 
@@ -417,17 +418,32 @@ pub trait Ovs: Send + Sync {
     fn check(&self) -> Result<(), HostError>;
 }
 
-/// The real implementation, with `ovs-vsctl --timeout=N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The real implementation, with `ovs-vsctl --timeout=N`, on the host of
+/// its executor (local, or remote over SSH: the same code).
+#[derive(Debug, Clone)]
 pub struct Vsctl {
     /// Seconds ovs-vsctl may wait for ovsdb-server and for ovs-vswitchd to
     /// apply a change (`--timeout`); 0 waits forever.
     pub timeout_s: u32,
+    /// Where ovs-vsctl runs.
+    pub exec: Executor,
 }
 
 impl Default for Vsctl {
     fn default() -> Vsctl {
-        Vsctl { timeout_s: 30 }
+        Vsctl { timeout_s: 30, exec: Executor::Local }
+    }
+}
+
+impl Vsctl {
+    /// Open vSwitch of the executor's host, with the default timeout.
+    pub fn on(exec: &Executor) -> Vsctl {
+        Vsctl { exec: exec.clone(), ..Vsctl::default() }
+    }
+
+    /// The local Open vSwitch with another timeout.
+    pub fn with_timeout(timeout_s: u32) -> Vsctl {
+        Vsctl { timeout_s, ..Vsctl::default() }
     }
 }
 
@@ -441,28 +457,30 @@ struct Outcome {
     stderr: String,
 }
 
-fn spawn_vsctl(op: &str, object: &str, args: &[String]) -> Result<Outcome, HostError> {
-    tracing::debug!(?args, "ovs-vsctl");
-    let out = Command::new(VSCTL).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).output().map_err(|e| {
-        let mut h = HostError::new(op, object, format!("cannot run {VSCTL}: {e}"));
-        if e.kind() == std::io::ErrorKind::NotFound {
-            h = h.hint("run scripts/host-setup to install openvswitch-switch and start it");
-        }
-        h
+fn spawn_vsctl(exec: &Executor, op: &str, object: &str, args: &[String]) -> Result<Outcome, HostError> {
+    tracing::debug!(host = exec.host_name(), ?args, "ovs-vsctl");
+    let mut argv: Vec<&OsStr> = vec![OsStr::new(VSCTL)];
+    argv.extend(args.iter().map(OsStr::new));
+    let out = exec.output(op, object, &argv, Input::None).map_err(|e| {
+        if e.message.starts_with("cannot run") { e.hint("run scripts/host-setup to install openvswitch-switch and start it") } else { e }
     })?;
-    #[cfg(unix)]
-    let timed_out = {
-        use std::os::unix::process::ExitStatusExt;
-        out.status.signal() == Some(libc::SIGALRM)
-    };
-    #[cfg(not(unix))]
-    let timed_out = false;
+    // Killed by SIGALRM (`--timeout`): locally a signal. Over SSH a command
+    // killed by a signal ends the client with 255 and nothing on stderr (the
+    // executor already told a lost connection apart), or a remote shell
+    // reports 128 + SIGALRM; ovs-vsctl's only signal is its alarm.
+    let timed_out = out.signal == Some(libc::SIGALRM)
+        || (!exec.is_local() && (out.code == Some(128 + libc::SIGALRM) || (out.code == Some(255) && out.stderr.iter().all(u8::is_ascii_whitespace))));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     Ok(Outcome {
-        success: out.status.success(),
+        success: out.success(),
         timed_out,
-        status: out.status.to_string(),
+        status: match (out.code, out.signal) {
+            (Some(c), _) => format!("exit status: {c}"),
+            (None, Some(sig)) => format!("signal: {sig}"),
+            _ => "an unknown status".into(),
+        },
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr: if exec.is_local() || stderr.trim().is_empty() { stderr } else { format!("{} (on {})", stderr.trim_end(), exec.host_name()) },
     })
 }
 
@@ -521,7 +539,7 @@ impl Ovs for Vsctl {
         const OP: &str = "list OVS bridges and ports";
         let mut args = self.global();
         args.extend(state_args());
-        let o = spawn_vsctl(OP, "Open vSwitch", &args)?;
+        let o = spawn_vsctl(&self.exec, OP, "Open vSwitch", &args)?;
         if !o.success {
             if let Some(e) = connection_error(OP, "Open vSwitch", &o, self.timeout_s) {
                 return Err(e);
@@ -537,26 +555,26 @@ impl Ovs for Vsctl {
             let mut args = self.global();
             args.extend(tx.args.iter().cloned());
             let first = &ops[tx.command_ops[0]];
-            let o = spawn_vsctl(&first.describe(), first.object(), &args)?;
+            let o = spawn_vsctl(&self.exec, &first.describe(), first.object(), &args)?;
             apply_outcome(ops, &tx, &o, self.timeout_s)?;
         }
         Ok(())
     }
 
     fn check(&self) -> Result<(), HostError> {
-        check_with(self.timeout_s, None)
+        check_with(&self.exec, self.timeout_s, None)
     }
 }
 
 /// [`Ovs::check`], optionally against another database socket (tests).
-fn check_with(timeout_s: u32, db: Option<&str>) -> Result<(), HostError> {
+fn check_with(exec: &Executor, timeout_s: u32, db: Option<&str>) -> Result<(), HostError> {
     const OP: &str = "check Open vSwitch";
     let mut args = vec![format!("--timeout={}", timeout_s.max(1))];
     if let Some(db) = db {
         args.push(format!("--db={db}"));
     }
     args.push("show".into());
-    let o = spawn_vsctl(OP, "ovsdb-server", &args).map_err(|e| e.hint(START_HINT))?;
+    let o = spawn_vsctl(exec, OP, "ovsdb-server", &args).map_err(|e| e.hint(START_HINT))?;
     if !o.success {
         let msg = vsctl_messages(&o.stderr).join("; ");
         let e = connection_error(OP, "ovsdb-server", &o, timeout_s)
@@ -567,14 +585,12 @@ fn check_with(timeout_s: u32, db: Option<&str>) -> Result<(), HostError> {
         return Ok(());
     }
     // ovs-vswitchd: without it every write would wait for the timeout.
-    let out = Command::new("ovs-appctl")
-        .args([format!("--timeout={}", timeout_s.max(1)).as_str(), "-t", "ovs-vswitchd", "version"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| HostError::new(OP, "ovs-vswitchd", format!("cannot run ovs-appctl: {e}")).hint(START_HINT))?;
-    if !out.status.success() {
+    let t = format!("--timeout={}", timeout_s.max(1));
+    let argv = [OsStr::new("ovs-appctl"), OsStr::new(&t), OsStr::new("-t"), OsStr::new("ovs-vswitchd"), OsStr::new("version")];
+    let out = exec.output(OP, "ovs-vswitchd", &argv, Input::None).map_err(|e| e.hint(START_HINT))?;
+    if !out.success() {
         let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(HostError::new(OP, "ovs-vswitchd", if msg.is_empty() { format!("ovs-appctl exited with {}", out.status) } else { msg }).hint(START_HINT));
+        return Err(HostError::new(OP, "ovs-vswitchd", if msg.is_empty() { format!("ovs-appctl exited with {:?}", out.code) } else { msg }).hint(START_HINT));
     }
     Ok(())
 }
@@ -1512,7 +1528,7 @@ mod tests {
         assert!(e.message.contains("database connection failed"));
         assert!(e.hint.as_deref().unwrap().contains("scripts/host-setup starts it"));
         // check() against a socket nobody listens on (or without ovs-vsctl installed).
-        let e = check_with(2, Some("unix:/nonexistent/virtform-test.sock")).unwrap_err();
+        let e = check_with(&Executor::Local, 2, Some("unix:/nonexistent/virtform-test.sock")).unwrap_err();
         assert!(e.hint.as_deref().unwrap_or("").contains("scripts/host-setup"), "{e}");
         assert_eq!(e.op, "check Open vSwitch");
     }

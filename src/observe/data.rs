@@ -125,7 +125,7 @@ impl HostData {
             use crate::host::{libvirt::Libvirt, links::LinkHost, ovs::Ovs};
             let (links, networks, ovs) = std::thread::scope(|s| {
                 let ovs = s.spawn(|| crate::host::ovs::Vsctl::default().state());
-                let links = s.spawn(|| crate::host::links::IpLinks.list());
+                let links = s.spawn(|| crate::host::links::IpLinks::local().list());
                 let networks = crate::host::libvirt::VirtLibvirt::open(&self.uri).and_then(|l| l.networks());
                 (links.join(), networks, ovs.join())
             });

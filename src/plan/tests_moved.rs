@@ -336,7 +336,7 @@ fn the_apply_of_a_move_or_a_forget_rewrites_markers_only() {
     let p = plan(&cfg, &host, &opts());
     let env = || {
         std::sync::Arc::new(Env {
-            links: Box::new(crate::host::links::IpLinks),
+            links: Box::new(crate::host::links::IpLinks::local()),
             libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
             ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
             state_dir: "/state".into(),

@@ -19,5 +19,5 @@ pub mod nocloud;
 
 pub use iso::{IsoEntry, IsoError, IsoReader, write_iso};
 pub use nocloud::{
-    HostKey, SEED_VOLUME_ID, SeedError, SeedInput, SeedNic, seed_files, seed_hash, seed_iso, write_seed,
+    HostKey, SEED_VOLUME_ID, SeedError, SeedInput, SeedNic, seed_files, seed_hash, seed_iso, write_seed, write_seed_on,
 };

@@ -22,6 +22,7 @@
 //!   add … || true` that silently does nothing without net-tools (seen on
 //!   the real image: the guest had no default route).
 
+use crate::host::exec::{Executor, FileKind};
 use super::iso::{IsoError, write_iso};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -647,6 +648,35 @@ pub fn write_seed(path: &Path, input: &SeedInput) -> Result<String, SeedError> {
         let _ = fs::remove_file(&part);
     }
     result.map(|()| hash)
+}
+
+/// [`write_seed`] on the executor's host: the same image and hash; the
+/// missing directories made 0711, the file written atomically 0600
+/// ([`Executor::write_atomic`]), left alone when it already holds the image
+/// with that mode.
+pub fn write_seed_on(x: &Executor, path: &Path, input: &SeedInput) -> Result<String, SeedError> {
+    if x.is_local() {
+        return write_seed(path, input);
+    }
+    let iso = seed_iso(input)?;
+    let hash = sha256_hex(&iso);
+    let host_err = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |e: crate::host::HostError| SeedError::Io { op, path: p, source: io::Error::other(e.to_string()) }
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    crate::host::disks::ensure_dir_on(x, &dir).map_err(host_err("create directory", &dir))?;
+    let st = x.stat(path).map_err(host_err("stat", path))?;
+    if st.is_some_and(|s| s.kind == FileKind::File && s.len == iso.len() as u64 && s.mode == SEED_FILE_MODE)
+        && x.read(path).map_err(host_err("read", path))? == iso
+    {
+        return Ok(hash);
+    }
+    x.write_atomic(path, &iso, SEED_FILE_MODE).map_err(host_err("write", path))?;
+    Ok(hash)
 }
 
 /// `path` is a regular file (not a symlink) with mode 0600 holding `bytes`.
