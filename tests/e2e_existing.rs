@@ -138,13 +138,21 @@ struct ForeignBridge {
 
 impl ForeignBridge {
     fn new(name: String, addr: &str, mac: &str) -> ForeignBridge {
+        ForeignBridge::with(name, Some(addr), mac)
+    }
+
+    /// `addr`: the bridge's own address, if any. The veth's outer end
+    /// (`<name>w`) stays in the host's namespace, up: a station on the LAN.
+    fn with(name: String, addr: Option<&str>, mac: &str) -> ForeignBridge {
         let veth = format!("{name}v");
         run("ip", &["link", "add", "name", &name, "address", mac, "type", "bridge"]).must();
         let b = ForeignBridge { name, veth };
         run("ip", &["link", "add", "name", &b.veth, "type", "veth", "peer", "name", &format!("{}w", b.name)]).must();
         run("ip", &["link", "set", &b.veth, "master", &b.name, "up"]).must();
         run("ip", &["link", "set", &format!("{}w", b.name), "up"]).must();
-        run("ip", &["addr", "add", addr, "dev", &b.name]).must();
+        if let Some(addr) = addr {
+            run("ip", &["addr", "add", addr, "dev", &b.name]).must();
+        }
         run("ip", &["link", "set", &b.name, "up"]).must();
         assert!(wait_until(Duration::from_secs(10), || link_json(&b.name)["operstate"].as_str() == Some("UP")), "{} does not come up", b.name);
         settled(&b.name);
@@ -252,6 +260,70 @@ fn guest_on_a_linux_bridge_made_with_ip_link() {
 
     s.vf(&["destroy", "--auto-approve"]).must();
     assert!(link_exists(&br.name), "destroy removed the bridge");
+    assert_back("the bridge after destroy", &br.name, &before);
+}
+
+/// A bridged LAN where the host has no address on the bridge and the
+/// router is another station (here the veth's outer end): the data source
+/// gives the guests' `subnet` and `gateway`; a port's fixed ip in that
+/// subnet reaches the seed's network-config with the gateway, the guest
+/// reaches the router and the router the guest; the bridge is untouched.
+#[test]
+fn fixed_ip_in_a_data_networks_subnet_on_a_bridge_without_a_host_address() {
+    let s = VfStack::new("fixed_ip_in_a_data_networks_subnet_on_a_bridge_without_a_host_address", "exs");
+    let net = format!("10.234.{}", pid() % 250);
+    let br = ForeignBridge::with(format!("vfxs{}", pid()), None, "02:00:0a:ea:00:01");
+    let router = format!("{}w", br.name);
+    run("ip", &["addr", "add", &format!("{net}.254/24"), "dev", &router]).must();
+    let before = link_state(&br.name, true);
+    let attached_before = link_state(&br.name, false);
+
+    // A fixed ip outside the data source's subnet: located, nothing changes.
+    let data = format!("data \"network\" \"lan\" {{\n  bridge  = \"{}\"\n  subnet  = \"{net}.0/24\"\n  gateway = \"{net}.254\"\n  dns     = [\"{net}.53\"]\n}}\n", br.name);
+    s.write(&format!("{HEAD}{data}port \"eth0\" {{\n  network = data.network.lan\n  ip      = \"10.235.0.10\"\n}}\n"));
+    let plan = s.vf(&["plan"]);
+    assert_eq!(plan.code, Some(1), "{}", plan.show());
+    assert!(plan.all().contains("10.235.0.10") && plan.all().contains(&format!("{net}.0/24")) && plan.all().contains("main.vf.hcl:"), "{}", plan.show());
+
+    let conf = format!(
+        r#"{HEAD}{data}port "eth0" {{
+  network = data.network.lan
+  ip      = "{net}.10"
+}}
+disk "vm" {{ image = image.tiny }}
+instance "vm" {{
+  memory  = "256M"
+  kernel  = "${{var.assets}}/vmlinuz"
+  initrd  = "${{var.assets}}/initrd.gz"
+  cmdline = "console=ttyS0 vf.ip={net}.10/24 vf.ping={net}.254 vf.pingwait=60"
+  disks   = [disk.vm]
+  ports   = [port.eth0]
+  cloud_init {{}}
+  wait_for {{
+    console = "VF-READY"
+    timeout = "240s"
+  }}
+}}
+output "lan" {{ value = [data.network.lan.subnet, data.network.lan.address, data.network.lan.gateway] }}
+"#
+    );
+    s.write(&conf);
+    s.apply();
+    assert!(has_line(&s.console("vm.log"), &format!("VF-PING {net}.254 ok")), "the guest did not reach the router:\n{}", s.console("vm.log"));
+    assert!(run("ping", &["-c", "2", "-W", "3", &format!("{net}.10")]).ok(), "the router cannot reach the guest");
+    // The generated network-config: the fixed address, the data source's gateway and DNS.
+    let seeds = s.state.path().join(&s.stack).join("seeds");
+    let seed = std::fs::read_dir(&seeds).expect("seeds dir").filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "iso")).expect("a seed");
+    let nc = run("isoinfo", &["-R", "-i", &seed.display().to_string(), "-x", "/network-config"]).must().stdout;
+    for want in [format!("{net}.10/24"), format!("gateway4: {net}.254"), format!("{net}.53")] {
+        assert!(nc.contains(&want), "network-config lacks {want:?}:\n{nc}");
+    }
+    let out = s.output(&["output", "--json", "lan"]).must();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap_or_default(), serde_json::json!([format!("{net}.0/24"), null, format!("{net}.254")]));
+    assert_same("the bridge after apply", &attached_before, &link_state(&br.name, false));
+    s.assert_plan_empty("after apply");
+
+    s.vf(&["destroy", "--auto-approve"]).must();
     assert_back("the bridge after destroy", &br.name, &before);
 }
 
