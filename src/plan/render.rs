@@ -123,8 +123,14 @@ pub fn text(plan: &Plan, color: bool) -> String {
                 Action::NoOp => ("   ", ""),
                 Action::Forget => ("  .", s.dim),
             };
-            if let Some(id) = &rc.importing {
-                out.push_str(&format!("  {}# {} will be imported (id {id:?}){}\n", s.bold, rc.address, s.reset));
+            match (&rc.importing, rc.action) {
+                // Plainly, in red: the object the user brought is made again.
+                (Some(id), Action::Replace) => out.push_str(&format!(
+                    "  {}{}# {} will be imported (id {id:?}) and then REPLACED: the existing object is destroyed and made again{}\n",
+                    s.bold, s.red, rc.address, s.reset
+                )),
+                (Some(id), _) => out.push_str(&format!("  {}# {} will be imported (id {id:?}){}\n", s.bold, rc.address, s.reset)),
+                (None, _) => {}
             }
             if let (Some(from), false) = (&rc.previous_address, rc.reason.as_deref() == Some("moved")) {
                 out.push_str(&format!("  {}# {from} has moved to {}{}\n", s.bold, rc.address, s.reset));

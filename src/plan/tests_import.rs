@@ -484,6 +484,12 @@ fn an_imported_disk_that_needs_a_replace_says_so_and_needs_replace() {
     has(&p.errors, &["disk.data: importing disk file /srv/vm/data.qcow2 needs it replaced (size cannot change in place)", "--replace disk.data"]);
     let p = plan(&cfg, &o, &PlanOptions { replace: vec!["disk.data".into()], ..opts() });
     assert!(p.errors.is_empty(), "{:?}", p.errors);
+    // Said plainly, and in red when the output is colored.
+    let plain = render::text(&p, false);
+    assert!(plain.contains("# disk.data will be imported (id \"/srv/vm/data.qcow2\") and then REPLACED: the existing object is destroyed and made again"), "{plain}");
+    let colored = render::text(&p, true);
+    assert!(colored.contains("\x1b[31m# disk.data will be imported"), "{colored:?}");
+    assert!(!colored.contains("\x1b[31m# volume.keep will be imported"), "{colored:?}");
 }
 
 #[test]
