@@ -471,12 +471,20 @@ pub struct ResourceRef(pub String);
 impl ResourceRef {
     /// The kind part of the address (`network` in `network.lan` and in `data.network.lan`).
     pub fn kind(&self) -> &str {
-        self.0.strip_prefix("data.").unwrap_or(&self.0).split('.').next().unwrap_or("")
+        self.local().strip_prefix("data.").unwrap_or(self.local()).split('.').next().unwrap_or("")
     }
 
-    /// Whether it names a data source (`data.network.lan`).
+    /// Whether it names a data source (`data.network.lan`, also in a module).
     pub fn is_data(&self) -> bool {
-        self.0.starts_with("data.")
+        self.local().starts_with("data.")
+    }
+
+    /// The address after its module path (`network.lan` in `module.net.network.lan`).
+    fn local(&self) -> &str {
+        match crate::model::ModulePath::parse_prefix(&self.0) {
+            Some((_, rest)) => rest,
+            None => &self.0,
+        }
     }
 }
 

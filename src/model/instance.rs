@@ -146,7 +146,7 @@ pub fn check_login_user(u: &str) -> Result<(), String> {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Instance {
-    /// libvirt domain name. Default: `<stack>-<name>` (`-<index>` or `-<key>` under count/for_each).
+    /// libvirt domain name. Default: `<stack>-<name>` (`-<index>` or `-<key>` under count/for_each; in a module the module path first, `<stack>-web@a+<name>`).
     pub name: Option<String>,
     /// Virtual CPUs (default 1).
     #[serde(default = "one")]
@@ -247,7 +247,7 @@ impl Instance {
     pub fn resolve(&mut self, addr: &Address, ctx: &Ctx<'_>) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
         match &self.name {
-            None => self.name = Some(format!("{}-{}", ctx.stack, addr.dashed())),
+            None => self.name = Some(format!("{}-{}", ctx.stack, addr.qualified_dashed())),
             Some(n) => {
                 if n.is_empty() || n.len() > 64 || n.starts_with('.') || n.chars().any(|c| c == '/' || c.is_control() || c.is_whitespace()) {
                     errs.push(FieldError::new("name", format!("\"{n}\" is not a valid domain name")).label("expected 1 to 64 characters without '/', spaces, and not starting with '.'"));
