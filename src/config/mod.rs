@@ -360,6 +360,31 @@ struct Acc {
     state_dir: PathBuf,
 }
 
+/// `a/b/../c/./d` → `a/c/d` without touching the file system (for the
+/// paths of module sources, shown in every error inside them); a `..`
+/// that would climb above the start of a relative path is kept.
+fn normalize_lexically(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(c),
+            },
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
+
 /// `name` (a reference written in a module: `network.lan`, `module.db`) as
 /// an address from the root: `module.web["a"].network.lan`.
 fn qualify(path: &ModulePath, name: &str) -> String {
@@ -792,7 +817,7 @@ impl<'o> Loader<'o> {
             return None;
         }
         let caller_dir = self.sources.get(sa.file).path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let dir = caller_dir.join(&text);
+        let dir = normalize_lexically(&caller_dir.join(&text));
         let shown = source::display_path(&dir);
         match std::fs::metadata(&dir) {
             Ok(m) if m.is_dir() => {}

@@ -882,9 +882,10 @@ impl Planner<'_> {
         for name in self.obs.links.keys() {
             if let Some((s, a)) = self.obs.link_owner(name)
                 && s == stack && !declared.contains(&a) {
-                    if a.starts_with("network.") {
+                    let kind = crate::model::Address::parse(&a).map(|x| x.kind);
+                    if kind == Some(Kind::Network) {
                         found.insert(a, (Kind::Network, Some(name.clone())));
-                    } else if a.starts_with("port.") && name.len() > 3 {
+                    } else if kind == Some(Kind::Port) && name.len() > 3 {
                         found.insert(a, (Kind::Port, Some(format!("ovs_hybrid qbr{}", &name[3..]))));
                     }
                 }
@@ -1080,3 +1081,6 @@ mod tests_firmware;
 
 #[cfg(test)]
 mod tests_agent;
+
+#[cfg(test)]
+mod tests_modules;
