@@ -45,6 +45,24 @@ pub fn language_schema() -> serde_json::Value {
             "additionalProperties": false,
         }),
     );
+    kinds.insert(
+        "module".to_string(),
+        serde_json::json!({
+            "type": "object",
+            "description": "`module \"NAME\" { source = \"./DIR\", ... }` blocks, by name: a local module (a directory of .vf.hcl files with its own variables, locals, resources and outputs) instantiated here. Its resources' addresses carry the module path (module.NAME[KEY].KIND.NAME); module.NAME reads its outputs (a list of them under count, a map under for_each).",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["source"],
+                "properties": {
+                    "source": { "type": "string", "pattern": "^\\.\\.?/", "description": "The module's directory, relative to the directory of the calling file; a literal string starting with ./ or ../." },
+                    "count": { "type": "integer", "minimum": 0, "description": "How many instances: module.NAME[0], module.NAME[1], …" },
+                    "for_each": { "description": "A map or a set of strings: one instance per key, module.NAME[\"KEY\"]." },
+                    "depends_on": { "type": "array", "items": { "$ref": "#/$defs/ResourceRef" }, "description": "Resources or modules every resource of the module is created after." }
+                },
+                "additionalProperties": { "description": "An input: a value for the module's variable of that name (converted to its type and checked by its validation blocks); resources and data sources can be passed in (network = network.lan)." }
+            }
+        }),
+    );
     for (k, v) in generator.definitions() {
         defs.insert(k.clone(), v.clone());
     }
@@ -52,7 +70,7 @@ pub fn language_schema() -> serde_json::Value {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://virtform.dev/schema/language.schema.json",
         "title": "virtform configuration",
-        "description": "The evaluated shape of a virtform configuration (*.vf.hcl): resource blocks by kind and name. References such as network.lan are written as expressions in HCL and appear here as ResourceRef.",
+        "description": "The evaluated shape of a virtform configuration (*.vf.hcl): resource blocks by kind and name, and module blocks. References such as network.lan are written as expressions in HCL and appear here as ResourceRef.",
         "type": "object",
         "properties": kinds,
         "$defs": defs,

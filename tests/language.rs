@@ -208,6 +208,7 @@ fn schema_is_up_to_date() {
         assert!(v["properties"][kind].is_object(), "{kind} missing");
     }
     assert!(v["$defs"]["Instance"]["properties"]["memory"]["description"].is_string());
+    assert_eq!(v["properties"]["module"]["additionalProperties"]["required"][0], "source");
 }
 
 /// Exports are built only for resources something refers to (a loading
