@@ -1087,6 +1087,15 @@ impl<'o> Loader<'o> {
                     }
                 }
             }
+            // The block's depends_on holds for each resource of the instance.
+            if let Some(a) = body.attr("depends_on") {
+                let targets: Vec<(Node, Span)> = refs::references(&a.expr, a.file, a.expr_span).iter().filter_map(|r| ref_node(r, parent_src).map(|n| (n, r.span))).collect();
+                for n in child.graph.g.node_weights().filter(|n| n.is_resource()) {
+                    for (t, span) in &targets {
+                        acc.graph.add_edge(&Node::scoped(&path, n.clone()), &Node::scoped(parent, t.clone()), *span);
+                    }
+                }
+            }
             let Ok(outputs) = outputs else {
                 failed = true;
                 continue;

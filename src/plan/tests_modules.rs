@@ -186,6 +186,13 @@ fn targets_name_modules_and_resources_inside_them() {
     assert!(!one.iter().any(|a| a.starts_with("module.web[\"x-y\"]")), "{one:?}");
     let (vm, _) = t(&["module.db[0].instance.vm"]);
     assert!(vm.contains(&"module.db[0].disk.root".to_string()) && !vm.iter().any(|a| a.starts_with("module.web")), "{vm:?}");
+    // A module block's depends_on is followed: module.db after all of module.web.
+    let dep = ROOT.replace("  memory  = \"512M\"\n", "  memory  = \"512M\"\n  depends_on = [module.web]\n");
+    assert_ne!(dep, ROOT);
+    let (_d2, cfg2) = load_tree(&[("main.vf.hcl", &dep), ("modules/vm/main.vf.hcl", VM_MODULE)]);
+    let p = plan(&cfg2, &Observed::default(), &PlanOptions { targets: vec!["module.db".into()], ..opts() });
+    assert!(p.changes.iter().any(|c| c.address == "module.web[\"x-y\"].instance.vm"), "{}", render::text(&p, false));
+    assert!(cfg2.resource("module.db[0].instance.vm").unwrap().depends_on.contains(&"module.web".to_string()));
     let (_, errs) = t(&["module.nope"]);
     assert_eq!(errs, ["--target module.nope: no such module"]);
     // --replace takes a module address.
