@@ -227,7 +227,7 @@ fn catalogue_of_module_errors() {
 #[test]
 fn a_cycle_of_modules_is_located() {
     let (_d, r) = load(&[("env/main.vf.hcl", "module \"a\" {\n  source = \"../a\"\n}\n"), ("a/main.vf.hcl", "module \"b\" {\n  source = \"../b\"\n}\n"), ("b/main.vf.hcl", "module \"a\" {\n  source = \"../a\"\n}\n")]);
-    let e = r.err().expect("a cycle is an error");
+    let e = r.expect_err("a cycle is an error");
     let d = e.diags.0.iter().find(|d| d.message.starts_with("module cycle: ")).unwrap_or_else(|| panic!("{}", e.render(false)));
     assert!(d.message.ends_with("/a -> ") || d.message.matches("/a").count() == 2, "{}", d.message);
     assert!(d.location(&e.sources).unwrap().ends_with("b/main.vf.hcl:2:12"), "{}", e.render(false));
@@ -243,4 +243,19 @@ fn an_error_inside_a_module_renders_both_places() {
     ]);
     let text = r.err().unwrap().render(false).replace(&format!("{}/", _d.path().display()), "");
     insta::assert_snapshot!("module_error_rendering", text);
+}
+
+#[test]
+fn sensitive_values_stay_sensitive_through_a_module() {
+    let m = "variable \"token\" {\n  sensitive = true\n}\noutput \"t\" {\n  value     = var.token\n  sensitive = true\n}\n";
+    let root = "variable \"secret\" {\n  default   = \"hunter22\"\n  sensitive = true\n}\nmodule \"a\" {\n  source = \"../m\"\n  token  = var.secret\n}\noutput \"leak\" { value = module.a.t }\n";
+    let (_d, r) = load(&[("env/main.vf.hcl", root), ("m/main.vf.hcl", m)]);
+    let e = r.expect_err("an output showing a module's sensitive output must be sensitive");
+    assert!(e.diags.0.iter().any(|d| d.message == "output \"leak\" refers to sensitive values"), "{}", e.render(false));
+    // Inside the module, an output of a sensitive input must be marked too.
+    let m2 = "variable \"token\" {}\noutput \"t\" { value = var.token }\n";
+    let (_d, r) = load(&[("env/main.vf.hcl", root), ("m/main.vf.hcl", m2)]);
+    let e = r.expect_err("the module's output reads a sensitive input");
+    assert!(e.diags.0.iter().any(|d| d.message == "output \"t\" refers to sensitive values"), "{}", e.render(false));
+    assert!(!e.render(false).contains("hunter22"));
 }

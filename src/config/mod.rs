@@ -959,9 +959,13 @@ impl<'o> Loader<'o> {
                 Node::Module(name) => {
                     let call = &src.calls[name];
                     match self.module_call(call, src, &fn_ctx, &roots, path, &sensitive_nodes, inherited, acc) {
-                        Ok(v) => {
+                        Ok((v, sensitive_out)) => {
                             if let Some(Value::Map(m)) = roots.get_mut("module") {
                                 m.insert(name.clone(), v);
+                            }
+                            // What reads a module that got or gives sensitive values is sensitive.
+                            if sensitive_dep || sensitive_out {
+                                sensitive_nodes.insert(node.clone());
                             }
                         }
                         Err(()) => {
@@ -988,7 +992,7 @@ impl<'o> Loader<'o> {
     /// The value `module.NAME` reads: the outputs as an object, a list of
     /// them under `count`, a map under `for_each`.
     #[allow(clippy::too_many_arguments)]
-    fn module_call(&mut self, call: &ModuleCall, parent_src: &ModuleSrc, fn_ctx: &FnCtx<'_>, roots: &BTreeMap<String, Value>, parent: &ModulePath, sensitive_nodes: &BTreeSet<Node>, inherited: &[String], acc: &mut Acc) -> Res<Value> {
+    fn module_call(&mut self, call: &ModuleCall, parent_src: &ModuleSrc, fn_ctx: &FnCtx<'_>, roots: &BTreeMap<String, Value>, parent: &ModulePath, sensitive_nodes: &BTreeSet<Node>, inherited: &[String], acc: &mut Acc) -> Res<(Value, bool)> {
         const META: &[&str] = &["source", "count", "for_each", "depends_on"];
         let body = &call.block.body;
         let child = call.source.clone();
@@ -1029,6 +1033,7 @@ impl<'o> Loader<'o> {
         let sensitive_inputs = self.sensitive_attrs(body, sensitive_nodes, &parent_src.var_names, &parent_src.local_names);
                 let (mut list, mut map, mut single) = (Vec::new(), BTreeMap::new(), Value::Null);
         let mut failed = false;
+        let mut sensitive_out = false;
         for (key, count_v, each) in instances {
             let path = parent.child(&call.name, key.clone());
             let mut bind: Vec<(&str, Value)> = Vec::new();
@@ -1068,7 +1073,7 @@ impl<'o> Loader<'o> {
                 }
                 let sens: BTreeSet<String> = values.iter().filter(|v| v.sensitive).map(|v| v.name.clone()).collect();
                 let r = self.eval_module(&child, &path, &values, &sens, &deps, acc);
-                (*acc).graph.merge_scoped(&child.graph, &path);
+                acc.graph.merge_scoped(&child.graph, &path);
                 r
             });
             for d in &mut self.diags.0[start..] {
@@ -1100,6 +1105,7 @@ impl<'o> Loader<'o> {
                 failed = true;
                 continue;
             };
+            sensitive_out |= outputs.iter().any(|o| o.sensitive);
             let obj = Value::Map(outputs.into_iter().map(|o| (o.name, o.value)).collect());
             match key {
                 Key::None => single = obj,
@@ -1112,12 +1118,14 @@ impl<'o> Loader<'o> {
         if failed {
             return Err(());
         }
-        Ok(match shape {
+        let v = match shape {
             0 => single,
             1 => Value::List(list),
             _ => Value::Map(map),
-        })
+        };
+        Ok((v, sensitive_out))
     }
+
     /// Notes an output or local that reads an instance's `addresses` (or the
     /// whole instance object); refuses a resource that reads `addresses`:
     /// a host fact never becomes desired state.
@@ -1434,7 +1442,7 @@ impl<'o> Loader<'o> {
             }
             for a in &body.attrs {
                 if !decls.iter().any(|d| d.name == a.name) {
-                    self.warnings.push(vars::undeclared(&a.name, &decls, &vars::Origin::File(a.name_span)));
+                    self.warnings.push(vars::undeclared(&a.name, decls, &vars::Origin::File(a.name_span)));
                     continue;
                 }
                 let rs = refs::references(&a.expr, a.file, a.expr_span);
@@ -1442,7 +1450,7 @@ impl<'o> Loader<'o> {
                     self.diags.push(Diagnostic::error("values in a variables file must be constants").at(r.span));
                     continue;
                 }
-                match Evaluator::new(a.file, a.expr_span, fn_ctx, &empty).eval(&a.expr) {
+                match Evaluator::new(a.file, a.expr_span, fn_ctx, empty).eval(&a.expr) {
                     Ok(v) => {
                         raw.insert(a.name.clone(), (vars::Raw::Value(v), vars::Origin::File(a.expr_span)));
                     }
@@ -1454,7 +1462,7 @@ impl<'o> Loader<'o> {
             match vars::split_flag(flag) {
                 Ok((k, v)) => {
                     if !decls.iter().any(|d| d.name == k) {
-                        self.diags.push(vars::undeclared(&k, &decls, &vars::Origin::Flag(k.clone())));
+                        self.diags.push(vars::undeclared(&k, decls, &vars::Origin::Flag(k.clone())));
                         continue;
                     }
                     raw.insert(k.clone(), (vars::Raw::Text(v), vars::Origin::Flag(k)));
@@ -1622,6 +1630,7 @@ impl<'o> Loader<'o> {
                 let node = match (r.root.as_str(), r.first_attr()) {
                     ("var", Some(v)) if vars.contains(v) => Node::Var(v.to_string()),
                     ("local", Some(v)) if locals.contains(v) => Node::Local(v.to_string()),
+                    ("module", Some(m)) => Node::Module(m.to_string()),
                     _ => continue,
                 };
                 if sensitive.contains(&node) {

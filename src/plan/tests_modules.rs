@@ -140,7 +140,7 @@ instance "a-x-y-vm" { kernel = "/k" }
         match &r.spec {
             Spec::Instance(_) => assert!(names.insert(low.domain(r).unwrap().name), "{}", r.address),
             Spec::Disk(_) => assert!(files.insert(low.disk(r).unwrap().path), "{}", r.address),
-            Spec::Port(p) => assert!(macs.insert(p.mac.clone()), "{}", r.address),
+            Spec::Port(p) => assert!(macs.insert(p.mac), "{}", r.address),
             Spec::Network(n) => {
                 let b = n.bridge.as_ref().unwrap().0.clone();
                 assert!(b.len() <= 15, "{b}");
