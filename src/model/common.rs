@@ -593,6 +593,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn resource_refs_know_their_kind_inside_modules() {
+        for (r, kind, data) in [("network.lan", "network", false), ("data.network.lan", "network", true), ("module.web[\"a.b\"].port.p[0]", "port", false), ("module.n.module.m.data.network.x", "network", true)] {
+            let r = ResourceRef(r.into());
+            assert_eq!((r.kind(), r.is_data()), (kind, data), "{r}");
+        }
+    }
+
+    #[test]
     fn hex_and_uuid_strings() {
         assert_eq!(hex(&[0, 1, 0xab, 0xff]), "0001abff");
         assert_eq!(hex(&[]), "");
