@@ -208,3 +208,44 @@ fn the_dot_graph_names_module_resources() {
     assert!(dot.contains(r#""module.web[\"a\"].instance.vm" -> "module.web[\"a\"].disk.root";"#), "{dot}");
     assert!(dot.contains(r#""module.db[0].port.eth0" -> "network.lan";"#), "{dot}");
 }
+
+#[test]
+fn hybrid_ports_in_module_instances_get_distinct_valid_device_names() {
+    let m = r#"
+variable "net" {}
+port "p" {
+  network = var.net
+  plug    = "ovs_hybrid"
+}
+instance "vm" {
+  kernel = "/k"
+  ports  = [port.p]
+}
+"#;
+    let root = r#"
+virtform { stack = "hy" }
+network "int" {
+  type   = "ovs"
+  bridge = "vfhy-int"
+}
+module "a" {
+  source   = "./m"
+  for_each = toset(["x-y", "x"])
+  net      = network.int
+}
+"#;
+    let (_d, cfg) = load_tree(&[("main.vf.hcl", root), ("m/main.vf.hcl", m)]);
+    let low = super::tests::lowering(&cfg);
+    let mut devs = BTreeSet::new();
+    let mut uuids = BTreeSet::new();
+    for k in ["x-y", "x"] {
+        let h = low.hybrid(cfg.resource(&format!("module.a[\"{k}\"].port.p")).unwrap()).unwrap();
+        for d in [&h.qbr, &h.qvb, &h.qvo, &h.tap] {
+            assert!(d.len() <= 15, "{d}");
+            assert!(devs.insert(d.clone()), "{d} twice");
+        }
+        assert!(uuids.insert(h.vm_uuid.clone()) && !h.vm_uuid.is_empty());
+        let def = low.domain(cfg.resource(&format!("module.a[\"{k}\"].instance.vm")).unwrap()).unwrap();
+        assert_eq!(def.uuid, h.vm_uuid, "Nova's vm-uuid is the domain's");
+    }
+}
