@@ -481,10 +481,7 @@ impl ResourceRef {
 
     /// The address after its module path (`network.lan` in `module.net.network.lan`).
     fn local(&self) -> &str {
-        match crate::model::ModulePath::parse_prefix(&self.0) {
-            Some((_, rest)) => rest,
-            None => &self.0,
-        }
+        crate::model::ModulePath::skip_prefix(&self.0).unwrap_or(&self.0)
     }
 }
 

@@ -91,48 +91,108 @@ pub struct ModuleStep {
 
 /// Where a resource is declared: the root module (empty) or a chain of
 /// module calls, as in OpenTofu's `addrs.ModuleInstance`
-/// (`module.web["a"].module.db`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct ModulePath(pub Vec<ModuleStep>);
+/// (`module.web["a"].module.db`). Shared (cloning an address clones a
+/// pointer) and formatted once: an address is cloned and printed many
+/// times in a plan.
+#[derive(Clone, Default)]
+pub struct ModulePath(Option<std::sync::Arc<PathData>>);
+
+struct PathData {
+    steps: Vec<ModuleStep>,
+    /// `module.web["a"].module.db`.
+    text: String,
+    /// `web@a+db+`.
+    stem: String,
+}
 
 impl ModulePath {
     pub fn root() -> ModulePath {
-        ModulePath(Vec::new())
+        ModulePath(None)
+    }
+
+    /// The path of these calls, outermost first.
+    pub fn from_steps(steps: Vec<ModuleStep>) -> ModulePath {
+        if steps.is_empty() {
+            return ModulePath(None);
+        }
+        let mut text = String::new();
+        let mut stem = String::new();
+        for (i, st) in steps.iter().enumerate() {
+            if i > 0 {
+                text.push('.');
+            }
+            text.push_str("module.");
+            text.push_str(&st.name);
+            match &st.key {
+                Key::None => {}
+                Key::Index(n) => {
+                    text.push('[');
+                    text.push_str(&n.to_string());
+                    text.push(']');
+                }
+                Key::Name(k) => {
+                    text.push_str("[\"");
+                    text.push_str(k);
+                    text.push_str("\"]");
+                }
+            }
+            stem.push_str(&st.name);
+            push_key(&mut stem, &st.key, '@');
+            stem.push('+');
+        }
+        ModulePath(Some(std::sync::Arc::new(PathData { steps, text, stem })))
+    }
+
+    pub fn steps(&self) -> &[ModuleStep] {
+        self.0.as_ref().map(|d| d.steps.as_slice()).unwrap_or(&[])
     }
 
     pub fn is_root(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_none()
     }
 
     /// This path with one more call appended.
     pub fn child(&self, name: &str, key: Key) -> ModulePath {
-        let mut v = self.0.clone();
+        let mut v = self.steps().to_vec();
         v.push(ModuleStep { name: name.to_string(), key });
-        ModulePath(v)
+        ModulePath::from_steps(v)
     }
 
     /// Whether `self` is `other` or lies under it (a step of `other` without
     /// a key matches every instance of that call: `module.web` covers
     /// `module.web["a"]`).
     pub fn within(&self, other: &ModulePath) -> bool {
-        other.0.len() <= self.0.len() && other.0.iter().zip(&self.0).enumerate().all(|(i, (o, s))| o.name == s.name && (o.key == s.key || (o.key == Key::None && i == other.0.len() - 1)))
+        let (o, s) = (other.steps(), self.steps());
+        o.len() <= s.len() && o.iter().zip(s).enumerate().all(|(i, (o_, s_))| o_.name == s_.name && (o_.key == s_.key || (o_.key == Key::None && i == o.len() - 1)))
     }
 
     /// File-name-safe, injective: `web@a+db+` (each call `NAME[@KEY]` and a
     /// `+`, a character no name or key may contain); empty for the root.
-    pub fn stem_prefix(&self) -> String {
-        let mut s = String::new();
-        for st in &self.0 {
-            s.push_str(&st.name);
-            push_key(&mut s, &st.key, '@');
-            s.push('+');
+    pub fn stem_prefix(&self) -> &str {
+        self.0.as_ref().map(|d| d.stem.as_str()).unwrap_or("")
+    }
+
+    /// `s` after a run of `module.NAME[KEY].` steps, without parsing them
+    /// into a path (None when a step is malformed).
+    pub fn skip_prefix(mut s: &str) -> Option<&str> {
+        while let Some(rest) = s.strip_prefix("module.") {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            let (_, rest) = skip_key(&rest[end..])?;
+            match rest.strip_prefix('.') {
+                Some(r) => s = r,
+                None if rest.is_empty() => return Some(""),
+                None => return None,
+            }
         }
-        s
+        Some(s)
     }
 
     /// Parses a run of `module.NAME[KEY].` steps from the front of `s`,
     /// returning the path and the rest.
     pub fn parse_prefix(mut s: &str) -> Option<(ModulePath, &str)> {
+        if !s.starts_with("module.") {
+            return Some((ModulePath::root(), s));
+        }
         let mut steps = Vec::new();
         while let Some(rest) = s.strip_prefix("module.") {
             let end = rest.find(['.', '[']).unwrap_or(rest.len());
@@ -144,11 +204,11 @@ impl ModulePath {
             steps.push(ModuleStep { name: name.to_string(), key });
             match rest.strip_prefix('.') {
                 Some(r) => s = r,
-                None if rest.is_empty() => return Some((ModulePath(steps), "")),
+                None if rest.is_empty() => return Some((ModulePath::from_steps(steps), "")),
                 None => return None,
             }
         }
-        Some((ModulePath(steps), s))
+        Some((ModulePath::from_steps(steps), s))
     }
 
     /// Parses a whole module path (`module.web["a"].module.db`).
@@ -160,19 +220,55 @@ impl ModulePath {
     }
 }
 
+impl PartialEq for ModulePath {
+    fn eq(&self, other: &ModulePath) -> bool {
+        self.steps() == other.steps()
+    }
+}
+
+impl Eq for ModulePath {}
+
+impl PartialOrd for ModulePath {
+    fn partial_cmp(&self, other: &ModulePath) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ModulePath {
+    fn cmp(&self, other: &ModulePath) -> std::cmp::Ordering {
+        self.steps().cmp(other.steps())
+    }
+}
+
+impl std::hash::Hash for ModulePath {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // The text is the steps, written once.
+        self.0.as_ref().map(|d| d.text.as_str()).unwrap_or("").hash(h)
+    }
+}
+
+impl fmt::Debug for ModulePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ModulePath({self})")
+    }
+}
+
 impl fmt::Display for ModulePath {
     /// `module.web["a"].module.db` (no trailing dot; empty for the root).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, st) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(".")?;
-            }
-            f.write_str("module.")?;
-            f.write_str(&st.name)?;
-            write_key(f, &st.key)?;
-        }
-        Ok(())
+        f.write_str(self.0.as_ref().map(|d| d.text.as_str()).unwrap_or(""))
     }
+}
+
+/// Like [`parse_key`] without building the key.
+fn skip_key(s: &str) -> Option<((), &str)> {
+    let Some(r) = s.strip_prefix('[') else { return Some(((), s)) };
+    if let Some(r) = r.strip_prefix('"') {
+        let end = r.find("\"]")?;
+        return Some(((), &r[end + 2..]));
+    }
+    let end = r.find(']')?;
+    Some(((), &r[end + 1..]))
 }
 
 fn push_key(s: &mut String, k: &Key, sep: char) {
@@ -284,7 +380,7 @@ impl Address {
     /// module the path's stem first: `web@a+root@0` (keys are validated to
     /// be safe, and neither names nor keys hold `+` or `@`).
     pub fn file_stem(&self) -> String {
-        let mut s = self.module.stem_prefix();
+        let mut s = self.module.stem_prefix().to_string();
         s.push_str(&self.name);
         push_key(&mut s, &self.key, '@');
         s
@@ -311,7 +407,7 @@ impl Address {
             module.push(ModuleStep { name, key });
         }
         let (name, key) = step(last)?;
-        Some(Address { module: ModulePath(module), mode: Mode::Managed, kind, name, key })
+        Some(Address { module: ModulePath::from_steps(module), mode: Mode::Managed, kind, name, key })
     }
 
     /// A dash-joined form of the resource's own part for derived names:
@@ -329,7 +425,7 @@ impl Address {
     /// instances (`+` and `@` appear in no name or key); the default domain
     /// name is the stack and this.
     pub fn qualified_dashed(&self) -> String {
-        let mut s = self.module.stem_prefix();
+        let mut s = self.module.stem_prefix().to_string();
         s.push_str(&self.dashed());
         s
     }
@@ -340,8 +436,8 @@ impl fmt::Display for Address {
         // Piece by piece: addresses are formatted tens of thousands of
         // times in a large plan, and `write!` of the whole was ~1,000
         // instructions each.
-        if !self.module.is_root() {
-            fmt::Display::fmt(&self.module, f)?;
+        if let Some(d) = &self.module.0 {
+            f.write_str(&d.text)?;
             f.write_str(".")?;
         }
         if self.is_data() {
