@@ -45,6 +45,44 @@ pub fn language_schema() -> serde_json::Value {
             "additionalProperties": false,
         }),
     );
+    let address = serde_json::json!({
+        "type": "string",
+        "description": "A resource address written without quotes: KIND.NAME, KIND.NAME[INDEX] or KIND.NAME[\"KEY\"] (a whole block when written without a key), optionally inside modules (module.web[\"a\"].KIND.NAME), or a module (module.web, module.web[\"a\"]).",
+        "pattern": "^((module\\.[A-Za-z_][A-Za-z0-9_-]*(\\[([0-9]+|\"[A-Za-z0-9_.-]+\")\\])?\\.)*(network|port|image|disk|volume|instance)\\.[A-Za-z_][A-Za-z0-9_-]*(\\[([0-9]+|\"[A-Za-z0-9_.-]+\")\\])?|module\\.[A-Za-z_][A-Za-z0-9_-]*(\\[([0-9]+|\"[A-Za-z0-9_.-]+\")\\])?(\\.module\\.[A-Za-z_][A-Za-z0-9_-]*(\\[([0-9]+|\"[A-Za-z0-9_.-]+\")\\])?)*)$",
+    });
+    kinds.insert(
+        "moved".to_string(),
+        serde_json::json!({
+            "type": "array",
+            "description": "`moved { from = ADDRESS, to = ADDRESS }` blocks: the object of `from` now belongs to `to`. The host objects keep the names derived from `from` (domain name and UUID, bridge, MAC, file paths); only the ownership markers are rewritten. Chains (a to b, b to c) resolve; `from` must no longer be declared, `to` (the chain's end) must be.",
+            "items": {
+                "type": "object",
+                "properties": { "from": address.clone(), "to": address.clone() },
+                "required": ["from", "to"],
+                "additionalProperties": false,
+            },
+        }),
+    );
+    kinds.insert(
+        "removed".to_string(),
+        serde_json::json!({
+            "type": "array",
+            "description": "`removed { from = ADDRESS  lifecycle { destroy = BOOL } }` blocks for resources whose block is gone: destroy = true (the default) destroys the object as if the block were simply deleted; destroy = false forgets it: its marker is removed (files and libvirt networks are recorded as forgotten in <state>/<stack>/names.json) and the object stays as it is.",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "from": address,
+                    "lifecycle": {
+                        "type": "object",
+                        "properties": { "destroy": { "type": "boolean", "default": true, "description": "false: stop managing the object and leave it; true: destroy it." } },
+                        "additionalProperties": false,
+                    },
+                },
+                "required": ["from"],
+                "additionalProperties": false,
+            },
+        }),
+    );
     kinds.insert(
         "module".to_string(),
         serde_json::json!({
@@ -70,7 +108,7 @@ pub fn language_schema() -> serde_json::Value {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://virtform.dev/schema/language.schema.json",
         "title": "virtform configuration",
-        "description": "The evaluated shape of a virtform configuration (*.vf.hcl): resource blocks by kind and name, and module blocks. References such as network.lan are written as expressions in HCL and appear here as ResourceRef.",
+        "description": "The evaluated shape of a virtform configuration (*.vf.hcl): resource blocks by kind and name. References such as network.lan are written as expressions in HCL and appear here as ResourceRef.",
         "type": "object",
         "properties": kinds,
         "$defs": defs,

@@ -409,3 +409,37 @@ fn ssh_and_console_say_what_is_missing() {
     let (code, err, out) = vf(&["console", "instance.vm", "-C", d]);
     assert_eq!((code, out.as_str()), (Some(0), "boot line 1\nlogin: "), "{err}");
 }
+
+/// The import registry as the commands see it: entries whose object is
+/// gone, of addresses no longer configured, are forgotten by an apply
+/// (nothing on the host is touched); a damaged registry stops the plan
+/// with its path (ownership is never forgotten silently).
+#[test]
+fn stale_import_registry_entries_are_forgotten_and_a_damaged_registry_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.vf.hcl"), "virtform { stack = \"clireg\" }\n").unwrap();
+    let d = dir.path().to_str().unwrap();
+    let s = state.path().to_str().unwrap();
+    let vf = |args: &[&str]| {
+        let mut full = vec!["--connect", "test:///default", "--state-dir", s];
+        full.extend_from_slice(args);
+        full.push(d);
+        let o = run(&full);
+        (o.status.code(), text(&o.stderr), text(&o.stdout))
+    };
+    let reg = state.path().join("clireg/imports.json");
+    std::fs::create_dir_all(reg.parent().unwrap()).unwrap();
+    let gone = state.path().join("nowhere.qcow2");
+    std::fs::write(&reg, format!("{{\"format_version\":1,\"objects\":{{\"disk.old\":{{\"kind\":\"file\",\"path\":{:?},\"dev\":1,\"ino\":2}},\"network.old\":{{\"kind\":\"libvirt_network\",\"name\":\"vfimp-gone\",\"uuid\":\"5c0ffee0-0000-4000-8000-000000000001\"}}}}}}", gone.display().to_string())).unwrap();
+    let (code, err, out) = vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "{err}{out}");
+    assert!(reg.exists(), "a plan changed the registry");
+    let (code, err, out) = vf(&["apply", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{err}{out}");
+    assert!(!reg.exists(), "the stale entries were not forgotten: {:?}", std::fs::read_to_string(&reg));
+    std::fs::write(&reg, "{not json").unwrap();
+    let (code, err, _) = vf(&["plan"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not a virtform import registry") && err.contains(&reg.display().to_string()), "{err}");
+}

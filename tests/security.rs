@@ -397,7 +397,7 @@ fn check_derived(what: &str, p: &str, state: &Path) -> Result<(), String> {
 fn check_accepted(cfg: &config::Configuration, state: &Path, field: &Field, value: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let empty = BTreeMap::new();
-    let low = Lowering { cfg, state_dir: state, kvm_usable: false, source_hashes: &empty };
+    let low = Lowering { cfg, state_dir: state, kvm_usable: false, source_hashes: &empty, imported: &Default::default() };
     let mut all_values: Vec<String> = Vec::new();
     for r in &cfg.resources {
         match &r.spec {

@@ -12,7 +12,7 @@
 use super::dag::{Dag, Step, StepContext, StepError, StepOutcome};
 use crate::config::Configuration;
 use crate::host::links::{LinkHost, LinkOp};
-use crate::host::libvirt::Libvirt;
+use crate::host::libvirt::{DomainState, Libvirt};
 use crate::host::{disks, marker_with_hash, HostError};
 use crate::model::image::ImageFormat;
 use crate::model::{Kind, Spec};
@@ -20,6 +20,9 @@ use crate::model::network::NetType;
 use crate::plan::desired::{libvirt_network_name, DesiredBridge, DesiredHybrid, DesiredOvsBridge, Lowering};
 use crate::plan::{Action, Landing, Plan};
 use std::collections::BTreeMap;
+
+/// Imported objects by address (`Plan::imported`).
+type Imports = BTreeMap<String, crate::observe::imports::Imported>;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,6 +137,40 @@ pub fn cloud_init_status(stdout: &str) -> Result<bool, String> {
     }
 }
 
+/// A readiness wait's watch on its domain: a guest that stopped (shut off,
+/// crashed, or gone: killed, destroyed by someone else, a failed boot)
+/// fails the wait at once, instead of after its whole timeout.
+struct StillRunning<'a> {
+    env: &'a Env,
+    name: &'a str,
+    last: Option<Instant>,
+}
+
+impl<'a> StillRunning<'a> {
+    fn new(env: &'a Env, name: &'a str) -> Self {
+        StillRunning { env, name, last: None }
+    }
+
+    /// Asks libvirt at most every 2 s; an error reading the state is not a
+    /// verdict (the wait's own probe and timeout decide).
+    fn check(&mut self, waiting_for: &str) -> Result<(), StepError> {
+        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            return Ok(());
+        }
+        self.last = Some(Instant::now());
+        let stopped = match self.env.libvirt.domain_state(self.name) {
+            Ok(None) => "no longer exists".to_string(),
+            Ok(Some(DomainState::Shutoff)) => "is shut off".to_string(),
+            Ok(Some(DomainState::Other(s))) if s == "crashed" => "crashed".to_string(),
+            _ => return Ok(()),
+        };
+        Err(StepError::new(format!("{} {stopped} while waiting for {waiting_for}", self.name)).with_hint(format!(
+            "something stopped the guest: see its console log (virtform console ADDRESS) and /var/log/libvirt/qemu/{}.log; the next apply starts it again and waits",
+            self.name
+        )))
+    }
+}
+
 /// The host adapters steps use.
 pub struct Env {
     pub links: Box<dyn LinkHost>,
@@ -184,17 +221,37 @@ pub enum Op {
     /// Define (or redefine) a libvirt network, restart it when `restart`
     /// (re-enslaving the running guests' taps to its new bridge), start it,
     /// set autostart, and bring the live DHCP host entries in line.
-    LibvirtNetwork { name: String, xml: String, restart: bool, bridge: String, taps: Vec<String>, hosts_add: Vec<String>, hosts_remove: Vec<String>, create: bool },
+    /// `keep_definition`: an imported network whose changes are all live
+    /// (autostart, state, DHCP hosts) is not redefined: its definition may
+    /// hold what virtform does not manage (a MAC, DNS, NAT ports…).
+    LibvirtNetwork { name: String, xml: String, restart: bool, bridge: String, taps: Vec<String>, hosts_add: Vec<String>, hosts_remove: Vec<String>, create: bool, keep_definition: bool },
     RemoveLibvirtNetwork { name: String },
     /// Create or repair an OVS bridge, then its internal port's MTU, address and state.
     /// `adopt`: the plan imports the bridge, which carries no marker yet.
     OvsNetwork { want: crate::plan::desired::DesiredOvsBridge, marker: String, address: Option<crate::model::common::IpCidr>, create: bool, adopt: bool },
     RemoveOvsBridge { name: String },
-    /// An import's marker alone: the domain's `<metadata>` element set in
-    /// place (no redefine, no restart).
+    /// An import's or a move's marker alone: the domain's `<metadata>`
+    /// element set in place (no redefine, no restart).
     MarkDomain { name: String, element: String },
     /// An import's marker alone on an Open vSwitch bridge (`external_ids:virtform`).
     MarkOvsBridge { name: String, marker: String },
+    /// Records an imported libvirt network or file in the stack's registry
+    /// (`<state>/<stack>/imports.json`), before anything uses it. The object
+    /// is checked again first: the network still has the UUID, the file is
+    /// still a regular file (the inode the plan saw, when `expect`); a file's
+    /// device and inode are recorded as they are now.
+    Register { stack: String, entry: crate::observe::imports::Imported, expect: Option<(u64, u64)> },
+    /// Removes an address from the registry, after its object was removed.
+    Unregister { stack: String },
+    /// A moved (or, with an empty marker, forgotten) Open vSwitch bridge's
+    /// marker, rewritten in place; `from`: the address it must carry now.
+    RemarkOvsBridge { name: String, marker: String, from: String },
+    /// A forgotten domain: virtform's `<metadata>` element removed in place
+    /// (persistent config and live guest); the guest keeps running.
+    UnmarkDomain { name: String },
+    /// The stack's record of moved and forgotten objects
+    /// (`<state>/<stack>/names.json`), written before any marker changes.
+    WriteNames { stack: String, names: crate::observe::Names },
     /// Nova's hybrid plug of one port (Linux side, then OVS side), repairing partial state.
     HybridPlug { want: crate::plan::desired::DesiredHybrid, marker: String },
     /// Reverse of the hybrid plug: delete qbr, del-port qvo, delete the veth.
@@ -256,8 +313,14 @@ impl Step for HostStep {
             Op::OvsNetwork { want, create: true, .. } => format!("create Open vSwitch bridge {}", want.name),
             Op::OvsNetwork { want, .. } => format!("configure Open vSwitch bridge {}", want.name),
             Op::RemoveOvsBridge { name } => format!("delete Open vSwitch bridge {name}"),
-            Op::MarkDomain { name, .. } => format!("mark domain {name} as imported"),
+            Op::MarkDomain { name, .. } => format!("write virtform's marker into domain {name} in place (import or move)"),
             Op::MarkOvsBridge { name, .. } => format!("mark Open vSwitch bridge {name} as imported"),
+            Op::Register { entry, .. } => format!("record {} as imported ({})", entry.describe(), crate::observe::imports::FILE),
+            Op::Unregister { .. } => format!("forget {} in {}", self.address, crate::observe::imports::FILE),
+            Op::RemarkOvsBridge { name, marker, .. } if marker.is_empty() => format!("remove the marker of Open vSwitch bridge {name}"),
+            Op::RemarkOvsBridge { name, .. } => format!("rewrite the marker of Open vSwitch bridge {name}"),
+            Op::UnmarkDomain { name } => format!("remove virtform's metadata from domain {name}"),
+            Op::WriteNames { stack, .. } => format!("record moved and forgotten objects of stack {stack}"),
             Op::HybridPlug { want, .. } => format!("plug {} ({} / {} / {} on {})", want.tap, want.qbr, want.qvb, want.qvo, want.bridge),
             Op::HybridUnplug { qbr, qvo, .. } => format!("unplug {qbr} / {qvo}"),
             Op::Attach { name, what, .. } => format!("attach {what} to {name}"),
@@ -400,11 +463,13 @@ impl Step for HostStep {
             }
             Op::WaitConsole { name, log, pattern, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 loop {
                     if let Ok(text) = std::fs::read(log)
                         && String::from_utf8_lossy(&text).contains(pattern.as_str()) {
                             return Ok(StepOutcome::Done);
                         }
+                    running.check(&format!("{pattern:?} on its console"))?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!(
                             "{name} is not ready: {pattern:?} did not appear on its console within {}s",
@@ -432,8 +497,10 @@ impl Step for HostStep {
                 remove_stale_seeds(path);
                 Ok(if existed { StepOutcome::AlreadyDone } else { StepOutcome::Done })
             }
-            Op::LibvirtNetwork { name, xml, restart, bridge, taps, hosts_add, hosts_remove, create } => {
-                env.libvirt.define_network(xml).map_err(herr)?;
+            Op::LibvirtNetwork { name, xml, restart, bridge, taps, hosts_add, hosts_remove, create, keep_definition } => {
+                if !*keep_definition {
+                    env.libvirt.define_network(xml).map_err(herr)?;
+                }
                 if *restart {
                     env.libvirt.destroy_network(name).map_err(herr)?;
                 }
@@ -468,6 +535,58 @@ impl Step for HostStep {
             }
             Op::MarkDomain { name, element } => {
                 env.libvirt.set_marker(name, element).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::Register { stack, entry, expect } => {
+                use crate::observe::imports::{Imported, PathFact};
+                let entry = match entry {
+                    Imported::LibvirtNetwork { name, uuid } => {
+                        let nets = env.libvirt.networks().map_err(herr)?;
+                        if !nets.iter().any(|n| n.name == *name && n.uuid == *uuid) {
+                            return Err(StepError::new(format!("libvirt network {name} is no longer the one planned (UUID {uuid}); not recording it")).with_hint("plan again"));
+                        }
+                        entry.clone()
+                    }
+                    Imported::File { path, .. } => match crate::observe::imports::path_fact(Path::new(path)).0 {
+                        PathFact::File { dev, ino, refusal: None, .. } if expect.is_none_or(|e| e == (dev, ino)) => {
+                            // The marker on the file itself too: other state directories see it.
+                            crate::observe::imports::write_marker(Path::new(path), &crate::host::marker(stack, &self.address)).map_err(herr)?;
+                            Imported::File { path: path.clone(), dev, ino }
+                        }
+                        PathFact::File { refusal: Some(m), .. } => return Err(StepError::new(format!("{path} is refused: {m}"))),
+                        other => return Err(StepError::new(format!("{path} changed since the plan ({other:?}); not recording it")).with_hint("plan again")),
+                    },
+                };
+                crate::observe::imports::update(&env.state_dir, stack, |r| {
+                    r.objects.insert(self.address.clone(), entry);
+                })
+                .map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::Unregister { stack } => {
+                crate::observe::imports::update(&env.state_dir, stack, |r| {
+                    r.objects.remove(&self.address);
+                })
+                .map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::RemarkOvsBridge { name, marker, from } => {
+                let state = env.ovs.state().map_err(herr)?;
+                match state.bridge_owner(name) {
+                    Some((_, a)) if a == *from => {}
+                    None if marker.is_empty() => return Ok(StepOutcome::AlreadyDone),
+                    Some((_, a)) if !marker.is_empty() && crate::host::parse_marker(marker).is_some_and(|(_, m)| m == a) => return Ok(StepOutcome::AlreadyDone),
+                    _ => return Err(StepError::new(format!("Open vSwitch bridge {name} no longer carries the marker of {from}; not touching it")).with_hint("plan again")),
+                }
+                env.ovs.apply(&[crate::host::ovs::OvsOp::SetBridge { name: name.clone(), datapath_type: None, marker: marker.clone() }]).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::UnmarkDomain { name } => {
+                env.libvirt.remove_marker(name).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::WriteNames { stack, names } => {
+                names.write(&env.state_dir, stack).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
             Op::MarkOvsBridge { name, marker } => {
@@ -604,11 +723,13 @@ impl Step for HostStep {
             }
             Op::WaitLease { name, network, mac, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 loop {
                     let leases = env.libvirt.leases(network).map_err(herr)?;
                     if leases.iter().any(|l| l.mac.eq_ignore_ascii_case(mac)) {
                         return Ok(StepOutcome::Done);
                     }
+                    running.check("a DHCP lease")?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!("{name} is not ready: no DHCP lease for {mac} on {network} within {}s", timeout.as_secs()))
                             .with_hint(format!("check the guest runs a DHCP client on that NIC (console log), and `virsh net-dhcp-leases {network}`")));
@@ -618,6 +739,7 @@ impl Step for HostStep {
             }
             Op::WaitSsh { name, conn, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 let mut last = String::from("no attempt yet");
                 loop {
                     if let Some(out) = conn.run(env, name, &["true"], &mut last)? {
@@ -626,6 +748,7 @@ impl Step for HostStep {
                         }
                         last = format!("`true` exited with status {}", out.status.unwrap_or(-1));
                     }
+                    running.check("an SSH login")?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!("{name} is not ready: no SSH login within {}s (last: {last})", timeout.as_secs()))
                             .with_hint("the instance is left as it is; see its console log (virtform console ADDRESS), check the image runs cloud-init and sshd, and that `connection.user` is the image's default user"));
@@ -635,6 +758,7 @@ impl Step for HostStep {
             }
             Op::WaitCloudInit { name, conn, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 let mut last = String::from("no attempt yet");
                 loop {
                     if let Some(out) = conn.run(env, name, &["cloud-init", "status", "--long"], &mut last)? {
@@ -646,6 +770,7 @@ impl Step for HostStep {
                             }
                         }
                     }
+                    running.check("cloud-init")?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!("{name} is not ready: cloud-init did not finish within {}s (last: {last})", timeout.as_secs()))
                             .with_hint("the instance is left as it is; see its console log (virtform console ADDRESS)"));
@@ -655,11 +780,13 @@ impl Step for HostStep {
             }
             Op::WaitAgent { name, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 loop {
                     let last = match env.libvirt.agent_interfaces(name) {
                         Ok(_) => return Ok(StepOutcome::Done),
                         Err(e) => e.message,
                     };
+                    running.check("its guest agent")?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!("{name} is not ready: its guest agent did not answer within {}s (last: {last})", timeout.as_secs()))
                             .with_hint("check that the guest runs qemu-guest-agent (`systemctl status qemu-guest-agent` inside it) and see its console log"));
@@ -669,6 +796,7 @@ impl Step for HostStep {
             }
             Op::WaitTcp { name, ip, lease_from, port, timeout } => {
                 let start = Instant::now();
+                let mut running = StillRunning::new(env, name);
                 let mut last = String::from("no address yet");
                 loop {
                     let addr = guest_ip(env.libvirt.as_ref(), ip, lease_from).map_err(herr)?;
@@ -681,6 +809,7 @@ impl Step for HostStep {
                             Err(_) => last = format!("lease address {a:?} is not an IP address"),
                         }
                     }
+                    running.check(&format!("TCP port {port}"))?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!("{name} is not ready: TCP port {port} did not accept a connection within {}s (last: {last})", timeout.as_secs()))
                             .with_hint("check that the guest's service listens on that port and that no firewall blocks it"));
@@ -697,6 +826,11 @@ impl Step for HostStep {
 /// (`virtform import`): the marker is written without a spec hash.
 pub const IMPORT_MARKER_ONLY: &str = "import_marker_only";
 
+/// Whether a change is a move and nothing else (the markers are rewritten in place).
+fn moved_only(c: &crate::plan::ResourceChange) -> bool {
+    c.previous_address.is_some() && c.action == Action::Update && c.changes.iter().all(|ch| ch.attr == "address")
+}
+
 /// Whether a change writes nothing but a marker.
 fn marker_only(c: &crate::plan::ResourceChange) -> bool {
     c.action == Action::Update && !c.changes.is_empty() && c.changes.iter().all(|ch| ch.attr == "marker")
@@ -704,8 +838,32 @@ fn marker_only(c: &crate::plan::ResourceChange) -> bool {
 
 /// Builds the step DAG for a plan.
 pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, source_hashes: &BTreeMap<String, String>) -> Dag<HostStep> {
-    let mut b = Builder { dag: Dag::new(), env: env.clone(), created: BTreeMap::new(), removed: BTreeMap::new(), detaches: BTreeMap::new() };
-    let lowering = Lowering { cfg, state_dir: &env.state_dir, kvm_usable, source_hashes };
+    let mut b = Builder { dag: Dag::new(), env: env.clone(), created: BTreeMap::new(), removed: BTreeMap::new(), detaches: BTreeMap::new(), first: None };
+    // The record of moves and forgets goes first: a kill after it leaves
+    // markers the next plan rewrites again, never objects whose names are lost.
+    if let Some(names) = &plan.names {
+        let id = b.step(&format!("stack {}", plan.stack), Op::WriteNames { stack: plan.stack.clone(), names: names.clone() });
+        b.first = Some(id);
+    }
+    // Forgotten objects: only their markers go.
+    for c in plan.changes.iter().filter(|c| c.action == Action::Forget) {
+        let Some(o) = &c.object else { continue };
+        let op = match c.kind {
+            Kind::Instance => Op::UnmarkDomain { name: o.clone() },
+            Kind::Network => {
+                if let Some(n) = o.strip_prefix("ovs bridge ") {
+                    Op::RemarkOvsBridge { name: n.to_string(), marker: String::new(), from: c.address.clone() }
+                } else if o.starts_with("libvirt network ") {
+                    continue;
+                } else {
+                    Op::Links { what: format!("remove the marker of bridge {o}"), ops: vec![LinkOp::SetAlias { name: o.clone(), alias: String::new() }] }
+                }
+            }
+            _ => continue,
+        };
+        b.step(&c.address, op);
+    }
+    let lowering = Lowering { cfg, state_dir: &env.state_dir, kvm_usable, source_hashes, imported: &plan.imported };
     let mut instance_removals = Vec::new();
     // Pass 1: removals (instances first).
     for c in plan.changes.iter().filter(|c| c.kind == Kind::Instance && matches!(c.action, Action::Delete | Action::Replace)) {
@@ -714,8 +872,10 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
             (None, Some(Spec::Instance(i))) => i.domain_name().to_string(),
             _ => continue,
         };
-        let logs = instance_files(&env.state_dir, &cfg.stack, &c.address);
-        let stem = crate::model::Address::parse(&c.address).map(|a| a.file_stem()).unwrap_or_default();
+        // A moved instance's files keep the stems of the address it was moved from.
+        let names = cfg.names_of_str(&c.address);
+        let logs = instance_files(&env.state_dir, &cfg.stack, &names);
+        let stem = crate::model::Address::parse(&names).map(|a| a.file_stem()).unwrap_or_default();
         let id = b.step(&c.address, Op::Remove { name, logs, ssh: crate::host::ssh::SshDir::of(&env.state_dir, &cfg.stack), stem });
         b.removed.insert(c.address.clone(), id);
         instance_removals.push(id);
@@ -761,7 +921,9 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 (None, Some(Spec::Network(n))) => Some(match n.net_type {
                     NetType::Bridge => Op::Links { what: format!("delete bridge {}", n.bridge_name()), ops: vec![LinkOp::Delete { name: n.bridge_name().to_string() }] },
                     NetType::Ovs => Op::RemoveOvsBridge { name: n.bridge_name().to_string() },
-                    NetType::Nat | NetType::Isolated => Op::RemoveLibvirtNetwork { name: libvirt_network_name(&cfg.stack, &c.address) },
+                    NetType::Nat | NetType::Isolated => Op::RemoveLibvirtNetwork {
+                        name: cfg.resource(&c.address).and_then(|r| lowering.libvirt_network(r)).map(|d| d.name).unwrap_or_else(|| libvirt_network_name(&cfg.stack, &cfg.names_of_str(&c.address))),
+                    },
                 }),
                 _ => None,
             },
@@ -779,6 +941,12 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
             let id = b.step(&c.address, op);
             for r in &instance_removals {
                 b.dag.depend(id, *r);
+            }
+            // An imported object leaves the registry once it is gone (a
+            // replaced file is recorded again when it is made anew).
+            if c.action == Action::Delete && plan.imported.contains_key(&c.address) {
+                let u = b.step(&c.address, Op::Unregister { stack: cfg.stack.clone() });
+                b.dag.depend(u, id);
             }
             if c.kind == Kind::Port {
                 port_removals.push(id);
@@ -801,6 +969,22 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
         let addr = r.address.to_string();
         let Some(c) = by_address.get(addr.as_str()) else { continue };
         let creating = matches!(c.action, Action::Create | Action::Replace);
+        // An import recorded in the registry: before anything uses the object.
+        let registered = match plan.imported.get(&addr) {
+            Some(entry) if c.importing.is_some() && !creating => {
+                let expect = match entry {
+                    crate::observe::imports::Imported::File { dev, ino, .. } => Some((*dev, *ino)),
+                    _ => None,
+                };
+                let id = b.step(&addr, Op::Register { stack: cfg.stack.clone(), entry: entry.clone(), expect });
+                b.created.insert(addr.clone(), id);
+                Some(id)
+            }
+            _ => None,
+        };
+        if registered.is_some() && marker_only(c) {
+            continue;
+        }
         match &r.spec {
             Spec::Image(img) if creating => {
                 let id = b.step(&addr, Op::FetchImage { source: img.source.clone(), sha256: img.sha256.clone(), format: img.format });
@@ -824,7 +1008,41 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 let id = b.step(&addr, op);
                 b.created.insert(addr, id);
             }
+            Spec::Network(n) if moved_only(c) => {
+                let op = match n.net_type {
+                    NetType::Bridge => {
+                        let want = DesiredBridge::from_network(n);
+                        let alias = marker_with_hash(&cfg.stack, &addr, &want.hash());
+                        Op::Links { what: format!("rewrite the marker of bridge {} (moved)", want.name), ops: vec![LinkOp::SetAlias { name: want.name.clone(), alias }] }
+                    }
+                    NetType::Ovs => {
+                        let want = DesiredOvsBridge::from_network(n);
+                        let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
+                        Op::RemarkOvsBridge { name: want.name.clone(), marker, from: c.previous_address.clone().unwrap_or_default() }
+                    }
+                    // The record alone: its name and UUID are the moved-from address's.
+                    NetType::Nat | NetType::Isolated => continue,
+                };
+                let id = b.step(&addr, op);
+                b.created.insert(addr, id);
+            }
+            // Files and bridge/ovs/network ports: the record alone.
+            Spec::Disk(_) | Spec::Volume(_) | Spec::Port(_) if moved_only(c) => {}
+            Spec::Instance(_) if moved_only(c) => {
+                let Some(def) = lowering.domain(r) else { continue };
+                let id = b.step(&addr, Op::MarkDomain { name: def.name.clone(), element: crate::xml::domain::marker_element(&def.marker) });
+                b.created.insert(addr, id);
+            }
             Spec::Network(n) if creating || c.action == Action::Update => {
+                // A moved OVS bridge gets its new marker before the repair
+                // (which refuses a bridge marked for another address).
+                let remark = match (n.net_type, &c.previous_address) {
+                    (NetType::Ovs, Some(from)) => Some(b.step(
+                        &addr,
+                        Op::RemarkOvsBridge { name: n.bridge_name().to_string(), marker: marker_with_hash(&cfg.stack, &addr, &DesiredOvsBridge::from_network(n).hash()), from: from.clone() },
+                    )),
+                    _ => None,
+                };
                 let op = match n.net_type {
                     NetType::Bridge => {
                         let want = DesiredBridge::from_network(n);
@@ -853,11 +1071,14 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                             }
                         }
                         let taps = ports_on(cfg, &addr);
-                        Op::LibvirtNetwork { name: def.name.clone(), xml: crate::xml::network::network_xml(&def), restart, bridge: def.bridge.clone(), taps, hosts_add, hosts_remove, create: creating }
+                        let keep_definition = !creating && !restart && plan.imported.contains_key(&addr);
+                        Op::LibvirtNetwork { name: def.name.clone(), xml: crate::xml::network::network_xml(&def), restart, bridge: def.bridge.clone(), taps, hosts_add, hosts_remove, create: creating, keep_definition }
                     }
                 };
                 let id = b.step(&addr, op);
+                b.chain(id, remark);
                 b.after_removal(id, &addr);
+                b.chain(id, registered);
                 b.created.insert(addr, id);
             }
             Spec::Port(_) if creating || c.action == Action::Update => {
@@ -886,9 +1107,16 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     });
                     Op::ResizeDisk { path: d.path.clone().into(), size: d.size.unwrap_or(0), domain }
                 };
-                let id = b.step(&addr, op);
+                let mut id = b.step(&addr, op);
                 b.after_removal(id, &addr);
                 b.after_created_deps(id, r, cfg);
+                b.chain(id, registered);
+                // An imported file replaced (`--replace`): recorded anew, with its new inode.
+                if creating && let Some(entry @ crate::observe::imports::Imported::File { .. }) = plan.imported.get(&addr) {
+                    let reg = b.step(&addr, Op::Register { stack: cfg.stack.clone(), entry: entry.clone(), expect: None });
+                    b.dag.depend(reg, id);
+                    id = reg;
+                }
                 b.created.insert(addr, id);
             }
             Spec::Instance(_) if c.importing.is_some() && marker_only(c) => {
@@ -917,7 +1145,8 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 } else {
                     Vec::new()
                 };
-                let redefine = creating || c.changes.iter().any(|ch| ch.landing != Landing::Live || ch.attr == "marker") || !live_devices.is_empty();
+                // A move rewrites the marker with the redefine (no restart).
+                let redefine = creating || c.previous_address.is_some() || c.changes.iter().any(|ch| ch.landing != Landing::Live || ch.attr == "marker") || !live_devices.is_empty();
                 let mut last = None;
                 // Attach first (live and persistent), then redefine: a kill in
                 // between leaves only a stale marker, which the next plan refreshes.
@@ -1003,7 +1232,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 if (start || rewait)
                     && let Some(w) = &inst.wait_for
                 {
-                    for op in readiness_waits(&env.state_dir, cfg, &addr, inst, &def, w) {
+                    for op in readiness_waits(&env.state_dir, cfg, &addr, inst, &def, w, &plan.imported) {
                         let wid = b.step(&addr, op);
                         b.chain(wid, last);
                         last = Some(wid);
@@ -1026,11 +1255,17 @@ struct Builder {
     removed: BTreeMap<String, usize>,
     /// Live detach steps per instance address.
     detaches: BTreeMap<String, Vec<usize>>,
+    /// The step every other one follows (the record of moves), if any.
+    first: Option<usize>,
 }
 
 impl Builder {
     fn step(&mut self, address: &str, op: Op) -> usize {
-        self.dag.add(HostStep { address: address.to_string(), op, env: self.env.clone() })
+        let id = self.dag.add(HostStep { address: address.to_string(), op, env: self.env.clone() });
+        if let Some(f) = self.first {
+            self.dag.depend(id, f);
+        }
+        id
     }
 
     fn chain(&mut self, id: usize, after: Option<usize>) {
@@ -1124,11 +1359,11 @@ fn ports_on(cfg: &Configuration, network_addr: &str) -> Vec<String> {
 }
 
 /// The first of an instance's ports on a libvirt network: (network name, MAC).
-fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Option<(String, String)> {
+fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance, imported: &Imports) -> Option<(String, String)> {
     inst.ports.iter().find_map(|p| {
         let Some(Spec::Port(port)) = cfg.resource(&p.0).map(|r| &r.spec) else { return None };
         let Some(Spec::Network(n)) = cfg.resource(&port.network.0).map(|r| &r.spec) else { return None };
-        n.net_type.is_libvirt().then(|| (crate::plan::desired::libvirt_name_of(&cfg.stack, &port.network.0, n), port.mac.map(|m| m.to_string()).unwrap_or_default()))
+        n.net_type.is_libvirt().then(|| (crate::plan::desired::libvirt_name_of(&cfg.stack, &cfg.names_of_str(&port.network.0), n, imported), port.mac.map(|m| m.to_string()).unwrap_or_default()))
     })
 }
 
@@ -1136,14 +1371,14 @@ fn lease_nic(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Op
 /// agent, TCP, SSH, cloud-init: each says precisely what is not ready yet), between two
 /// readiness marks: a wait that fails or is killed leaves the mark, and the
 /// next plan waits again.
-fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance, def: &crate::xml::domain::DomainDef, w: &crate::model::instance::WaitFor) -> Vec<Op> {
+fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance, def: &crate::xml::domain::DomainDef, w: &crate::model::instance::WaitFor, imported: &Imports) -> Vec<Op> {
     let name = def.name.clone();
     let timeout = w.timeout.map(|t| t.as_std()).unwrap_or(Duration::from_secs(300));
     let mut waits = Vec::new();
     if let Some(p) = &w.console {
         waits.push(Op::WaitConsole { name: name.clone(), log: def.console_log.clone().into(), pattern: p.clone(), timeout });
     }
-    let lease_nic = lease_nic(cfg, inst);
+    let lease_nic = lease_nic(cfg, inst, imported);
     if w.lease
         && let Some((network, mac)) = &lease_nic
     {
@@ -1156,7 +1391,7 @@ fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &cra
         let ip = fixed_ip(cfg, inst);
         waits.push(Op::WaitTcp { name: name.clone(), lease_from: if ip.is_none() { lease_nic.clone() } else { None }, ip, port, timeout });
     }
-    if let Some(conn) = ssh_conn(state_dir, cfg, addr, inst).filter(|_| w.ssh || w.cloud_init) {
+    if let Some(conn) = ssh_conn(state_dir, cfg, addr, inst, imported).filter(|_| w.ssh || w.cloud_init) {
         if w.ssh {
             waits.push(Op::WaitSsh { name: name.clone(), conn: Box::new(conn.clone()), timeout });
         }
@@ -1164,7 +1399,7 @@ fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &cra
             waits.push(Op::WaitCloudInit { name: name.clone(), conn: Box::new(conn), timeout });
         }
     }
-    let mark = crate::model::Address::parse(addr).map(|a| crate::observe::pending_wait_path(state_dir, &cfg.stack, &a));
+    let mark = crate::model::Address::parse(&cfg.names_of_str(addr)).map(|a| crate::observe::pending_wait_path(state_dir, &cfg.stack, &a));
     if let (Some(path), false) = (&mark, waits.is_empty()) {
         waits.insert(0, Op::Readiness { path: path.clone(), pending: true });
         waits.push(Op::Readiness { path: path.clone(), pending: false });
@@ -1173,12 +1408,13 @@ fn readiness_waits(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &cra
 }
 
 /// How virtform logs in to an instance: `None` without a `connection`.
-pub fn ssh_conn(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance) -> Option<SshConn> {
+/// `imported`: the stack's imported objects (a port's libvirt network may be one).
+pub fn ssh_conn(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance, imported: &Imports) -> Option<SshConn> {
     let c = inst.connection.as_ref()?;
     let ip = c.host.map(|h| h.0.to_string()).or_else(|| fixed_ip(cfg, inst));
     Some(SshConn {
         user: c.user.clone(),
-        lease_from: if ip.is_none() { lease_nic(cfg, inst) } else { None },
+        lease_from: if ip.is_none() { lease_nic(cfg, inst, imported) } else { None },
         ip,
         port: c.port,
         key: c.private_key.clone(),
@@ -1188,7 +1424,7 @@ pub fn ssh_conn(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate:
 
 /// Where an instance's host key lives and the names it is pinned under.
 fn seed_host_key(state_dir: &Path, cfg: &Configuration, addr: &str, inst: &crate::model::instance::Instance) -> SeedHostKey {
-    let stem = crate::model::Address::parse(addr).map(|a| a.file_stem()).unwrap_or_default();
+    let stem = crate::model::Address::parse(&cfg.names_of_str(addr)).map(|a| a.file_stem()).unwrap_or_default();
     let mut patterns = vec![crate::host::ssh::host_alias(inst.domain_name(), &cfg.stack, &stem)];
     patterns.extend(inst.connection.as_ref().and_then(|c| c.host.map(|h| h.0.to_string())).or_else(|| fixed_ip(cfg, inst)));
     SeedHostKey { dir: crate::host::ssh::SshDir::of(state_dir, &cfg.stack), stem, comment: format!("virtform:{}:{addr}", cfg.stack), patterns }
@@ -1297,11 +1533,14 @@ fn remove_stale_seeds(path: &Path) {
 /// one keeps its directory.
 pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
     let dir = state_dir.join(stack);
+    // Files of forgotten objects (removed blocks with destroy = false) stay,
+    // and with them the record and the directory.
+    let forgotten = crate::observe::Names::read(state_dir, stack).map(|n| n.forgotten).unwrap_or_default();
     for (sub, suffixes) in [("console", &[".log", ".log.1"][..]), ("seeds", &[".iso", ".iso.part"][..]), ("waits", &[""][..]), ("nvram", &["_VARS.fd"][..])] {
         if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if e.file_type().is_ok_and(|t| t.is_file()) && suffixes.iter().any(|x| n.ends_with(x)) {
+                if e.file_type().is_ok_and(|t| t.is_file()) && suffixes.iter().any(|x| n.ends_with(x)) && !forgotten.contains(&e.path().display().to_string()) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -1378,6 +1617,58 @@ mod tests {
         }
     }
 
+    /// Imports whose marker is the registry: recorded before anything uses
+    /// the object (the grow of an imported volume, the domain's definition);
+    /// on destroy, removed by their own names, then forgotten.
+    #[test]
+    fn imports_are_registered_before_use_and_forgotten_after_removal() {
+        use crate::observe::imports::{Imported, PathFact};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.vf.hcl"),
+            "virtform { stack = \"st\" }\nnetwork \"lan\" {\n  type = \"isolated\"\n  bridge = \"virbr-x\"\n  address = \"10.9.0.1/24\"\n}\nvolume \"v\" {\n  size = \"2G\"\n}\nport \"p\" {\n  network = network.lan\n  ip = \"10.9.0.5\"\n}\n\
+             instance \"vm\" {\n  kernel = \"/k\"\n  ports = [port.p]\n  volumes = [volume.v]\n}\nimport {\n  to = volume.v\n  id = \"/srv/v.qcow2\"\n}\n",
+        )
+        .unwrap();
+        let cfg = crate::config::load(&crate::config::LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/state".into(), ..Default::default() }).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        let mut observed = crate::observe::Observed { ovs: Some(Default::default()), ..Default::default() };
+        observed.paths.insert("/srv/v.qcow2".into(), PathFact::File { dev: 1, ino: 2, refusal: None, marker: None });
+        observed.files.insert("/srv/v.qcow2".into(), crate::observe::ActualFile { format: ImageFormat::Qcow2, virtual_size: 1 << 30, backing_file: None });
+        let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
+        assert!(p.errors.is_empty() && p.conflicts.is_empty(), "{:?} {:?}", p.errors, p.conflicts);
+        let env = || {
+            Arc::new(Env {
+                links: Box::new(crate::host::links::IpLinks),
+                libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
+                ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
+                state_dir: "/state".into(),
+                shutdown_timeout: Duration::from_secs(1),
+                detach_timeout: Duration::from_secs(1),
+            })
+        };
+        let dag = lower(&p, &cfg, env(), false, &BTreeMap::new());
+        let find = |f: &dyn Fn(&Op) -> bool| (0..dag.len()).find(|i| f(&dag.step(*i).op)).unwrap_or_else(|| panic!("step missing"));
+        let reg = find(&|o| matches!(o, Op::Register { entry: Imported::File { path, .. }, expect: Some((1, 2)), .. } if path == "/srv/v.qcow2"));
+        let grow = find(&|o| matches!(o, Op::ResizeDisk { path, size, .. } if path == Path::new("/srv/v.qcow2") && *size == 2 << 30));
+        let define = find(&|o| matches!(o, Op::Define { def, .. } if def.disks.iter().any(|d| d.path == "/srv/v.qcow2")));
+        assert!(dag.deps(grow).contains(&reg), "the grow does not wait for the registry");
+        assert!(dag.deps(define).contains(&grow), "the domain does not wait for its volume");
+
+        // Destroy, with the registry naming the volume and a libvirt network.
+        observed.imports.insert("volume.v".into(), Imported::File { path: "/srv/v.qcow2".into(), dev: 1, ino: 2 });
+        observed.imports.insert("network.lan".into(), Imported::LibvirtNetwork { name: "legacy".into(), uuid: "u-1".into() });
+        observed.networks.insert("legacy".into(), crate::observe::ActualNetwork { name: "legacy".into(), uuid: "u-1".into(), active: true, autostart: true, def: None });
+        let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), destroy: true, ..Default::default() });
+        let dag = lower(&p, &cfg, env(), false, &BTreeMap::new());
+        let find = |f: &dyn Fn(&Op) -> bool| (0..dag.len()).find(|i| f(&dag.step(*i).op)).unwrap_or_else(|| panic!("step missing in {:?}", (0..dag.len()).map(|i| dag.step(i).describe()).collect::<Vec<_>>()));
+        let rm = find(&|o| matches!(o, Op::RemoveFile { path } if path == Path::new("/srv/v.qcow2")));
+        let net = find(&|o| matches!(o, Op::RemoveLibvirtNetwork { name } if name == "legacy"));
+        for (gone, addr) in [(rm, "volume.v"), (net, "network.lan")] {
+            let forget = (0..dag.len()).find(|i| matches!(dag.step(*i).op, Op::Unregister { .. }) && dag.step(*i).address == addr).expect("an Unregister step");
+            assert!(dag.deps(forget).contains(&gone), "{addr} is forgotten before it is removed");
+        }
+    }
+
     #[test]
     fn cloud_init_status_is_read_from_its_own_words() {
         assert_eq!(cloud_init_status("status: done\ntime: x\ndetail:\nDataSourceNoCloud [seed=/dev/vdb]\n"), Ok(true));
@@ -1403,5 +1694,36 @@ mod tests {
         std::fs::write(nvram.join("old_VARS.fd"), b"vars").unwrap();
         remove_stack_dir(tmp.path(), "st");
         assert!(!tmp.path().join("st").exists());
+    }
+
+    /// A readiness wait on a guest that stopped fails at once, naming the
+    /// domain and its state, instead of waiting out its timeout.
+    #[test]
+    fn a_wait_on_a_stopped_guest_fails_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        // test:///default: one running domain, "test"; each open is its own host.
+        let libvirt = crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap();
+        libvirt.destroy("test").unwrap();
+        let env = Arc::new(Env {
+            links: Box::new(crate::host::links::IpLinks),
+            libvirt: Box::new(libvirt),
+            ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
+            state_dir: tmp.path().into(),
+            shutdown_timeout: Duration::from_secs(1),
+            detach_timeout: Duration::from_secs(1),
+        });
+        let cx = StepContext::new(0, super::super::dag::Cancel::new());
+        for (name, state) in [("test", "is shut off"), ("nosuch", "no longer exists")] {
+            let step = HostStep {
+                address: "instance.vm".into(),
+                op: Op::WaitConsole { name: name.into(), log: tmp.path().join("none.log"), pattern: "READY".into(), timeout: Duration::from_secs(600) },
+                env: env.clone(),
+            };
+            let t0 = Instant::now();
+            let e = step.run(&cx).expect_err("the wait must fail");
+            assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
+            assert_eq!(e.message, format!("{name} {state} while waiting for \"READY\" on its console"));
+            assert!(e.hint.as_deref().unwrap_or("").contains("virtform console ADDRESS"), "{:?}", e.hint);
+        }
     }
 }

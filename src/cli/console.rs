@@ -35,7 +35,7 @@ pub fn run(g: &Global, a: ConsoleArgs) -> ExitCode {
         Err(c) => return c,
     };
     let Some(parsed) = crate::model::Address::parse(&addr) else { return ExitCode::from(1) };
-    let log = crate::model::instance::console_log_path(&g.state_dir, &cfg.stack, &parsed);
+    let log = crate::model::instance::console_log_path(&g.state_dir, &cfg.stack, cfg.names_of(&parsed));
     let name = inst.domain_name().to_string();
     let libvirt = match VirtLibvirt::open(&g.connect) {
         Ok(l) => l,

@@ -1,6 +1,7 @@
 //! `virtform import ADDRESS ID [DIR]`: takes over one object made outside
 //! virtform, as an `import { to = ADDRESS, id = ID }` block would, but writes
-//! only the ownership marker: whatever else the configuration asks of the
+//! only the ownership marker (for libvirt networks, disks and volumes: the
+//! entry in the stack's import registry): whatever else the configuration asks of the
 //! object is left to the next `plan`/`apply`, which shows it with its
 //! update class.
 
@@ -17,7 +18,8 @@ use std::process::ExitCode;
 pub struct ImportArgs {
     /// The resource that takes the object over, e.g. instance.legacy or network.lan.
     pub address: String,
-    /// The host object: a domain name or UUID, a Linux or Open vSwitch bridge name.
+    /// The host object: a domain name or UUID, a Linux or Open vSwitch bridge
+    /// name, a libvirt network name or UUID, a disk or volume file's absolute path.
     pub id: String,
     /// Configuration directory (default: the current directory).
     pub dir: Option<PathBuf>,
@@ -32,7 +34,7 @@ pub fn run(g: &Global, a: ImportArgs) -> ExitCode {
         return ExitCode::from(1);
     };
     if a.id.trim().is_empty() {
-        eprintln!("error: virtform import {to}: the id is empty: name the host object (a domain name or UUID, a bridge name)");
+        eprintln!("error: virtform import {to}: the id is empty: name the host object (a domain name or UUID, a bridge or libvirt network name, a file's absolute path)");
         return ExitCode::from(1);
     }
     let dir = dir_or_cwd(a.dir.clone());
@@ -62,11 +64,14 @@ pub fn run(g: &Global, a: ImportArgs) -> ExitCode {
         Err(c) => return c,
     };
     let addr = to.to_string();
-    // Planned as if replacing were allowed: only the marker is written now,
-    // and a replace the import needs is the next plan's (refused there
-    // without --replace).
-    let mut p = plan::plan(&s.cfg, &s.observed, &PlanOptions { replace: vec![addr.clone()], state_dir: g.state_dir.clone(), kvm_usable: s.kvm, targets: vec![addr.clone()], ..Default::default() });
+    // Only the marker is written now: a replace the import needs is the next
+    // plan's (refused there without --replace), so its error is not this
+    // command's. (Planning with `--replace ADDRESS` would make the change a
+    // forced replace, which the engine would carry out.)
+    let mut p = plan::plan(&s.cfg, &s.observed, &PlanOptions { state_dir: g.state_dir.clone(), kvm_usable: s.kvm, targets: vec![addr.clone()], ..Default::default() });
     p.changes.retain(|c| c.address == addr);
+    let needs_replace = format!("{addr}: importing ");
+    p.errors.retain(|e| !(e.starts_with(&needs_replace) && e.contains("needs it replaced")));
     let Some(rc) = p.changes.first_mut() else {
         print!("{}", render::text(&p, g.color_stdout()));
         return ExitCode::from(1);
@@ -92,11 +97,13 @@ pub fn run(g: &Global, a: ImportArgs) -> ExitCode {
     let rc = &mut p.changes[0];
     if !later.is_empty() {
         println!("\nvirtform import writes only the marker now. The rest ({}) is {class}: `virtform plan` shows it, `virtform apply` does it.", later.join(", "));
-        rc.changes.retain(|c| c.attr == "marker");
         rc.reason = Some(crate::apply::engine::IMPORT_MARKER_ONLY.into());
-        rc.action = Action::Update;
-        rc.xml_diff = None;
     }
+    // Whatever the plan said, the marker and nothing else.
+    rc.changes.retain(|c| c.attr == "marker");
+    rc.action = Action::Update;
+    rc.because.clear();
+    rc.xml_diff = None;
     let apply = ApplyArgs {
         dir: None,
         json: false,

@@ -78,8 +78,10 @@ pub fn outputs_json(cfg: &crate::config::Configuration) -> serde_json::Map<Strin
 
 /// Ports without a fixed `ip` on a nat/isolated network: their MAC and the
 /// libvirt network that leases them an address.
-fn leased_ports(cfg: &crate::config::Configuration) -> Vec<(String, String, String)> {
+fn leased_ports(cfg: &crate::config::Configuration, state_dir: &std::path::Path) -> Vec<(String, String, String)> {
     use crate::model::Spec;
+    // A port's libvirt network may be an imported one.
+    let imported = crate::observe::imports::read(state_dir, &cfg.stack).map(|r| r.objects).unwrap_or_default();
     cfg.resources
         .iter()
         .filter_map(|r| {
@@ -89,7 +91,7 @@ fn leased_ports(cfg: &crate::config::Configuration) -> Vec<(String, String, Stri
             }
             let Some(Spec::Network(n)) = cfg.resource(&p.network.0).map(|x| &x.spec) else { return None };
             let mac = p.mac?.to_string();
-            n.net_type.is_libvirt().then(|| (r.address.to_string(), mac, crate::plan::desired::libvirt_name_of(&cfg.stack, &p.network.0, n)))
+            n.net_type.is_libvirt().then(|| (r.address.to_string(), mac, crate::plan::desired::libvirt_name_of(&cfg.stack, &cfg.names_of_str(&p.network.0), n, &imported)))
         })
         .collect()
 }
@@ -101,7 +103,7 @@ fn leased_ports(cfg: &crate::config::Configuration) -> Vec<(String, String, Stri
 /// instances (or without libvirt) the configuration is returned as it is.
 pub fn with_host_facts(g: &Global, dir: &std::path::Path, cfg: crate::config::Configuration) -> crate::config::Configuration {
     use crate::host::libvirt::Libvirt;
-    let ports = leased_ports(&cfg);
+    let ports = leased_ports(&cfg, &g.state_dir);
     if ports.is_empty() && cfg.agent_fact_readers.is_empty() {
         return cfg;
     }

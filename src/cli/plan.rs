@@ -184,6 +184,10 @@ fn open(g: &Global, dir: Option<PathBuf>, read_data: bool) -> Result<Session, Ex
     observed.files = files;
     observed.source_hashes = hashes;
     observed.pending_waits = observe::scan_pending_waits(&g.state_dir, &cfg.stack);
+    observed.add_imports(observe::imports::scan(&cfg, &g.state_dir).map_err(|e| HostFailure::Read(e).report())?);
+    observed.names = observe::Names::read(&g.state_dir, &cfg.stack).map_err(|e| HostFailure::Read(e).report())?;
+    let mut cfg = cfg;
+    crate::plan::moved::keep_names(&mut cfg, &observed, &g.state_dir);
     Ok(Session { cfg, libvirt, observed, kvm })
 }
 
@@ -238,6 +242,8 @@ pub(super) fn load_and_connect(g: &Global, dir: PathBuf, read_data: bool) -> Res
 /// beforehand (with whether KVM is usable).
 pub(super) fn connect(g: &Global, cfg: Configuration, (libvirt, kvm): (VirtLibvirt, bool)) -> Result<Session, ExitCode> {
     let observed = observe::observe(&IpLinks, &libvirt, &Vsctl::default(), &cfg, &g.state_dir, true).map_err(|e| HostFailure::Read(e).report())?;
+    let mut cfg = cfg;
+    crate::plan::moved::keep_names(&mut cfg, &observed, &g.state_dir);
     Ok(Session { cfg, libvirt, observed, kvm })
 }
 
@@ -381,6 +387,18 @@ pub fn run_show(g: &Global, dir: Option<PathBuf>, json: bool) -> ExitCode {
             objects.push(serde_json::json!({"kind": "file", "object": p, "format": f.format.as_str(), "virtual_size": f.virtual_size, "backing_file": f.backing_file}));
         }
     }
+    // Imported libvirt networks and files: the registry's, while they are still the ones imported.
+    for (a, o) in s.observed.imports.iter().filter(|(_, o)| o.matches(&s.observed)) {
+        match o {
+            crate::observe::imports::Imported::File { path, .. } => {
+                let f = s.observed.files.get(path);
+                objects.push(serde_json::json!({"address": a, "kind": "file", "object": path, "imported": true, "format": f.map(|f| f.format.as_str()), "virtual_size": f.map(|f| f.virtual_size), "backing_file": f.and_then(|f| f.backing_file.clone())}));
+            }
+            crate::observe::imports::Imported::LibvirtNetwork { name, uuid } => {
+                objects.push(serde_json::json!({"address": a, "kind": "network", "object": name, "imported": true, "uuid": uuid}));
+            }
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"stack": stack, "objects": objects})).unwrap_or_default());
     } else if objects.is_empty() {
@@ -394,6 +412,8 @@ pub fn run_show(g: &Global, dir: Option<PathBuf>, json: bool) -> ExitCode {
             let extra = match kind {
                 "domain" => o["state"].as_str().unwrap_or("").to_string(),
                 "link" => format!("mtu {}", o["mtu"]),
+                "network" => format!("libvirt network, imported, UUID {}", o["uuid"].as_str().unwrap_or("")),
+                "file" if o["imported"] == true => format!("{} {}, imported", o["format"].as_str().unwrap_or(""), crate::model::common::Size(o["virtual_size"].as_u64().unwrap_or(0))),
                 _ => format!("{} {}", o["format"].as_str().unwrap_or(""), crate::model::common::Size(o["virtual_size"].as_u64().unwrap_or(0))),
             };
             println!("  {addr:<24} {kind:<7} {obj}  ({extra})");
@@ -516,6 +536,13 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         }
         eprintln!("error: the plan has conflicts or errors; nothing was changed.");
         return ExitCode::from(1);
+    }
+    // Registry entries of objects gone or replaced by someone else, for
+    // addresses no longer configured: not the stack's any more.
+    if !p.forget.is_empty()
+        && let Err(e) = crate::observe::imports::update(&g.state_dir, &s.cfg.stack, |r| r.objects.retain(|a, _| !p.forget.contains(a)))
+    {
+        eprintln!("warning: {e}");
     }
     // The cached images this stack uses: destroy leaves them in the cache and says so.
     let cache_used = if destroy { stack_images(g, &s) } else { Default::default() };

@@ -35,7 +35,7 @@ pub fn run(g: &Global, a: SshArgs) -> ExitCode {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let Some(conn) = ssh_conn(&g.state_dir, &cfg, &addr, inst) else {
+    let Some(conn) = ssh_conn(&g.state_dir, &cfg, &addr, inst, &crate::observe::imports::read(&g.state_dir, &cfg.stack).map(|r| r.objects).unwrap_or_default()) else {
         eprintln!("error: virtform ssh {addr}: the instance has no `connection` block, so virtform does not know whom to log in as; add connection {{ user = \"debian\", private_key = file(\"...\") }} and apply");
         return ExitCode::from(1);
     };

@@ -132,7 +132,9 @@ pub(super) fn check(blocks: &[RawBlock], sources: &Sources, resources: &[Resourc
             );
             continue;
         }
-        if let Some(prev) = out.iter().find(|i| i.id == id_text && i.to.kind == address.kind) {
+        // Disks and volumes share one namespace: file paths.
+        let files = |k: crate::model::Kind| matches!(k, crate::model::Kind::Disk | crate::model::Kind::Volume);
+        if let Some(prev) = out.iter().find(|i| i.id == id_text && (i.to.kind == address.kind || (files(i.to.kind) && files(address.kind)))) {
             diags.push(
                 Diagnostic::error(format!("{id_text:?} is imported twice, into {} and {address}", prev.to))
                     .at(id.expr_span)

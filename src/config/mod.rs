@@ -16,6 +16,7 @@ pub mod eval;
 pub mod fmt;
 pub mod functions;
 pub mod import;
+pub mod moved;
 pub mod parse;
 pub mod refs;
 pub mod source;
@@ -36,7 +37,7 @@ use std::path::{Path, PathBuf};
 use value::Value;
 
 /// Block kinds allowed at the top level.
-pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "data", "import", "module", "network", "port", "image", "disk", "volume", "instance"];
+pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "data", "import", "moved", "removed", "module", "network", "port", "image", "disk", "volume", "instance"];
 
 /// Types of `data` blocks.
 pub const DATA_KINDS: &[&str] = &["network"];
@@ -103,6 +104,15 @@ pub struct Configuration {
     /// `import` blocks, checked against the resources (`import.rs`); the
     /// command line's `virtform import ADDRESS ID` adds one.
     pub imports: Vec<import::Import>,
+    /// `moved` blocks, checked against the resources (`moved.rs`).
+    pub moves: Vec<moved::Move>,
+    /// `removed` blocks.
+    pub removed: Vec<moved::Removed>,
+    /// The address each moved resource takes its host names from (domain
+    /// name, bridge, MAC, port id, file stems), when not its own: filled by
+    /// [`crate::plan::moved::keep_names`] from the moves and the host's
+    /// record (`<state>/<stack>/names.json`); empty after loading.
+    pub names: BTreeMap<String, Address>,
     /// Position in `resources` by address, for `resource()` (planning looks
     /// up every reference; a linear scan would make it quadratic).
     index: BTreeMap<String, usize>,
@@ -335,6 +345,8 @@ struct ModuleSrc {
     locals: BTreeMap<String, RawAttr>,
     outputs: BTreeMap<String, RawBlock>,
     import_blocks: Vec<RawBlock>,
+    moved_blocks: Vec<RawBlock>,
+    removed_blocks: Vec<RawBlock>,
     resources: BTreeMap<(Kind, String), ResourceBlock>,
     data: BTreeMap<(Kind, String), ResourceBlock>,
     calls: BTreeMap<String, ModuleCall>,
@@ -466,6 +478,8 @@ impl<'o> Loader<'o> {
         iroots.insert("virtform".into(), Value::map([("stack", Value::String(stack.clone()))]));
         let (imports, import_diags) = import::check(&root.import_blocks, &self.sources, &resources, &fn_ctx, &iroots);
         self.diags.extend(import_diags);
+        let (moves, removed, moved_diags) = moved::check(&root.moved_blocks, &root.removed_blocks, &self.sources, &resources);
+        self.diags.extend(moved_diags);
         data.shrink_to_fit();
         self.checkpoint()?;
         resources.shrink_to_fit();
@@ -485,6 +499,9 @@ impl<'o> Loader<'o> {
             variables: var_values,
             warnings,
             imports,
+            moves,
+            removed,
+            names: BTreeMap::new(),
             index,
             agent_fact_readers: std::mem::take(&mut self.agent_fact_readers),
         })
@@ -549,7 +566,7 @@ impl<'o> Loader<'o> {
             }
             for b in body.blocks {
                 let want_labels = match b.kind.as_str() {
-                    "virtform" | "locals" | "import" => 0,
+                    "virtform" | "locals" | "import" | "moved" | "removed" => 0,
                     "data" => 2,
                     k if BLOCK_KINDS.contains(&k) => 1,
                     k => {
@@ -562,11 +579,15 @@ impl<'o> Loader<'o> {
                         continue;
                     }
                 };
-                if !root && matches!(b.kind.as_str(), "virtform" | "import") {
+                if !root && matches!(b.kind.as_str(), "virtform" | "import" | "moved" | "removed") {
                     self.diags.push(
                         Diagnostic::error(format!("a `{}` block belongs in the root configuration, not in a module", b.kind))
                             .at(b.kind_span)
-                            .label(if b.kind == "import" { "move it to the root configuration, with `to = module.NAME.KIND.NAME`" } else { "the stack is the root configuration's" }),
+                            .label(match b.kind.as_str() {
+                                "import" => "move it to the root configuration, with `to = module.NAME.KIND.NAME`",
+                                "moved" | "removed" => "move it to the root configuration, with the addresses from there (module.NAME.KIND.NAME)",
+                                _ => "the stack is the root configuration's",
+                            }),
                     );
                     continue;
                 }
@@ -656,6 +677,8 @@ impl<'o> Loader<'o> {
                     "variable" => src.var_blocks.push(b),
                     "output" => outputs.push(b),
                     "import" => src.import_blocks.push(b),
+                    "moved" => src.moved_blocks.push(b),
+                    "removed" => src.removed_blocks.push(b),
                     "module" => call_blocks.push(b),
                     "locals" => {
                         for nb in &b.body.blocks {
@@ -2131,8 +2154,28 @@ impl Configuration {
             variables: Vec::new(),
             warnings: Diagnostics::default(),
             imports: Vec::new(),
+            moves: Vec::new(),
+            removed: Vec::new(),
+            names: BTreeMap::new(),
             index: BTreeMap::new(),
             agent_fact_readers: BTreeSet::new(),
+        }
+    }
+
+    /// The address `a`'s host names derive from: its own, or the one it
+    /// was moved from ([`Configuration::names`]).
+    pub fn names_of<'a>(&'a self, a: &'a Address) -> &'a Address {
+        if self.names.is_empty() {
+            return a;
+        }
+        self.names.get(&a.to_string()).unwrap_or(a)
+    }
+
+    /// [`names_of`](Self::names_of) for an address written as text.
+    pub fn names_of_str(&self, a: &str) -> String {
+        match self.names.get(a) {
+            Some(n) => n.to_string(),
+            None => a.to_string(),
         }
     }
 

@@ -215,6 +215,11 @@ pub trait Libvirt: Send + Sync {
     fn domain(&self, name: &str) -> Result<Option<DomainInfo>, HostError> {
         Ok(self.domains()?.into_iter().find(|d| d.name == name))
     }
+    /// One domain's state alone (no XML), None when it does not exist: what
+    /// a readiness wait polls to notice a guest that stopped.
+    fn domain_state(&self, name: &str) -> Result<Option<DomainState>, HostError> {
+        Ok(self.domain(name)?.map(|d| d.state))
+    }
     /// Every libvirt network with its inactive XML, sorted by name.
     fn networks(&self) -> Result<Vec<NetworkInfo>, HostError>;
     /// Defines (or redefines) a domain; returns its UUID. Redefining a
@@ -248,6 +253,12 @@ pub trait Libvirt: Send + Sync {
     fn set_marker(&self, name: &str, element: &str) -> Result<(), HostError> {
         let _ = element;
         Err(HostError::new("set marker", name, "not supported by this libvirt adapter".to_string()))
+    }
+    /// Removes virtform's marker element from the domain's `<metadata>`
+    /// (persistent config, and the running guest's when active): a
+    /// `removed { lifecycle { destroy = false } }`. No marker: done.
+    fn remove_marker(&self, name: &str) -> Result<(), HostError> {
+        Err(HostError::new("remove marker", name, "not supported by this libvirt adapter".to_string()))
     }
     /// Attaches a `<disk>` or `<interface>`: always to the persistent config,
     /// and to the running guest when `live` and the domain is active.
@@ -1028,6 +1039,17 @@ impl Libvirt for VirtLibvirt {
         })
     }
 
+    fn domain_state(&self, name: &str) -> Result<Option<DomainState>, HostError> {
+        self.call("read domain state", name, |c| match lookup_domain(c, name)? {
+            None => Ok(None),
+            Some(d) => match domain_state(&d) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if virt_not_found(&e) => Ok(None),
+                Err(e) => Err(e),
+            },
+        })
+    }
+
     fn networks(&self) -> Result<Vec<NetworkInfo>, HostError> {
         self.call("list networks", &self.uri, |c| {
             let all = c.list_all_networks(0)?;
@@ -1216,6 +1238,14 @@ impl Libvirt for VirtLibvirt {
             // VIR_DOMAIN_METADATA_ELEMENT = 2; AFFECT_CONFIG = 2, AFFECT_LIVE = 1.
             let flags = if d.is_active()? { 3 } else { 2 };
             d.set_metadata(2, Some(element), Some(crate::xml::PREFIX), Some(crate::xml::NS), flags)
+        })
+    }
+
+    fn remove_marker(&self, name: &str) -> Result<(), HostError> {
+        self.call("remove marker", name, |c| {
+            let d = c.lookup_domain_by_name(name)?;
+            let flags = if d.is_active()? { 3 } else { 2 };
+            d.set_metadata(2, None, None, Some(crate::xml::NS), flags)
         })
     }
 

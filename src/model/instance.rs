@@ -239,6 +239,12 @@ fn default_memory() -> Size {
     Size(512 << 20)
 }
 
+/// The domain name an instance gets without `name`: `<stack>-<name>[-<key>]`
+/// (also what a moved instance keeps, from the address it was moved from).
+pub fn default_name(addr: &Address, ctx: &Ctx<'_>) -> String {
+    format!("{}-{}", ctx.stack, addr.qualified_dashed())
+}
+
 impl Instance {
     pub fn domain_name(&self) -> &str {
         self.name.as_deref().unwrap_or("")
@@ -247,7 +253,7 @@ impl Instance {
     pub fn resolve(&mut self, addr: &Address, ctx: &Ctx<'_>) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
         match &self.name {
-            None => self.name = Some(format!("{}-{}", ctx.stack, addr.qualified_dashed())),
+            None => self.name = Some(default_name(addr, ctx)),
             Some(n) => {
                 if n.is_empty() || n.len() > 64 || n.starts_with('.') || n.chars().any(|c| c == '/' || c.is_control() || c.is_whitespace()) {
                     errs.push(FieldError::new("name", format!("\"{n}\" is not a valid domain name")).label("expected 1 to 64 characters without '/', spaces, and not starting with '.'"));

@@ -28,6 +28,13 @@ pub struct Volume {
     pub bus: Option<Bus>,
 }
 
+/// The serial a volume gets without `serial`: its dashed name, at most 20 characters.
+pub fn default_serial(addr: &Address) -> String {
+    let mut s: String = addr.dashed().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    s.truncate(20);
+    s
+}
+
 impl Volume {
     pub fn resolve(&mut self, addr: &Address, ctx: &Ctx<'_>) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
@@ -53,11 +60,7 @@ impl Volume {
                 errs.push(FieldError::new("serial", format!("serial \"{s}\" is not valid")).label("expected 1 to 20 letters, digits, '-' or '_'"));
             }
             Some(_) => {}
-            None => {
-                let mut s: String = addr.dashed().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
-                s.truncate(20);
-                self.serial = Some(s);
-            }
+            None => self.serial = Some(default_serial(addr)),
         }
         let _ = ctx;
         if errs.is_empty() { Ok(()) } else { Err(errs) }

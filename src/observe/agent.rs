@@ -198,7 +198,7 @@ output "none" {{ value = instance.off.addresses }}
         let cfg = crate::config::load(&opts).unwrap_or_else(|e| panic!("{}", e.render(false)));
         assert_eq!(cfg.agent_fact_readers.iter().collect::<Vec<_>>(), ["off", "read"]);
         let lv = VirtLibvirt::open("test:///default").unwrap();
-        let lowering = crate::plan::desired::Lowering { cfg: &cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &Default::default() };
+        let lowering = crate::plan::desired::Lowering { cfg: &cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &Default::default(), imported: &Default::default() };
         for a in ["instance.read", "instance.unread"] {
             let def = lowering.domain(cfg.resource(a).unwrap()).unwrap();
             lv.define(&crate::xml::domain::domain_xml(&def)).unwrap();

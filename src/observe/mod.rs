@@ -5,10 +5,17 @@
 //!   the host (through the adapters in `host/`). The planner takes them as
 //!   input and never touches the host itself.
 //! - Ownership is read from the objects' own markers (link alias, domain
-//!   metadata), never from a local state file.
+//!   metadata), never from a local state file; the two exceptions, both
+//!   under `<state>/<stack>/`: the import registry (`imports.rs`), for
+//!   imported objects that cannot carry a marker, which only counts while
+//!   the object it pins (UUID, inode) is still there; and `names.json`
+//!   ([`Names`]), which says which address a moved object takes its names
+//!   from and which files and libvirt networks a `removed` block forgot
+//!   (their markers are their names).
 
 pub mod agent;
 pub mod data;
+pub mod imports;
 
 use crate::host::links::Link;
 use crate::model::image::ImageFormat;
@@ -71,6 +78,78 @@ pub struct Observed {
     /// The UEFI firmware files present on the host, of those an EFI
     /// instance may name ([`OVMF_FILES`](crate::xml::domain::OVMF_FILES)).
     pub firmware: std::collections::BTreeSet<String>,
+    /// This stack's import registry (`<state>/<stack>/imports.json`):
+    /// address → the libvirt network or file it took over.
+    pub imports: BTreeMap<String, imports::Imported>,
+    /// Every other stack's registry, by stack: their objects are never imported here.
+    pub other_imports: BTreeMap<String, BTreeMap<String, imports::Imported>>,
+    /// `lstat` facts of the paths import blocks and the registry name.
+    pub paths: BTreeMap<String, imports::PathFact>,
+    /// The stack's record of moved and forgotten objects
+    /// (`<state>/<stack>/names.json`, see [`Names`]).
+    pub names: Names,
+}
+
+/// What the host's objects cannot say themselves about moves and
+/// `removed { destroy = false }`, kept in `<state>/<stack>/names.json`
+/// (0600, written atomically by the apply):
+/// - `names`: resource address → the address its host names derive from
+///   (a moved domain keeps its name, UUID, console log and seed stems, a
+///   moved bridge its name, a moved port its MAC and id, a moved disk or
+///   volume its file). Written before the markers are rewritten.
+/// - `forgotten`: host objects the stack no longer owns although they
+///   still look like its own (a file under `<state>/<stack>/`, a libvirt
+///   network whose UUID virtform derived): orphans and destroy skip them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Names {
+    #[serde(default)]
+    pub names: BTreeMap<String, String>,
+    #[serde(default)]
+    pub forgotten: std::collections::BTreeSet<String>,
+}
+
+impl Names {
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.forgotten.is_empty()
+    }
+
+    /// Where the record lives.
+    pub fn path(state_dir: &std::path::Path, stack: &str) -> std::path::PathBuf {
+        state_dir.join(stack).join("names.json")
+    }
+
+    /// Reads the record; a missing file is an empty record, an unreadable
+    /// one an error (planning without it would rename or delete moved objects).
+    pub fn read(state_dir: &std::path::Path, stack: &str) -> Result<Names, crate::host::HostError> {
+        let p = Names::path(state_dir, stack);
+        match std::fs::read_to_string(&p) {
+            Ok(t) => serde_json::from_str(&t).map_err(|e| crate::host::HostError::new("read", p.display().to_string(), e.to_string()).hint("the record of moved and forgotten objects is damaged: restore it, or remove it and re-add the moved blocks")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Names::default()),
+            Err(e) => Err(crate::host::HostError::new("read", p.display().to_string(), e.to_string())),
+        }
+    }
+
+    /// Writes the record atomically (0600); an empty record removes the file.
+    pub fn write(&self, state_dir: &std::path::Path, stack: &str) -> Result<(), crate::host::HostError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = Names::path(state_dir, stack);
+        let err = |e: std::io::Error| crate::host::HostError::new("write", p.display().to_string(), e.to_string());
+        if self.is_empty() {
+            return match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
+                _ => Ok(()),
+            };
+        }
+        if let Some(d) = p.parent() {
+            crate::host::disks::ensure_dir(d)?;
+        }
+        let tmp = p.with_file_name(".names.json.part");
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(err)?;
+        std::fs::rename(&tmp, &p).map_err(err)
+    }
 }
 
 impl Observed {
@@ -129,11 +208,25 @@ impl Observed {
         for (p, f) in &self.files {
             h.update(format!("file {p} {:?} {} {:?}\n", f.format, f.virtual_size, f.backing_file).as_bytes());
         }
+        for (a, i) in &self.imports {
+            h.update(format!("import {a} {i:?}\n").as_bytes());
+        }
+        for (st, objs) in &self.other_imports {
+            for (a, i) in objs.iter().filter(|(_, i)| wanted.contains(i.object())) {
+                h.update(format!("import of {st} {a} {i:?}\n").as_bytes());
+            }
+        }
+        for (p, f) in &self.paths {
+            h.update(format!("path {p} {f:?}\n").as_bytes());
+        }
         for a in &self.pending_waits {
             h.update(format!("pending wait {a}\n").as_bytes());
         }
         for f in &self.firmware {
             h.update(format!("firmware {f}\n").as_bytes());
+        }
+        if !self.names.is_empty() {
+            h.update(format!("names {:?} {:?}\n", self.names.names, self.names.forgotten).as_bytes());
         }
         crate::model::common::hex(&h.finalize())
     }
@@ -283,5 +376,7 @@ pub fn observe(
     o.files = files;
     o.source_hashes = hashes;
     o.pending_waits = scan_pending_waits(state_dir, &cfg.stack);
+    o.add_imports(imports::scan(cfg, state_dir)?);
+    o.names = Names::read(state_dir, &cfg.stack)?;
     Ok(o)
 }

@@ -108,6 +108,10 @@ pub struct Lowering<'a> {
     pub state_dir: &'a std::path::Path,
     pub kvm_usable: bool,
     pub source_hashes: &'a std::collections::BTreeMap<String, String>,
+    /// Imported objects by address (the registry's and this plan's
+    /// imports, see `Plan::imported`): their recorded name or path replaces
+    /// the derived one.
+    pub imported: &'a std::collections::BTreeMap<String, crate::observe::imports::Imported>,
 }
 
 impl Lowering<'_> {
@@ -125,7 +129,7 @@ impl Lowering<'_> {
         let Spec::Disk(d) = &r.spec else { return None };
         let base = d.image.as_ref().and_then(|i| self.get(&i.0)).and_then(|img| image_cache_path(self.state_dir, img, self.source_hashes));
         Some(DesiredDisk {
-            path: d.path(&r.address, &self.ctx()),
+            path: self.imported_path(r).unwrap_or_else(|| d.path(self.cfg.names_of(&r.address), &self.ctx())),
             format: if d.kind == DiskKind::Cdrom { "raw".into() } else { d.format.as_str().into() },
             base,
             size: d.size.map(|s| s.0),
@@ -133,11 +137,19 @@ impl Lowering<'_> {
         })
     }
 
+    /// The file an imported disk or volume is, if it is one.
+    fn imported_path(&self, r: &Resource) -> Option<String> {
+        match self.imported.get(&r.address.to_string()) {
+            Some(crate::observe::imports::Imported::File { path, .. }) => Some(path.clone()),
+            _ => None,
+        }
+    }
+
     /// The file a volume lives in.
     pub fn volume(&self, r: &Resource) -> Option<DesiredDisk> {
         let Spec::Volume(v) = &r.spec else { return None };
         let base = v.image.as_ref().and_then(|i| self.get(&i.0)).and_then(|img| image_cache_path(self.state_dir, img, self.source_hashes));
-        Some(DesiredDisk { path: v.path(&r.address, &self.ctx()), format: v.format.as_str().into(), base, size: v.size.map(|s| s.0), cdrom: false })
+        Some(DesiredDisk { path: self.imported_path(r).unwrap_or_else(|| v.path(self.cfg.names_of(&r.address), &self.ctx())), format: v.format.as_str().into(), base, size: v.size.map(|s| s.0), cdrom: false })
     }
 
     /// The libvirt network a nat/isolated network wants, with a DHCP host
@@ -163,9 +175,16 @@ impl Lowering<'_> {
             })
             .collect();
         hosts.sort_by_key(|h| h.mac);
+        let (name, uuid) = match self.imported.get(&addr) {
+            Some(crate::observe::imports::Imported::LibvirtNetwork { name, uuid }) => (name.clone(), uuid.clone()),
+            _ => {
+                let names = self.cfg.names_of_str(&addr);
+                (libvirt_network_name(&self.cfg.stack, &names), libvirt_network_uuid(&self.cfg.stack, &names))
+            }
+        };
         Some(NetworkDef {
-            name: libvirt_network_name(&self.cfg.stack, &addr),
-            uuid: libvirt_network_uuid(&self.cfg.stack, &addr),
+            name,
+            uuid,
             bridge: n.bridge_name().to_string(),
             mtu: n.mtu,
             address: n.address.and_then(|a| Some((v4(a.addr)?, a.prefix))),
@@ -199,7 +218,7 @@ impl Lowering<'_> {
             return None;
         }
         let Some(Spec::Network(net)) = self.get(&p.network.0).map(|n| &n.spec) else { return None };
-        let vm_uuid = self.instance_of_port(&r.address.to_string()).map(|i| crate::model::common::derived_uuid(&self.ctx().seed(&i.address))).unwrap_or_default();
+        let vm_uuid = self.instance_of_port(&r.address.to_string()).map(|i| crate::model::common::derived_uuid(&self.ctx().seed(self.cfg.names_of(&i.address)))).unwrap_or_default();
         Some(DesiredHybrid {
             qbr: p.dev("qbr"),
             qvb: p.dev("qvb"),
@@ -261,7 +280,7 @@ impl Lowering<'_> {
             nics,
             ssh_host_key: None,
         };
-        let path = self.ctx().stack_dir().join("seeds").join(format!("{}-{}.iso", r.address.file_stem(), &content[..12]));
+        let path = self.ctx().stack_dir().join("seeds").join(format!("{}-{}.iso", self.cfg.names_of(&r.address).file_stem(), &content[..12]));
         Some((path.to_string_lossy().into_owned(), input))
     }
 
@@ -288,7 +307,8 @@ impl Lowering<'_> {
             let Some(res) = self.get(&vref.0) else { continue };
             let Spec::Volume(v) = &res.spec else { continue };
             let bus = v.bus.unwrap_or(Bus::Virtio);
-            disks.push((DiskDevice::Disk, bus, v.path(&res.address, &self.ctx()), v.format.as_str().into(), v.serial.clone(), false));
+            let path = self.imported_path(res).unwrap_or_else(|| v.path(self.cfg.names_of(&res.address), &self.ctx()));
+            disks.push((DiskDevice::Disk, bus, path, v.format.as_str().into(), v.serial.clone(), false));
         }
         let targets = domain::assign_targets(&disks.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(), &machine);
         let disk_defs = disks
@@ -313,7 +333,7 @@ impl Lowering<'_> {
             let source = match (p.plug.unwrap_or(Plug::Bridge), net.net_type) {
                 (Plug::OvsHybrid, _) => NicSource::Bridge { bridge: p.dev("qbr") },
                 (Plug::Ovs, _) => NicSource::Ovs { bridge: net.bridge_name().to_string(), interface_id: p.id().to_string() },
-                (Plug::Network, _) | (_, NetType::Nat | NetType::Isolated) => NicSource::Network { network: libvirt_name_of(&self.cfg.stack, &p.network.0, net) },
+                (Plug::Network, _) | (_, NetType::Nat | NetType::Isolated) => NicSource::Network { network: libvirt_name_of(&self.cfg.stack, &self.cfg.names_of_str(&p.network.0), net, self.imported) },
                 (Plug::Bridge, _) => NicSource::Bridge { bridge: net.bridge_name().to_string() },
             };
             nics.push(NicDef { mac: p.mac.unwrap_or(crate::model::common::Mac([0x52, 0x54, 0, 0, 0, 0])), model: p.model, source, target_dev: Some(p.dev("tap")), mtu: p.mtu.or(net.mtu) });
@@ -326,7 +346,7 @@ impl Lowering<'_> {
         };
         let mut def = DomainDef {
             name: inst.domain_name().to_string(),
-            uuid: crate::model::common::derived_uuid(&self.ctx().seed(&r.address)),
+            uuid: crate::model::common::derived_uuid(&self.ctx().seed(self.cfg.names_of(&r.address))),
             domain_type,
             memory_kib: inst.memory.0 / 1024,
             vcpus: inst.vcpus,
@@ -334,13 +354,13 @@ impl Lowering<'_> {
             machine,
             firmware: inst.firmware,
             loader: (inst.firmware == crate::model::instance::Firmware::Efi)
-                .then(|| domain::LoaderDef::ovmf(inst.secure_boot, crate::model::instance::nvram_path(self.state_dir, &self.cfg.stack, &r.address).to_string_lossy().into_owned())),
+                .then(|| domain::LoaderDef::ovmf(inst.secure_boot, crate::model::instance::nvram_path(self.state_dir, &self.cfg.stack, self.cfg.names_of(&r.address)).to_string_lossy().into_owned())),
             kernel: inst.kernel.clone(),
             initrd: inst.initrd.clone(),
             cmdline: inst.cmdline.clone(),
             disks: disk_defs,
             nics,
-            console_log: inst.console_log(&r.address, &self.ctx()),
+            console_log: inst.console_log(self.cfg.names_of(&r.address), &self.ctx()),
             graphics: inst.graphics,
             guest_agent: inst.guest_agent,
             marker: Marker { stack: self.cfg.stack.clone(), address: r.address.to_string(), spec_hash: String::new() },
@@ -359,12 +379,26 @@ pub fn libvirt_network_name(stack: &str, network_addr: &str) -> String {
 }
 
 /// The libvirt network a port on `net` (at `network_addr`) joins: the one a
-/// `data "network"` names, else the one virtform derives.
-pub fn libvirt_name_of(stack: &str, network_addr: &str, net: &Network) -> String {
-    match net.existing.as_ref().map(|e| &e.selector) {
-        Some(crate::model::data::Selector::LibvirtNetwork(n)) => n.clone(),
+/// `data "network"` names, the one an import took over, else the one
+/// virtform derives.
+pub fn libvirt_name_of(stack: &str, network_addr: &str, net: &Network, imported: &std::collections::BTreeMap<String, crate::observe::imports::Imported>) -> String {
+    match (net.existing.as_ref().map(|e| &e.selector), imported.get(network_addr)) {
+        (Some(crate::model::data::Selector::LibvirtNetwork(n)), _) => n.clone(),
+        (_, Some(crate::observe::imports::Imported::LibvirtNetwork { name, .. })) => name.clone(),
         _ => libvirt_network_name(stack, network_addr),
     }
+}
+
+/// The stack and address a libvirt network named `vf-<stack>-<stem>` was
+/// made for, if its UUID is the one virtform derives for one of the ways
+/// to read its name (another stack's network, or this one's).
+pub fn derived_network_owner(name: &str, uuid: &str) -> Option<(String, String)> {
+    let rest = name.strip_prefix("vf-")?;
+    rest.match_indices('-').find_map(|(i, _)| {
+        let (stack, stem) = (&rest[..i], &rest[i + 1..]);
+        let addr = crate::model::Address::from_stem(crate::model::Kind::Network, stem)?.to_string();
+        (libvirt_network_uuid(stack, &addr) == uuid).then(|| (stack.to_string(), addr))
+    })
 }
 
 /// The UUID virtform gives the libvirt network of a stack's network address:

@@ -16,7 +16,8 @@
 //!   owned object and lands as its class says (a restart only when one of
 //!   those changes needs it; a replace only with `--replace`).
 
-use super::Planner;
+use super::{Action, AttrChange, Landing, Planner, ResourceChange};
+use crate::observe::imports::Imported;
 use crate::config::diag::Diagnostic;
 use crate::config::import::Import;
 use crate::model::network::NetType;
@@ -89,6 +90,177 @@ impl Planner<'_> {
         }
     }
 
+    /// An import of a libvirt network (`type = "nat"` or `"isolated"`), by
+    /// name or UUID. Accepted: recorded in `imported` (name and UUID), so
+    /// the lowering uses the network's own name and UUID.
+    fn check_libvirt_network_import(&mut self, r: &Resource, n: &crate::model::network::Network, id: &str) -> Result<bool, (String, Option<String>)> {
+        let addr = r.address.to_string();
+        let uuid = crate::xml::normalize_uuid(id);
+        let Some(net) = self.obs.networks.get(id).or_else(|| self.obs.networks.values().find(|x| x.uuid == uuid)) else {
+            return Err(match self.id_elsewhere(id, "network") {
+                Some(what) => (format!("{id:?} is {what}, not a libvirt network; a network with type = \"{}\" imports a libvirt network (by name or UUID)", n.net_type.as_str()), None),
+                None => (format!("there is no libvirt network named {id:?} (or with that UUID) on this host"), Some("virsh -c qemu:///system net-list --all lists the libvirt networks".into())),
+            });
+        };
+        let same = |o: &Imported| matches!(o, Imported::LibvirtNetwork { name, uuid } if *name == net.name && *uuid == net.uuid);
+        if let Some((a, _)) = self.obs.imports.iter().find(|(_, o)| same(o)) {
+            return if *a == addr { Ok(false) } else { Err((format!("libvirt network {:?}: it already belongs to {a} of this stack (its import registry says so)", net.name), None)) };
+        }
+        if let Some((st, a)) = self.obs.other_imports.iter().find_map(|(st, objs)| objs.iter().find(|(_, o)| same(o)).map(|(a, _)| (st, a))) {
+            return Err((format!("libvirt network {:?} belongs to {a} of stack \"{st}\" (its import registry says so); an object is managed by one stack only, and virtform never imports another stack's", net.name), None));
+        }
+        if let Some(owner) = super::desired::derived_network_owner(&net.name, &net.uuid) {
+            // A network virtform made (its UUID is a derived one).
+            return self.foreign_owner(r, Some(owner)).map_err(|m| (format!("libvirt network {:?}: {m}", net.name), None));
+        }
+        // A bridge name the configuration does not write is derived: not
+        // the network's, and virtform does not rename what it imports.
+        if !r.spans.contains_key("bridge")
+            && let Some(b) = net.def.as_ref().and_then(|d| d.bridge.clone())
+            && b != n.bridge_name()
+        {
+            return Err((
+                format!("libvirt network {:?} has the bridge {b:?}, but {addr} would name its bridge {:?}", net.name, n.bridge_name()),
+                Some(format!("set bridge = {b:?} in {addr}: virtform keeps an imported network's bridge")),
+            ));
+        }
+        self.imported.insert(addr, Imported::LibvirtNetwork { name: net.name.clone(), uuid: net.uuid.clone() });
+        Ok(true)
+    }
+
+    /// An import of a disk or volume file, by absolute path. Accepted:
+    /// recorded in `imported` (path, device, inode), so the lowering (and
+    /// the domain XML) uses the file at its path.
+    fn check_file_import(&mut self, r: &Resource, id: &str) -> Result<bool, (String, Option<String>)> {
+        use crate::observe::imports::PathFact;
+        let addr = r.address.to_string();
+        let kind = r.address.kind;
+        let format = match &r.spec {
+            Spec::Disk(d) => {
+                use crate::model::disk::DiskKind;
+                let refuse = |what: &str| Err((format!("{addr} {what}, but an imported disk is used as it is"), None));
+                if d.image.is_some() {
+                    return refuse("has `image` (virtform would make a new overlay on it)");
+                }
+                if d.kind == DiskKind::Cdrom {
+                    return refuse("is a cdrom of an image");
+                }
+                if d.kind == DiskKind::Swap {
+                    return refuse("is a swap disk (virtform would run mkswap on a new file)");
+                }
+                if d.filesystem.is_some() {
+                    return refuse("has `filesystem` (virtform would format a new file)");
+                }
+                d.format
+            }
+            Spec::Volume(v) => {
+                if v.image.is_some() {
+                    return Err((format!("{addr} has `image` (virtform would make a new overlay on it), but an imported volume is used as it is"), None));
+                }
+                v.format
+            }
+            _ => unreachable!(),
+        };
+        crate::observe::imports::check_path(id, &self.opts.state_dir).map_err(|m| (m, None))?;
+        let same = |o: &Imported| matches!(o, Imported::File { path, .. } if path == id);
+        if let Some((a, o)) = self.obs.imports.iter().find(|(_, o)| same(o)) {
+            if *a == addr && o.matches(self.obs) {
+                return Ok(false);
+            }
+            if *a != addr && o.matches(self.obs) {
+                return Err((format!("file {id:?}: it already belongs to {a} of this stack (its import registry says so)"), None));
+            }
+        }
+        if let Some((st, a)) = self.obs.other_imports.iter().find_map(|(st, objs)| objs.iter().find(|(_, o)| same(o)).map(|(a, _)| (st, a))) {
+            return Err((format!("file {id:?} belongs to {a} of stack \"{st}\" (its import registry says so); an object is managed by one stack only, and virtform never imports another stack's"), None));
+        }
+        match self.obs.paths.get(id) {
+            None | Some(PathFact::Missing) => Err(match self.id_elsewhere(id, "") {
+                Some(what) => (format!("{id:?} is {what}, not a file; a {kind} imports a disk image file by its absolute path"), None),
+                None => (format!("there is no file {id:?} on this host"), Some("check the path (it is the file's absolute path, e.g. /srv/vm/data.qcow2)".into())),
+            }),
+            Some(PathFact::NotAFile(what)) => Err((format!("{id:?} is {what}; a {kind} imports a regular file"), None)),
+            Some(PathFact::Unreadable(m)) => Err((format!("{id:?} cannot be read: {m}"), None)),
+            Some(PathFact::File { refusal: Some(m), .. }) => Err((format!("{id:?} is refused as a {kind}: {m}"), None)),
+            Some(PathFact::File { marker: Some(m), .. }) if crate::host::parse_marker(m).is_some_and(|(st, a)| st != self.cfg.stack || a != addr) => {
+                let (st, a) = crate::host::parse_marker(m).unwrap_or_default();
+                Err(if st == self.cfg.stack {
+                    (format!("file {id:?}: it already belongs to {a} of this stack (its {} attribute says so)", crate::observe::imports::XATTR), None)
+                } else {
+                    (format!("file {id:?} belongs to {a} of stack \"{st}\" (its {} attribute says so); an object is managed by one stack only, and virtform never imports another stack's", crate::observe::imports::XATTR), None)
+                })
+            }
+            Some(PathFact::File { dev, ino, refusal: None, .. }) => {
+                let have = self.obs.files.get(id).map(|f| f.format.as_str());
+                if have != Some(format.as_str()) {
+                    let have = have.unwrap_or("an unreadable");
+                    return Err((format!("{id:?} is a {have} file, but {addr} has format = {:?}", format.as_str()), Some(format!("set format = \"{have}\" in {addr}"))));
+                }
+                self.imported.insert(addr, Imported::File { path: id.to_string(), dev: *dev, ino: *ino });
+                Ok(true)
+            }
+        }
+    }
+
+    /// The change of an import whose marker is the registry (libvirt
+    /// networks, disks, volumes): `marker: (none) -> virtform:<stack>:<address> (imports.json)`,
+    /// live, first. Whether this plan imports the resource.
+    pub(super) fn registry_import(&self, rc: &mut ResourceChange, r: &Resource) -> bool {
+        if !self.imports_ok.contains(&rc.address) {
+            return false;
+        }
+        rc.importing = self.import_of(r).map(|i| i.id.clone());
+        let after = format!("virtform:{}:{} (in {})", self.cfg.stack, r.address, crate::observe::imports::registry_path(&self.opts.state_dir, &self.cfg.stack).display());
+        rc.changes.insert(0, AttrChange { attr: "marker".into(), before: Some("(none)".into()), after: Some(after), landing: Landing::Live, outside: false, sensitive: false });
+        true
+    }
+
+    /// An imported file's change: an update for the import (reason
+    /// `import`); a replace (the file deleted and made anew) only with `--replace`.
+    pub(super) fn finish_import(&mut self, rc: &mut ResourceChange, what: &str) {
+        match rc.action {
+            Action::Replace if !self.opts.replace.contains(&rc.address) => {
+                let why: Vec<&str> = rc.changes.iter().filter(|c| c.landing == Landing::Replace).map(|c| c.attr.as_str()).collect();
+                self.out.errors.push(format!(
+                    "{}: importing {what} needs it replaced ({} cannot change in place): the file would be deleted and made anew; plan with --replace {} if that is meant, or make the configuration match the file",
+                    rc.address,
+                    why.join(", "),
+                    rc.address
+                ));
+            }
+            Action::Replace => {}
+            _ => {
+                rc.action = Action::Update;
+                rc.reason = Some("import".into());
+            }
+        }
+    }
+
+    /// Whether the registry names an object for this resource that is gone
+    /// or is another one now (a network redefined under its name, a file
+    /// replaced at its path), and no import takes it over again: a located
+    /// plan error, and the resource stays a no-op (virtform neither
+    /// recreates the object under a derived name nor touches the new one).
+    pub(super) fn stale_import(&mut self, r: &Resource) -> bool {
+        let addr = r.address.to_string();
+        let Some(o) = self.obs.imports.get(&addr) else { return false };
+        if o.matches(self.obs) || self.imports_ok.contains(&addr) {
+            return false;
+        }
+        let what = match o {
+            Imported::LibvirtNetwork { name, uuid } => format!("libvirt network {name:?} (UUID {uuid}) is gone from the host, or is another network now"),
+            Imported::File { path, .. } => format!("file {path:?} is gone, or is another file now (its inode changed)"),
+        };
+        let d = crate::config::diag::Diagnostic::error(format!("{addr}: the imported {what}; virtform will not recreate it nor touch what holds its name"))
+            .at_opt(r.span_of("").or_else(|| self.import_of(r).and_then(|i| i.to_span)))
+            .help(format!(
+                "restore it, or take the object there now over again with `virtform import {addr} {}`, or remove {addr} from the configuration (the registry then forgets it)",
+                o.object()
+            ));
+        self.located_error(d);
+        true
+    }
+
     /// Checks every import against the observation; fills `imports_ok`
     /// with the addresses whose object may be adopted.
     pub(super) fn check_imports(&mut self) {
@@ -152,16 +324,10 @@ impl Planner<'_> {
                             self.foreign_owner(r, owner).map_err(|m| (format!("Open vSwitch bridge {id:?}: {m}"), None))
                         }
                     },
-                    NetType::Nat | NetType::Isolated => Err((
-                        "importing a libvirt network is not supported yet (virtform marks its libvirt networks by a UUID derived from stack and address, which an existing network does not have)".into(),
-                        Some(format!("read it as it is with data \"network\" \"{}\" {{ libvirt_network = {id:?} }}", r.address.name)),
-                    )),
+                    NetType::Nat | NetType::Isolated => self.check_libvirt_network_import(r, n, id),
                 },
                 Spec::Network(_) => Err(("a data source cannot be imported".into(), None)),
-                Spec::Disk(_) | Spec::Volume(_) => Err((
-                    format!("importing a {} is not supported yet: virtform keeps its disk files under <state_dir>/{}/ by address", r.address.kind, self.cfg.stack),
-                    None,
-                )),
+                Spec::Disk(_) | Spec::Volume(_) => self.check_file_import(r, id),
                 Spec::Port(_) | Spec::Image(_) => Err((format!("a {} has no host object of its own to import", r.address.kind), None)),
             };
             match verdict {

@@ -11,6 +11,7 @@
 
 pub mod desired;
 mod import;
+pub mod moved;
 mod network;
 mod port;
 mod volume;
@@ -33,6 +34,8 @@ pub enum Action {
     Update,
     Replace,
     Delete,
+    /// `removed { lifecycle { destroy = false } }`: the marker goes, the object stays.
+    Forget,
 }
 
 impl Action {
@@ -44,6 +47,7 @@ impl Action {
             Action::Update => vec!["update"],
             Action::Replace => vec!["delete", "create"],
             Action::Delete => vec!["delete"],
+            Action::Forget => vec!["forget"],
         }
     }
 }
@@ -92,11 +96,13 @@ pub struct ResourceChange {
     pub object: Option<String>,
     /// The `import` id when this change takes over an unmarked object.
     pub importing: Option<String>,
+    /// The address the object had before a `moved` block moved it (this plan).
+    pub previous_address: Option<String>,
 }
 
 impl ResourceChange {
     fn new(address: String, kind: Kind, action: Action) -> ResourceChange {
-        ResourceChange { address, kind, action, reason: None, changes: Vec::new(), because: Vec::new(), xml_diff: None, object: None, importing: None }
+        ResourceChange { address, kind, action, reason: None, changes: Vec::new(), because: Vec::new(), xml_diff: None, object: None, importing: None, previous_address: None }
     }
 
     /// The strongest landing among the changes.
@@ -164,6 +170,18 @@ pub struct Plan {
     pub errors: Vec<String>,
     /// Fingerprint of the observed host state this plan was made against.
     pub fingerprint: String,
+    /// Objects taken over by import whose marker is the stack's registry
+    /// (`<state>/<stack>/imports.json`): libvirt networks and files, by
+    /// address; those of the registry that still match the host, and those
+    /// this plan imports. The lowering uses their names and paths.
+    pub imported: BTreeMap<String, crate::observe::imports::Imported>,
+    /// Registry entries of addresses no longer configured (or destroyed)
+    /// whose object is gone or is another one now: an apply drops them.
+    pub forget: Vec<String>,
+    /// The stack's record of moved and forgotten objects after this plan,
+    /// when it changes (the apply writes it first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<crate::observe::Names>,
 }
 
 impl Plan {
@@ -180,14 +198,26 @@ impl Plan {
         self.changes.iter().any(|c| c.action != Action::NoOp)
     }
 
+    /// Changes that move an object to a new address (with or without other changes).
+    pub fn moves(&self) -> usize {
+        self.changes.iter().filter(|c| c.previous_address.is_some()).count()
+    }
+
     pub fn summary(&self) -> String {
         let add = self.count(Action::Create) + self.count(Action::Replace);
-        let change = self.count(Action::Update);
+        // A move with nothing else to do is counted as a move only.
+        let change = self.changes.iter().filter(|c| c.action == Action::Update && c.reason.as_deref() != Some("moved")).count();
         let destroy = self.count(Action::Delete) + self.count(Action::Replace);
-        match self.imports() {
-            0 => format!("Plan: {add} to add, {change} to change, {destroy} to destroy."),
-            n => format!("Plan: {n} to import, {add} to add, {change} to change, {destroy} to destroy."),
+        let mut head = String::new();
+        if self.imports() > 0 {
+            head.push_str(&format!("{} to import, ", self.imports()));
         }
+        if self.moves() > 0 {
+            head.push_str(&format!("{} to move, ", self.moves()));
+        }
+        let forget = self.count(Action::Forget);
+        let tail = if forget > 0 { format!(", {forget} to forget") } else { String::new() };
+        format!("Plan: {head}{add} to add, {change} to change, {destroy} to destroy{tail}.")
     }
 }
 
@@ -210,9 +240,29 @@ pub struct PlanOptions {
 
 /// Computes the plan. Pure.
 pub fn plan(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> Plan {
-    let domains = if opts.destroy { HashMap::new() } else { desired_domains(cfg, obs, opts) };
-    let mut p = Planner { cfg, obs, opts, domains, disks_in_use: None, imports_ok: BTreeSet::new(), imports_refused: BTreeSet::new(), out: Plan { stack: cfg.stack.clone(), data: Vec::new(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new() } };
+    let mut p = Planner {
+        cfg,
+        obs,
+        opts,
+        domains: HashMap::new(),
+        disks_in_use: None,
+        imports_ok: BTreeSet::new(),
+        imports_refused: BTreeSet::new(),
+        // The registry's entries whose object is still the one recorded.
+        imported: obs.imports.iter().filter(|(_, o)| o.matches(obs)).map(|(a, o)| (a.clone(), o.clone())).collect(),
+        moving: BTreeMap::new(),
+        moves_refused: BTreeSet::new(),
+        out: Plan { stack: cfg.stack.clone(), data: Vec::new(), changes: Vec::new(), conflicts: Vec::new(), errors: Vec::new(), fingerprint: String::new(), imported: BTreeMap::new(), forget: Vec::new(), names: None },
+    };
+    if !opts.destroy {
+        p.data_sources();
+        // Imports first: the lowering names imported objects by their host names.
+        p.check_imports();
+        p.moving = p.check_moves();
+        p.domains = desired_domains(cfg, obs, opts, &p.imported);
+    }
     p.run();
+    p.out.imported = p.imported.clone();
     if opts.fingerprint {
         p.out.fingerprint = obs.fingerprint(&cfg.stack, &p.wanted_names());
     }
@@ -236,8 +286,8 @@ fn desired_domain(lowering: &Lowering<'_>, r: &Resource) -> Option<DesiredDomain
 /// threads for large configurations: the lowering (derived UUID, disk paths,
 /// spec hash) is most of a converged plan's work at 1,000 instances, and
 /// each instance's is independent of the others'. Still pure.
-fn desired_domains(cfg: &Configuration, obs: &Observed, opts: &PlanOptions) -> DesiredDomains {
-    let lowering = Lowering { cfg, state_dir: &opts.state_dir, kvm_usable: opts.kvm_usable, source_hashes: &obs.source_hashes };
+fn desired_domains(cfg: &Configuration, obs: &Observed, opts: &PlanOptions, imported: &BTreeMap<String, crate::observe::imports::Imported>) -> DesiredDomains {
+    let lowering = Lowering { cfg, state_dir: &opts.state_dir, kvm_usable: opts.kvm_usable, source_hashes: &obs.source_hashes, imported };
     let instances: Vec<&Resource> = cfg.resources.iter().filter(|r| matches!(r.spec, Spec::Instance(_))).collect();
     let lower = |rs: &[&Resource]| -> Vec<(String, DesiredDomain)> { rs.iter().filter_map(|r| Some((r.address.to_string(), desired_domain(&lowering, r)?))).collect() };
     const PER_THREAD: usize = 128;
@@ -270,6 +320,12 @@ struct Planner<'a> {
     /// Resources whose import was refused (a plan error says why): they
     /// stay no-ops, whatever the host holds.
     imports_refused: BTreeSet<String>,
+    /// See [`Plan::imported`].
+    imported: BTreeMap<String, crate::observe::imports::Imported>,
+    /// Moves this plan makes (`moved.rs`): target address → source address.
+    moving: BTreeMap<String, String>,
+    /// Targets of moves refused (a located plan error says why): no-ops.
+    moves_refused: BTreeSet<String>,
     out: Plan,
 }
 
@@ -286,7 +342,7 @@ impl Planner<'_> {
             match &r.spec {
                 Spec::Network(n) => {
                     w.insert(n.bridge_name().to_string());
-                    w.insert(desired::libvirt_network_name(&self.cfg.stack, &r.address.to_string()));
+                    w.insert(desired::libvirt_network_name(&self.cfg.stack, &self.cfg.names_of_str(&r.address.to_string())));
                 }
                 Spec::Port(p) => {
                     for prefix in ["qbr", "qvb", "qvo", "tap"] {
@@ -298,6 +354,14 @@ impl Planner<'_> {
                 }
                 _ => {}
             }
+        }
+        // Imported objects and import ids: a plan that adopts one must not
+        // apply after it changed.
+        for o in self.imported.values() {
+            w.insert(o.object().to_string());
+        }
+        for i in &self.cfg.imports {
+            w.insert(i.id.clone());
         }
         // Data sources' objects: a plan made against one must not apply
         // after it changed.
@@ -315,7 +379,7 @@ impl Planner<'_> {
     }
 
     fn lowering(&self) -> Lowering<'_> {
-        Lowering { cfg: self.cfg, state_dir: &self.opts.state_dir, kvm_usable: self.opts.kvm_usable, source_hashes: &self.obs.source_hashes }
+        Lowering { cfg: self.cfg, state_dir: &self.opts.state_dir, kvm_usable: self.opts.kvm_usable, source_hashes: &self.obs.source_hashes, imported: &self.imported }
     }
 
     /// Reads every data source again from the observation: one that
@@ -339,14 +403,15 @@ impl Planner<'_> {
     }
 
     fn run(&mut self) {
-        if !self.opts.destroy {
-            self.data_sources();
-            self.check_imports();
-        }
         let mut by_addr: BTreeMap<String, usize> = BTreeMap::new();
         if !self.opts.destroy {
             for r in &self.cfg.resources {
                 let rc = match &r.spec {
+                    // Not even planned (no conflict either): the configuration
+                    // meant an existing object, and a located error says why
+                    // it was refused.
+                    _ if self.imports_refused.contains(&r.address.to_string()) => ResourceChange::new(r.address.to_string(), r.address.kind, Action::NoOp),
+                    _ if self.stale_import(r) => ResourceChange::new(r.address.to_string(), r.address.kind, Action::NoOp),
                     Spec::Network(_) => self.network(r),
                     Spec::Port(_) => self.port(r),
                     Spec::Image(_) => self.image(r),
@@ -355,7 +420,8 @@ impl Planner<'_> {
                     Spec::Instance(_) => self.instance(r),
                 };
                 let mut rc = rc;
-                if self.imports_refused.contains(&rc.address) {
+                self.moved_change(&mut rc);
+                if self.imports_refused.contains(&rc.address) || self.moves_refused.contains(&rc.address) {
                     // Not even a create: the configuration meant an existing object.
                     rc = ResourceChange::new(rc.address, rc.kind, Action::NoOp);
                 }
@@ -385,6 +451,7 @@ impl Planner<'_> {
         if !self.opts.targets.is_empty() {
             self.restrict_to_targets();
         }
+        self.out.names = self.next_names();
         // prevent_destroy
         for c in &self.out.changes {
             if matches!(c.action, Action::Delete | Action::Replace)
@@ -598,8 +665,15 @@ impl Planner<'_> {
         rc
     }
 
+    /// Whether the marker is `r`'s, or (moving it) the address it moves from.
     fn owned(&self, owner: &Option<(String, String)>, r: &Resource) -> bool {
-        owner.as_ref().is_some_and(|(s, a)| *s == self.cfg.stack && *a == r.address.to_string())
+        owner.as_ref().is_some_and(|(s, a)| *s == self.cfg.stack && self.marks(a, r))
+    }
+
+    /// Whether a marker's address `a` stands for `r` in this plan.
+    fn marks(&self, a: &str, r: &Resource) -> bool {
+        let me = r.address.to_string();
+        *a == me || self.moving.get(&me).is_some_and(|f| f == a)
     }
 
     fn image(&mut self, r: &Resource) -> ResourceChange {
@@ -625,7 +699,11 @@ impl Planner<'_> {
             }
             return rc;
         };
+        if self.is_forgotten(&want.path) {
+            return self.conflict(r, Foreign::new(format!("file {:?} (forgotten by a removed block; no longer virtform's)", want.path)), None);
+        }
         let mut rc = ResourceChange::new(addr, Kind::Disk, Action::NoOp);
+        let importing = self.registry_import(&mut rc, r);
         if have.backing_file != want.base {
             let images = self.opts.state_dir.join("images");
             let show = |p: &Option<String>| match p {
@@ -665,6 +743,9 @@ impl Planner<'_> {
                 rc.action = Action::Update;
             }
         }
+        if importing {
+            self.finish_import(&mut rc, &format!("disk file {}", want.path));
+        }
         rc
     }
 
@@ -679,7 +760,7 @@ impl Planner<'_> {
                 let mut used = HashSet::new();
                 for r in &cfg.resources {
                     if let Spec::Instance(i) = &r.spec
-                        && obs.domains.get(i.domain_name()).and_then(|d| d.marker.as_ref()).is_some_and(|m| m.0 == cfg.stack && m.1 == r.address.to_string())
+                        && obs.domains.get(i.domain_name()).and_then(|d| d.marker.as_ref()).is_some_and(|m| m.0 == cfg.stack && (m.1 == r.address.to_string() || self.moving.get(&r.address.to_string()) == Some(&m.1)))
                     {
                         used.extend(i.disks.iter().map(|d| d.0.clone()));
                     }
@@ -736,6 +817,7 @@ impl Planner<'_> {
             }
             Some(def) => {
                 let fields = desired.changed_fields(def);
+                let imported_volumes: BTreeSet<String> = self.imported.iter().filter(|(a, _)| a.starts_with("volume.")).map(|(_, o)| o.object().to_string()).collect();
                 let seed_target = seed.as_ref().and_then(|(p, _)| want.disks.iter().find(|d| d.path == *p)).map(|d| format!("disk:{}", d.target));
                 let seed_dir = self.opts.state_dir.join(&self.cfg.stack).join("seeds");
                 let in_seeds = |p: &Option<String>| p.as_deref().is_some_and(|p| std::path::Path::new(p).parent() == Some(seed_dir.as_path()));
@@ -757,7 +839,7 @@ impl Planner<'_> {
                         rc.changes.push(AttrChange { attr: "cloud_init".into(), before: show(&before), after, landing: Landing::Restart, outside, sensitive: false });
                         continue;
                     }
-                    let landing = field_landing(f, &want, def, &self.opts.state_dir.join(&self.cfg.stack).join("volumes"));
+                    let landing = field_landing(f, &want, def, &self.opts.state_dir.join(&self.cfg.stack).join("volumes"), &imported_volumes);
                     rc.changes.push(AttrChange { attr: f.clone(), before, after, landing, outside, sensitive: r.sensitive.iter().any(|s| s == f) });
                 }
                 if !fields.is_empty() {
@@ -813,7 +895,7 @@ impl Planner<'_> {
         if want_running
             && have.running
             && inst.wait_for.is_some()
-            && self.obs.pending_waits.contains(&rc.address)
+            && self.obs.pending_waits.contains(&self.cfg.names_of_str(&rc.address))
             && !rc.changes.iter().any(|c| c.landing != Landing::Live || c.attr == "state")
         {
             rc.changes.push(change("readiness", "not confirmed (a wait_for of an earlier apply did not finish)", "waited for", Landing::Live, false));
@@ -870,7 +952,9 @@ impl Planner<'_> {
 
     /// Objects of this stack that the configuration no longer declares.
     fn orphans(&mut self) {
-        let declared: BTreeSet<String> = if self.opts.destroy { BTreeSet::new() } else { self.cfg.resources.iter().map(|r| r.address.to_string()).collect() };
+        let mut declared: BTreeSet<String> = if self.opts.destroy { BTreeSet::new() } else { self.cfg.resources.iter().map(|r| r.address.to_string()).collect() };
+        // Objects a move takes to a declared address are not orphans.
+        declared.extend(moved::froms(&self.moving));
         let stack = self.cfg.stack.clone();
         let mut found: BTreeMap<String, (Kind, Option<String>)> = BTreeMap::new();
         for d in self.obs.domains.values() {
@@ -905,10 +989,32 @@ impl Planner<'_> {
             }
         }
         for (name, n) in &self.obs.networks {
-            if let Some(a) = desired::libvirt_network_owner(&stack, name, &n.uuid)
+            if self.is_forgotten(&format!("libvirt network {name}")) {
+                continue;
+            }
+            if let Some(a) = desired::libvirt_network_owner(&stack, name, &n.uuid).map(|a| moved_current(self.obs, &a))
                 && !declared.contains(&a) {
                     found.insert(a, (Kind::Network, Some(format!("libvirt network {name}"))));
                 }
+        }
+        // Imported libvirt networks and files, by the registry (while it
+        // still names the same object: one replaced by someone else is not ours).
+        for (a, o) in &self.obs.imports {
+            if declared.contains(a) {
+                continue;
+            }
+            match crate::model::Address::parse(a).map(|x| x.kind) {
+                Some(_) if o.matches(self.obs) && !self.opts.destroy && self.forgotten_by_block(a) => {
+                    // Its marker is the registry entry (and a file's attribute):
+                    // forgetting must drop those, which is not built; deleting
+                    // it instead would lose what the user brought.
+                    self.forget_refused(a, &format!("it is {}, imported through {} (forgetting imported objects is not supported yet)", o.describe(), crate::observe::imports::FILE));
+                }
+                Some(kind) if o.matches(self.obs) => {
+                    found.insert(a.clone(), (kind, Some(o.describe())));
+                }
+                _ => self.out.forget.push(a.clone()),
+            }
         }
         let disk_dir = self.opts.state_dir.join(&stack).join("disks");
         let volume_dir = self.opts.state_dir.join(&stack).join("volumes");
@@ -921,8 +1027,11 @@ impl Planner<'_> {
             } else {
                 continue;
             };
+            if self.is_forgotten(path) {
+                continue;
+            }
             if let Some(a) = p.file_stem().and_then(|s| s.to_str()).and_then(|stem| crate::model::Address::from_stem(kind, stem)) {
-                let a = a.to_string();
+                let a = moved_current(self.obs, &a.to_string());
                 if !declared.contains(&a) {
                     found.insert(a, (kind, Some(path.clone())));
                 }
@@ -931,12 +1040,30 @@ impl Planner<'_> {
         // Images live in the shared, content-addressed cache and are kept;
         // bridge, ovs and network ports have no host object of their own.
         for (a, (kind, object)) in found {
+            if !self.opts.destroy && self.forgotten_by_block(&a) {
+                // Hybrid ports' devices carry markers in three links and OVS.
+                if kind == Kind::Port {
+                    self.forget_refused(&a, "forgetting an ovs_hybrid port (its qbr/qvb/qvo markers) is not supported yet");
+                    continue;
+                }
+                let mut rc = ResourceChange::new(a, kind, Action::Forget);
+                rc.object = object;
+                rc.reason = Some("forget_because_removed".into());
+                self.out.changes.push(rc);
+                continue;
+            }
             let mut rc = ResourceChange::new(a, kind, Action::Delete);
             rc.object = object;
             rc.reason = Some(if self.opts.destroy { "delete_because_destroy".into() } else { "delete_because_no_resource_config".into() });
             self.out.changes.push(rc);
         }
     }
+}
+
+/// The current address of a names address found on the host (a file
+/// stem, a libvirt network name): see `moved.rs`.
+fn moved_current(obs: &Observed, names: &str) -> String {
+    obs.names.names.iter().find(|(_, n)| n.as_str() == names).map(|(a, _)| a.clone()).unwrap_or_else(|| names.to_string())
 }
 
 /// The configuration attribute a planned change belongs to (for
@@ -971,7 +1098,7 @@ fn created_attrs(r: &Resource) -> Vec<AttrChange> {
 
 /// How a changed domain field lands. NICs and volumes are hot-plugged
 /// (detached and attached live, and in the persistent config).
-fn field_landing(field: &str, want: &crate::xml::domain::DomainDef, have: &crate::xml::domain::ObservedDomain, volumes_dir: &std::path::Path) -> Landing {
+fn field_landing(field: &str, want: &crate::xml::domain::DomainDef, have: &crate::xml::domain::ObservedDomain, volumes_dir: &std::path::Path, imported_volumes: &BTreeSet<String>) -> Landing {
     match field {
         // A new firmware or variable store is a new machine (its NVRAM
         // holds the boot entries and keys the old firmware wrote).
@@ -985,7 +1112,7 @@ fn field_landing(field: &str, want: &crate::xml::domain::DomainDef, have: &crate
         "guest_agent" if want.guest_agent && have.virtio_serial => Landing::Live,
         f if f.starts_with("disk:") => {
             let target = &f["disk:".len()..];
-            let in_volumes = |p: Option<&str>| p.is_some_and(|p| std::path::Path::new(p).parent() == Some(volumes_dir));
+            let in_volumes = |p: Option<&str>| p.is_some_and(|p| std::path::Path::new(p).parent() == Some(volumes_dir) || imported_volumes.contains(p));
             let want_disk = want.disks.iter().find(|d| d.target == target);
             let have_disk = have.disks.iter().find(|d| d.target == target);
             // The boot disk (first disk) changing its file means a new machine.
@@ -1081,6 +1208,9 @@ mod tests_firmware;
 
 #[cfg(test)]
 mod tests_agent;
+
+#[cfg(test)]
+mod tests_moved;
 
 #[cfg(test)]
 mod tests_modules;

@@ -175,16 +175,18 @@ impl Planner<'_> {
             }
             return ResourceChange::new(addr, Kind::Network, Action::Create);
         };
-        if have.uuid != want.uuid {
+        if have.uuid != want.uuid || self.is_forgotten(&format!("libvirt network {}", want.name)) {
             // Not ours: libvirt networks carry no metadata marker; virtform's
-            // own have the UUID derived from the stack and address. No
-            // import is offered: importing libvirt networks is not built
-            // yet (see plan/import.rs); the data source works today.
+            // own have the UUID derived from the stack and address, imported
+            // ones the UUID the registry recorded.
+            let owner = super::desired::derived_network_owner(&want.name, &have.uuid);
             let f = Foreign::new(format!("libvirt network \"{}\" (UUID {}, not the {} virtform derives for {addr})", want.name, have.uuid, want.uuid))
+                .import(&want.name)
                 .data("libvirt_network", &want.name);
-            return self.conflict(r, f, None);
+            return self.conflict(r, f, owner);
         }
         let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        let importing = self.registry_import(&mut rc, r);
         match &have.def {
             None => rc.changes.push(change("definition", "(unreadable)", "(as configured)", Landing::Restart, true)),
             Some(d) => {
@@ -240,7 +242,7 @@ impl Planner<'_> {
         }
         if !rc.changes.is_empty() {
             rc.action = Action::Update;
-            rc.reason = Some("update".into());
+            rc.reason = Some(if importing { "import".into() } else { "update".into() });
         }
         rc
     }

@@ -42,6 +42,9 @@ fn landing_note(c: &AttrChange) -> &'static str {
 }
 
 fn header(rc: &ResourceChange) -> String {
+    if let (Some(from), Some("moved")) = (&rc.previous_address, rc.reason.as_deref()) {
+        return format!("# {from} has moved to {}", rc.address);
+    }
     match rc.action {
         Action::Create => format!("# {} will be created", rc.address),
         Action::Delete => format!("# {} will be destroyed", rc.address),
@@ -51,6 +54,7 @@ fn header(rc: &ResourceChange) -> String {
             _ => format!("# {} will be updated in-place (live)", rc.address),
         },
         Action::NoOp => format!("# {} is unchanged", rc.address),
+        Action::Forget => format!("# {} will no longer be managed (the object stays as it is)", rc.address),
     }
 }
 
@@ -117,9 +121,13 @@ pub fn text(plan: &Plan, color: bool) -> String {
                 Action::Replace => ("-/+", s.red),
                 Action::Update => ("  ~", s.yellow),
                 Action::NoOp => ("   ", ""),
+                Action::Forget => ("  .", s.dim),
             };
             if let Some(id) = &rc.importing {
                 out.push_str(&format!("  {}# {} will be imported (id {id:?}){}\n", s.bold, rc.address, s.reset));
+            }
+            if let (Some(from), false) = (&rc.previous_address, rc.reason.as_deref() == Some("moved")) {
+                out.push_str(&format!("  {}# {from} has moved to {}{}\n", s.bold, rc.address, s.reset));
             }
             out.push_str(&format!("  {}{}{}\n", s.bold, header(rc), s.reset));
             if rc.changes.iter().any(|c| c.outside) {
@@ -139,6 +147,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
             }
             if let (Action::Delete, Some(o)) = (rc.action, &rc.object) {
                 out.push_str(&format!("      {}-{} object = {o:?}\n", s.red, s.reset));
+            }
+            if let (Action::Forget, Some(o)) = (rc.action, &rc.object) {
+                out.push_str(&format!("      {}.{} object = {o:?} (kept; {}){}\n", s.dim, s.reset, forget_note(rc), ""));
             }
             for c in rc.changes.iter().filter(|_| rc.action != Action::Create) {
                 out.push_str(&format!(
@@ -180,6 +191,18 @@ pub fn text(plan: &Plan, color: bool) -> String {
     out
 }
 
+/// What forgetting does to an object of this kind, plainly.
+fn forget_note(rc: &ResourceChange) -> &'static str {
+    match rc.kind {
+        crate::model::Kind::Instance => "its virtform metadata is removed; a running guest keeps running",
+        crate::model::Kind::Disk | crate::model::Kind::Volume => "the file stays where it is, listed as forgotten in the stack's names.json",
+        crate::model::Kind::Network if rc.object.as_deref().is_some_and(|o| o.starts_with("libvirt network ")) => {
+            "its UUID stays virtform's derived one; it is listed as forgotten in the stack's names.json"
+        }
+        _ => "its marker is removed",
+    }
+}
+
 /// The JSON plan (see `schema/plan.schema.json` once published).
 pub fn to_json(plan: &Plan) -> serde_json::Value {
     serde_json::json!({
@@ -210,6 +233,7 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
             "action_reason": c.reason,
             "because": c.because,
             "importing": c.importing.as_ref().map(|id| serde_json::json!({"id": id})),
+            "previous_address": c.previous_address,
         })).collect::<Vec<_>>(),
         "data_sources": plan.data.iter().map(|d| serde_json::json!({
             "address": d.address,

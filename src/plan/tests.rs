@@ -47,10 +47,11 @@ pub(super) fn opts() -> PlanOptions {
 
 /// The lowering the planner tests use: state dir /state, no KVM, no source hashes.
 pub(super) fn lowering(cfg: &Configuration) -> Lowering<'_> {
-    Lowering { cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &EMPTY_HASHES }
+    Lowering { cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: &EMPTY_HASHES, imported: &EMPTY_IMPORTS }
 }
 
 static EMPTY_HASHES: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+pub(super) static EMPTY_IMPORTS: std::collections::BTreeMap<String, crate::observe::imports::Imported> = std::collections::BTreeMap::new();
 
 /// An unmarked, up Linux bridge of MTU 1500 without STP, as `ip link add` makes one.
 pub(super) fn unmarked_bridge(name: &str, addrs: &[&str], forward_delay_cs: u32) -> Link {

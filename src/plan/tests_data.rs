@@ -184,7 +184,7 @@ network "lan" {
     let p = plan(&cfg, &o3, &opts());
     assert_eq!(p.conflicts.len(), 1, "{:?}", p.conflicts);
     assert!(p.conflicts[0].ways_out.iter().any(|w| w.contains(&format!("libvirt_network = \"{name}\""))), "{:?}", p.conflicts);
-    assert!(p.conflicts[0].ways_out.iter().all(|w| !w.contains("import {")), "importing libvirt networks is not built: no import offered: {:?}", p.conflicts);
+    assert!(p.conflicts[0].ways_out.iter().any(|w| w.contains(&format!("import {{\n      to = network.default\n      id = \"{name}\""))), "{:?}", p.conflicts);
 }
 
 #[test]

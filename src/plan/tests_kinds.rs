@@ -38,7 +38,7 @@ volume "data" {
 "#;
 
 fn lowering<'a>(cfg: &'a Configuration, hashes: &'a BTreeMap<String, String>) -> Lowering<'a> {
-    Lowering { cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: hashes }
+    Lowering { cfg, state_dir: std::path::Path::new("/state"), kvm_usable: false, source_hashes: hashes, imported: &super::tests::EMPTY_IMPORTS }
 }
 
 fn link(name: &str, kind: LinkKind, alias: Option<String>) -> Link {
@@ -143,6 +143,76 @@ fn hybrid_port_repairs_partial_state_and_refuses_foreign_devices() {
     // OVS down: an error, not a guess.
     let p = plan(&cfg, &Observed::default(), &opts());
     assert!(p.errors.iter().any(|e| e.contains("Open vSwitch is not running")), "{:?}", p.errors);
+}
+
+/// A moved libvirt network keeps its name and UUID (its marker): only the
+/// record changes; forgotten, it is listed in the record and never deleted.
+#[test]
+fn moved_libvirt_network_keeps_name_and_uuid_and_can_be_forgotten() {
+    let (_d, old) = load(NET);
+    let hashes = BTreeMap::new();
+    let def = lowering(&old, &hashes).libvirt_network(old.resource("network.nat").unwrap()).unwrap();
+    let mut o = with_ovs();
+    o.networks.insert(def.name.clone(), ActualNetwork { name: def.name.clone(), uuid: def.uuid.clone(), active: true, autostart: true, def: Some(crate::xml::network::ObservedNetwork::from_def(&def)) });
+    let src = NET.replace("network \"nat\"", "network \"outside\"").replace("network.nat", "network.outside") + "moved {\n  from = network.nat\n  to   = network.outside\n}\n";
+    let (_d2, mut cfg) = load(&src);
+    moved::keep_names(&mut cfg, &o, std::path::Path::new("/state"));
+    let def2 = lowering(&cfg, &hashes).libvirt_network(cfg.resource("network.outside").unwrap()).unwrap();
+    assert_eq!((def2.name.as_str(), def2.uuid.as_str()), (def.name.as_str(), def.uuid.as_str()));
+    let p = plan(&cfg, &o, &opts());
+    assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
+    let c = find(&p, "network.outside");
+    assert_eq!(c.previous_address.as_deref(), Some("network.nat"));
+    assert_eq!((c.action, c.reason.as_deref()), (Action::Update, Some("moved")), "{}", render::text(&p, false));
+    assert!(!p.changes.iter().any(|x| x.action == Action::Delete), "{}", render::text(&p, false));
+    assert_eq!(p.names.as_ref().and_then(|n| n.names.get("network.outside")).map(String::as_str), Some("network.nat"));
+
+    // Forgotten: a record entry, no step on the network, and no later delete.
+    let forget = "virtform { stack = \"kinds\" }\nremoved {\n  from = network.nat\n  lifecycle {\n    destroy = false\n  }\n}\n";
+    let (_d3, cfg3) = load(forget);
+    let p = plan(&cfg3, &o, &opts());
+    let c = find(&p, "network.nat");
+    assert_eq!((c.action, c.object.as_deref()), (Action::Forget, Some("libvirt network vf-kinds-nat")));
+    let names = p.names.clone().unwrap();
+    assert!(names.forgotten.contains("libvirt network vf-kinds-nat"), "{names:?}");
+    o.names = names;
+    let (_d4, cfg4) = load("virtform { stack = \"kinds\" }\nvolume \"v\" {\n  size = \"1M\"\n}\n");
+    let p = plan(&cfg4, &o, &PlanOptions { destroy: true, ..opts() });
+    assert!(!p.changes.iter().any(|x| x.address == "network.nat"), "a forgotten network is never deleted: {}", render::text(&p, false));
+}
+
+/// A moved hybrid port keeps its devices (their names come from the port
+/// id, which the move keeps); their markers are rewritten live.
+#[test]
+fn moved_hybrid_port_keeps_its_devices_and_rewrites_their_markers_live() {
+    let (_d, old) = load(NET);
+    let hashes = BTreeMap::new();
+    let h = lowering(&old, &hashes).hybrid(old.resource("port.h").unwrap()).unwrap();
+    let marker = crate::host::marker_with_hash("kinds", "port.h", &h.hash());
+    let mut o = with_ovs();
+    let mut qbr = link(&h.qbr, LinkKind::Bridge, Some(marker.clone()));
+    qbr.promisc = false;
+    o.links.insert(h.qbr.clone(), qbr);
+    for (a, b) in [(&h.qvb, &h.qvo), (&h.qvo, &h.qvb)] {
+        let mut l = link(a, LinkKind::Veth, Some(marker.clone()));
+        l.veth_peer = Some(b.clone());
+        o.links.insert(a.clone(), l);
+    }
+    let (_d2, mut cfg) = load(&(NET.replace("port \"h\"", "port \"h2\"") + "moved {\n  from = port.h\n  to   = port.h2\n}\n"));
+    moved::keep_names(&mut cfg, &o, std::path::Path::new("/state"));
+    let h2 = lowering(&cfg, &hashes).hybrid(cfg.resource("port.h2").unwrap()).unwrap();
+    assert_eq!((&h2.qbr, &h2.qvb, &h2.qvo, &h2.tap), (&h.qbr, &h.qvb, &h.qvo, &h.tap), "the devices keep their names");
+    assert_eq!(h2.mac, h.mac);
+    let p = plan(&cfg, &o, &opts());
+    assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
+    let c = find(&p, "port.h2");
+    assert_eq!(c.previous_address.as_deref(), Some("port.h"));
+    assert_eq!(c.action, Action::Update);
+    assert_eq!(c.landing(), Some(Landing::Live));
+    for dev in [&h.qbr, &h.qvb, &h.qvo] {
+        assert!(c.changes.iter().any(|x| x.attr == *dev && x.after.as_deref() == Some("set alias")), "{dev}: {:?}", c.changes);
+    }
+    assert!(!p.changes.iter().any(|x| x.action == Action::Delete), "{}", render::text(&p, false));
 }
 
 #[test]

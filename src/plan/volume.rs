@@ -20,7 +20,14 @@ impl Planner<'_> {
         let Some(have) = self.obs.files.get(&want.path) else {
             return ResourceChange::new(addr, Kind::Volume, Action::Create);
         };
+        if self.is_forgotten(&want.path) {
+            return self.conflict(r, super::Foreign::new(format!("file {:?} (forgotten by a removed block; no longer virtform's)", want.path)), None);
+        }
         let mut rc = ResourceChange::new(addr.clone(), Kind::Volume, Action::NoOp);
+        if self.registry_import(&mut rc, r) {
+            rc.action = Action::Update;
+            rc.reason = Some("import".into());
+        }
         let forced = self.opts.replace.contains(&addr);
         if have.format.as_str() != want.format && !forced {
             self.out.errors.push(format!(
@@ -37,7 +44,7 @@ impl Planner<'_> {
             if have.virtual_size < size {
                 rc.changes.push(change("size", Size(have.virtual_size), Size(size), Landing::Live, false));
                 rc.action = Action::Update;
-                rc.reason = Some("update".into());
+                rc.reason.get_or_insert_with(|| "update".into());
             } else if have.virtual_size > size && !forced {
                 self.out.errors.push(format!(
                     "{addr}: shrinking a volume is refused ({} on the host, {} configured): it would cut off the guest's data. Set size = \"{}\" or larger",
