@@ -249,3 +249,76 @@ module "a" {
         assert_eq!(def.uuid, h.vm_uuid, "Nova's vm-uuid is the domain's");
     }
 }
+
+/// `moved` into a module: a root instance (with its disk and port) becomes
+/// `module.web["a"]`'s; the plan moves all three and changes nothing else,
+/// the domain keeps its name, the disk its path.
+#[test]
+fn a_move_into_a_module_only_moves() {
+    let before = r#"
+virtform { stack = "mm" }
+network "lan" { address = "10.79.0.1/24" }
+disk "root" { size = "64M" }
+port "eth0" {
+  network = network.lan
+  ip      = "10.79.0.10"
+}
+instance "vm" {
+  memory = "256M"
+  kernel = "/assets/vmlinuz"
+  disks  = [disk.root]
+  ports  = [port.eth0]
+}
+"#;
+    let module = r#"
+variable "network" {}
+variable "host" { type = number }
+disk "root" { size = "64M" }
+port "eth0" {
+  network = var.network
+  ip      = cidrhost("10.79.0.0/24", var.host)
+}
+instance "vm" {
+  memory = "256M"
+  kernel = "/assets/vmlinuz"
+  disks  = [disk.root]
+  ports  = [port.eth0]
+}
+"#;
+    let after = r#"
+virtform { stack = "mm" }
+network "lan" { address = "10.79.0.1/24" }
+module "web" {
+  source   = "./m"
+  for_each = { a = 10 }
+  network  = network.lan
+  host     = each.value
+}
+moved {
+  from = instance.vm
+  to   = module.web["a"].instance.vm
+}
+moved {
+  from = disk.root
+  to   = module.web["a"].disk.root
+}
+moved {
+  from = port.eth0
+  to   = module.web["a"].port.eth0
+}
+"#;
+    let (_d, old) = load_tree(&[("main.vf.hcl", before)]);
+    let host = converged(&old);
+    let (_d2, mut cfg) = load_tree(&[("main.vf.hcl", after), ("m/main.vf.hcl", module)]);
+    super::moved::keep_names(&mut cfg, &host, std::path::Path::new("/state"));
+    let p = plan(&cfg, &host, &opts());
+    assert!(p.errors.is_empty() && p.conflicts.is_empty(), "{:?} {:?}", p.errors, p.conflicts);
+    for (from, to) in [("instance.vm", "module.web[\"a\"].instance.vm"), ("disk.root", "module.web[\"a\"].disk.root")] {
+        let c = find(&p, to);
+        assert_eq!((c.action, c.reason.as_deref(), c.previous_address.as_deref()), (Action::Update, Some("moved"), Some(from)), "{}", render::text(&p, false));
+    }
+    assert!(!p.changes.iter().any(|c| matches!(c.action, Action::Delete | Action::Create | Action::Replace)), "{}", render::text(&p, false));
+    let low = super::tests::lowering(&cfg);
+    assert_eq!(low.domain(cfg.resource("module.web[\"a\"].instance.vm").unwrap()).unwrap().name, "mm-vm");
+    assert_eq!(low.disk(cfg.resource("module.web[\"a\"].disk.root").unwrap()).unwrap().path, "/state/mm/disks/root.qcow2");
+}
