@@ -23,6 +23,32 @@ pub enum Node {
     /// A data source block (`data.network.lan`).
     Data(Kind, String),
     Output(String),
+    /// A module call block (`module.web`): evaluated as a whole, every
+    /// instance of it, in its caller's order.
+    Module(String),
+    /// A block inside a module instance (`module.web["a"].instance.vm`), in
+    /// the configuration's merged graph (DOT, `--target`); never the root's.
+    Scoped(crate::model::ModulePath, Box<Node>),
+}
+
+impl Node {
+    /// `n` in the module instance `path` (unchanged in the root module).
+    pub fn scoped(path: &crate::model::ModulePath, n: Node) -> Node {
+        if path.is_root() { n } else { Node::Scoped(path.clone(), Box::new(n)) }
+    }
+
+    /// The node inside any module scope.
+    pub fn inner(&self) -> &Node {
+        match self {
+            Node::Scoped(_, n) => n.inner(),
+            n => n,
+        }
+    }
+
+    /// A resource or data source block, in any module.
+    pub fn is_resource(&self) -> bool {
+        matches!(self.inner(), Node::Resource(..) | Node::Data(..))
+    }
 }
 
 impl fmt::Display for Node {
@@ -33,6 +59,8 @@ impl fmt::Display for Node {
             Node::Resource(k, n) => write!(f, "{k}.{n}"),
             Node::Data(k, n) => write!(f, "data.{k}.{n}"),
             Node::Output(n) => write!(f, "output.{n}"),
+            Node::Module(n) => write!(f, "module.{n}"),
+            Node::Scoped(p, n) => write!(f, "{p}.{n}"),
         }
     }
 }
@@ -166,7 +194,7 @@ impl DepGraph {
     pub fn resource_edges(&self) -> BTreeSet<(Node, Node)> {
         let mut out = BTreeSet::new();
         for i in self.g.node_indices() {
-            if !matches!(self.g[i], Node::Resource(..) | Node::Data(..)) {
+            if !self.g[i].is_resource() {
                 continue;
             }
             let mut stack: Vec<NodeIndex> = self.g.neighbors(i).collect();
@@ -176,7 +204,7 @@ impl DepGraph {
                     continue;
                 }
                 match &self.g[j] {
-                    Node::Resource(..) | Node::Data(..) => {
+                    n if n.is_resource() => {
                         if j != i {
                             out.insert((self.g[i].clone(), self.g[j].clone()));
                         }
@@ -188,14 +216,25 @@ impl DepGraph {
         out
     }
 
+    /// Adds `other` (a module's own graph) with every node scoped to `path`.
+    pub fn merge_scoped(&mut self, other: &DepGraph, path: &crate::model::ModulePath) {
+        for i in other.g.node_indices() {
+            self.add_node(Node::scoped(path, other.g[i].clone()));
+        }
+        for e in other.g.edge_references() {
+            let (a, b) = (Node::scoped(path, other.g[e.source()].clone()), Node::scoped(path, other.g[e.target()].clone()));
+            self.add_edge(&a, &b, *e.weight());
+        }
+    }
+
     /// Graphviz DOT: resources as nodes (data sources dashed: read, never
     /// changed), one edge per dependency (dependent → dependency).
     pub fn to_dot(&self) -> String {
-        let mut nodes: Vec<&Node> = self.g.node_weights().filter(|n| matches!(n, Node::Resource(..) | Node::Data(..))).collect();
+        let mut nodes: Vec<&Node> = self.g.node_weights().filter(|n| n.is_resource()).collect();
         nodes.sort();
         let mut s = String::from("digraph virtform {\n  rankdir = \"RL\";\n  node [shape = box, fontname = \"sans-serif\"];\n");
         for n in nodes {
-            let shape = match n {
+            let shape = match n.inner() {
                 Node::Resource(Kind::Network, _) => "hexagon",
                 Node::Resource(Kind::Image, _) | Node::Resource(Kind::Disk, _) | Node::Resource(Kind::Volume, _) => "cylinder",
                 Node::Resource(Kind::Port, _) => "ellipse",

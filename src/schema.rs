@@ -47,8 +47,8 @@ pub fn language_schema() -> serde_json::Value {
     );
     let address = serde_json::json!({
         "type": "string",
-        "description": "A resource address written without quotes: KIND.NAME, KIND.NAME[INDEX] or KIND.NAME[\"KEY\"] (a whole block when written without a key).",
-        "pattern": "^(network|port|image|disk|volume|instance)\\.[A-Za-z_][A-Za-z0-9_-]*(\\[([0-9]+|\"[A-Za-z0-9_.-]+\")\\])?$",
+        "description": "A resource address written without quotes: KIND.NAME, KIND.NAME[INDEX] or KIND.NAME[\"KEY\"] (a whole block when written without a key), optionally inside modules (module.web[\"a\"].KIND.NAME), or a module (module.web, module.web[\"a\"]).",
+        "pattern": "^((module\\.[A-Za-z_][A-Za-z0-9_-]*(\\[([0-9]+|\"[A-Za-z0-9_.-]+\")\\])?\\.)*(network|port|image|disk|volume|instance)\\.[A-Za-z_][A-Za-z0-9_-]*(\\[([0-9]+|\"[A-Za-z0-9_.-]+\")\\])?|module\\.[A-Za-z_][A-Za-z0-9_-]*(\\[([0-9]+|\"[A-Za-z0-9_.-]+\")\\])?(\\.module\\.[A-Za-z_][A-Za-z0-9_-]*(\\[([0-9]+|\"[A-Za-z0-9_.-]+\")\\])?)*)$",
     });
     kinds.insert(
         "moved".to_string(),
@@ -81,6 +81,24 @@ pub fn language_schema() -> serde_json::Value {
                 "required": ["from"],
                 "additionalProperties": false,
             },
+        }),
+    );
+    kinds.insert(
+        "module".to_string(),
+        serde_json::json!({
+            "type": "object",
+            "description": "`module \"NAME\" { source = \"./DIR\", ... }` blocks, by name: a local module (a directory of .vf.hcl files with its own variables, locals, resources and outputs) instantiated here. Its resources' addresses carry the module path (module.NAME[KEY].KIND.NAME); module.NAME reads its outputs (a list of them under count, a map under for_each).",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["source"],
+                "properties": {
+                    "source": { "type": "string", "pattern": "^\\.\\.?/", "description": "The module's directory, relative to the directory of the calling file; a literal string starting with ./ or ../." },
+                    "count": { "type": "integer", "minimum": 0, "description": "How many instances: module.NAME[0], module.NAME[1], …" },
+                    "for_each": { "description": "A map or a set of strings: one instance per key, module.NAME[\"KEY\"]." },
+                    "depends_on": { "type": "array", "items": { "$ref": "#/$defs/ResourceRef" }, "description": "Resources or modules every resource of the module is created after." }
+                },
+                "additionalProperties": { "description": "An input: a value for the module's variable of that name (converted to its type and checked by its validation blocks); resources and data sources can be passed in (network = network.lan)." }
+            }
         }),
     );
     for (k, v) in generator.definitions() {

@@ -237,7 +237,7 @@ fn config_cases() -> Vec<ConfigCase> {
         cc("string key into a counted resource", "network \"lan\" {\n  count = 1\n}\nlocals {\n  x = network.lan[\"a\"]\n}\n", "\"a\"]", "its index must be a whole number"),
         cc("resource refers to itself", "network \"n\" {\n  mtu = network.n.mtu\n}\n", "network.n.mtu", "cycle"),
         cc("virtform attribute typo", &in_locals("x = virtform.stak"), "virtform.stak", "the only attribute of `virtform` is `stack`"),
-        cc("path attribute typo", &in_locals("x = path.root"), "path.root", "`path` has the attributes `module` and `cwd`"),
+        cc("path attribute typo", &in_locals("x = path.modul"), "path.modul", "`path` has the attributes `module`, `root` and `cwd`"),
         cc("unknown root name", &in_locals("x = netwrk.lan"), "netwrk.lan", "unknown name `netwrk`"),
         cc("count attribute typo", "network \"n\" {\n  count = 2\n  mtu = 1500 + count.indx\n}\n", "count.indx", "`count.indx` does not exist"),
         cc("each attribute typo", "network \"n\" {\n  for_each = toset([\"a\"])\n  bridge = each.val\n}\n", "each.val", "`each.val` does not exist"),

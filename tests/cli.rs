@@ -18,8 +18,24 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The examples' root configurations: each directory of `examples/`, and
+/// for a repository-shaped one (`examples/modules`) each of its `envs/`.
 fn examples() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut v: Vec<PathBuf> = Vec::new();
+    for p in subdirs(&root().join("examples")) {
+        if p.join("envs").is_dir() { v.extend(subdirs(&p.join("envs"))) } else { v.push(p) }
+    }
+    v.sort();
+    v
+}
+
+/// The examples' module directories (`examples/modules/modules/*`).
+fn example_modules() -> Vec<PathBuf> {
+    subdirs(&root().join("examples")).into_iter().filter(|p| p.join("modules").is_dir()).flat_map(|p| subdirs(&p.join("modules"))).collect()
+}
+
+fn subdirs(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     v.sort();
     v
 }
@@ -56,7 +72,8 @@ fn every_example_validates() {
 
 #[test]
 fn every_example_is_formatted() {
-    for dir in examples() {
+    assert!(!example_modules().is_empty());
+    for dir in examples().into_iter().chain(example_modules()) {
         let out = run(&["fmt", "--check", dir.to_str().unwrap()]);
         assert!(out.status.success(), "{} is not formatted:\n{}{}", dir.display(), text(&out.stdout), text(&out.stderr));
     }

@@ -145,11 +145,20 @@ fn multiple_files_form_one_configuration() {
 #[test]
 fn no_panics_on_mutated_input() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    // Every configuration file of the examples, also those of modules and environments.
     let mut sources = Vec::new();
-    for e in std::fs::read_dir(root).unwrap() {
-        let p = e.unwrap().path().join("main.vf.hcl");
-        sources.push(std::fs::read_to_string(p).unwrap());
+    let mut dirs = vec![root];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.to_string_lossy().ends_with(".vf.hcl") {
+                sources.push(std::fs::read_to_string(p).unwrap());
+            }
+        }
     }
+    sources.sort();
     let mut seed: u64 = 0x9e3779b97f4a7c15;
     let mut next = || {
         seed ^= seed << 13;
@@ -208,6 +217,7 @@ fn schema_is_up_to_date() {
         assert!(v["properties"][kind].is_object(), "{kind} missing");
     }
     assert!(v["$defs"]["Instance"]["properties"]["memory"]["description"].is_string());
+    assert_eq!(v["properties"]["module"]["additionalProperties"]["required"][0], "source");
 }
 
 /// Exports are built only for resources something refers to (a loading

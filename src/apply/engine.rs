@@ -1299,10 +1299,11 @@ impl Builder {
                 self.dag.depend(id, *s);
             }
         }
-        // depends_on names blocks (`network.lan`) or instances (`disk.root[0]`).
+        // depends_on names blocks (`network.lan`), instances (`disk.root[0]`)
+        // or modules (`module.web`, `module.web["a"]`: everything in them).
         for d in &r.depends_on {
-            let prefix = format!("{d}[");
-            let hits: Vec<usize> = self.created.iter().filter(|(a, _)| *a == d || a.starts_with(&prefix)).map(|(_, s)| *s).collect();
+            let (prefix, inside) = (format!("{d}["), format!("{d}."));
+            let hits: Vec<usize> = self.created.iter().filter(|(a, _)| *a == d || a.starts_with(&prefix) || a.starts_with(&inside)).map(|(_, s)| *s).collect();
             for s in hits {
                 self.dag.depend(id, s);
             }

@@ -25,7 +25,7 @@ pub mod value;
 pub mod vars;
 
 use crate::graph::{DepGraph, Node};
-use crate::model::{self, Address, Key, Kind, Lifecycle, Resource};
+use crate::model::{self, Address, Key, Kind, Lifecycle, ModulePath, Resource};
 use diag::{Diagnostic, Diagnostics, Severity};
 use eval::Evaluator;
 use functions::FnCtx;
@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use value::Value;
 
 /// Block kinds allowed at the top level.
-pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "data", "import", "moved", "removed", "network", "port", "image", "disk", "volume", "instance"];
+pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "data", "import", "moved", "removed", "module", "network", "port", "image", "disk", "volume", "instance"];
 
 /// Types of `data` blocks.
 pub const DATA_KINDS: &[&str] = &["network"];
@@ -319,6 +319,8 @@ struct Names<'a> {
     locals: &'a BTreeSet<String>,
     res: &'a BTreeSet<(Kind, String)>,
     data: &'a BTreeSet<(Kind, String)>,
+    /// Module calls and the outputs of the module each calls.
+    modules: &'a BTreeMap<String, BTreeSet<String>>,
 }
 
 struct ResourceBlock {
@@ -326,6 +328,98 @@ struct ResourceBlock {
     kind: Kind,
     name: String,
     block: RawBlock,
+}
+
+/// One module's source: a directory's blocks classified, the modules it
+/// calls, its dependency graph. Read once per directory and shared by every
+/// instance (and every caller) of the module.
+#[derive(Default)]
+struct ModuleSrc {
+    dir: PathBuf,
+    settings: Option<RawBlock>,
+    var_blocks: Vec<RawBlock>,
+    /// Variable declarations (modules only; the root's are read with its values).
+    decls: Vec<vars::VarDecl>,
+    var_names: BTreeSet<String>,
+    local_names: BTreeSet<String>,
+    locals: BTreeMap<String, RawAttr>,
+    outputs: BTreeMap<String, RawBlock>,
+    import_blocks: Vec<RawBlock>,
+    moved_blocks: Vec<RawBlock>,
+    removed_blocks: Vec<RawBlock>,
+    resources: BTreeMap<(Kind, String), ResourceBlock>,
+    data: BTreeMap<(Kind, String), ResourceBlock>,
+    calls: BTreeMap<String, ModuleCall>,
+    graph: DepGraph,
+    /// Instance blocks whose `addresses` an output or local of this module reads.
+    agent_readers: BTreeSet<String>,
+}
+
+/// A `module "NAME" { source = ... }` block and the module it calls.
+struct ModuleCall {
+    name: String,
+    block: RawBlock,
+    source: std::rc::Rc<ModuleSrc>,
+}
+
+/// What evaluating the module instances accumulates.
+struct Acc {
+    built: BTreeMap<String, Resource>,
+    order: Vec<String>,
+    /// The merged graph: the root's, plus every module instance's scoped.
+    graph: DepGraph,
+    stack: String,
+    state_dir: PathBuf,
+}
+
+/// `a/b/../c/./d` → `a/c/d` without touching the file system (for the
+/// paths of module sources, shown in every error inside them); a `..`
+/// that would climb above the start of a relative path is kept.
+fn normalize_lexically(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(c),
+            },
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
+
+/// `name` (a reference written in a module: `network.lan`, `module.db`) as
+/// an address from the root: `module.web["a"].network.lan`.
+fn qualify(path: &ModulePath, name: &str) -> String {
+    if path.is_root() { name.to_string() } else { format!("{path}.{name}") }
+}
+
+/// The graph node a reference in `src` stands for, if it names a block.
+fn ref_node(r: &Reference, src: &ModuleSrc) -> Option<Node> {
+    let first = r.first_attr()?;
+    match r.root.as_str() {
+        "var" if src.var_names.contains(first) => Some(Node::Var(first.to_string())),
+        "local" if src.local_names.contains(first) => Some(Node::Local(first.to_string())),
+        "module" if src.calls.contains_key(first) => Some(Node::Module(first.to_string())),
+        "data" => {
+            let kind = Kind::parse(first)?;
+            let Some(Step::Attr(n)) = r.steps.get(1) else { return None };
+            src.data.contains_key(&(kind, n.clone())).then(|| Node::Data(kind, n.clone()))
+        }
+        root => {
+            let kind = Kind::parse(root)?;
+            src.resources.contains_key(&(kind, first.to_string())).then(|| Node::Resource(kind, first.to_string()))
+        }
+    }
 }
 
 struct Loader<'o> {
@@ -337,13 +431,15 @@ struct Loader<'o> {
     secrets: Vec<String>,
     /// Instance blocks whose `addresses` an output or a local reads.
     agent_fact_readers: BTreeSet<String>,
+    /// Modules read so far, by canonical directory.
+    module_cache: BTreeMap<PathBuf, std::rc::Rc<ModuleSrc>>,
 }
 
 type Res<T> = Result<T, ()>;
 
 impl<'o> Loader<'o> {
     fn new(opts: &'o LoadOptions) -> Self {
-        Loader { opts, sources: Sources::default(), diags: Diagnostics::default(), warnings: Diagnostics::default(), secrets: Vec::new(), agent_fact_readers: BTreeSet::new() }
+        Loader { opts, sources: Sources::default(), diags: Diagnostics::default(), warnings: Diagnostics::default(), secrets: Vec::new(), agent_fact_readers: BTreeSet::new(), module_cache: BTreeMap::new() }
     }
 
     fn fail<T>(&mut self, d: Diagnostic) -> Res<T> {
@@ -357,7 +453,66 @@ impl<'o> Loader<'o> {
 
     fn run(&mut self) -> Res<Configuration> {
         let dir = self.opts.dir.clone();
-        let files = match config_files(&dir) {
+        let root = self.read_module(&dir, true, &mut Vec::new())?;
+        self.checkpoint()?;
+
+        // Variables.
+        let base_dir = dir.clone();
+        let fn_ctx = FnCtx { base_dir: &base_dir };
+        let var_values = self.variables(&root.var_blocks, &fn_ctx)?;
+        let sensitive_vars: BTreeSet<String> = var_values.iter().filter(|v| v.sensitive).map(|v| v.name.clone()).collect();
+        let mut roots: BTreeMap<String, Value> = BTreeMap::new();
+        roots.insert("var".into(), Value::Map(var_values.iter().map(|v| (v.name.clone(), v.value.clone())).collect()));
+
+        // Stack.
+        let stack = self.stack(root.settings.as_ref(), &fn_ctx, &roots)?;
+        let mut acc = Acc { built: BTreeMap::new(), order: Vec::new(), graph: root.graph.clone(), stack: stack.clone(), state_dir: self.opts.state_dir.clone() };
+        let outputs = self.eval_module(&root, &ModulePath::root(), &var_values, &sensitive_vars, &[], &mut acc);
+        self.checkpoint()?;
+        let outputs = outputs?;
+        let Acc { mut built, order: order_out, graph, .. } = acc;
+        let (mut data, mut resources): (Vec<Resource>, Vec<Resource>) = order_out.iter().filter_map(|a| built.remove(a)).partition(|r| r.address.is_data());
+        self.diags.extend(model::validate::check_all(&resources));
+        let mut iroots = BTreeMap::new();
+        iroots.insert("var".to_string(), Value::Map(var_values.iter().map(|v| (v.name.clone(), v.value.clone())).collect()));
+        iroots.insert("virtform".into(), Value::map([("stack", Value::String(stack.clone()))]));
+        let (imports, import_diags) = import::check(&root.import_blocks, &self.sources, &resources, &fn_ctx, &iroots);
+        self.diags.extend(import_diags);
+        let (moves, removed, moved_diags) = moved::check(&root.moved_blocks, &root.removed_blocks, &self.sources, &resources);
+        self.diags.extend(moved_diags);
+        data.shrink_to_fit();
+        self.checkpoint()?;
+        resources.shrink_to_fit();
+        let mut warnings = std::mem::take(&mut self.warnings);
+        warnings.extend(Diagnostics(self.diags.0.drain(..).filter(|d| d.severity == Severity::Warning).collect()));
+        let index = resources.iter().enumerate().map(|(i, r)| (r.address.to_string(), i)).collect();
+        let data_index = data.iter().enumerate().map(|(i, r)| (r.address.to_string(), i)).collect();
+        Ok(Configuration {
+            sources: std::mem::take(&mut self.sources),
+            dir,
+            stack,
+            resources,
+            data,
+            data_index,
+            graph,
+            outputs,
+            variables: var_values,
+            warnings,
+            imports,
+            moves,
+            removed,
+            names: BTreeMap::new(),
+            index,
+            agent_fact_readers: std::mem::take(&mut self.agent_fact_readers),
+        })
+    }
+
+    /// Reads one module's directory (the root configuration, or a `module`
+    /// block's `source`): its files, its blocks classified, the modules it
+    /// calls (recursively, each directory once), and its dependency graph.
+    /// `chain`: the directories of the calls being read, for cycles.
+    fn read_module(&mut self, dir: &Path, root: bool, chain: &mut Vec<PathBuf>) -> Res<std::rc::Rc<ModuleSrc>> {
+        let files = match config_files(dir) {
             Ok(f) => f,
             Err(e) => return self.fail(Diagnostic::error(format!("cannot read the configuration directory {}: {e}", dir.display()))),
         };
@@ -367,9 +522,18 @@ impl<'o> Loader<'o> {
                     .help("run virtform in a directory with .vf.hcl files, or pass the directory as an argument"),
             );
         }
+        let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        chain.push(canonical);
+        let r = self.read_module_files(dir, &files, root, chain);
+        chain.pop();
+        r
+    }
+
+    fn read_module_files(&mut self, dir: &Path, files: &[PathBuf], root: bool, chain: &mut Vec<PathBuf>) -> Res<std::rc::Rc<ModuleSrc>> {
+        let start = self.diags.0.len();
         let mut bodies = Vec::new();
-        for f in &files {
-            let id = match read_source(f, "configuration file", Some(&dir), &mut self.sources) {
+        for f in files {
+            let id = match read_source(f, "configuration file", Some(dir), &mut self.sources) {
                 Ok(id) => id,
                 Err(d) => {
                     self.diags.push(d);
@@ -381,17 +545,16 @@ impl<'o> Loader<'o> {
                 Err(d) => self.diags.extend(d),
             }
         }
-        self.checkpoint()?;
+        if self.diags.0[start..].iter().any(|d| d.severity == Severity::Error) {
+            return Err(());
+        }
 
         // Classify top-level blocks.
-        let mut settings: Option<RawBlock> = None;
-        let mut var_blocks: Vec<RawBlock> = Vec::new();
+        let mut src = ModuleSrc { dir: dir.to_path_buf(), ..ModuleSrc::default() };
         let mut locals: Vec<RawAttr> = Vec::new();
-        let mut outputs: Vec<RawBlock> = Vec::new();
-        let mut import_blocks: Vec<RawBlock> = Vec::new();
-        let mut moved_blocks: Vec<RawBlock> = Vec::new();
-        let mut removed_blocks: Vec<RawBlock> = Vec::new();
         let mut resources: Vec<ResourceBlock> = Vec::new();
+        let mut outputs: Vec<RawBlock> = Vec::new();
+        let mut call_blocks: Vec<RawBlock> = Vec::new();
         let mut seen: BTreeMap<String, Span> = BTreeMap::new();
         for body in bodies {
             for a in &body.attrs {
@@ -416,6 +579,18 @@ impl<'o> Loader<'o> {
                         continue;
                     }
                 };
+                if !root && matches!(b.kind.as_str(), "virtform" | "import" | "moved" | "removed") {
+                    self.diags.push(
+                        Diagnostic::error(format!("a `{}` block belongs in the root configuration, not in a module", b.kind))
+                            .at(b.kind_span)
+                            .label(match b.kind.as_str() {
+                                "import" => "move it to the root configuration, with `to = module.NAME.KIND.NAME`",
+                                "moved" | "removed" => "move it to the root configuration, with the addresses from there (module.NAME.KIND.NAME)",
+                                _ => "the stack is the root configuration's",
+                            }),
+                    );
+                    continue;
+                }
                 if b.labels.len() != want_labels {
                     let what = if want_labels == 2 {
                         "a `data` block takes two labels: its type and its name, like data \"network\" \"lan\"".to_string()
@@ -489,21 +664,22 @@ impl<'o> Loader<'o> {
                 }
                 match b.kind.as_str() {
                     "virtform" => {
-                        if let Some(prev) = &settings {
+                        if let Some(prev) = &src.settings {
                             self.diags.push(
                                 Diagnostic::error("duplicate `virtform` block")
                                     .at(b.kind_span)
                                     .note(Some(prev.kind_span), "first declared here"),
                             );
                         } else {
-                            settings = Some(b);
+                            src.settings = Some(b);
                         }
                     }
-                    "variable" => var_blocks.push(b),
+                    "variable" => src.var_blocks.push(b),
                     "output" => outputs.push(b),
-                    "import" => import_blocks.push(b),
-                    "moved" => moved_blocks.push(b),
-                    "removed" => removed_blocks.push(b),
+                    "import" => src.import_blocks.push(b),
+                    "moved" => src.moved_blocks.push(b),
+                    "removed" => src.removed_blocks.push(b),
+                    "module" => call_blocks.push(b),
                     "locals" => {
                         for nb in &b.body.blocks {
                             self.diags.push(Diagnostic::error(format!("unexpected block `{}` in locals", nb.kind)).at(nb.kind_span).label("locals holds only attributes: name = expression"));
@@ -530,18 +706,30 @@ impl<'o> Loader<'o> {
                 }
             }
         }
-        self.checkpoint()?;
+
+        // The modules this one calls.
+        for b in call_blocks {
+            if let Some(call) = self.module_call_source(b, chain) {
+                src.calls.insert(call.name.clone(), call);
+            }
+        }
+        if self.diags.0[start..].iter().any(|d| d.severity == Severity::Error) {
+            return Err(());
+        }
 
         // Declared names, for reference checks.
-        let var_names: BTreeSet<String> = var_blocks.iter().map(|b| b.labels[0].0.clone()).collect();
-        let local_names: BTreeSet<String> = locals.iter().map(|a| a.name.clone()).collect();
+        src.var_names = src.var_blocks.iter().map(|b| b.labels[0].0.clone()).collect();
+        src.local_names = locals.iter().map(|a| a.name.clone()).collect();
         let res_names: BTreeSet<(Kind, String)> = resources.iter().filter(|r| r.mode == model::Mode::Managed).map(|r| (r.kind, r.name.clone())).collect();
         let data_names: BTreeSet<(Kind, String)> = resources.iter().filter(|r| r.mode == model::Mode::Data).map(|r| (r.kind, r.name.clone())).collect();
-        let names = Names { vars: &var_names, locals: &local_names, res: &res_names, data: &data_names };
+        let module_outputs: BTreeMap<String, BTreeSet<String>> = src.calls.iter().map(|(n, c)| (n.clone(), c.source.outputs.keys().cloned().collect())).collect();
+        let (var_names, local_names) = (src.var_names.clone(), src.local_names.clone());
+        let names = Names { vars: &var_names, locals: &local_names, res: &res_names, data: &data_names, modules: &module_outputs };
 
         // The graph.
+        let readers_before = std::mem::take(&mut self.agent_fact_readers);
         let mut graph = DepGraph::default();
-        for v in &var_names {
+        for v in &src.var_names {
             graph.add_node(Node::Var(v.clone()));
         }
         for a in &locals {
@@ -552,29 +740,10 @@ impl<'o> Loader<'o> {
         }
         for r in &resources {
             let me = if r.mode == model::Mode::Data { Node::Data(r.kind, r.name.clone()) } else { Node::Resource(r.kind, r.name.clone()) };
-            graph.add_node(me.clone());
-            let has_count = r.block.body.attr("count").is_some();
-            let has_each = r.block.body.attr("for_each").is_some();
-            let ctx = Some((has_count, has_each));
-            for (a, _) in all_attrs(&r.block.body, "") {
-                if a.name == "depends_on" || a.name == "replace_triggered_by" {
-                    let rs = refs::references(&a.expr, a.file, a.expr_span);
-                    self.add_refs(&mut graph, &me, &rs, &names, ctx);
-                    continue;
-                }
-                if a.name == "ignore_changes" {
-                    continue;
-                }
-                let rs = refs::references(&a.expr, a.file, a.expr_span);
-                let rs = if a.name == "count" || a.name == "for_each" {
-                    self.forbid_self(&rs, "count", &a.name);
-                    self.forbid_self(&rs, "each", &a.name);
-                    rs.into_iter().filter(|x| x.root != "count" && x.root != "each").collect()
-                } else {
-                    rs
-                };
-                self.add_refs(&mut graph, &me, &rs, &names, ctx);
-            }
+            self.block_refs(&mut graph, me, &r.block.body, &names);
+        }
+        for (name, c) in &src.calls {
+            self.block_refs(&mut graph, Node::Module(name.clone()), &c.block.body, &names);
         }
         for o in &outputs {
             let me = Node::Output(o.labels[0].0.clone());
@@ -584,46 +753,169 @@ impl<'o> Loader<'o> {
                 self.add_refs(&mut graph, &me, &rs, &names, None);
             }
         }
+        src.agent_readers = std::mem::replace(&mut self.agent_fact_readers, readers_before);
         for d in graph.cycles() {
             self.diags.push(d);
         }
-        self.checkpoint()?;
+        src.graph = graph;
+        if !root {
+            let fn_ctx = FnCtx { base_dir: dir };
+            let blocks = std::mem::take(&mut src.var_blocks);
+            src.decls = self.var_decls(&blocks, &fn_ctx);
+            src.var_blocks = blocks;
+        }
+        if self.diags.0[start..].iter().any(|d| d.severity == Severity::Error) {
+            return Err(());
+        }
+        src.locals = locals.into_iter().map(|a| (a.name.clone(), a)).collect();
+        for r in resources {
+            let key = (r.kind, r.name.clone());
+            if r.mode == model::Mode::Data {
+                src.data.insert(key, r);
+            } else {
+                src.resources.insert(key, r);
+            }
+        }
+        src.outputs = outputs.into_iter().map(|o| (o.labels[0].0.clone(), o)).collect();
+        Ok(std::rc::Rc::new(src))
+    }
 
-        // Variables.
-        let base_dir = dir.clone();
-        let fn_ctx = FnCtx { base_dir: &base_dir };
+    /// References of a resource, data source or module block become its edges.
+    fn block_refs(&mut self, graph: &mut DepGraph, me: Node, body: &RawBody, names: &Names<'_>) {
+        graph.add_node(me.clone());
+        let has_count = body.attr("count").is_some();
+        let has_each = body.attr("for_each").is_some();
+        let ctx = Some((has_count, has_each));
+        for (a, _) in all_attrs(body, "") {
+            if a.name == "depends_on" || a.name == "replace_triggered_by" {
+                let rs = refs::references(&a.expr, a.file, a.expr_span);
+                self.add_refs(graph, &me, &rs, names, ctx);
+                continue;
+            }
+            if a.name == "ignore_changes" || (matches!(me, Node::Module(_)) && a.name == "source") {
+                continue;
+            }
+            let rs = refs::references(&a.expr, a.file, a.expr_span);
+            let rs = if a.name == "count" || a.name == "for_each" {
+                self.forbid_self(&rs, "count", &a.name);
+                self.forbid_self(&rs, "each", &a.name);
+                rs.into_iter().filter(|x| x.root != "count" && x.root != "each").collect()
+            } else {
+                rs
+            };
+            self.add_refs(graph, &me, &rs, names, ctx);
+        }
+    }
+
+    /// A `module` block: its `source` resolved (relative to the calling
+    /// file's directory) and read; errors are located at the block.
+    fn module_call_source(&mut self, b: RawBlock, chain: &mut Vec<PathBuf>) -> Option<ModuleCall> {
+        let name = b.labels[0].0.clone();
+        for nb in &b.body.blocks {
+            let what = if nb.kind == "lifecycle" { "a module block has no `lifecycle`; set it on the module's resources".to_string() } else { format!("unexpected block `{}` in module \"{name}\"", nb.kind) };
+            self.diags.push(Diagnostic::error(what).at(nb.kind_span).label("module blocks hold source, count, for_each, depends_on and the module's inputs"));
+        }
+        for a in &b.body.attrs {
+            if matches!(a.name.as_str(), "providers" | "version") {
+                self.diags.push(Diagnostic::error(format!("`{}` is not supported in a module block", a.name)).at(a.name_span).label("virtform has local modules only: source = \"./DIR\""));
+            }
+        }
+        let Some(sa) = b.body.attr("source") else {
+            self.diags.push(Diagnostic::error(format!("module \"{name}\" has no `source`")).at(b.header_span()).label("add source = \"./modules/NAME\", a directory of .vf.hcl files"));
+            return None;
+        };
+        let text = match &sa.expr {
+            hcl_edit::expr::Expression::String(s) => s.as_str().to_string(),
+            _ => {
+                self.diags.push(Diagnostic::error("a module's `source` must be a literal string").at(sa.expr_span).label("write source = \"./modules/NAME\" (it is read before anything is evaluated)"));
+                return None;
+            }
+        };
+        if !(text.starts_with("./") || text.starts_with("../")) {
+            self.diags.push(
+                Diagnostic::error(format!("module source \"{text}\" is not a local directory"))
+                    .at(sa.expr_span)
+                    .label("virtform has local modules only: start the path with ./ or ../"),
+            );
+            return None;
+        }
+        let caller_dir = self.sources.get(sa.file).path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = normalize_lexically(&caller_dir.join(&text));
+        let shown = source::display_path(&dir);
+        match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                self.diags.push(Diagnostic::error(format!("module source {shown} is not a directory")).at(sa.expr_span).label("a module is a directory of .vf.hcl files"));
+                return None;
+            }
+            Err(e) => {
+                self.diags.push(Diagnostic::error(format!("module source directory {shown} cannot be read: {e}")).at(sa.expr_span).label("the path is relative to the directory of this file"));
+                return None;
+            }
+        }
+        let canonical = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        if let Some(i) = chain.iter().position(|c| *c == canonical) {
+            let mut cycle: Vec<String> = chain[i..].iter().map(|p| source::display_path(p)).collect();
+            cycle.push(source::display_path(&canonical));
+            self.diags.push(
+                Diagnostic::error(format!("module cycle: {}", cycle.join(" -> ")))
+                    .at(sa.expr_span)
+                    .label(format!("module \"{name}\" calls a module that is already being expanded"))
+                    .help("a module cannot call itself, directly or through other modules"),
+            );
+            return None;
+        }
+        let source = match self.module_cache.get(&canonical) {
+            Some(s) => s.clone(),
+            None => {
+                let start = self.diags.0.len();
+                let r = self.read_module(&dir, false, chain);
+                let header = b.header_span();
+                for d in &mut self.diags.0[start..] {
+                    d.notes.push((Some(header), format!("in module \"{name}\" (source \"{text}\"), called here")));
+                }
+                let s = r.ok()?;
+                self.module_cache.insert(canonical, s.clone());
+                s
+            }
+        };
+        Some(ModuleCall { name, block: b, source })
+    }
+
+    /// Evaluates one module instance (the root, or one instance of a
+    /// `module` block) in its graph's order; resources go into `acc` with
+    /// addresses under `path`. Returns its outputs.
+    #[allow(clippy::too_many_arguments)]
+    fn eval_module(&mut self, src: &ModuleSrc, path: &ModulePath, var_values: &[VariableValue], sensitive_vars: &BTreeSet<String>, inherited: &[String], acc: &mut Acc) -> Res<Vec<Output>> {
+        let dir = src.dir.clone();
+        let fn_ctx = FnCtx { base_dir: &dir };
+        let stack = acc.stack.clone();
         let mut roots: BTreeMap<String, Value> = BTreeMap::new();
-        let var_values = self.variables(&var_blocks, &fn_ctx)?;
-        let sensitive_vars: BTreeSet<String> = var_values.iter().filter(|v| v.sensitive).map(|v| v.name.clone()).collect();
         roots.insert("var".into(), Value::Map(var_values.iter().map(|v| (v.name.clone(), v.value.clone())).collect()));
-
-        // Stack.
-        let stack = self.stack(settings.as_ref(), &fn_ctx, &roots)?;
         roots.insert("virtform".into(), Value::map([("stack", Value::String(stack.clone()))]));
         roots.insert(
             "path".into(),
             Value::map([
                 ("module", Value::String(dir.to_string_lossy().into_owned())),
+                ("root", Value::String(self.opts.dir.to_string_lossy().into_owned())),
                 ("cwd", Value::String(std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default())),
             ]),
         );
         roots.insert("local".into(), Value::Map(BTreeMap::new()));
+        roots.insert("module".into(), Value::Map(BTreeMap::new()));
         for k in Kind::ALL {
             roots.insert(k.as_str().into(), Value::Map(BTreeMap::new()));
         }
         roots.insert("data".into(), Value::Map(DATA_KINDS.iter().map(|k| (k.to_string(), Value::Map(BTreeMap::new()))).collect()));
+        for r in &src.agent_readers {
+            self.agent_fact_readers.insert(if path.is_root() { r.clone() } else { format!("{path}.{r}") });
+        }
 
         // Evaluate in dependency order.
-        let locals_by_name: BTreeMap<String, RawAttr> = locals.into_iter().map(|a| (a.name.clone(), a)).collect();
-        let (data_blocks, resources): (Vec<ResourceBlock>, Vec<ResourceBlock>) = resources.into_iter().partition(|r| r.mode == model::Mode::Data);
-        let mut res_by_name: BTreeMap<(Kind, String), ResourceBlock> = resources.into_iter().map(|r| ((r.kind, r.name.clone()), r)).collect();
-        let mut data_by_name: BTreeMap<(Kind, String), ResourceBlock> = data_blocks.into_iter().map(|r| ((r.kind, r.name.clone()), r)).collect();
-        let outputs_by_name: BTreeMap<String, RawBlock> = outputs.into_iter().map(|o| (o.labels[0].0.clone(), o)).collect();
+        let graph = &src.graph;
         let mut sensitive_nodes: BTreeSet<Node> = sensitive_vars.iter().map(|v| Node::Var(v.clone())).collect();
-        let mut built: BTreeMap<String, Resource> = BTreeMap::new();
-        let mut order_out: Vec<String> = Vec::new();
         let mut out_values = Vec::new();
-        let state_dir = self.opts.state_dir.clone();
+        let state_dir = acc.state_dir.clone();
         let mut failed_nodes: BTreeSet<Node> = BTreeSet::new();
         for node in graph.order() {
             // Dependents of a block that failed are skipped: their errors would only echo it.
@@ -635,7 +927,7 @@ impl<'o> Loader<'o> {
             match &node {
                 Node::Var(_) => {}
                 Node::Local(name) => {
-                    let a = &locals_by_name[name];
+                    let a = &src.locals[name];
                     let v = Evaluator::new(a.file, a.expr_span, &fn_ctx, &roots).eval(&a.expr);
                     // Each local can wrap the one before: a chain of them
                     // would build a value deep enough to overflow the stack
@@ -662,17 +954,23 @@ impl<'o> Loader<'o> {
                         sensitive_nodes.insert(node.clone());
                     }
                 }
-                Node::Data(kind, name) => {
-                    let Some(rb) = data_by_name.remove(&(*kind, name.clone())) else { continue };
-                    let sensitive_attrs = self.sensitive_attrs(&rb.block.body, &sensitive_nodes, &var_names, &local_names);
-                    let ctx_paths = ResCtx { stack: &stack, state_dir: &state_dir, config_dir: &dir };
+                Node::Data(kind, name) | Node::Resource(kind, name) => {
+                    let is_data = matches!(node, Node::Data(..));
+                    let rb = if is_data { &src.data[&(*kind, name.clone())] } else { &src.resources[&(*kind, name.clone())] };
+                    let sensitive_attrs = self.sensitive_attrs(&rb.block.body, &sensitive_nodes, &src.var_names, &src.local_names);
+                    let ctx_paths = ResCtx { stack: &stack, state_dir: &state_dir, config_dir: &dir, module: path, inherited };
                     let exports = graph.is_referenced(&node);
-                    match self.resource(&rb, &fn_ctx, &roots, &ctx_paths, &mut built, &mut order_out, &sensitive_attrs, exports) {
+                    match self.resource(rb, &fn_ctx, &roots, &ctx_paths, &mut acc.built, &mut acc.order, &sensitive_attrs, exports) {
                         Ok(v) => {
-                            if let Some(Value::Map(m)) = roots.get_mut("data").and_then(|d| match d {
-                                Value::Map(m) => m.get_mut(kind.as_str()),
-                                _ => None,
-                            }) {
+                            let slot = if is_data {
+                                roots.get_mut("data").and_then(|d| match d {
+                                    Value::Map(m) => m.get_mut(kind.as_str()),
+                                    _ => None,
+                                })
+                            } else {
+                                roots.get_mut(kind.as_str())
+                            };
+                            if let Some(Value::Map(m)) = slot {
                                 m.insert(name.clone(), v);
                             }
                         }
@@ -681,16 +979,16 @@ impl<'o> Loader<'o> {
                         }
                     }
                 }
-                Node::Resource(kind, name) => {
-                    let Some(rb) = res_by_name.remove(&(*kind, name.clone())) else { continue };
-                    let sensitive_attrs = self.sensitive_attrs(&rb.block.body, &sensitive_nodes, &var_names, &local_names);
-                    let ctx_paths = ResCtx { stack: &stack, state_dir: &state_dir, config_dir: &dir };
-                    let exports = graph.is_referenced(&node);
-                    let value = self.resource(&rb, &fn_ctx, &roots, &ctx_paths, &mut built, &mut order_out, &sensitive_attrs, exports);
-                    match value {
-                        Ok(v) => {
-                            if let Some(Value::Map(m)) = roots.get_mut(kind.as_str()) {
+                Node::Module(name) => {
+                    let call = &src.calls[name];
+                    match self.module_call(call, src, &fn_ctx, &roots, path, &sensitive_nodes, inherited, acc) {
+                        Ok((v, sensitive_out)) => {
+                            if let Some(Value::Map(m)) = roots.get_mut("module") {
                                 m.insert(name.clone(), v);
+                            }
+                            // What reads a module that got or gives sensitive values is sensitive.
+                            if sensitive_dep || sensitive_out {
+                                sensitive_nodes.insert(node.clone());
                             }
                         }
                         Err(()) => {
@@ -699,44 +997,156 @@ impl<'o> Loader<'o> {
                     }
                 }
                 Node::Output(name) => {
-                    let o = &outputs_by_name[name];
+                    let o = &src.outputs[name];
                     out_values.push(self.output(o, &fn_ctx, &roots, sensitive_dep));
+                }
+                Node::Scoped(..) => {}
+            }
+        }
+        if !failed_nodes.is_empty() {
+            return Err(());
+        }
+        Ok(out_values.into_iter().flatten().collect())
+    }
+
+    /// Every instance of a `module` block: its inputs evaluated in the
+    /// caller's scope, converted and validated against the module's
+    /// variables, then the module evaluated under `parent.module.NAME[KEY]`.
+    /// The value `module.NAME` reads: the outputs as an object, a list of
+    /// them under `count`, a map under `for_each`.
+    #[allow(clippy::too_many_arguments)]
+    fn module_call(&mut self, call: &ModuleCall, parent_src: &ModuleSrc, fn_ctx: &FnCtx<'_>, roots: &BTreeMap<String, Value>, parent: &ModulePath, sensitive_nodes: &BTreeSet<Node>, inherited: &[String], acc: &mut Acc) -> Res<(Value, bool)> {
+        const META: &[&str] = &["source", "count", "for_each", "depends_on"];
+        let body = &call.block.body;
+        let child = call.source.clone();
+        let header = call.block.header_span();
+        let here = if parent.is_root() { format!("module.{}", call.name) } else { format!("{parent}.module.{}", call.name) };
+        // Inputs are the module's variables.
+        let inputs: Vec<&RawAttr> = body.attrs.iter().filter(|a| !META.contains(&a.name.as_str()) && !matches!(a.name.as_str(), "providers" | "version")).collect();
+        let mut bad = false;
+        for a in &inputs {
+            if !child.var_names.contains(&a.name) {
+                let mut d = Diagnostic::error(format!("module \"{}\" has no variable `{}`", call.name, a.name)).at(a.name_span);
+                d = match suggest(&a.name, child.var_names.iter().map(String::as_str)) {
+                    Some(s) => d.label(format!("unknown input; {s}")),
+                    None if child.var_names.is_empty() => d.label("unknown input: the module declares no variables"),
+                    None => d.label(format!("unknown input; the module's variables are {}", child.var_names.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", "))),
+                };
+                self.diags.push(d.note(Some(header), "in this module block"));
+                bad = true;
+            }
+        }
+        for d in &child.decls {
+            if d.default.is_none() && !inputs.iter().any(|a| a.name == d.name) {
+                self.diags.push(
+                    Diagnostic::error(format!("module \"{}\" is missing the required input `{}`", call.name, d.name))
+                        .at(header)
+                        .label(format!("add {} = ... to this block", d.name))
+                        .note(Some(d.span), "the variable is declared here without a default"),
+                );
+                bad = true;
+            }
+        }
+        if bad {
+            return Err(());
+        }
+        let (instances, shape) = self.instances(body, fn_ctx, roots, &here)?;
+        let mut deps: Vec<String> = self.depends_on(body).into_iter().map(|d| qualify(parent, &d)).collect();
+        deps.extend(inherited.iter().cloned());
+        let sensitive_inputs = self.sensitive_attrs(body, sensitive_nodes, &parent_src.var_names, &parent_src.local_names);
+                let (mut list, mut map, mut single) = (Vec::new(), BTreeMap::new(), Value::Null);
+        let mut failed = false;
+        let mut sensitive_out = false;
+        for (key, count_v, each) in instances {
+            let path = parent.child(&call.name, key.clone());
+            let mut bind: Vec<(&str, Value)> = Vec::new();
+            if let Some(c) = count_v {
+                bind.push(("count", c));
+            }
+            if let Some((k, v)) = each {
+                bind.push(("each", Value::map([("key", Value::String(k)), ("value", v)])));
+            }
+            let scope = Scope { fn_ctx, roots, bind: &bind };
+            let start = self.diags.0.len();
+            let mut raw: BTreeMap<String, (vars::Raw, vars::Origin)> = BTreeMap::new();
+            for d in &child.decls {
+                if let Some(v) = &d.default {
+                    let span = child.var_blocks.iter().find(|b| b.labels[0].0 == d.name).and_then(|b| b.body.attr("default")).map(|a| a.expr_span).unwrap_or(d.span);
+                    raw.insert(d.name.clone(), (vars::Raw::Value(v.clone()), vars::Origin::Default(span)));
+                }
+            }
+            let mut ok = true;
+            for a in &inputs {
+                match scope.evaluator(a).eval(&a.expr) {
+                    Ok(v) => {
+                        raw.insert(a.name.clone(), (vars::Raw::Value(v), vars::Origin::Input(a.expr_span)));
+                    }
+                    Err(d) => {
+                        self.diags.push(d);
+                        ok = false;
+                    }
+                }
+            }
+            let child_dir = child.dir.clone();
+            let child_ctx = FnCtx { base_dir: &child_dir };
+            let values = if ok { self.convert_vars(&child.decls, &child.var_blocks, &raw, &child_ctx) } else { Err(()) };
+            let outputs = values.and_then(|mut values| {
+                for v in &mut values {
+                    v.sensitive |= sensitive_inputs.contains(&v.name);
+                }
+                let sens: BTreeSet<String> = values.iter().filter(|v| v.sensitive).map(|v| v.name.clone()).collect();
+                let r = self.eval_module(&child, &path, &values, &sens, &deps, acc);
+                acc.graph.merge_scoped(&child.graph, &path);
+                r
+            });
+            for d in &mut self.diags.0[start..] {
+                d.notes.push((Some(header), format!("in {path}, called here")));
+            }
+            // The merged graph: the call reads the instance's outputs; the
+            // instance's variables read what the inputs refer to.
+            let me = Node::scoped(parent, Node::Module(call.name.clone()));
+            for o in child.outputs.keys() {
+                acc.graph.add_edge(&me, &Node::scoped(&path, Node::Output(o.clone())), header);
+            }
+            for a in &inputs {
+                for r in refs::references(&a.expr, a.file, a.expr_span) {
+                    if let Some(n) = ref_node(&r, parent_src) {
+                        acc.graph.add_edge(&Node::scoped(&path, Node::Var(a.name.clone())), &Node::scoped(parent, n), r.span);
+                    }
+                }
+            }
+            // The block's depends_on holds for each resource of the instance.
+            if let Some(a) = body.attr("depends_on") {
+                let targets: Vec<(Node, Span)> = refs::references(&a.expr, a.file, a.expr_span).iter().filter_map(|r| ref_node(r, parent_src).map(|n| (n, r.span))).collect();
+                for n in child.graph.g.node_weights().filter(|n| n.is_resource()) {
+                    for (t, span) in &targets {
+                        acc.graph.add_edge(&Node::scoped(&path, n.clone()), &Node::scoped(parent, t.clone()), *span);
+                    }
+                }
+            }
+            let Ok(outputs) = outputs else {
+                failed = true;
+                continue;
+            };
+            sensitive_out |= outputs.iter().any(|o| o.sensitive);
+            let obj = Value::Map(outputs.into_iter().map(|o| (o.name, o.value)).collect());
+            match key {
+                Key::None => single = obj,
+                Key::Index(_) => list.push(obj),
+                Key::Name(k) => {
+                    map.insert(k, obj);
                 }
             }
         }
-        self.checkpoint()?;
-        let outputs: Vec<Output> = out_values.into_iter().flatten().collect();
-        let (mut data, mut resources): (Vec<Resource>, Vec<Resource>) = order_out.iter().filter_map(|a| built.remove(a)).partition(|r| r.address.is_data());
-        self.diags.extend(model::validate::check_all(&resources));
-        let (imports, import_diags) = import::check(&import_blocks, &self.sources, &resources, &fn_ctx, &roots);
-        self.diags.extend(import_diags);
-        let (moves, removed, moved_diags) = moved::check(&moved_blocks, &removed_blocks, &self.sources, &resources);
-        self.diags.extend(moved_diags);
-        data.shrink_to_fit();
-        self.checkpoint()?;
-        resources.shrink_to_fit();
-        let mut warnings = std::mem::take(&mut self.warnings);
-        warnings.extend(Diagnostics(self.diags.0.drain(..).filter(|d| d.severity == Severity::Warning).collect()));
-        let index = resources.iter().enumerate().map(|(i, r)| (r.address.to_string(), i)).collect();
-        let data_index = data.iter().enumerate().map(|(i, r)| (r.address.to_string(), i)).collect();
-        Ok(Configuration {
-            sources: std::mem::take(&mut self.sources),
-            dir,
-            stack,
-            resources,
-            data,
-            data_index,
-            graph,
-            outputs,
-            variables: var_values,
-            warnings,
-            imports,
-            moves,
-            removed,
-            names: BTreeMap::new(),
-            index,
-            agent_fact_readers: std::mem::take(&mut self.agent_fact_readers),
-        })
+        if failed {
+            return Err(());
+        }
+        let v = match shape {
+            0 => single,
+            1 => Value::List(list),
+            _ => Value::Map(map),
+        };
+        Ok((v, sensitive_out))
     }
 
     /// Notes an output or local that reads an instance's `addresses` (or the
@@ -753,7 +1163,7 @@ impl<'o> Loader<'o> {
             Node::Output(_) | Node::Local(_) if reads => {
                 self.agent_fact_readers.insert(name.to_string());
             }
-            Node::Resource(..) | Node::Data(..) if attr == Some("addresses") => self.diags.push(
+            Node::Resource(..) | Node::Data(..) | Node::Module(..) if attr == Some("addresses") => self.diags.push(
                 Diagnostic::error(format!("`instance.{name}.addresses` is a host fact (what the guest agent reports) and cannot configure a resource"))
                     .at(r.span)
                     .label("read it in an output; give the port a fixed `ip` to use an address here"),
@@ -823,14 +1233,45 @@ impl<'o> Loader<'o> {
                         }
                     }
                 }
+                "module" => match r.first_attr() {
+                    Some(m) if names.modules.contains_key(m) => {
+                        // The output read, after the module's name and an optional index.
+                        let output = r.steps.iter().skip(1).find_map(|s| match s {
+                            Step::Attr(a) => Some(a.as_str()),
+                            _ => None,
+                        });
+                        let outs = &names.modules[m];
+                        match output {
+                            Some(o) if !outs.contains(o) => {
+                                let mut d = Diagnostic::error(format!("module \"{m}\" has no output `{o}`")).at(r.span);
+                                d = match suggest(o, outs.iter().map(String::as_str)) {
+                                    Some(s) => d.label(s),
+                                    None if outs.is_empty() => d.label("the module declares no outputs"),
+                                    None => d.label(format!("its outputs are {}", outs.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", "))),
+                                };
+                                self.diags.push(d);
+                            }
+                            _ => graph.add_edge(me, &Node::Module(m.to_string()), r.span),
+                        }
+                    }
+                    Some(m) => {
+                        let mut d = Diagnostic::error(format!("reference to undeclared module `module.{m}`")).at(r.span);
+                        d = match suggest(m, names.modules.keys().map(String::as_str)) {
+                            Some(s) => d.label(s),
+                            None => d.label(format!("declare it with: module \"{m}\" {{ source = \"./modules/{m}\" }}")),
+                        };
+                        self.diags.push(d);
+                    }
+                    None => self.diags.push(Diagnostic::error("`module` must be followed by a module name, like module.web").at(r.span)),
+                },
                 "virtform" => {
                     if r.first_attr() != Some("stack") {
                         self.diags.push(Diagnostic::error("the only attribute of `virtform` is `stack`").at(r.span).label("expected virtform.stack"));
                     }
                 }
                 "path" => {
-                    if !matches!(r.first_attr(), Some("module") | Some("cwd")) {
-                        self.diags.push(Diagnostic::error("`path` has the attributes `module` and `cwd`").at(r.span));
+                    if !matches!(r.first_attr(), Some("module") | Some("root") | Some("cwd")) {
+                        self.diags.push(Diagnostic::error("`path` has the attributes `module`, `root` and `cwd`").at(r.span));
                     }
                 }
                 "data" => {
@@ -881,7 +1322,7 @@ impl<'o> Loader<'o> {
                             ),
                         }
                     } else {
-                        let mut roots: Vec<&str> = vec!["var", "local", "count", "each", "virtform", "path", "data"];
+                        let mut roots: Vec<&str> = vec!["var", "local", "count", "each", "virtform", "path", "data", "module"];
                         roots.extend(Kind::ALL.iter().map(|k| k.as_str()));
                         let mut d = Diagnostic::error(format!("unknown name `{root}`")).at(r.span);
                         d = match suggest(root, roots.iter().copied()) {
@@ -896,6 +1337,23 @@ impl<'o> Loader<'o> {
     }
 
     fn variables(&mut self, blocks: &[RawBlock], fn_ctx: &FnCtx<'_>) -> Res<Vec<VariableValue>> {
+        let empty = BTreeMap::new();
+        let decls = self.var_decls(blocks, fn_ctx);
+        self.checkpoint()?;
+        let mut raw = self.root_var_sources(&decls, blocks, fn_ctx, &empty);
+        for d in &decls {
+            if !raw.contains_key(&d.name) {
+                self.diags.push(vars::missing(d));
+            }
+        }
+        self.checkpoint()?;
+        raw.retain(|k, _| decls.iter().any(|d| d.name == *k));
+        self.convert_vars(&decls, blocks, &raw, fn_ctx)
+    }
+
+    /// The declarations of `variable` blocks (type, default, description,
+    /// sensitive), their errors pushed.
+    fn var_decls(&mut self, blocks: &[RawBlock], fn_ctx: &FnCtx<'_>) -> Vec<vars::VarDecl> {
         let empty = BTreeMap::new();
         let mut decls = Vec::new();
         const VAR_ATTRS: &[&str] = &["type", "default", "description", "sensitive", "nullable"];
@@ -957,11 +1415,14 @@ impl<'o> Loader<'o> {
             }
             decls.push(decl);
         }
-        self.checkpoint()?;
+        decls
+    }
 
-        // Collect raw values by precedence.
+    /// The root's variable values by precedence: defaults, environment,
+    /// auto files, --var-file, --var.
+    fn root_var_sources(&mut self, decls: &[vars::VarDecl], blocks: &[RawBlock], fn_ctx: &FnCtx<'_>, empty: &BTreeMap<String, Value>) -> BTreeMap<String, (vars::Raw, vars::Origin)> {
         let mut raw: BTreeMap<String, (vars::Raw, vars::Origin)> = BTreeMap::new();
-        for d in &decls {
+        for d in decls {
             if let Some(v) = &d.default {
                 let span = blocks
                     .iter()
@@ -1004,7 +1465,7 @@ impl<'o> Loader<'o> {
             }
             for a in &body.attrs {
                 if !decls.iter().any(|d| d.name == a.name) {
-                    self.warnings.push(vars::undeclared(&a.name, &decls, &vars::Origin::File(a.name_span)));
+                    self.warnings.push(vars::undeclared(&a.name, decls, &vars::Origin::File(a.name_span)));
                     continue;
                 }
                 let rs = refs::references(&a.expr, a.file, a.expr_span);
@@ -1012,7 +1473,7 @@ impl<'o> Loader<'o> {
                     self.diags.push(Diagnostic::error("values in a variables file must be constants").at(r.span));
                     continue;
                 }
-                match Evaluator::new(a.file, a.expr_span, fn_ctx, &empty).eval(&a.expr) {
+                match Evaluator::new(a.file, a.expr_span, fn_ctx, empty).eval(&a.expr) {
                     Ok(v) => {
                         raw.insert(a.name.clone(), (vars::Raw::Value(v), vars::Origin::File(a.expr_span)));
                     }
@@ -1024,7 +1485,7 @@ impl<'o> Loader<'o> {
             match vars::split_flag(flag) {
                 Ok((k, v)) => {
                     if !decls.iter().any(|d| d.name == k) {
-                        self.diags.push(vars::undeclared(&k, &decls, &vars::Origin::Flag(k.clone())));
+                        self.diags.push(vars::undeclared(&k, decls, &vars::Origin::Flag(k.clone())));
                         continue;
                     }
                     raw.insert(k.clone(), (vars::Raw::Text(v), vars::Origin::Flag(k)));
@@ -1032,6 +1493,13 @@ impl<'o> Loader<'o> {
                 Err(d) => self.diags.push(d),
             }
         }
+        raw
+    }
+
+    /// Converts each variable's raw value to its type and checks its
+    /// validation blocks (the root's from its sources, a module's from the
+    /// module block's inputs and the defaults).
+    fn convert_vars(&mut self, decls: &[vars::VarDecl], blocks: &[RawBlock], raw: &BTreeMap<String, (vars::Raw, vars::Origin)>, fn_ctx: &FnCtx<'_>) -> Res<Vec<VariableValue>> {
         for d in decls.iter().filter(|d| d.sensitive) {
             match raw.get(&d.name) {
                 Some((vars::Raw::Text(t), _)) => self.secrets.push(t.clone()),
@@ -1039,17 +1507,16 @@ impl<'o> Loader<'o> {
                 None => {}
             }
         }
-        self.checkpoint()?;
-
+        let start = self.diags.0.len();
         // Convert and validate.
         let mut out = Vec::new();
-        for d in &decls {
+        for d in decls {
             let Some((r, origin)) = raw.get(&d.name) else {
                 self.diags.push(vars::missing(d));
                 continue;
             };
             let at = match origin {
-                vars::Origin::File(s) | vars::Origin::Default(s) => *s,
+                vars::Origin::File(s) | vars::Origin::Default(s) | vars::Origin::Input(s) => *s,
                 _ => d.span,
             };
             let v = match r {
@@ -1115,7 +1582,9 @@ impl<'o> Loader<'o> {
             }
             out.push(VariableValue { name: d.name.clone(), value: v, sensitive: d.sensitive });
         }
-        self.checkpoint()?;
+        if self.diags.0[start..].iter().any(|d| d.severity == Severity::Error) {
+            return Err(());
+        }
         Ok(out)
     }
 
@@ -1184,6 +1653,7 @@ impl<'o> Loader<'o> {
                 let node = match (r.root.as_str(), r.first_attr()) {
                     ("var", Some(v)) if vars.contains(v) => Node::Var(v.to_string()),
                     ("local", Some(v)) if locals.contains(v) => Node::Local(v.to_string()),
+                    ("module", Some(m)) => Node::Module(m.to_string()),
                     _ => continue,
                 };
                 if sensitive.contains(&node) {
@@ -1194,20 +1664,9 @@ impl<'o> Loader<'o> {
         out
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn resource(
-        &mut self,
-        rb: &ResourceBlock,
-        fn_ctx: &FnCtx<'_>,
-        roots: &BTreeMap<String, Value>,
-        paths: &ResCtx<'_>,
-        built: &mut BTreeMap<String, Resource>,
-        order: &mut Vec<String>,
-        sensitive: &BTreeSet<String>,
-        exports: bool,
-    ) -> Res<Value> {
-        let body = &rb.block.body;
-        let block_addr = format!("{}.{}", rb.kind, rb.name);
+    /// The instances of a block under `count` or `for_each` (or the one
+    /// without): keys and the `count`/`each` values; shape 0 single, 1 list, 2 map.
+    fn instances(&mut self, body: &RawBody, fn_ctx: &FnCtx<'_>, roots: &BTreeMap<String, Value>, block_addr: &str) -> Res<(Vec<InstanceSeed>, u8)> {
         let count = body.attr("count");
         let for_each = body.attr("for_each");
         if let (Some(_), Some(fe)) = (count, for_each) {
@@ -1280,6 +1739,24 @@ impl<'o> Loader<'o> {
             instances.push((Key::None, None, None));
             shape = 0;
         }
+        Ok((instances, shape))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resource(
+        &mut self,
+        rb: &ResourceBlock,
+        fn_ctx: &FnCtx<'_>,
+        roots: &BTreeMap<String, Value>,
+        paths: &ResCtx<'_>,
+        built: &mut BTreeMap<String, Resource>,
+        order: &mut Vec<String>,
+        sensitive: &BTreeSet<String>,
+        exports: bool,
+    ) -> Res<Value> {
+        let body = &rb.block.body;
+        let block_addr = qualify(paths.module, &format!("{}.{}", rb.kind, rb.name));
+        let (instances, shape) = self.instances(body, fn_ctx, roots, &block_addr)?;
 
         let lifecycle = self.lifecycle(body)?;
         if !lifecycle.ignore_changes.is_empty() {
@@ -1298,7 +1775,14 @@ impl<'o> Loader<'o> {
             }
             self.checkpoint()?;
         }
-        let depends_on = self.depends_on(body);
+        let mut depends_on: Vec<String> = self.depends_on(body).into_iter().map(|d| qualify(paths.module, &d)).collect();
+        depends_on.extend(paths.inherited.iter().cloned());
+        let mut lifecycle = lifecycle;
+        if !paths.module.is_root() {
+            for t in &mut lifecycle.replace_triggered_by {
+                *t = qualify(paths.module, t);
+            }
+        }
         let (mut spans, mut name_spans) = (BTreeMap::new(), BTreeMap::new());
         body_spans(body, "", true, &mut spans, &mut name_spans);
         let spans = std::sync::Arc::new(spans);
@@ -1307,7 +1791,7 @@ impl<'o> Loader<'o> {
         let mut single = Value::Null;
         let mut failed = false;
         for (key, count_v, each) in instances {
-            let addr = Address { mode: rb.mode, kind: rb.kind, name: rb.name.clone(), key: key.clone() };
+            let addr = Address { module: paths.module.clone(), mode: rb.mode, kind: rb.kind, name: rb.name.clone(), key: key.clone() };
             let mut bind: Vec<(&str, Value)> = Vec::new();
             if let Some(c) = count_v {
                 bind.push(("count", c));
@@ -1556,10 +2040,10 @@ impl<'o> Loader<'o> {
         for item in arr.iter() {
             let rs = refs::references(item, a.file, a.expr_span);
             match rs.as_slice() {
-                [r] if Kind::parse(&r.root).is_some() && r.steps.iter().all(|s| !matches!(s, Step::Dynamic)) => {
+                [r] if (Kind::parse(&r.root).is_some() || r.root == "module" || r.root == "data") && r.steps.iter().all(|s| !matches!(s, Step::Dynamic)) => {
                     out.push(self.sources.snippet(r.span).to_string());
                 }
-                _ => self.diags.push(Diagnostic::error("`depends_on` lists resources, like network.lan").at(a.expr_span)),
+                _ => self.diags.push(Diagnostic::error("`depends_on` lists resources or modules, like network.lan or module.web").at(a.expr_span)),
             }
         }
         out
@@ -1639,6 +2123,10 @@ struct ResCtx<'a> {
     stack: &'a str,
     state_dir: &'a Path,
     config_dir: &'a Path,
+    /// The module instance the resource is in (root: empty).
+    module: &'a ModulePath,
+    /// `depends_on` of the module blocks around it, as addresses from the root.
+    inherited: &'a [String],
 }
 
 /// Every attribute in a body and its nested blocks, with dotted paths.
@@ -1693,10 +2181,10 @@ impl Configuration {
 
     /// A resource or data source instance by address (`network.lan[0]`, `data.network.lan`).
     pub fn resource(&self, addr: &str) -> Option<&Resource> {
-        if addr.starts_with("data.") {
-            return self.data_index.get(addr).and_then(|i| self.data.get(*i));
+        match self.index.get(addr) {
+            Some(i) => self.resources.get(*i),
+            None => self.data_index.get(addr).and_then(|i| self.data.get(*i)),
         }
-        self.index.get(addr).and_then(|i| self.resources.get(*i))
     }
 }
 

@@ -42,7 +42,7 @@ impl Move {
             return Some(self.to.clone());
         }
         let whole = self.from.key == Key::None && self.to.key == Key::None;
-        (whole && a.mode == self.from.mode && a.kind == self.from.kind && a.name == self.from.name).then(|| Address { name: self.to.name.clone(), ..a.clone() })
+        (whole && a.module == self.from.module && a.mode == self.from.mode && a.kind == self.from.kind && a.name == self.from.name).then(|| Address { module: self.to.module.clone(), name: self.to.name.clone(), ..a.clone() })
     }
 }
 
@@ -60,7 +60,7 @@ pub struct Removed {
 impl Removed {
     /// Whether this block names `a` (exactly, or a whole block).
     pub fn covers(&self, a: &Address) -> bool {
-        *a == self.from || (self.from.key == Key::None && a.mode == self.from.mode && a.kind == self.from.kind && a.name == self.from.name)
+        *a == self.from || (self.from.key == Key::None && a.module == self.from.module && a.mode == self.from.mode && a.kind == self.from.kind && a.name == self.from.name)
     }
 }
 
@@ -320,6 +320,18 @@ mod tests {
         assert_eq!(r("disk.a"), None);
         let one = mv("instance.r[0]", "instance.r[\"alpha\"]");
         assert_eq!(one.apply(&Address::managed(Kind::Instance, "r", Key::Index(1))), None);
+    }
+
+    #[test]
+    fn moves_respect_module_paths() {
+        let moves = [mv("instance.a", "instance.b"), mv("instance.vm", "module.web[\"a\"].instance.vm"), mv("module.old.disk.d", "module.new[0].disk.d")];
+        let r = |a: &str| resolve(&moves, &Address::parse(a).unwrap()).map(|a| a.to_string());
+        // A root block's move does not reach a block of the same name in a module.
+        assert_eq!(r("module.x.instance.a[0]"), None);
+        assert_eq!(r("instance.vm[2]").as_deref(), Some("module.web[\"a\"].instance.vm[2]"));
+        assert_eq!(r("module.old.disk.d[\"k\"]").as_deref(), Some("module.new[0].disk.d[\"k\"]"));
+        let rm = Removed { from: Address::parse("instance.a").unwrap(), destroy: false, span: Span::new(0, 0..0), from_span: Span::new(0, 0..0) };
+        assert!(rm.covers(&Address::parse("instance.a[1]").unwrap()) && !rm.covers(&Address::parse("module.m.instance.a[1]").unwrap()));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum Origin {
     Env(String),
     File(Span),
     Flag(String),
+    /// An input of a `module` block (its expression's span).
+    Input(Span),
 }
 
 impl Origin {
@@ -40,6 +42,7 @@ impl Origin {
             Origin::Env(n) => format!("the environment variable {n}"),
             Origin::File(_) => "a variables file".into(),
             Origin::Flag(name) => format!("--var {name}=..."),
+            Origin::Input(_) => "the module block's input".into(),
         }
     }
 }

@@ -471,12 +471,17 @@ pub struct ResourceRef(pub String);
 impl ResourceRef {
     /// The kind part of the address (`network` in `network.lan` and in `data.network.lan`).
     pub fn kind(&self) -> &str {
-        self.0.strip_prefix("data.").unwrap_or(&self.0).split('.').next().unwrap_or("")
+        self.local().strip_prefix("data.").unwrap_or(self.local()).split('.').next().unwrap_or("")
     }
 
-    /// Whether it names a data source (`data.network.lan`).
+    /// Whether it names a data source (`data.network.lan`, also in a module).
     pub fn is_data(&self) -> bool {
-        self.0.starts_with("data.")
+        self.local().starts_with("data.")
+    }
+
+    /// The address after its module path (`network.lan` in `module.net.network.lan`).
+    fn local(&self) -> &str {
+        crate::model::ModulePath::skip_prefix(&self.0).unwrap_or(&self.0)
     }
 }
 
@@ -583,6 +588,14 @@ pub fn uuid_dashed(hex32: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_refs_know_their_kind_inside_modules() {
+        for (r, kind, data) in [("network.lan", "network", false), ("data.network.lan", "network", true), ("module.web[\"a.b\"].port.p[0]", "port", false), ("module.n.module.m.data.network.x", "network", true)] {
+            let r = ResourceRef(r.into());
+            assert_eq!((r.kind(), r.is_data()), (kind, data), "{r}");
+        }
+    }
 
     #[test]
     fn hex_and_uuid_strings() {

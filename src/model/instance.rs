@@ -146,7 +146,7 @@ pub fn check_login_user(u: &str) -> Result<(), String> {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Instance {
-    /// libvirt domain name. Default: `<stack>-<name>` (`-<index>` or `-<key>` under count/for_each).
+    /// libvirt domain name. Default: `<stack>-<name>` (`-<index>` or `-<key>` under count/for_each; in a module the module path first, `<stack>-web@a+<name>`).
     pub name: Option<String>,
     /// Virtual CPUs (default 1).
     #[serde(default = "one")]
@@ -242,7 +242,7 @@ fn default_memory() -> Size {
 /// The domain name an instance gets without `name`: `<stack>-<name>[-<key>]`
 /// (also what a moved instance keeps, from the address it was moved from).
 pub fn default_name(addr: &Address, ctx: &Ctx<'_>) -> String {
-    format!("{}-{}", ctx.stack, addr.dashed())
+    format!("{}-{}", ctx.stack, addr.qualified_dashed())
 }
 
 impl Instance {

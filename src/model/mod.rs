@@ -82,10 +82,240 @@ pub enum Mode {
     Data,
 }
 
+/// One step of a module path: `module.web` or `module.web["a"]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModuleStep {
+    pub name: String,
+    pub key: Key,
+}
+
+/// Where a resource is declared: the root module (empty) or a chain of
+/// module calls, as in OpenTofu's `addrs.ModuleInstance`
+/// (`module.web["a"].module.db`). Shared (cloning an address clones a
+/// pointer) and formatted once: an address is cloned and printed many
+/// times in a plan.
+#[derive(Clone, Default)]
+pub struct ModulePath(Option<std::sync::Arc<PathData>>);
+
+struct PathData {
+    steps: Vec<ModuleStep>,
+    /// `module.web["a"].module.db`.
+    text: String,
+    /// `web@a+db+`.
+    stem: String,
+}
+
+impl ModulePath {
+    pub fn root() -> ModulePath {
+        ModulePath(None)
+    }
+
+    /// The path of these calls, outermost first.
+    pub fn from_steps(steps: Vec<ModuleStep>) -> ModulePath {
+        if steps.is_empty() {
+            return ModulePath(None);
+        }
+        let mut text = String::new();
+        let mut stem = String::new();
+        for (i, st) in steps.iter().enumerate() {
+            if i > 0 {
+                text.push('.');
+            }
+            text.push_str("module.");
+            text.push_str(&st.name);
+            match &st.key {
+                Key::None => {}
+                Key::Index(n) => {
+                    text.push('[');
+                    text.push_str(&n.to_string());
+                    text.push(']');
+                }
+                Key::Name(k) => {
+                    text.push_str("[\"");
+                    text.push_str(k);
+                    text.push_str("\"]");
+                }
+            }
+            stem.push_str(&st.name);
+            push_key(&mut stem, &st.key, '@');
+            stem.push('+');
+        }
+        ModulePath(Some(std::sync::Arc::new(PathData { steps, text, stem })))
+    }
+
+    pub fn steps(&self) -> &[ModuleStep] {
+        self.0.as_ref().map(|d| d.steps.as_slice()).unwrap_or(&[])
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// This path with one more call appended.
+    pub fn child(&self, name: &str, key: Key) -> ModulePath {
+        let mut v = self.steps().to_vec();
+        v.push(ModuleStep { name: name.to_string(), key });
+        ModulePath::from_steps(v)
+    }
+
+    /// Whether `self` is `other` or lies under it (a step of `other` without
+    /// a key matches every instance of that call: `module.web` covers
+    /// `module.web["a"]`).
+    pub fn within(&self, other: &ModulePath) -> bool {
+        let (o, s) = (other.steps(), self.steps());
+        o.len() <= s.len() && o.iter().zip(s).enumerate().all(|(i, (o_, s_))| o_.name == s_.name && (o_.key == s_.key || (o_.key == Key::None && i == o.len() - 1)))
+    }
+
+    /// File-name-safe, injective: `web@a+db+` (each call `NAME[@KEY]` and a
+    /// `+`, a character no name or key may contain); empty for the root.
+    pub fn stem_prefix(&self) -> &str {
+        self.0.as_ref().map(|d| d.stem.as_str()).unwrap_or("")
+    }
+
+    /// `s` after a run of `module.NAME[KEY].` steps, without parsing them
+    /// into a path (None when a step is malformed).
+    pub fn skip_prefix(mut s: &str) -> Option<&str> {
+        while let Some(rest) = s.strip_prefix("module.") {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            let (_, rest) = skip_key(&rest[end..])?;
+            match rest.strip_prefix('.') {
+                Some(r) => s = r,
+                None if rest.is_empty() => return Some(""),
+                None => return None,
+            }
+        }
+        Some(s)
+    }
+
+    /// Parses a run of `module.NAME[KEY].` steps from the front of `s`,
+    /// returning the path and the rest.
+    pub fn parse_prefix(mut s: &str) -> Option<(ModulePath, &str)> {
+        if !s.starts_with("module.") {
+            return Some((ModulePath::root(), s));
+        }
+        let mut steps = Vec::new();
+        while let Some(rest) = s.strip_prefix("module.") {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            let name = &rest[..end];
+            if check_name(name).is_err() {
+                return None;
+            }
+            let (key, rest) = parse_key(&rest[end..])?;
+            steps.push(ModuleStep { name: name.to_string(), key });
+            match rest.strip_prefix('.') {
+                Some(r) => s = r,
+                None if rest.is_empty() => return Some((ModulePath::from_steps(steps), "")),
+                None => return None,
+            }
+        }
+        Some((ModulePath::from_steps(steps), s))
+    }
+
+    /// Parses a whole module path (`module.web["a"].module.db`).
+    pub fn parse(s: &str) -> Option<ModulePath> {
+        match ModulePath::parse_prefix(s)? {
+            (p, "") if !p.is_root() => Some(p),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for ModulePath {
+    fn eq(&self, other: &ModulePath) -> bool {
+        self.steps() == other.steps()
+    }
+}
+
+impl Eq for ModulePath {}
+
+impl PartialOrd for ModulePath {
+    fn partial_cmp(&self, other: &ModulePath) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ModulePath {
+    fn cmp(&self, other: &ModulePath) -> std::cmp::Ordering {
+        self.steps().cmp(other.steps())
+    }
+}
+
+impl std::hash::Hash for ModulePath {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // The text is the steps, written once.
+        self.0.as_ref().map(|d| d.text.as_str()).unwrap_or("").hash(h)
+    }
+}
+
+impl fmt::Debug for ModulePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ModulePath({self})")
+    }
+}
+
+impl fmt::Display for ModulePath {
+    /// `module.web["a"].module.db` (no trailing dot; empty for the root).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_ref().map(|d| d.text.as_str()).unwrap_or(""))
+    }
+}
+
+/// Like [`parse_key`] without building the key.
+fn skip_key(s: &str) -> Option<((), &str)> {
+    let Some(r) = s.strip_prefix('[') else { return Some(((), s)) };
+    if let Some(r) = r.strip_prefix('"') {
+        let end = r.find("\"]")?;
+        return Some(((), &r[end + 2..]));
+    }
+    let end = r.find(']')?;
+    Some(((), &r[end + 1..]))
+}
+
+fn push_key(s: &mut String, k: &Key, sep: char) {
+    match k {
+        Key::None => {}
+        Key::Index(i) => {
+            s.push(sep);
+            s.push_str(&i.to_string());
+        }
+        Key::Name(n) => {
+            s.push(sep);
+            s.push_str(n);
+        }
+    }
+}
+
+fn write_key(f: &mut fmt::Formatter<'_>, k: &Key) -> fmt::Result {
+    match k {
+        Key::None => Ok(()),
+        Key::Index(i) => write!(f, "[{i}]"),
+        Key::Name(k) => {
+            f.write_str("[\"")?;
+            f.write_str(k)?;
+            f.write_str("\"]")
+        }
+    }
+}
+
+/// `[0]` or `["k"]` at the front of `s` (or nothing): the key and the rest.
+/// A quoted key ends at `"]` (keys never hold `"`).
+fn parse_key(s: &str) -> Option<(Key, &str)> {
+    let Some(r) = s.strip_prefix('[') else { return Some((Key::None, s)) };
+    if let Some(r) = r.strip_prefix('"') {
+        let end = r.find("\"]")?;
+        return Some((Key::Name(r[..end].to_string()), &r[end + 2..]));
+    }
+    let end = r.find(']')?;
+    Some((Key::Index(r[..end].parse().ok()?), &r[end + 1..]))
+}
+
 /// `kind.name`, `kind.name[0]` or `kind.name["key"]`; data sources are
-/// `data.kind.name`.
+/// `data.kind.name`; inside modules prefixed by the module path
+/// (`module.web["a"].instance.vm[0]`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
+    /// First, so that addresses sort the root module's first, then module by module.
+    pub module: ModulePath,
     pub mode: Mode,
     pub kind: Kind,
     pub name: String,
@@ -93,72 +323,111 @@ pub struct Address {
 }
 
 impl Address {
-    /// Parses `kind.name`, `kind.name[0]` or `kind.name["key"]` (the form
-    /// `Display` writes and markers record).
+    /// Parses `kind.name`, `kind.name[0]` or `kind.name["key"]`, with an
+    /// optional `data.` and module path in front (the form `Display` writes
+    /// and markers record).
     pub fn parse(s: &str) -> Option<Address> {
+        let (module, s) = ModulePath::parse_prefix(s)?;
         let (mode, s) = match s.strip_prefix("data.") {
             Some(rest) => (Mode::Data, rest),
             None => (Mode::Managed, s),
         };
         let (kind, rest) = s.split_once('.')?;
         let kind = Kind::parse(kind)?;
-        let (name, key) = match rest.split_once('[') {
-            None => (rest, Key::None),
-            Some((n, k)) => {
-                let k = k.strip_suffix(']')?;
-                let key = match k.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
-                    Some(named) => Key::Name(named.to_string()),
-                    None => Key::Index(k.parse().ok()?),
-                };
-                (n, key)
-            }
-        };
-        (!name.is_empty()).then(|| Address { mode, kind, name: name.to_string(), key })
+        let end = rest.find('[').unwrap_or(rest.len());
+        let name = &rest[..end];
+        let (key, tail) = parse_key(&rest[end..])?;
+        (!name.is_empty() && tail.is_empty() && !name.contains('.')).then(|| Address { module, mode, kind, name: name.to_string(), key })
     }
 
-    /// A managed resource's address.
+    /// A managed resource's address (in the root module).
     pub fn managed(kind: Kind, name: impl Into<String>, key: Key) -> Address {
-        Address { mode: Mode::Managed, kind, name: name.into(), key }
+        Address { module: ModulePath::root(), mode: Mode::Managed, kind, name: name.into(), key }
+    }
+
+    /// A data source's address (in the root module).
+    pub fn data(kind: Kind, name: impl Into<String>, key: Key) -> Address {
+        Address { module: ModulePath::root(), mode: Mode::Data, kind, name: name.into(), key }
+    }
+
+    /// The same address inside `module`.
+    pub fn in_module(mut self, module: ModulePath) -> Address {
+        self.module = module;
+        self
     }
 
     pub fn is_data(&self) -> bool {
         self.mode == Mode::Data
     }
 
-    /// The block's address without the instance key.
+    /// The block's address without the instance key (with the module path).
     pub fn block(&self) -> String {
-        if self.is_data() { format!("data.{}.{}", self.kind, self.name) } else { format!("{}.{}", self.kind, self.name) }
+        let mut s = String::new();
+        if !self.module.is_root() {
+            s.push_str(&self.module.to_string());
+            s.push('.');
+        }
+        if self.is_data() {
+            s.push_str("data.");
+        }
+        s.push_str(self.kind.as_str());
+        s.push('.');
+        s.push_str(&self.name);
+        s
     }
 
-    /// A file-name-safe form: `root`, `root@0`, `root@web` (keys are validated to be safe).
+    /// A file-name-safe, injective form: `root`, `root@0`, `root@web`; in a
+    /// module the path's stem first: `web@a+root@0` (keys are validated to
+    /// be safe, and neither names nor keys hold `+` or `@`).
     pub fn file_stem(&self) -> String {
-        match &self.key {
-            Key::None => self.name.clone(),
-            Key::Index(i) => format!("{}@{i}", self.name),
-            Key::Name(k) => format!("{}@{k}", self.name),
-        }
+        let mut s = self.module.stem_prefix().to_string();
+        s.push_str(&self.name);
+        push_key(&mut s, &self.key, '@');
+        s
     }
 
     /// Inverse of [`file_stem`](Self::file_stem): `root` → `kind.root`,
     /// `root@1` → `kind.root[1]`, `root@a` → `kind.root["a"]` (an all-digit
-    /// key reads as an index).
+    /// key reads as an index), `web@a+root` → `module.web["a"].kind.root`.
     pub fn from_stem(kind: Kind, stem: &str) -> Option<Address> {
-        let (name, key) = match stem.split_once('@') {
-            None => (stem, Key::None),
-            Some((n, k)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_digit()) => (n, Key::Index(k.parse().ok()?)),
-            Some((n, k)) if !k.is_empty() => (n, Key::Name(k.to_string())),
-            _ => return None,
-        };
-        (!name.is_empty() && check_name(name).is_ok()).then(|| Address::managed(kind, name, key))
+        fn step(s: &str) -> Option<(String, Key)> {
+            let (name, key) = match s.split_once('@') {
+                None => (s, Key::None),
+                Some((n, k)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_digit()) => (n, Key::Index(k.parse().ok()?)),
+                Some((n, k)) if !k.is_empty() && check_key(k).is_ok() => (n, Key::Name(k.to_string())),
+                _ => return None,
+            };
+            (check_name(name).is_ok()).then(|| (name.to_string(), key))
+        }
+        let mut parts: Vec<&str> = stem.split('+').collect();
+        let last = parts.pop()?;
+        let mut module = Vec::new();
+        for p in parts {
+            let (name, key) = step(p)?;
+            module.push(ModuleStep { name, key });
+        }
+        let (name, key) = step(last)?;
+        Some(Address { module: ModulePath::from_steps(module), mode: Mode::Managed, kind, name, key })
     }
 
-    /// A dash-joined form for derived names: `web`, `web-0`, `web-a`.
+    /// A dash-joined form of the resource's own part for derived names:
+    /// `web`, `web-0`, `web-a` (without the module path).
     pub fn dashed(&self) -> String {
         match &self.key {
             Key::None => self.name.clone(),
             Key::Index(i) => format!("{}-{i}", self.name),
             Key::Name(k) => format!("{}-{k}", self.name),
         }
+    }
+
+    /// [`dashed`](Self::dashed) behind the module path's stem: `web` in the
+    /// root, `web@a+vm-0` in `module.web["a"]`. Injective across module
+    /// instances (`+` and `@` appear in no name or key); the default domain
+    /// name is the stack and this.
+    pub fn qualified_dashed(&self) -> String {
+        let mut s = self.module.stem_prefix().to_string();
+        s.push_str(&self.dashed());
+        s
     }
 }
 
@@ -167,21 +436,17 @@ impl fmt::Display for Address {
         // Piece by piece: addresses are formatted tens of thousands of
         // times in a large plan, and `write!` of the whole was ~1,000
         // instructions each.
+        if let Some(d) = &self.module.0 {
+            f.write_str(&d.text)?;
+            f.write_str(".")?;
+        }
         if self.is_data() {
             f.write_str("data.")?;
         }
         f.write_str(self.kind.as_str())?;
         f.write_str(".")?;
         f.write_str(&self.name)?;
-        match &self.key {
-            Key::None => Ok(()),
-            Key::Index(i) => write!(f, "[{i}]"),
-            Key::Name(k) => {
-                f.write_str("[\"")?;
-                f.write_str(k)?;
-                f.write_str("\"]")
-            }
-        }
+        write_key(f, &self.key)
     }
 }
 
@@ -493,7 +758,7 @@ mod tests {
         let b = Address::managed(Kind::Port, "p", Key::Name("a".into()));
         assert_eq!(b.to_string(), "port.p[\"a\"]");
         assert_eq!(b.dashed(), "p-a");
-        let d = Address { mode: Mode::Data, kind: Kind::Network, name: "lan".into(), key: Key::None };
+        let d = Address::data(Kind::Network, "lan", Key::None);
         assert_eq!(d.to_string(), "data.network.lan");
         assert_eq!(d.block(), "data.network.lan");
         for a in [a, b, d] {
@@ -502,6 +767,47 @@ mod tests {
         assert_eq!(Address::parse("data.lan"), None);
         assert_eq!(Address::parse("disk"), None);
         assert_eq!(Address::parse("disk.root[x]"), None);
+    }
+
+    #[test]
+    fn module_addresses_round_trip() {
+        let p = ModulePath::root().child("web", Key::Name("a.b".into())).child("db", Key::None);
+        let a = Address::managed(Kind::Instance, "vm", Key::Index(0)).in_module(p.clone());
+        assert_eq!(a.to_string(), "module.web[\"a.b\"].module.db.instance.vm[0]");
+        assert_eq!(a.block(), "module.web[\"a.b\"].module.db.instance.vm");
+        assert_eq!(a.file_stem(), "web@a.b+db+vm@0");
+        assert_eq!(Address::from_stem(Kind::Instance, &a.file_stem()), Some(a.clone()));
+        assert_eq!(a.qualified_dashed(), "web@a.b+db+vm-0");
+        assert_eq!(a.dashed(), "vm-0");
+        let d = Address::data(Kind::Network, "lan", Key::None).in_module(ModulePath::root().child("net", Key::Index(3)));
+        assert_eq!(d.to_string(), "module.net[3].data.network.lan");
+        for x in [a, d] {
+            assert_eq!(Address::parse(&x.to_string()), Some(x));
+        }
+        assert_eq!(ModulePath::parse("module.web[\"a.b\"].module.db"), Some(p.clone()));
+        assert_eq!(p.to_string(), "module.web[\"a.b\"].module.db");
+        assert!(p.within(&ModulePath::parse("module.web").unwrap()));
+        assert!(p.within(&ModulePath::parse("module.web[\"a.b\"]").unwrap()));
+        assert!(!p.within(&ModulePath::parse("module.web[\"a\"]").unwrap()));
+        assert!(!ModulePath::parse("module.web").unwrap().within(&p));
+        for bad in ["module.web", "module.instance.vm", "module.1x.instance.vm", "module.web[\"a\".instance.vm", "instance.vm.x", "module..instance.vm"] {
+            assert_eq!(Address::parse(bad), None, "{bad}");
+        }
+        // Root addresses keep their old forms (existing stacks see no diff).
+        let r = Address::managed(Kind::Instance, "vm", Key::Name("a".into()));
+        assert_eq!((r.file_stem().as_str(), r.qualified_dashed().as_str()), ("vm@a", "vm-a"));
+    }
+
+    #[test]
+    fn module_stems_never_collide() {
+        // module.a["x-y"].instance.vm vs module.a["x"].instance["y-vm"]-like names.
+        let one = Address::managed(Kind::Instance, "vm", Key::None).in_module(ModulePath::root().child("a", Key::Name("x-y".into())));
+        let two = Address::managed(Kind::Instance, "y-vm", Key::None).in_module(ModulePath::root().child("a", Key::Name("x".into())));
+        let three = Address::managed(Kind::Instance, "vm", Key::None).in_module(ModulePath::root().child("a", Key::Name("x".into())).child("y", Key::None));
+        let flat = Address::managed(Kind::Instance, "a-x-y-vm", Key::None);
+        let stems: BTreeSet<String> = [&one, &two, &three, &flat].iter().map(|a| a.file_stem()).collect();
+        let dashed: BTreeSet<String> = [&one, &two, &three, &flat].iter().map(|a| a.qualified_dashed()).collect();
+        assert_eq!((stems.len(), dashed.len()), (4, 4), "{stems:?} {dashed:?}");
     }
 
     #[test]

@@ -252,10 +252,16 @@ fn bump(a: &IpCidr) -> String {
     }
 }
 
-/// `vf` + 4 hex of a hash of stack and address + `-` + the name, cut to 15 characters.
+/// `vf` + 4 hex of a hash of stack and address + `-` + the name, cut to 15
+/// characters. In a module 8 hex (the hash covers the module path, and
+/// one module is instantiated many times): `vf1a2b3c4d-lan`.
 pub fn default_bridge(addr: &Address, ctx: &Ctx<'_>) -> IfName {
     let h = sha(&ctx.seed(addr));
-    let mut s = format!("vf{:02x}{:02x}-{}", h[0], h[1], addr.dashed());
+    let mut s = if addr.module.is_root() {
+        format!("vf{:02x}{:02x}-{}", h[0], h[1], addr.dashed())
+    } else {
+        format!("vf{:02x}{:02x}{:02x}{:02x}-{}", h[0], h[1], h[2], h[3], addr.dashed())
+    };
     s.truncate(IfName::MAX);
     let s = s.trim_end_matches('-').to_string();
     IfName(s)

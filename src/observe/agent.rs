@@ -97,7 +97,7 @@ pub fn addresses_read(cfg: &Configuration, libvirt: &dyn Libvirt) -> BTreeMap<St
         .resources
         .iter()
         .filter_map(|r| match &r.spec {
-            Spec::Instance(i) if i.guest_agent && cfg.agent_fact_readers.contains(&r.address.name) => Some((r.address.to_string(), &**i)),
+            Spec::Instance(i) if i.guest_agent && cfg.agent_fact_readers.contains(&if r.address.module.is_root() { r.address.name.clone() } else { format!("{}.{}", r.address.module, r.address.name) }) => Some((r.address.to_string(), &**i)),
             _ => None,
         })
         .collect();

@@ -518,17 +518,32 @@ impl Planner<'_> {
     }
 
     /// Keeps the changes of the targets and of the blocks they depend on.
+    /// A target is a resource (`disk.root`, `disk.root[0]`, also inside a
+    /// module: `module.web["a"].disk.root`) or a module (`module.web`: every
+    /// instance; `module.web["a"]`: that one), with everything in it.
     fn restrict_to_targets(&mut self) {
-        use crate::graph::Node;
-        let block = |a: &str| a.split('[').next().unwrap_or(a).to_string();
-        let mut keep: BTreeSet<String> = self.opts.targets.iter().map(|t| block(t)).collect();
+        use crate::model::{Address, ModulePath};
+        // The block of an address (`module.web["a"].disk.root` for `...disk.root[0]`).
+        let block = |a: &str| Address::parse(a).map(|x| x.block()).unwrap_or_else(|| a.split('[').next().unwrap_or(a).to_string());
+        let modules: Vec<ModulePath> = self.opts.targets.iter().filter_map(|t| ModulePath::parse(t)).collect();
+        let in_module = |a: &str| Address::parse(a).is_some_and(|x| modules.iter().any(|m| x.module.within(m)));
+        let res_targets: Vec<&String> = self.opts.targets.iter().filter(|t| ModulePath::parse(t).is_none()).collect();
+        let mut keep: BTreeSet<String> = res_targets.iter().map(|t| block(t)).collect();
+        for c in &self.out.changes {
+            if in_module(&c.address) {
+                keep.insert(block(&c.address));
+            }
+        }
+        for r in &self.cfg.resources {
+            if modules.iter().any(|m| r.address.module.within(m)) {
+                keep.insert(r.address.block());
+            }
+        }
         let edges = self.cfg.graph.resource_edges();
         loop {
             let before = keep.len();
             for (from, to) in &edges {
-                if let (Node::Resource(..), Node::Resource(..)) = (from, to)
-                    && keep.contains(&from.to_string())
-                {
+                if from.is_resource() && to.is_resource() && keep.contains(&from.to_string()) {
                     keep.insert(to.to_string());
                 }
             }
@@ -536,20 +551,24 @@ impl Planner<'_> {
                 break;
             }
         }
-        let exact: BTreeSet<&String> = self.opts.targets.iter().filter(|t| t.contains('[')).collect();
+        let exact: BTreeSet<&String> = res_targets.iter().copied().filter(|t| Address::parse(t).is_some_and(|a| a.key != crate::model::Key::None)).collect();
         for t in &self.opts.targets {
-            if !self.out.changes.iter().any(|c| c.address == *t || block(&c.address) == *t) && self.cfg.resource(t).is_none() {
-                self.out.errors.push(format!("--target {t}: no such resource"));
+            let found = match ModulePath::parse(t) {
+                Some(m) => self.cfg.resources.iter().any(|r| r.address.module.within(&m)) || self.out.changes.iter().any(|c| Address::parse(&c.address).is_some_and(|a| a.module.within(&m))),
+                None => self.out.changes.iter().any(|c| c.address == *t || block(&c.address) == *t) || self.cfg.resource(t).is_some(),
+            };
+            if !found {
+                self.out.errors.push(format!("--target {t}: no such {}", if ModulePath::parse(t).is_some() { "module" } else { "resource" }));
             }
         }
-        let whole: BTreeSet<String> = self.opts.targets.iter().filter(|t| !t.contains('[')).cloned().collect();
+        let whole: BTreeSet<String> = res_targets.iter().filter(|t| !exact.contains(*t)).map(|t| t.to_string()).collect();
         self.out.changes.retain(|c| {
             let b = block(&c.address);
             if !keep.contains(&b) {
                 return false;
             }
             // `disk.root[0]` targets only that instance of its block (dependencies stay whole).
-            let narrowed = exact.iter().any(|t| block(t) == b) && !whole.contains(&b);
+            let narrowed = exact.iter().any(|t| block(t) == b) && !whole.contains(&b) && !in_module(&c.address);
             !narrowed || exact.contains(&c.address)
         });
     }
@@ -947,9 +966,10 @@ impl Planner<'_> {
         for name in self.obs.links.keys() {
             if let Some((s, a)) = self.obs.link_owner(name)
                 && s == stack && !declared.contains(&a) {
-                    if a.starts_with("network.") {
+                    let kind = crate::model::Address::parse(&a).map(|x| x.kind);
+                    if kind == Some(Kind::Network) {
                         found.insert(a, (Kind::Network, Some(name.clone())));
-                    } else if a.starts_with("port.") && name.len() > 3 {
+                    } else if kind == Some(Kind::Port) && name.len() > 3 {
                         found.insert(a, (Kind::Port, Some(format!("ovs_hybrid qbr{}", &name[3..]))));
                     }
                 }
@@ -1191,3 +1211,6 @@ mod tests_agent;
 
 #[cfg(test)]
 mod tests_moved;
+
+#[cfg(test)]
+mod tests_modules;

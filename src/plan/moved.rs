@@ -150,7 +150,7 @@ pub fn planned_moves(cfg: &Configuration, obs: &Observed, state_dir: &std::path:
             candidates.insert(m.from.to_string());
         } else {
             for r in cfg.resources.iter().filter(|r| r.address.kind == Kind::Port) {
-                candidates.insert(Address { name: m.from.name.clone(), ..r.address.clone() }.to_string());
+                candidates.insert(Address { module: m.from.module.clone(), name: m.from.name.clone(), ..r.address.clone() }.to_string());
             }
         }
     }

@@ -142,7 +142,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
             for b in &rc.because {
                 out.push_str(&format!("  {}# because {b}{}\n", s.dim, s.reset));
             }
-            let (kind, name) = rc.address.split_once('.').unwrap_or((&rc.address, ""));
+            // The resource's own part (the `#` line above names the module path).
+            let local = crate::model::ModulePath::skip_prefix(&rc.address).filter(|r| !r.is_empty()).unwrap_or(&rc.address);
+            let (kind, name) = local.split_once('.').unwrap_or((local, ""));
             out.push_str(&format!("{col}{sym}{} {kind} {name:?} {{\n", s.reset));
             let width = rc.changes.iter().map(|c| c.attr.len()).max().unwrap_or(0);
             for c in rc.changes.iter().filter(|c| c.before.is_none() && rc.action == Action::Create) {
