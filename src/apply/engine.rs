@@ -1589,6 +1589,19 @@ pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
 mod tests {
     use super::*;
 
+    /// An engine environment for unit tests: the given libvirt (usually
+    /// test:///default), real `ip` links (never called by these tests), fake OVS.
+    fn test_env(libvirt: crate::host::libvirt::VirtLibvirt, state_dir: impl Into<PathBuf>) -> Arc<Env> {
+        Arc::new(Env {
+            links: Box::new(crate::host::links::IpLinks::local()),
+            libvirt: Box::new(libvirt),
+            ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
+            state_dir: state_dir.into(),
+            shutdown_timeout: Duration::from_secs(1),
+            detach_timeout: Duration::from_secs(1),
+        })
+    }
+
     /// An instance with a connection: its seed step brings the host key,
     /// and after the start the waits run in order between the two
     /// readiness marks (SSH, then cloud-init).
@@ -1606,14 +1619,7 @@ mod tests {
         let observed = crate::observe::Observed { ovs: Some(Default::default()), ..Default::default() };
         let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
         assert!(p.errors.is_empty(), "{:?}", p.errors);
-        let env = Arc::new(Env {
-            links: Box::new(crate::host::links::IpLinks::local()),
-            libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
-            ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
-            state_dir: "/state".into(),
-            shutdown_timeout: Duration::from_secs(1),
-            detach_timeout: Duration::from_secs(1),
-        });
+        let env = test_env(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap(), "/state");
         let dag = lower(&p, &cfg, env, false, &BTreeMap::new());
         let ids: Vec<usize> = (0..dag.len()).filter(|i| dag.step(*i).address == "instance.vm").collect();
         let find = |f: &dyn Fn(&Op) -> bool| *ids.iter().find(|i| f(&dag.step(**i).op)).unwrap_or_else(|| panic!("step missing"));
@@ -1667,14 +1673,7 @@ mod tests {
         let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
         assert!(p.errors.is_empty() && p.conflicts.is_empty(), "{:?} {:?}", p.errors, p.conflicts);
         let env = || {
-            Arc::new(Env {
-                links: Box::new(crate::host::links::IpLinks::local()),
-                libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
-                ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
-                state_dir: "/state".into(),
-                shutdown_timeout: Duration::from_secs(1),
-                detach_timeout: Duration::from_secs(1),
-            })
+            test_env(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap(), "/state")
         };
         let dag = lower(&p, &cfg, env(), false, &BTreeMap::new());
         let find = |f: &dyn Fn(&Op) -> bool| (0..dag.len()).find(|i| f(&dag.step(*i).op)).unwrap_or_else(|| panic!("step missing"));
@@ -1734,14 +1733,7 @@ mod tests {
         // test:///default: one running domain, "test"; each open is its own host.
         let libvirt = crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap();
         libvirt.destroy("test").unwrap();
-        let env = Arc::new(Env {
-            links: Box::new(crate::host::links::IpLinks::local()),
-            libvirt: Box::new(libvirt),
-            ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
-            state_dir: tmp.path().into(),
-            shutdown_timeout: Duration::from_secs(1),
-            detach_timeout: Duration::from_secs(1),
-        });
+        let env = test_env(libvirt, tmp.path());
         let cx = StepContext::new(0, super::super::dag::Cancel::new());
         for (name, state) in [("test", "is shut off"), ("nosuch", "no longer exists")] {
             let step = HostStep {
