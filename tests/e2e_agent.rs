@@ -188,7 +188,10 @@ output "addresses" {{ value = instance.vm.addresses }}
     let name = format!("{}-vm", s.stack);
     s.write(&conf("1G"));
     let t = Instant::now();
-    let out = s.apply();
+    // Within the wait's own 600 s and more: a real image booting under TCG
+    // on a loaded host takes minutes (the harness's default is 300 s).
+    let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(900));
+    assert!(out.ok() && out.stdout.contains("Apply complete"), "apply failed:\n{}", out.show());
     eprintln!("[e2e] apply to agent-ready: {:.1}s", t.elapsed().as_secs_f64());
     assert!(out.stdout.contains("wait for the guest agent of"), "{}", out.show());
     assert!(out.stdout.contains(&format!("addresses = [\"{ip}\"")), "the output holds the port's address:\n{}", out.show());
@@ -202,7 +205,7 @@ output "addresses" {{ value = instance.vm.addresses }}
 
     // A memory change is a restart: the shutdown goes through the agent.
     s.write(&conf("1280M"));
-    let out = s.vf(&["apply", "--auto-approve", "-v"]);
+    let out = s.vf_within(&["apply", "--auto-approve", "-v"], Duration::from_secs(900));
     assert!(out.ok(), "{}", out.show());
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(all.contains(&format!("{name} shut down gracefully through the guest agent")), "{}", out.show());

@@ -75,6 +75,12 @@ fn guest_ip(libvirt: &dyn Libvirt, ip: &Option<String>, lease_from: &Option<(Str
     })
 }
 
+/// One TCP connection attempt (1 s at most); the error in the OS's words.
+fn probe_tcp(host: &str, port: u16) -> Result<(), String> {
+    let ip = host.parse::<std::net::IpAddr>().map_err(|_| format!("address {host:?} is not an IP address"))?;
+    std::net::TcpStream::connect_timeout(&std::net::SocketAddr::new(ip, port), Duration::from_secs(1)).map(|_| ()).map_err(|e| e.to_string())
+}
+
 impl SshConn {
     /// Runs `argv` in the guest once the address is known: `Ok(None)` while
     /// it is not, or ssh could not log in (`last` says why); a host key other
@@ -93,6 +99,23 @@ impl SshConn {
             }
         }
         Ok(Some(crate::host::ssh::Target { user: self.user.clone(), host, port: self.port, alias: self.pin.patterns[0].clone(), dir: self.pin.dir.clone(), stem: self.pin.stem.clone() }))
+    }
+
+    /// Whether the guest's SSH port accepts a TCP connection (1 s at most):
+    /// the cheap probe that gates an `ssh` run, so a booting guest is
+    /// polled every half second without spawning a process each time.
+    fn port_open(&self, env: &Env, last: &mut String) -> Result<bool, StepError> {
+        let Some(host) = guest_ip(env.libvirt.as_ref(), &self.ip, &self.lease_from).map_err(herr)? else {
+            *last = "no address yet (no DHCP lease)".into();
+            return Ok(false);
+        };
+        match probe_tcp(&host, self.port) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                *last = format!("{}@{host}:{}: {e}", self.user, self.port);
+                Ok(false)
+            }
+        }
     }
 
     fn run(&self, env: &Env, name: &str, argv: &[&str], last: &mut String) -> Result<Option<crate::host::ssh::Output>, StepError> {
@@ -742,18 +765,25 @@ impl Step for HostStep {
                 let mut running = StillRunning::new(env, name);
                 let mut last = String::from("no attempt yet");
                 loop {
-                    if let Some(out) = conn.run(env, name, &["true"], &mut last)? {
-                        if out.status == Some(0) {
-                            return Ok(StepOutcome::Done);
+                    // Port closed: probe again in half a second; open, but
+                    // the login failed (sshd starting, keys not yet there):
+                    // a second.
+                    let mut pause = Duration::from_millis(500);
+                    if conn.port_open(env, &mut last)? {
+                        pause = Duration::from_secs(1);
+                        if let Some(out) = conn.run(env, name, &["true"], &mut last)? {
+                            if out.status == Some(0) {
+                                return Ok(StepOutcome::Done);
+                            }
+                            last = format!("`true` exited with status {}", out.status.unwrap_or(-1));
                         }
-                        last = format!("`true` exited with status {}", out.status.unwrap_or(-1));
                     }
                     running.check("an SSH login")?;
                     if start.elapsed() > *timeout {
                         return Err(StepError::new(format!("{name} is not ready: no SSH login within {}s (last: {last})", timeout.as_secs()))
                             .with_hint("the instance is left as it is; see its console log (virtform console ADDRESS), check the image runs cloud-init and sshd, and that `connection.user` is the image's default user"));
                     }
-                    cx.sleep(Duration::from_secs(2))?;
+                    cx.sleep(pause)?;
                 }
             }
             Op::WaitCloudInit { name, conn, timeout } => {
@@ -1559,6 +1589,19 @@ pub fn remove_stack_dir(state_dir: &Path, stack: &str) {
 mod tests {
     use super::*;
 
+    /// An engine environment for unit tests: the given libvirt (usually
+    /// test:///default), real `ip` links (never called by these tests), fake OVS.
+    fn test_env(libvirt: crate::host::libvirt::VirtLibvirt, state_dir: impl Into<PathBuf>) -> Arc<Env> {
+        Arc::new(Env {
+            links: Box::new(crate::host::links::IpLinks::local()),
+            libvirt: Box::new(libvirt),
+            ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
+            state_dir: state_dir.into(),
+            shutdown_timeout: Duration::from_secs(1),
+            detach_timeout: Duration::from_secs(1),
+        })
+    }
+
     /// An instance with a connection: its seed step brings the host key,
     /// and after the start the waits run in order between the two
     /// readiness marks (SSH, then cloud-init).
@@ -1576,14 +1619,7 @@ mod tests {
         let observed = crate::observe::Observed { ovs: Some(Default::default()), ..Default::default() };
         let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
         assert!(p.errors.is_empty(), "{:?}", p.errors);
-        let env = Arc::new(Env {
-            links: Box::new(crate::host::links::IpLinks::local()),
-            libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
-            ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
-            state_dir: "/state".into(),
-            shutdown_timeout: Duration::from_secs(1),
-            detach_timeout: Duration::from_secs(1),
-        });
+        let env = test_env(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap(), "/state");
         let dag = lower(&p, &cfg, env, false, &BTreeMap::new());
         let ids: Vec<usize> = (0..dag.len()).filter(|i| dag.step(*i).address == "instance.vm").collect();
         let find = |f: &dyn Fn(&Op) -> bool| *ids.iter().find(|i| f(&dag.step(**i).op)).unwrap_or_else(|| panic!("step missing"));
@@ -1637,14 +1673,7 @@ mod tests {
         let p = crate::plan::plan(&cfg, &observed, &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
         assert!(p.errors.is_empty() && p.conflicts.is_empty(), "{:?} {:?}", p.errors, p.conflicts);
         let env = || {
-            Arc::new(Env {
-                links: Box::new(crate::host::links::IpLinks::local()),
-                libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
-                ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
-                state_dir: "/state".into(),
-                shutdown_timeout: Duration::from_secs(1),
-                detach_timeout: Duration::from_secs(1),
-            })
+            test_env(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap(), "/state")
         };
         let dag = lower(&p, &cfg, env(), false, &BTreeMap::new());
         let find = |f: &dyn Fn(&Op) -> bool| (0..dag.len()).find(|i| f(&dag.step(*i).op)).unwrap_or_else(|| panic!("step missing"));
@@ -1704,14 +1733,7 @@ mod tests {
         // test:///default: one running domain, "test"; each open is its own host.
         let libvirt = crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap();
         libvirt.destroy("test").unwrap();
-        let env = Arc::new(Env {
-            links: Box::new(crate::host::links::IpLinks::local()),
-            libvirt: Box::new(libvirt),
-            ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
-            state_dir: tmp.path().into(),
-            shutdown_timeout: Duration::from_secs(1),
-            detach_timeout: Duration::from_secs(1),
-        });
+        let env = test_env(libvirt, tmp.path());
         let cx = StepContext::new(0, super::super::dag::Cancel::new());
         for (name, state) in [("test", "is shut off"), ("nosuch", "no longer exists")] {
             let step = HostStep {
@@ -1725,5 +1747,17 @@ mod tests {
             assert_eq!(e.message, format!("{name} {state} while waiting for \"READY\" on its console"));
             assert!(e.hint.as_deref().unwrap_or("").contains("virtform console ADDRESS"), "{:?}", e.hint);
         }
+    }
+
+    /// The probe that gates an SSH attempt: an open port answers, a closed
+    /// one says so in the OS's words, a non-address is refused.
+    #[test]
+    fn the_ssh_wait_probes_the_port_before_spawning_ssh() {
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(probe_tcp("127.0.0.1", open.local_addr().unwrap().port()), Ok(()));
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let e = probe_tcp("127.0.0.1", closed).unwrap_err();
+        assert!(e.to_lowercase().contains("refused"), "{e}");
+        assert!(probe_tcp("not-an-ip", 22).unwrap_err().contains("not an IP address"));
     }
 }

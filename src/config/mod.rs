@@ -1059,13 +1059,7 @@ impl<'o> Loader<'o> {
         let mut sensitive_out = false;
         for (key, count_v, each) in instances {
             let path = parent.child(&call.name, key.clone());
-            let mut bind: Vec<(&str, Value)> = Vec::new();
-            if let Some(c) = count_v {
-                bind.push(("count", c));
-            }
-            if let Some((k, v)) = each {
-                bind.push(("each", Value::map([("key", Value::String(k)), ("value", v)])));
-            }
+            let bind = instance_bindings(count_v, each);
             let scope = Scope { fn_ctx, roots, bind: &bind };
             let start = self.diags.0.len();
             let mut raw: BTreeMap<String, (vars::Raw, vars::Origin)> = BTreeMap::new();
@@ -1792,13 +1786,7 @@ impl<'o> Loader<'o> {
         let mut failed = false;
         for (key, count_v, each) in instances {
             let addr = Address { module: paths.module.clone(), mode: rb.mode, kind: rb.kind, name: rb.name.clone(), key: key.clone() };
-            let mut bind: Vec<(&str, Value)> = Vec::new();
-            if let Some(c) = count_v {
-                bind.push(("count", c));
-            }
-            if let Some((k, v)) = each {
-                bind.push(("each", Value::map([("key", Value::String(k)), ("value", v)])));
-            }
+            let bind = instance_bindings(count_v, each);
             let scope = Scope { fn_ctx, roots, bind: &bind };
             let attrs = match self.eval_body(body, &scope, true) {
                 Ok(v) => v,
@@ -2235,4 +2223,17 @@ fn unknown_outside_refs(v: &Value) -> bool {
         Value::List(l) | Value::Set(l) => l.iter().any(unknown_outside_refs),
         _ => false,
     }
+}
+
+/// `count` (`count.index`) and `each` (`each.key`, `each.value`) of one
+/// instance of a block with `count` or `for_each`, as evaluation bindings.
+fn instance_bindings(count: Option<Value>, each: Option<(String, Value)>) -> Vec<(&'static str, Value)> {
+    let mut bind = Vec::new();
+    if let Some(c) = count {
+        bind.push(("count", c));
+    }
+    if let Some((k, v)) = each {
+        bind.push(("each", Value::map([("key", Value::String(k)), ("value", v)])));
+    }
+    bind
 }

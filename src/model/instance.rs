@@ -245,6 +245,27 @@ pub fn default_name(addr: &Address, ctx: &Ctx<'_>) -> String {
     format!("{}-{}", ctx.stack, addr.qualified_dashed())
 }
 
+/// The guest's hostname (the seed's `local-hostname`) for a domain name: the
+/// name itself, except that the `@` and `+` a module path puts into derived
+/// domain names (`st-web@a+vm`), which no hostname may hold, become `-`
+/// (`st-web-a-vm`), repeated dashes collapse and the result keeps to one
+/// 63-character label. Names outside modules are unchanged, so existing
+/// guests' seeds do not change.
+pub fn guest_hostname(domain: &str) -> String {
+    if !domain.contains(['@', '+']) {
+        return domain.to_string();
+    }
+    let mut out = String::with_capacity(domain.len());
+    for c in domain.chars() {
+        let c = if c == '@' || c == '+' { '-' } else { c };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    out.truncate(63);
+    out.trim_matches('-').to_string()
+}
+
 impl Instance {
     pub fn domain_name(&self) -> &str {
         self.name.as_deref().unwrap_or("")
@@ -406,4 +427,21 @@ impl Instance {
             ],
         )
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_domain_names_give_valid_hostnames_and_root_names_stay() {
+        assert_eq!(guest_hostname("st-web@a+vm"), "st-web-a-vm");
+        assert_eq!(guest_hostname("st-web+db@0+vm-1"), "st-web-db-0-vm-1");
+        assert_eq!(guest_hostname("st-x-y@b+vm"), "st-x-y-b-vm");
+        assert_eq!(guest_hostname("ci-runner-3"), "ci-runner-3");
+        let long = format!("st-{}@a+vm", "m".repeat(80));
+        let h = guest_hostname(&long);
+        assert!(h.len() <= 63 && !h.ends_with('-') && h.starts_with("st-mmm"), "{h}");
+    }
+
 }

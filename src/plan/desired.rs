@@ -272,7 +272,7 @@ impl Lowering<'_> {
         let input = crate::seed::SeedInput {
             // A new instance-id when the content changes: cloud-init runs again.
             instance_id: format!("{}-{}", inst.domain_name(), &content[..8]),
-            hostname: inst.domain_name().to_string(),
+            hostname: crate::model::instance::guest_hostname(inst.domain_name()),
             user_data: ci.user_data.clone(),
             meta_data: ci.meta_data.clone(),
             network_config: ci.network_config.clone(),

@@ -992,7 +992,7 @@ impl Planner<'_> {
             if self.is_forgotten(&format!("libvirt network {name}")) {
                 continue;
             }
-            if let Some(a) = desired::libvirt_network_owner(&stack, name, &n.uuid).map(|a| moved_current(self.obs, &a))
+            if let Some(a) = desired::libvirt_network_owner(&stack, name, &n.uuid).map(|a| moved::current_of(self.obs, &a))
                 && !declared.contains(&a) {
                     found.insert(a, (Kind::Network, Some(format!("libvirt network {name}"))));
                 }
@@ -1016,25 +1016,9 @@ impl Planner<'_> {
                 _ => self.out.forget.push(a.clone()),
             }
         }
-        let disk_dir = self.opts.state_dir.join(&stack).join("disks");
-        let volume_dir = self.opts.state_dir.join(&stack).join("volumes");
-        for path in self.obs.files.keys() {
-            let p = std::path::Path::new(path);
-            let kind = if p.parent() == Some(disk_dir.as_path()) {
-                Kind::Disk
-            } else if p.parent() == Some(volume_dir.as_path()) {
-                Kind::Volume
-            } else {
-                continue;
-            };
-            if self.is_forgotten(path) {
-                continue;
-            }
-            if let Some(a) = p.file_stem().and_then(|s| s.to_str()).and_then(|stem| crate::model::Address::from_stem(kind, stem)) {
-                let a = moved_current(self.obs, &a.to_string());
-                if !declared.contains(&a) {
-                    found.insert(a, (kind, Some(path.clone())));
-                }
+        for (path, kind, a) in moved::stack_files(&self.opts.state_dir, &stack, self.obs) {
+            if !declared.contains(&a) {
+                found.insert(a, (kind, Some(path.to_string())));
             }
         }
         // Images live in the shared, content-addressed cache and are kept;
@@ -1060,11 +1044,6 @@ impl Planner<'_> {
     }
 }
 
-/// The current address of a names address found on the host (a file
-/// stem, a libvirt network name): see `moved.rs`.
-fn moved_current(obs: &Observed, names: &str) -> String {
-    obs.names.names.iter().find(|(_, n)| n.as_str() == names).map(|(a, _)| a.clone()).unwrap_or_else(|| names.to_string())
-}
 
 /// The configuration attribute a planned change belongs to (for
 /// `ignore_changes`); None for host details no attribute names.

@@ -56,7 +56,7 @@ fn recorded<'a>(obs: &'a Observed, a: &str) -> Option<&'a str> {
 /// The current address of a names address found on the host (a file stem,
 /// a libvirt network name): the resource the record says keeps those
 /// names, else the names address itself.
-fn current_of(obs: &Observed, names: &str) -> String {
+pub(super) fn current_of(obs: &Observed, names: &str) -> String {
     obs.names.names.iter().find(|(_, n)| n.as_str() == names).map(|(a, _)| a.clone()).unwrap_or_else(|| names.to_string())
 }
 
@@ -95,12 +95,20 @@ pub fn host_addresses(stack: &str, obs: &Observed, state_dir: &std::path::Path) 
             out.entry(current_of(obs, &a)).or_default().push(format!("libvirt network \"{name}\""));
         }
     }
+    for (path, _, a) in stack_files(state_dir, stack, obs) {
+        out.entry(a).or_default().push(format!("file {path}"));
+    }
+    out
+}
+
+/// The stack's own disk and volume files on the host (not forgotten), each
+/// with its kind and the current address of the names address its stem
+/// reads as (a moved file keeps its path).
+pub(super) fn stack_files<'o>(state_dir: &std::path::Path, stack: &str, obs: &'o Observed) -> Vec<(&'o str, Kind, String)> {
     let disk_dir = state_dir.join(stack).join("disks");
     let volume_dir = state_dir.join(stack).join("volumes");
-    for path in obs.files.keys() {
-        if obs.names.forgotten.contains(path) {
-            continue;
-        }
+    let mut out = Vec::new();
+    for path in obs.files.keys().filter(|p| !obs.names.forgotten.contains(*p)) {
         let p = std::path::Path::new(path);
         let kind = if p.parent() == Some(disk_dir.as_path()) {
             Kind::Disk
@@ -110,7 +118,7 @@ pub fn host_addresses(stack: &str, obs: &Observed, state_dir: &std::path::Path) 
             continue;
         };
         if let Some(a) = p.file_stem().and_then(|s| s.to_str()).and_then(|stem| Address::from_stem(kind, stem)) {
-            out.entry(current_of(obs, &a.to_string())).or_default().push(format!("file {path}"));
+            out.push((path.as_str(), kind, current_of(obs, &a.to_string())));
         }
     }
     out

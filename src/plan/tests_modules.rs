@@ -322,3 +322,19 @@ moved {
     assert_eq!(low.domain(cfg.resource("module.web[\"a\"].instance.vm").unwrap()).unwrap().name, "mm-vm");
     assert_eq!(low.disk(cfg.resource("module.web[\"a\"].disk.root").unwrap()).unwrap().path, "/state/mm/disks/root.qcow2");
 }
+
+/// A module instance's guest gets a valid hostname in its seed (the `@` and
+/// `+` of its derived domain name become `-`); a root instance keeps its
+/// domain name as its hostname.
+#[test]
+fn module_instances_get_valid_hostnames_in_their_seeds() {
+    let module = "instance \"vm\" {\n  kernel = \"/assets/vmlinuz\"\n  cloud_init {}\n}\n";
+    let root = "virtform { stack = \"mh\" }\nmodule \"web\" {\n  source   = \"./modules/vm\"\n  for_each = toset([\"a\"])\n}\ninstance \"solo\" {\n  kernel = \"/assets/vmlinuz\"\n  cloud_init {}\n}\n";
+    let (_d, cfg) = load_tree(&[("main.vf.hcl", root), ("modules/vm/main.vf.hcl", module)]);
+    let lowering = super::tests::lowering(&cfg);
+    let seed = |a: &str| lowering.seed(cfg.resource(a).unwrap_or_else(|| panic!("{a}"))).unwrap().1;
+    let web = seed("module.web[\"a\"].instance.vm");
+    assert_eq!(web.hostname, "mh-web-a-vm");
+    assert!(web.instance_id.starts_with("mh-web@a+vm-"), "{}", web.instance_id);
+    assert_eq!(seed("instance.solo").hostname, "mh-solo");
+}
