@@ -19,7 +19,7 @@
 use super::diag::{Diagnostic, Diagnostics};
 use super::parse::RawBlock;
 use super::source::{Sources, Span};
-use crate::model::{Address, Key, Resource};
+use crate::model::{Address, Key, ModulePath, Resource};
 use std::collections::BTreeMap;
 
 /// One checked `moved` block.
@@ -134,6 +134,66 @@ fn declared(resources: &BTreeMap<String, &Resource>, blocks: &BTreeMap<String, S
     None
 }
 
+/// `moved { from = module.old, to = module.new }` (or instances of them:
+/// `module.app[0]` → `module.app["alpha"]`), expanded into one [`Move`] per
+/// managed resource declared under `to`, from the same relative address
+/// under `from`; the planner sees resource moves only. Resources the old call
+/// had and the new one does not are orphans, as without the block.
+fn module_moves(moves: &mut Vec<Move>, diags: &mut Diagnostics, resources: &[Resource], (fm, from_span): (&ModulePath, Span), (tm, to_span): (&ModulePath, Span), span: Span) {
+    if fm == tm {
+        diags.push(Diagnostic::error(format!("{fm} is moved to itself")).at(to_span).label("name the new module address, or remove the block"));
+        return;
+    }
+    if let Some(r) = resources.iter().find(|r| r.address.module.within(fm)) {
+        diags.push(
+            Diagnostic::error(format!("{fm} is moved to {tm}, but the configuration still declares {fm} ({})", r.address))
+                .at(from_span)
+                .label("a module call cannot be at both addresses")
+                .note(r.block_span, "still declared here")
+                .help(format!("remove (or rename) the module block of {fm}, or remove this moved block")),
+        );
+        return;
+    }
+    let targets: Vec<&Resource> = resources.iter().filter(|r| !r.address.is_data() && r.address.module.within(tm)).collect();
+    if targets.is_empty() {
+        diags.push(Diagnostic::error(format!("{fm} is moved to {tm}, which declares no resources")).at(to_span).label("declare the module block (with its resources), or use removed blocks"));
+        return;
+    }
+    let n = tm.steps().len();
+    let (fl, tl) = (&fm.steps()[fm.steps().len() - 1], &tm.steps()[n - 1]);
+    for r in targets {
+        let steps = r.address.module.steps();
+        let at = &steps[n - 1];
+        let step = match (&fl.key, &tl.key) {
+            // module.web → module.web2: every instance keeps its key.
+            (Key::None, Key::None) => crate::model::ModuleStep { name: fl.name.clone(), key: at.key.clone() },
+            (_, Key::None) if at.key != Key::None => {
+                diags.push(
+                    Diagnostic::error(format!("{fm} is one module instance, {tm} has several ({})", ModulePath::from_steps(steps[..n].to_vec())))
+                        .at(to_span)
+                        .label(format!("name the instance it becomes, like {tm}[0] or {tm}[\"a\"]")),
+                );
+                return;
+            }
+            _ => fl.clone(),
+        };
+        let mut from_steps = fm.steps()[..fm.steps().len() - 1].to_vec();
+        from_steps.push(step);
+        from_steps.extend_from_slice(&steps[n..]);
+        let from = Address { module: ModulePath::from_steps(from_steps), ..r.address.clone() };
+        if let Some(prev) = moves.iter().find(|m| m.to == r.address) {
+            diags.push(
+                Diagnostic::error(format!("two moves to {}: from {} and from {from}", r.address, prev.from))
+                    .at(to_span)
+                    .label("one address takes the object of one move only")
+                    .note(Some(prev.to_span), "first moved here"),
+            );
+            return;
+        }
+        moves.push(Move { from, to: r.address.clone(), span, from_span, to_span });
+    }
+}
+
 /// Checks the `moved` and `removed` blocks against the built resources.
 pub(super) fn check(moved: &[RawBlock], removed: &[RawBlock], sources: &Sources, resources: &[Resource]) -> (Vec<Move>, Vec<Removed>, Diagnostics) {
     let mut diags = Diagnostics::default();
@@ -169,6 +229,26 @@ pub(super) fn check(moved: &[RawBlock], removed: &[RawBlock], sources: &Sources,
             diags.push(Diagnostic::error("a moved block needs `to`, the address the object has now").at(b.kind_span).label("add `to = instance.NEW`"));
         }
         let (Some(from), Some(to)) = (from, to) else { continue };
+        // A whole module call (or one instance of it): one move per resource
+        // the new call declares, from the same place in the old one.
+        let (fm, tm) = (ModulePath::parse(sources.snippet(from.expr_span).trim()), ModulePath::parse(sources.snippet(to.expr_span).trim()));
+        match (fm, tm) {
+            (Some(fm), Some(tm)) => {
+                if ok {
+                    module_moves(&mut moves, &mut diags, resources, (&fm, from.expr_span), (&tm, to.expr_span), b.kind_span);
+                }
+                continue;
+            }
+            (Some(fm), None) => {
+                diags.push(Diagnostic::error(format!("{fm} is a module call: it moves to another module call")).at(to.expr_span).label("write a module address here, like module.new or module.new[\"a\"]"));
+                continue;
+            }
+            (None, Some(tm)) => {
+                diags.push(Diagnostic::error(format!("{tm} is a module call: only a module call moves to it")).at(from.expr_span).label("write a module address here, like module.old"));
+                continue;
+            }
+            (None, None) => {}
+        }
         let fa = address(sources, from.expr_span, "from", &mut diags);
         let ta = address(sources, to.expr_span, "to", &mut diags);
         let (Some(fa), Some(ta), true) = (fa, ta, ok) else { continue };

@@ -338,3 +338,62 @@ fn module_instances_get_valid_hostnames_in_their_seeds() {
     assert!(web.instance_id.starts_with("mh-web@a+vm-"), "{}", web.instance_id);
     assert_eq!(seed("instance.solo").hostname, "mh-solo");
 }
+
+/// `moved { from = module.web, to = module.site }` and an instance move
+/// `module.app[0]` → `module.app["alpha"]`: every resource of the call moves
+/// (one change each, markers only), every host name is kept.
+#[test]
+fn whole_module_and_module_instance_moves_only_move() {
+    let files = |root: &str| [("main.vf.hcl", root.to_string()), ("modules/vm/main.vf.hcl", VM_MODULE.to_string())];
+    let before = ROOT.to_string();
+    let (_d, old) = load_tree(&files(&before).iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>());
+    let host = converged(&old);
+    let after = ROOT.replace("module \"web\" {", "module \"site\" {").replace("module.web :", "module.site :").replace("module \"db\" {\n  source  = \"./modules/vm\"\n  count   = 1", "module \"db\" {\n  source  = \"./modules/vm\"\n  for_each = toset([\"alpha\"])")
+        + "moved {\n  from = module.web\n  to   = module.site\n}\nmoved {\n  from = module.db[0]\n  to   = module.db[\"alpha\"]\n}\n";
+    let (_d2, mut cfg) = load_tree(&files(&after).iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>());
+    assert_eq!(cfg.moves.len(), 9, "{:#?}", cfg.moves.iter().map(|m| format!("{} -> {}", m.from, m.to)).collect::<Vec<_>>());
+    super::moved::keep_names(&mut cfg, &host, std::path::Path::new("/state"));
+    let p = plan(&cfg, &host, &opts());
+    assert!(p.errors.is_empty() && p.conflicts.is_empty(), "{:?} {:?}", p.errors, p.conflicts);
+    for (from, to) in [
+        ("module.web[\"a\"].instance.vm", "module.site[\"a\"].instance.vm"),
+        ("module.web[\"x-y\"].disk.root", "module.site[\"x-y\"].disk.root"),
+        ("module.db[0].instance.vm", "module.db[\"alpha\"].instance.vm"),
+        ("module.db[0].port.eth0", "module.db[\"alpha\"].port.eth0"),
+    ] {
+        let c = find(&p, to);
+        assert_eq!((c.action, c.reason.as_deref(), c.previous_address.as_deref()), (Action::Update, Some("moved"), Some(from)), "{}", render::text(&p, false));
+    }
+    assert!(!p.changes.iter().any(|c| matches!(c.action, Action::Delete | Action::Create | Action::Replace)), "{}", render::text(&p, false));
+    let low = super::tests::lowering(&cfg);
+    let old_low = super::tests::lowering(&old);
+    for (now, was) in [("module.site[\"a\"].instance.vm", "module.web[\"a\"].instance.vm"), ("module.db[\"alpha\"].instance.vm", "module.db[0].instance.vm")] {
+        assert_eq!(low.domain(cfg.resource(now).unwrap()).unwrap().name, old_low.domain(old.resource(was).unwrap()).unwrap().name, "{now}");
+    }
+}
+
+/// Bad module moves are located errors: still declared, to nothing, to a
+/// resource, one instance to a call of several.
+#[test]
+fn bad_module_moves_are_located_errors() {
+    let load_err = |extra: &str| {
+        let root = format!("{ROOT}{extra}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.vf.hcl"), &root).unwrap();
+        std::fs::create_dir_all(dir.path().join("modules/vm")).unwrap();
+        std::fs::write(dir.path().join("modules/vm/main.vf.hcl"), VM_MODULE).unwrap();
+        match config::load(&LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/state".into(), ..Default::default() }) {
+            Ok(_) => panic!("loaded:\n{root}"),
+            Err(e) => e.render(false),
+        }
+    };
+    for (extra, want) in [
+        ("moved {\n  from = module.web\n  to   = module.db\n}\n", "module.web is moved to module.db, but the configuration still declares module.web"),
+        ("moved {\n  from = module.old\n  to   = module.nothing\n}\n", "module.old is moved to module.nothing, which declares no resources"),
+        ("moved {\n  from = module.old\n  to   = instance.solo\n}\n", "module.old is a module call: it moves to another module call"),
+        ("moved {\n  from = module.old[0]\n  to   = module.web\n}\n", "module.old[0] is one module instance, module.web has several"),
+    ] {
+        let e = load_err(extra);
+        assert!(e.contains(want) && e.contains("main.vf.hcl:"), "{want}:\n{e}");
+    }
+}
