@@ -9,7 +9,10 @@
 //! name, the port its MAC; after each apply the plan is empty, with and
 //! without the moved blocks. Then `removed { lifecycle { destroy = false } }`
 //! forgets the guest: it keeps running without virtform's marker and the
-//! plan no longer mentions it; the test undefines it itself.
+//! plan no longer mentions it; the test undefines it itself. A second test
+//! moves a running guest into a module called with `count`, then the
+//! module from `count` to `for_each` with one module-instance move: same
+//! UUID and domain id, one boot, the overlay kept.
 //!
 //! Each test has its own stack (from the PID); `VfStack`'s drop destroys
 //! the stack and fails on anything left. Needs root, libvirtd and the guest
@@ -188,4 +191,93 @@ fn running_instance_moved_then_to_for_each_keeps_its_uuid_and_boots_once_then_is
     virsh(&["undefine", &domain]).must();
     run("ip", &["link", "del", &bridge]).must();
     assert!(leaks_of_stack(&s.stack).is_empty(), "{:?}", leaks_of_stack(&s.stack));
+}
+
+/// The module the second test moves its guest into.
+const VM_MODULE: &str = r#"
+variable "assets" { type = string }
+variable "network" {}
+image "tiny" { source = "${var.assets}/tiny.qcow2" }
+disk "root" { image = image.tiny }
+port "eth0" {
+  network = var.network
+}
+instance "vm" {
+  memory  = "128M"
+  kernel  = "${var.assets}/vmlinuz"
+  initrd  = "${var.assets}/initrd.gz"
+  cmdline = "console=ttyS0"
+  disks   = [disk.root]
+  ports   = [port.eth0]
+  wait_for {
+    console = "VF-READY"
+    timeout = "240s"
+  }
+}
+"#;
+
+/// Issue 16's own sequence with modules: a running instance moved into a
+/// module called with `count`, then the module taken from `count` to
+/// `for_each` by one module-instance move (`module.app[0]` →
+/// `module.app["alpha"]`). The domain keeps its name, UUID and domain id,
+/// the console shows one boot, the overlay keeps its inode; the plans are
+/// moves only and empty afterwards, with and without the blocks.
+#[test]
+fn running_instance_moved_into_a_module_then_count_to_for_each_boots_once() {
+    let s = VfStack::new("running_instance_moved_into_a_module_then_count_to_for_each_boots_once", "mvm");
+    let pid = std::process::id();
+    let domain = format!("{}-vm", s.stack);
+    let bridge = format!("vfmm{pid}");
+    let root = s.state.path().join(&s.stack).join("disks").join("root.qcow2");
+    let head = format!("variable \"assets\" {{ type = string }}\nnetwork \"lan\" {{\n  type   = \"bridge\"\n  bridge = \"{bridge}\"\n}}\n");
+    std::fs::create_dir_all(s.cfg.path().join("modules/vm")).unwrap();
+    std::fs::write(s.cfg.path().join("modules/vm/main.vf.hcl"), VM_MODULE).unwrap();
+
+    // 1. In the root module.
+    s.write(&(head.clone() + VM_MODULE.replace("variable \"assets\" { type = string }\nvariable \"network\" {}\n", "").replace("var.network", "network.lan").as_str()));
+    s.apply();
+    let uuid = virsh(&["domuuid", &domain]).must().stdout.trim().to_string();
+    let id = virsh(&["domid", &domain]).must().stdout.trim().to_string();
+    let root_inode = inode(&root);
+    let boots = |s: &VfStack| console_lines(&s.console("vm.log")).iter().filter(|l| l.starts_with("VF-BOOT")).count();
+    assert_eq!(boots(&s), 1);
+    let unchanged = |s: &VfStack, when: &str, address: &str| {
+        assert_eq!(virsh(&["domid", &domain]).must().stdout.trim(), id, "{when}: the guest was restarted");
+        assert_eq!(virsh(&["domuuid", &domain]).must().stdout.trim(), uuid, "{when}: the UUID changed");
+        assert_eq!(domain_state(&domain), "running", "{when}");
+        assert_eq!(inode(&root), root_inode, "{when}: the root overlay is not the same file");
+        assert_eq!(boots(s), 1, "{when}: the console shows another boot:\n{}", s.console("vm.log"));
+        let meta = virsh(&["metadata", &domain, NS, "--live"]).stdout;
+        assert!(meta.contains(&format!("address=\"{}\"", address.replace('"', "&quot;"))), "{when}: the live marker: {meta}");
+    };
+
+    // 2. Into a module called with count.
+    let call = |each: &str| format!("module \"app\" {{\n  source  = \"./modules/vm\"\n  {each}\n  assets  = var.assets\n  network = network.lan\n}}\n");
+    let v2 = head.clone() + &call("count   = 1");
+    let into = ["instance.vm", "disk.root", "port.eth0"].iter().map(|a| moved(a, &format!("module.app[0].{a}"))).collect::<String>() + &moved("image.tiny", "module.app[0].image.tiny");
+    s.write(&(v2.clone() + &into));
+    let plan = s.vf(&["plan"]).must();
+    assert!(plan.stdout.contains("# instance.vm has moved to module.app[0].instance.vm"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("0 to add, 0 to change, 0 to destroy."), "{}", plan.stdout);
+    s.apply();
+    unchanged(&s, "after the move into the module", "module.app[0].instance.vm");
+    s.assert_plan_empty("after the move into the module, with the moved blocks");
+    s.write(&v2);
+    s.assert_plan_empty("after the move into the module, without the moved blocks");
+
+    // 3. The module from count to for_each: one module-instance move.
+    let v3 = head.clone() + &call("for_each = toset([\"alpha\"])");
+    s.write(&(v3.clone() + &moved("module.app[0]", "module.app[\"alpha\"]")));
+    let plan = s.vf(&["plan"]).must();
+    assert!(plan.stdout.contains("# module.app[0].instance.vm has moved to module.app[\"alpha\"].instance.vm"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("0 to add, 0 to change, 0 to destroy."), "{}", plan.stdout);
+    s.apply();
+    unchanged(&s, "after count to for_each", "module.app[\"alpha\"].instance.vm");
+    s.assert_plan_empty("after count to for_each, with the moved block");
+    s.write(&v3);
+    s.assert_plan_empty("after count to for_each, without the moved block");
+
+    s.vf(&["destroy", "--auto-approve"]).must();
+    assert!(!domain_exists(&domain), "destroy left the domain");
+    assert!(!link_exists(&bridge), "destroy left the bridge");
 }

@@ -170,8 +170,12 @@ pub fn planned_moves(cfg: &Configuration, obs: &Observed, state_dir: &std::path:
         let Some(addr) = Address::parse(a) else { continue };
         if let Some((to, block)) = chain_end(&cfg.moves, &addr)
             && cfg.resource(&to.to_string()).is_some()
-            // A port's move applied already (it has no marker to tell): the record says so.
-            && !(addr.kind == Kind::Port && recorded(obs, &to.to_string()) == Some(recorded(obs, a).unwrap_or(a)))
+            // A port's move applied already (it has no marker to tell): the
+            // record says so. The target records the names it took; the
+            // source either records the same origin, or nothing any more
+            // (the apply dropped it: so does the middle of a chain, which
+            // records the chain's origin at its end, never its own address).
+            && !(addr.kind == Kind::Port && recorded(obs, &to.to_string()).is_some_and(|r| recorded(obs, a).is_none_or(|o| o == r)))
         {
             out.push(PlannedMove { from: a.clone(), to: to.to_string(), block });
         }

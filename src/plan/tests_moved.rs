@@ -407,3 +407,23 @@ fn a_move_interrupted_after_the_record_is_planned_again() {
     let Spec::Instance(i) = &cfg2.resource("instance.vm2").unwrap().spec else { unreachable!() };
     assert_eq!(i.domain_name(), "mv-vm");
 }
+
+/// A second move of a port (`port.nic` → `port.nic2` after `port.eth0` →
+/// `port.nic` was applied) is a no-op once applied too, with its block
+/// still there: the record names the chain's origin at its end and nothing
+/// at its middle (found on the real host, inside a module move).
+#[test]
+fn a_second_port_move_once_applied_is_a_no_op_with_its_block() {
+    let (_d, old) = load(BEFORE);
+    let host = converged(&old);
+    let (_d2, cfg) = prepared(&after(true), &host);
+    let host2 = applied(&cfg, &plan(&cfg, &host, &opts()), &host);
+    let second = after(false).replace("port \"nic\"", "port \"nic2\"").replace("port.nic", "port.nic2") + "moved {\n  from = port.nic\n  to   = port.nic2\n}\n";
+    let (_d3, cfg2) = prepared(&second, &host2);
+    let p = plan(&cfg2, &host2, &opts());
+    assert_eq!(find(&p, "port.nic2").previous_address.as_deref(), Some("port.nic"), "{}", render::text(&p, false));
+    let host3 = applied(&cfg2, &p, &host2);
+    let (_d4, cfg3) = prepared(&second, &host3);
+    let p3 = plan(&cfg3, &host3, &opts());
+    assert!(p3.errors.is_empty() && !p3.has_changes(), "{}", render::text(&p3, false));
+}
