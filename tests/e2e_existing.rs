@@ -315,7 +315,7 @@ output "lan" {{ value = [data.network.lan.subnet, data.network.lan.address, data
     let seeds = s.state.path().join(&s.stack).join("seeds");
     let seed = std::fs::read_dir(&seeds).expect("seeds dir").filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "iso")).expect("a seed");
     let nc = run("isoinfo", &["-R", "-i", &seed.display().to_string(), "-x", "/network-config"]).must().stdout;
-    for want in [format!("{net}.10/24"), format!("gateway4: {net}.254"), format!("{net}.53")] {
+    for want in [format!("{net}.10/24"), format!("gateway4: \"{net}.254\""), format!("{net}.53")] {
         assert!(nc.contains(&want), "network-config lacks {want:?}:\n{nc}");
     }
     let out = s.output(&["output", "--json", "lan"]).must();

@@ -560,13 +560,42 @@ fn network_config(input: &SeedInput) -> Result<Option<String>, SeedError> {
             .map_err(|_| invalid("network-config", "cannot be serialized"))?;
         ethernets.insert(name.into(), value);
     }
-    Ok(Some(to_yaml(
-        "network-config",
-        &NetworkConfig {
-            version: 2,
-            ethernets,
-        },
-    )?))
+    let text = to_yaml("network-config", &NetworkConfig { version: 2, ethernets })?;
+    Ok(Some(quote_strings_for_yaml11(&text)))
+}
+
+/// Double-quotes every string scalar of the generated network-config (the
+/// values of `macaddress`, `set-name`, `gateway4`, `gateway6` and the list
+/// items, which are all addresses). cloud-init reads YAML 1.1 (PyYAML),
+/// where a plain `52:54:00:23:42:24` (colon-separated groups of digits,
+/// each under 60) is a base-60 integer, 41135125344: cloud-init then waited
+/// for a NIC of that "MAC", failed its init-local stage and left the NICs
+/// unconfigured (about one derived MAC in 80). serde_yaml writes YAML 1.2,
+/// where the same text is a string, so it never quotes it.
+fn quote_strings_for_yaml11(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let body = &line[indent..];
+        let split = ["- ", "macaddress: ", "set-name: ", "gateway4: ", "gateway6: "].iter().find_map(|k| body.strip_prefix(k).map(|v| (&body[..k.len()], v)));
+        match split {
+            Some((key, value)) if !value.starts_with(['\'', '"']) => {
+                out.push_str(&line[..indent]);
+                out.push_str(key);
+                out.push('"');
+                for c in value.chars() {
+                    if c == '"' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -928,6 +957,24 @@ mod tests {
         i.meta_data = None;
         i.ssh_authorized_keys = vec!["ssh-ed25519 AAAA\nmore".into()];
         assert!(matches!(seed_files(&i), Err(SeedError::Invalid { .. })));
+    }
+
+    /// A MAC of digit groups under 60 is a base-60 integer to YAML 1.1
+    /// (cloud-init's PyYAML): every generated string is double-quoted, the
+    /// numbers and booleans are not.
+    #[test]
+    fn generated_network_config_quotes_macs_yaml11_would_read_as_numbers() {
+        let mut i = input();
+        i.nics = vec![nic("52:54:00:23:42:24", Some("10.77.0.10/24"), Some("10.77.0.1"), Some(1450)), nic("52:54:00:aa:00:02", None, None, None)];
+        let nc = network_config(&i).unwrap().unwrap();
+        for want in ["macaddress: \"52:54:00:23:42:24\"", "set-name: \"eth0\"", "- \"10.77.0.10/24\"", "gateway4: \"10.77.0.1\"", "macaddress: \"52:54:00:aa:00:02\"", "version: 2", "mtu: 1450", "dhcp4: true"] {
+            assert!(nc.contains(want), "{want:?} missing:\n{nc}");
+        }
+        // Still the same document for a YAML 1.2 reader.
+        let v: serde_yaml::Value = serde_yaml::from_str(&nc).unwrap();
+        assert_eq!(v["ethernets"]["eth0"]["match"]["macaddress"], serde_yaml::Value::from("52:54:00:23:42:24"));
+        assert_eq!(v["ethernets"]["eth0"]["mtu"], serde_yaml::Value::from(1450));
+        assert!(!nc.contains("macaddress: 52"), "{nc}");
     }
 
     #[test]
