@@ -415,11 +415,9 @@ fn lab_seed_written_on_vflab_b() {
     assert!(!root.exists());
 }
 
-/// Run by `lab_a_killed_process_leaves_no_master` in a child process:
-/// connects, prints the session's directory, and waits to be killed.
-#[test]
-#[ignore = "a helper run by lab_a_killed_process_leaves_no_master"]
-fn lab_helper_connect_and_wait() {
+/// The child's side of `lab_a_killed_process_leaves_no_master`: connects,
+/// prints the session's directory, and waits to be killed.
+fn connect_and_wait_to_be_killed() {
     let a = connect("vflab-a");
     let uri = a.libvirt_uri(common::URI);
     let dir = Path::new(uri.split("command=").nth(1).unwrap()).parent().unwrap().to_path_buf();
@@ -429,12 +427,19 @@ fn lab_helper_connect_and_wait() {
     std::thread::sleep(std::time::Duration::from_secs(120));
 }
 
+/// Env var that turns this test, re-run in a child process, into the child.
+const KILLED_CHILD: &str = "VFLAB_KILLED_CHILD";
+
 #[test]
 fn lab_a_killed_process_leaves_no_master() {
     use std::io::BufRead;
+    if std::env::var_os(KILLED_CHILD).is_some() {
+        return connect_and_wait_to_be_killed();
+    }
     target("vflab-a");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "lab_helper_connect_and_wait", "--ignored", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "lab_a_killed_process_leaves_no_master", "--nocapture", "--test-threads=1"])
+        .env(KILLED_CHILD, "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -442,13 +447,13 @@ fn lab_a_killed_process_leaves_no_master() {
     let mut dir = None;
     for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
-        // libtest prints "test NAME ... " before the helper's own output
+        // libtest prints "test NAME ... " before the child's own output
         if let Some((_, d)) = line.split_once("SESSION-DIR ") {
             dir = Some(d.trim().to_string());
             break;
         }
     }
-    let dir = dir.expect("the helper connected to vflab-a");
+    let dir = dir.expect("the child connected to vflab-a");
     let masters = || {
         std::fs::read_dir("/proc")
             .unwrap()
@@ -459,7 +464,7 @@ fn lab_a_killed_process_leaves_no_master() {
             })
             .count()
     };
-    assert_eq!(masters(), 1, "the helper's master runs");
+    assert_eq!(masters(), 1, "the child's master runs");
     child.kill().unwrap(); // SIGKILL: no destructor runs
     child.wait().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
