@@ -144,12 +144,12 @@ fn chain_end(moves: &[Move], a: &Address) -> Option<(Address, usize)> {
 
 /// The moves this plan makes: for every address the host holds objects of
 /// that the configuration does not declare, the end of its chain of moves,
-/// when that is declared.
-pub fn planned_moves(cfg: &Configuration, obs: &Observed, state_dir: &std::path::Path) -> Vec<PlannedMove> {
+/// when that is declared. `on_host`: [`host_addresses`].
+pub fn planned_moves(cfg: &Configuration, obs: &Observed, on_host: &BTreeMap<String, Vec<String>>) -> Vec<PlannedMove> {
     if cfg.moves.is_empty() {
         return Vec::new();
     }
-    let mut candidates: BTreeSet<String> = host_addresses(&cfg.stack, obs, state_dir).into_keys().collect();
+    let mut candidates: BTreeSet<String> = on_host.keys().cloned().collect();
     // A bridge, ovs or network port has no host object of its own (its MAC
     // and tap live in its instance's definition): its moves are taken as
     // they are written, so the port keeps its MAC and id.
@@ -190,17 +190,18 @@ pub fn keep_names(cfg: &mut Configuration, obs: &Observed, state_dir: &std::path
     if cfg.moves.is_empty() && obs.names.names.is_empty() {
         return;
     }
-    let mut moves = planned_moves(cfg, obs, state_dir);
-    if !moves.is_empty() {
-        // A move onto an address the host has objects of is refused (the
-        // planner says so); the target keeps its own names.
-        let on_host = host_addresses(&cfg.stack, obs, state_dir);
-        moves.retain(|m| !on_host.contains_key(&m.to));
+    let on_host = if cfg.moves.is_empty() { BTreeMap::new() } else { host_addresses(&cfg.stack, obs, state_dir) };
+    // A move onto an address the host has objects of is refused (the
+    // planner says so); the target keeps its own names.
+    let mut moves: BTreeMap<String, PlannedMove> = BTreeMap::new();
+    for m in planned_moves(cfg, obs, &on_host).into_iter().filter(|m| !on_host.contains_key(&m.to)) {
+        // Two chains to one target are a plan error; the first keeps its names meanwhile.
+        moves.entry(m.to.clone()).or_insert(m);
     }
     let mut names: BTreeMap<String, Address> = BTreeMap::new();
     for r in &cfg.resources {
         let a = r.address.to_string();
-        let origin = match moves.iter().find(|m| m.to == a) {
+        let origin = match moves.get(&a) {
             Some(m) => recorded(obs, &m.from).unwrap_or(&m.from).to_string(),
             None => match recorded(obs, &a) {
                 Some(o) => o.to_string(),
@@ -297,11 +298,14 @@ impl Planner<'_> {
                 );
             }
         }
-        let moves = planned_moves(self.cfg, self.obs, &self.opts.state_dir);
-        if moves.is_empty() {
+        if self.cfg.moves.is_empty() {
             return BTreeMap::new();
         }
         let on_host = host_addresses(&self.cfg.stack, self.obs, &self.opts.state_dir);
+        let moves = planned_moves(self.cfg, self.obs, &on_host);
+        if moves.is_empty() {
+            return BTreeMap::new();
+        }
         let mut ok = BTreeMap::new();
         let mut targets: BTreeMap<&str, &PlannedMove> = BTreeMap::new();
         for m in &moves {
