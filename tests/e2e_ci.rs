@@ -115,7 +115,7 @@ fn volumes_and_cloud_init() {
     let logs = vf_vol(&log, "vflogs").unwrap_or_else(|| panic!("the guest does not see volume vflogs:\n{log}"));
     assert_eq!(logs[3], (32u64 << 20).to_string(), "{logs:?}");
     // 5. The seed is readable in the guest.
-    assert!(console_lines(&log).iter().any(|l| l.starts_with(&format!("VF-SEED-META instance-id: {}-vm-", s.stack))), "no instance-id from the seed:\n{log}");
+    assert!(console_lines(&log).iter().any(|l| l.starts_with(&format!("VF-SEED-META instance-id: \"{}-vm-", s.stack))), "no instance-id from the seed:\n{log}");
     assert!(has_line(&log, "VF-SEED-USER   - echo hello-v1"), "no user-data from the seed:\n{log}");
     s.assert_plan_empty("after create");
 

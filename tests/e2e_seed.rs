@@ -488,7 +488,7 @@ fn guest_reads_the_seed_from_a_virtio_disk() {
     let meta = markers(&console, "VF-SEED-META ");
     assert_eq!(
         meta.first().copied(),
-        Some(format!("instance-id: iid-e2e-{pid}").as_str()),
+        Some(format!("instance-id: \"iid-e2e-{pid}\"").as_str()),
         "{}",
         show()
     );
@@ -555,7 +555,7 @@ fn guest_reads_the_seed_from_an_ide_cdrom_only_with_vf_cdrom() {
     );
     assert_eq!(
         markers(&console, "VF-SEED-META ").first().copied(),
-        Some(format!("instance-id: iid-e2e-{pid}").as_str())
+        Some(format!("instance-id: \"iid-e2e-{pid}\"").as_str())
     );
 
     let log = fx.boot("-b", "console=ttyS0", &cdrom);

@@ -215,7 +215,7 @@ fn meta_data(input: &SeedInput) -> Result<String, SeedError> {
         #[serde(rename = "local-hostname", skip_serializing_if = "str::is_empty")]
         local_hostname: &'a str,
     }
-    to_yaml(
+    to_yaml11(
         "meta-data",
         &MetaData {
             instance_id: &input.instance_id,
@@ -560,42 +560,72 @@ fn network_config(input: &SeedInput) -> Result<Option<String>, SeedError> {
             .map_err(|_| invalid("network-config", "cannot be serialized"))?;
         ethernets.insert(name.into(), value);
     }
-    let text = to_yaml("network-config", &NetworkConfig { version: 2, ethernets })?;
-    Ok(Some(quote_strings_for_yaml11(&text)))
+    Ok(Some(to_yaml11("network-config", &NetworkConfig { version: 2, ethernets })?))
 }
 
-/// Double-quotes every string scalar of the generated network-config (the
-/// values of `macaddress`, `set-name`, `gateway4`, `gateway6` and the list
-/// items, which are all addresses). cloud-init reads YAML 1.1 (PyYAML),
-/// where a plain `52:54:00:23:42:24` (colon-separated groups of digits,
-/// each under 60) is a base-60 integer, 41135125344: cloud-init then waited
-/// for a NIC of that "MAC", failed its init-local stage and left the NICs
-/// unconfigured (about one derived MAC in 80). serde_yaml writes YAML 1.2,
-/// where the same text is a string, so it never quotes it.
-fn quote_strings_for_yaml11(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 64);
-    for line in text.lines() {
-        let indent = line.len() - line.trim_start().len();
-        let body = &line[indent..];
-        let split = ["- ", "macaddress: ", "set-name: ", "gateway4: ", "gateway6: "].iter().find_map(|k| body.strip_prefix(k).map(|v| (&body[..k.len()], v)));
-        match split {
-            Some((key, value)) if !value.starts_with(['\'', '"']) => {
-                out.push_str(&line[..indent]);
-                out.push_str(key);
-                out.push('"');
-                for c in value.chars() {
-                    if c == '"' || c == '\\' {
-                        out.push('\\');
-                    }
-                    out.push(c);
-                }
-                out.push('"');
-            }
-            _ => out.push_str(line),
+/// Serializes a document virtform generates (meta-data, network-config)
+/// in block style with every string double-quoted. cloud-init reads YAML 1.1
+/// (PyYAML), where plain scalars mean more than in serde_yaml's YAML 1.2: a
+/// plain `52:54:00:23:42:24` (colon-separated digit groups under 60) is a
+/// base-60 integer, 41135125344, and `on`/`no` are booleans. cloud-init then
+/// waited for a NIC of that "MAC", failed its init-local stage and left the
+/// NICs unconfigured (about one derived MAC in 80). Quoted, a string is a
+/// string to both. Keys are virtform's own names, written plain.
+fn to_yaml11<T: Serialize>(file: &'static str, value: &T) -> Result<String, SeedError> {
+    let v = serde_yaml::to_value(value).map_err(|_| invalid(file, "cannot be serialized as YAML"))?;
+    let mut out = String::new();
+    match &v {
+        serde_yaml::Value::Mapping(m) => emit_mapping(&mut out, m, 0),
+        other => {
+            out.push_str(&scalar11(other));
+            out.push('\n');
         }
-        out.push('\n');
     }
-    out
+    Ok(out)
+}
+
+fn emit_mapping(out: &mut String, m: &serde_yaml::Mapping, indent: usize) {
+    use serde_yaml::Value;
+    for (k, v) in m {
+        out.push_str(&" ".repeat(indent));
+        out.push_str(k.as_str().unwrap_or_default());
+        out.push(':');
+        match v {
+            Value::Mapping(inner) if !inner.is_empty() => {
+                out.push('\n');
+                emit_mapping(out, inner, indent + 2);
+            }
+            // serde_yaml's layout: a list under a key at the key's indent.
+            Value::Sequence(items) if !items.is_empty() => {
+                out.push('\n');
+                for item in items {
+                    out.push_str(&" ".repeat(indent));
+                    out.push_str("- ");
+                    out.push_str(&scalar11(item));
+                    out.push('\n');
+                }
+            }
+            other => {
+                out.push(' ');
+                out.push_str(&scalar11(other));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// One value in a form YAML 1.1 and 1.2 read alike: strings double-quoted
+/// (JSON escapes are YAML escapes), numbers and booleans plain, anything
+/// nested (never generated inside a list) as JSON, YAML's flow style.
+fn scalar11(v: &serde_yaml::Value) -> String {
+    use serde_yaml::Value;
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -780,7 +810,7 @@ mod tests {
         );
         assert_eq!(
             file(&files, "meta-data").unwrap(),
-            "instance-id: iid-web-1\nlocal-hostname: web\n"
+            "instance-id: \"iid-web-1\"\nlocal-hostname: \"web\"\n"
         );
         let ud = file(&files, "user-data").unwrap();
         assert_eq!(ud, "#cloud-config\n{}\n");
