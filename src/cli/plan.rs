@@ -444,19 +444,28 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
         println!("{}", serde_json::json!({"event": "summary", "ok": report.ok(), "done": report.done.len(), "already": report.already.len(), "failed": report.failed.len(), "skipped": report.skipped.len(), "outputs": super::output::outputs_json(&cfg)}));
         return if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
     }
+    finish(&report, destroy, &format!(" ({} hosts)", members.len()), "The hosts are", || {
+        if !destroy {
+            super::output::print_outputs(&cfg);
+        }
+    })
+}
+
+/// The end of an apply's text output: the headline when every step
+/// succeeded (each step was printed as it finished) and `after`, else the
+/// report and how to converge.
+fn finish(report: &crate::apply::dag::Report, destroy: bool, suffix: &str, who: &str, after: impl FnOnce()) -> ExitCode {
     println!();
     if report.ok() {
         let rendered = report.render();
         let headline = rendered.lines().last().unwrap_or("").replace("Apply complete", if destroy { "Destroy complete" } else { "Apply complete" });
-        println!("{headline} ({} hosts)", members.len());
-        if !destroy {
-            super::output::print_outputs(&cfg);
-        }
+        println!("{headline}{suffix}");
+        after();
         ExitCode::SUCCESS
     } else {
         print!("{}", report.render());
         println!();
-        eprintln!("The hosts are left as the report says; run `virtform plan` to see what remains, and `virtform apply` again to converge.");
+        eprintln!("{who} left as the report says; run `virtform plan` to see what remains, and `virtform apply` again to converge.");
         ExitCode::from(1)
     }
 }
@@ -722,12 +731,7 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         }
         return if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
     }
-    println!();
-    if report.ok() {
-        // Every step was already printed as it finished: only the headline.
-        let rendered = report.render();
-        let headline = rendered.lines().last().unwrap_or("").replace("Apply complete", if destroy { "Destroy complete" } else { "Apply complete" });
-        println!("{headline}");
+    finish(&report, destroy, "", "The host is", || {
         if destroy {
             engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
             if let Some(line) = super::cache::destroy_summary(&g.state_dir, &cache_used) {
@@ -736,13 +740,7 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         } else {
             super::output::print_outputs(&cfg_out);
         }
-        ExitCode::SUCCESS
-    } else {
-        print!("{}", report.render());
-        println!();
-        eprintln!("The host is left as the report says; run `virtform plan` to see what remains, and `virtform apply` again to converge.");
-        ExitCode::from(1)
-    }
+    })
 }
 
 /// Runs the steps with the live display (a spinner per running step on a

@@ -2189,8 +2189,8 @@ impl Configuration {
 
     /// The part of the configuration that lives on `host` (`None`: this
     /// machine): its resources (images where a disk or volume on it needs
-    /// them; no host blocks), everything else (outputs, moves, imports,
-    /// the graph) as it is. Each part is observed on, planned against and
+    /// them; no host blocks), data sources on this machine's part only,
+    /// everything else (outputs, moves, imports, the graph) as it is. Each part is observed on, planned against and
     /// applied to its own host; the planner sees an ordinary configuration.
     pub fn on_host(&self, host: Option<&str>) -> Configuration {
         let resources: Vec<Resource> = self
@@ -2203,6 +2203,12 @@ impl Configuration {
         let mut part = self.clone();
         part.resources = resources;
         part.index = index;
+        // Data sources read this machine (a remote port on one is a
+        // placement error): a remote host's part has none.
+        if host.is_some() {
+            part.data = Vec::new();
+            part.data_index = BTreeMap::new();
+        }
         part
     }
 

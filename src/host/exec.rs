@@ -506,17 +506,23 @@ pub struct RemoteLock {
 impl Drop for RemoteLock {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            drop(child.stdin.take());
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            end_child(&mut child, Duration::from_secs(5));
         }
     }
+}
+
+/// Closes a child's standard input (it ends on EOF), gives it `grace` to
+/// exit, kills it otherwise, and reaps it.
+fn end_child(child: &mut Child, grace: Duration) {
+    drop(child.stdin.take());
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }
 
 impl SshSession {
@@ -580,15 +586,7 @@ impl Drop for SshSession {
         args.push(self.target.destination().into());
         let _ = Command::new("ssh").args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
         if let Some(mut child) = self.master.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            drop(child.stdin.take());
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+            end_child(&mut child, Duration::from_secs(2));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
