@@ -3,7 +3,7 @@
 //! Invariant: `schema/language.schema.json` in the repository equals
 //! [`language_schema`]'s output (a test fails when it is stale).
 
-use crate::model::{data::DataNetwork, disk::Disk, image::Image, instance::Instance, network::Network, port::Port, volume::Volume};
+use crate::model::{data::DataNetwork, disk::Disk, host::Host, image::Image, instance::Instance, network::Network, port::Port, volume::Volume};
 use schemars::generate::SchemaSettings;
 
 /// The schema: one definition per resource kind, with descriptions.
@@ -11,7 +11,8 @@ pub fn language_schema() -> serde_json::Value {
     let mut generator = SchemaSettings::draft2020_12().into_generator();
     let mut defs = serde_json::Map::new();
     let mut kinds = serde_json::Map::new();
-    let entries: [(&str, schemars::Schema); 6] = [
+    let entries: [(&str, schemars::Schema); 7] = [
+        ("host", generator.subschema_for::<Host>()),
         ("network", generator.subschema_for::<Network>()),
         ("port", generator.subschema_for::<Port>()),
         ("image", generator.subschema_for::<Image>()),

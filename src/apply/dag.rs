@@ -456,6 +456,14 @@ impl<S: Step> Dag<S> {
         self.steps.len()
     }
 
+    /// Adds every step of `other` with its edges (ids offset): independent
+    /// DAGs (one per host) run as one.
+    pub fn append(&mut self, other: Dag<S>) {
+        let base = self.steps.len();
+        self.steps.extend(other.steps);
+        self.deps.extend(other.deps.into_iter().map(|d| d.into_iter().map(|x| x + base).collect()));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }

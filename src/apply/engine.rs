@@ -199,7 +199,20 @@ pub struct Env {
     pub links: Box<dyn LinkHost>,
     pub libvirt: Box<dyn Libvirt>,
     pub ovs: Box<dyn crate::host::ovs::Ovs>,
+    /// The host's state dir: disks, volumes, seeds, console logs, UEFI
+    /// variable stores and the image cache are there.
     pub state_dir: PathBuf,
+    /// Where the host commands and file operations of the steps run (the
+    /// local machine, or one host over SSH).
+    pub exec: crate::host::exec::Executor,
+    /// The stack's records (names, the import registry, pending waits, the
+    /// guests' SSH host keys) and the client's image cache: always on this
+    /// machine; the same as `state_dir` for the local host.
+    pub records: PathBuf,
+    /// Files this host needs from this machine (kernels, initrds): the path
+    /// on the host → (the local file, its sha256). Copied before the domain
+    /// that boots them is defined.
+    pub deliveries: BTreeMap<PathBuf, (PathBuf, String)>,
     /// Graceful shutdown timeout before a forced stop.
     pub shutdown_timeout: Duration,
     /// How long a live detach waits for the guest to release the device.
@@ -224,7 +237,8 @@ pub enum Op {
     Start { name: String, log: Option<PathBuf> },
     Stop { name: String },
     /// Shut down (gracefully, forced after the timeout), undefine, and delete the console logs.
-    Remove { name: String, logs: Vec<PathBuf>, ssh: crate::host::ssh::SshDir, stem: String },
+    /// `records`: this machine's files of the instance when the host is remote (its pending-wait record).
+    Remove { name: String, logs: Vec<PathBuf>, records: Vec<PathBuf>, ssh: crate::host::ssh::SshDir, stem: String },
     Autostart { name: String, on: bool },
     WaitConsole { name: String, log: PathBuf, pattern: String, timeout: Duration },
     /// Mark (before the first wait) or clear (after the last) an instance's
@@ -309,8 +323,9 @@ fn herr(e: HostError) -> StepError {
     }
 }
 
-impl Step for HostStep {
-    fn describe(&self) -> String {
+impl HostStep {
+    /// What the step does, without its host.
+    fn describe_op(&self) -> String {
         match &self.op {
             Op::FetchImage { source, .. } => format!("fetch image {source}"),
             Op::Links { what, .. } => what.clone(),
@@ -353,6 +368,14 @@ impl Step for HostStep {
             Op::WaitAgent { name, .. } => format!("wait for the guest agent of {name}"),
         }
     }
+}
+
+impl Step for HostStep {
+    /// On a remote host the step names it: "define domain t-web on host.a".
+    fn describe(&self) -> String {
+        let d = self.describe_op();
+        if self.env.exec.is_local() { d } else { format!("{d} on {}", self.env.exec.host_name()) }
+    }
 
     fn address(&self) -> &str {
         &self.address
@@ -366,36 +389,46 @@ impl Step for HostStep {
         let env = &self.env;
         match &self.op {
             Op::FetchImage { source, sha256, format } => {
-                let c = disks::fetch_image(&env.state_dir.join("images"), source, sha256.as_deref(), *format).map_err(herr)?;
-                Ok(if c.fetched { StepOutcome::Done } else { StepOutcome::AlreadyDone })
+                // Into this machine's cache; a remote host gets a copy from
+                // there, its sha256 checked on the host before the rename.
+                let c = disks::fetch_image(&env.records.join("images"), source, sha256.as_deref(), *format).map_err(herr)?;
+                if env.exec.is_local() {
+                    return Ok(if c.fetched { StepOutcome::Done } else { StepOutcome::AlreadyDone });
+                }
+                let name = c.path.file_name().unwrap_or_default();
+                let dst = env.state_dir.join("images").join(name);
+                disks::ensure_dir_on(&env.exec, &env.state_dir.join("images")).map_err(herr)?;
+                let copied = env.exec.copy_image(&c.path, &dst, Some(&c.sha256), 0o644).map_err(herr)?;
+                Ok(if copied || c.fetched { StepOutcome::Done } else { StepOutcome::AlreadyDone })
             }
             Op::Links { ops, .. } => {
                 env.links.apply(ops).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
             Op::CreateDisk { path, base, size, format } => {
-                if let Ok(info) = disks::inspect(path) {
+                let x = &env.exec;
+                if let Ok(info) = disks::inspect_on(x, path) {
                     if info.backing_file.as_deref() == base.as_ref().and_then(|b| b.to_str()) && size.is_none_or(|s| info.virtual_size >= s) {
                         return Ok(StepOutcome::AlreadyDone);
                     }
                     // A stale file from an interrupted or replaced disk.
-                    disks::remove(path).map_err(herr)?;
+                    disks::remove_on(x, path).map_err(herr)?;
                 }
                 if let Some(parent) = path.parent() {
-                    disks::ensure_dir(parent).map_err(herr)?;
+                    disks::ensure_dir_on(x, parent).map_err(herr)?;
                 }
                 match base {
                     Some(b) => {
-                        let base_info = disks::inspect(b).map_err(herr)?;
+                        let base_info = disks::inspect_on(x, b).map_err(herr)?;
                         let size = size.filter(|s| *s > base_info.virtual_size);
-                        disks::create_overlay(path, b, base_info.format, size).map_err(herr)?
+                        disks::create_overlay_on(x, path, b, base_info.format, size).map_err(herr)?
                     }
-                    None => disks::create_blank(path, *format, size.unwrap_or(1 << 30)).map_err(herr)?,
+                    None => disks::create_blank_on(x, path, *format, size.unwrap_or(1 << 30)).map_err(herr)?,
                 }
                 Ok(StepOutcome::Done)
             }
             Op::ResizeDisk { path, size, domain } => {
-                let info = disks::inspect(path).map_err(herr)?;
+                let info = disks::inspect_on(&env.exec, path).map_err(herr)?;
                 if info.virtual_size >= *size {
                     return Ok(StepOutcome::AlreadyDone);
                 }
@@ -405,23 +438,32 @@ impl Step for HostStep {
                     // qemu holds the image locked: grow it through the running guest.
                     env.libvirt.block_resize(name, target, *size).map_err(herr)?;
                 } else {
-                    disks::resize(path, *size).map_err(herr)?;
+                    disks::resize_on(&env.exec, path, *size).map_err(herr)?;
                 }
                 Ok(StepOutcome::Done)
             }
             Op::RemoveFile { path } => {
-                if !path.exists() {
+                if env.exec.stat(path).map_err(herr)?.is_none() {
                     return Ok(StepOutcome::AlreadyDone);
                 }
-                disks::remove(path).map_err(herr)?;
+                disks::remove_on(&env.exec, path).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
             Op::Define { name, def, console_dir, keep } => {
-                disks::ensure_dir(console_dir).map_err(herr)?;
+                disks::ensure_dir_on(&env.exec, console_dir).map_err(herr)?;
                 // libvirt copies the UEFI variable store from its template
                 // into this directory at the first start (0600, as qemu's user).
                 if let Some(dir) = def.loader.as_ref().and_then(|l| Path::new(&l.nvram).parent()) {
-                    disks::ensure_dir(dir).map_err(herr)?;
+                    disks::ensure_dir_on(&env.exec, dir).map_err(herr)?;
+                }
+                // The kernel and initrd it boots, delivered from this machine.
+                for f in [def.kernel.as_deref(), def.initrd.as_deref()].into_iter().flatten() {
+                    if let Some((local, sha)) = env.deliveries.get(Path::new(f)) {
+                        if let Some(dir) = Path::new(f).parent() {
+                            disks::ensure_dir_on(&env.exec, dir).map_err(herr)?;
+                        }
+                        env.exec.copy_image(local, Path::new(f), Some(sha), 0o644).map_err(herr)?;
+                    }
                 }
                 let mut def = (**def).clone();
                 if let Some(current) = env.libvirt.domain(name).map_err(herr)?.and_then(|d| d.observed) {
@@ -443,9 +485,15 @@ impl Step for HostStep {
                 if running {
                     return Ok(StepOutcome::AlreadyDone);
                 }
-                if let Some(log) = log.as_ref().filter(|l| l.exists()) {
-                    let old = log.with_extension("log.1");
-                    std::fs::rename(log, &old).map_err(|e| StepError::new(format!("cannot rotate the console log {}: {e}", log.display())))?;
+                if let Some(log) = log {
+                    if env.exec.is_local() {
+                        if log.exists() {
+                            let old = log.with_extension("log.1");
+                            std::fs::rename(log, &old).map_err(|e| StepError::new(format!("cannot rotate the console log {}: {e}", log.display())))?;
+                        }
+                    } else if env.exec.stat(log).map_err(herr)?.is_some() {
+                        env.exec.rename(log, &log.with_extension("log.1")).map_err(herr)?;
+                    }
                 }
                 env.libvirt.start(name).map_err(herr)?;
                 Ok(StepOutcome::Done)
@@ -454,12 +502,15 @@ impl Step for HostStep {
                 shut_down(env, name)?;
                 Ok(StepOutcome::Done)
             }
-            Op::Remove { name, logs, ssh, stem } => {
+            Op::Remove { name, logs, records, ssh, stem } => {
                 shut_down(env, name)?;
                 ssh.forget(stem).map_err(herr)?;
                 // Files first, the domain last: a kill in between leaves the
                 // domain, which the next plan still removes (with its files).
                 for l in logs {
+                    disks::remove_on(&env.exec, l).map_err(herr)?;
+                }
+                for l in records {
                     disks::remove(l).map_err(herr)?;
                 }
                 env.libvirt.undefine(name).map_err(herr)?;
@@ -488,7 +539,8 @@ impl Step for HostStep {
                 let start = Instant::now();
                 let mut running = StillRunning::new(env, name);
                 loop {
-                    if let Ok(text) = std::fs::read(log)
+                    let text = if env.exec.is_local() { std::fs::read(log).ok() } else { env.exec.read_opt(log).ok().flatten() };
+                    if let Some(text) = text
                         && String::from_utf8_lossy(&text).contains(pattern.as_str()) {
                             return Ok(StepOutcome::Done);
                         }
@@ -506,18 +558,25 @@ impl Step for HostStep {
 
             Op::WriteSeed { path, input, host_key } => {
                 let dir = path.parent().unwrap_or(Path::new("/"));
+                let x = &env.exec;
                 // qemu (libvirt-qemu) must traverse the directory, not list it.
-                disks::ensure_dir(dir).map_err(herr)?;
-                let _ = std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711));
-                let existed = path.exists();
+                if x.is_local() {
+                    disks::ensure_dir(dir).map_err(herr)?;
+                    let _ = std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711));
+                } else {
+                    x.mkdir_all(dir, 0o711).map_err(herr)?;
+                }
+                let existed = x.stat(path).map_err(herr)?.is_some();
                 let mut input = input.clone();
                 if let Some(h) = host_key {
                     let key = h.dir.ensure_host_key(&h.stem, &h.comment).map_err(herr)?;
                     h.dir.pin(&h.stem, &h.patterns, &key.public).map_err(herr)?;
                     input.ssh_host_key = Some(key);
                 }
-                crate::seed::write_seed(path, &input).map_err(|e| StepError::new(e.to_string()))?;
-                remove_stale_seeds(path);
+                crate::seed::write_seed_on(x, path, &input).map_err(|e| StepError::new(e.to_string()))?;
+                if x.is_local() {
+                    remove_stale_seeds(path);
+                }
                 Ok(if existed { StepOutcome::AlreadyDone } else { StepOutcome::Done })
             }
             Op::LibvirtNetwork { name, xml, restart, bridge, taps, hosts_add, hosts_remove, create, keep_definition } => {
@@ -580,14 +639,14 @@ impl Step for HostStep {
                         other => return Err(StepError::new(format!("{path} changed since the plan ({other:?}); not recording it")).with_hint("plan again")),
                     },
                 };
-                crate::observe::imports::update(&env.state_dir, stack, |r| {
+                crate::observe::imports::update(&env.records, stack, |r| {
                     r.objects.insert(self.address.clone(), entry);
                 })
                 .map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
             Op::Unregister { stack } => {
-                crate::observe::imports::update(&env.state_dir, stack, |r| {
+                crate::observe::imports::update(&env.records, stack, |r| {
                     r.objects.remove(&self.address);
                 })
                 .map_err(herr)?;
@@ -609,7 +668,7 @@ impl Step for HostStep {
                 Ok(StepOutcome::Done)
             }
             Op::WriteNames { stack, names } => {
-                names.write(&env.state_dir, stack).map_err(herr)?;
+                names.write(&env.records, stack).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
             Op::MarkOvsBridge { name, marker } => {
@@ -904,9 +963,9 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
         };
         // A moved instance's files keep the stems of the address it was moved from.
         let names = cfg.names_of_str(&c.address);
-        let logs = instance_files(&env.state_dir, &cfg.stack, &names);
+        let (logs, records) = instance_files(&env.state_dir, &env.records, &env.exec, &cfg.stack, &names);
         let stem = crate::model::Address::parse(&names).map(|a| a.file_stem()).unwrap_or_default();
-        let id = b.step(&c.address, Op::Remove { name, logs, ssh: crate::host::ssh::SshDir::of(&env.state_dir, &cfg.stack), stem });
+        let id = b.step(&c.address, Op::Remove { name, logs, records, ssh: crate::host::ssh::SshDir::of(&env.records, &cfg.stack), stem });
         b.removed.insert(c.address.clone(), id);
         instance_removals.push(id);
     }
@@ -1209,7 +1268,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 let keep_seed = !creating && r.lifecycle.ignore_changes.iter().any(|a| a == "cloud_init");
                 let seed = if redefine && !keep_seed { lowering.seed(r) } else { None };
                 if let Some((path, input)) = seed {
-                    let host_key = inst.connection.as_ref().map(|_| seed_host_key(&env.state_dir, cfg, &addr, inst));
+                    let host_key = inst.connection.as_ref().map(|_| seed_host_key(&env.records, cfg, &addr, inst));
                     let id = b.step(&addr, Op::WriteSeed { path: path.into(), input: Box::new(input), host_key });
                     b.after_removal(id, &addr);
                     b.chain(id, last);
@@ -1262,7 +1321,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 if (start || rewait)
                     && let Some(w) = &inst.wait_for
                 {
-                    for op in readiness_waits(&env.state_dir, cfg, &addr, inst, &def, w, &plan.imported) {
+                    for op in readiness_waits(&env.records, cfg, &addr, inst, &def, w, &plan.imported) {
                         let wid = b.step(&addr, op);
                         b.chain(wid, last);
                         last = Some(wid);
@@ -1523,21 +1582,36 @@ fn bridge_update_ops(want: &DesiredBridge, alias: &str, old_addrs: Option<Vec<St
 /// (before the domain is undefined: libvirt refuses to undefine a domain
 /// whose variable store exists unless told to remove it, and the test
 /// driver refuses that flag).
-fn instance_files(state_dir: &Path, stack: &str, address: &str) -> Vec<PathBuf> {
-    let Some(addr) = crate::model::Address::parse(address) else { return Vec::new() };
+/// An instance's files: console logs, UEFI variable store and seeds on its
+/// host (`state_dir`, listed through `exec`), its pending-wait record here
+/// (`records`).
+fn instance_files(state_dir: &Path, records: &Path, exec: &crate::host::exec::Executor, stack: &str, address: &str) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let Some(addr) = crate::model::Address::parse(address) else { return Default::default() };
     let log = crate::model::instance::console_log_path(state_dir, stack, &addr);
     let previous = log.with_extension("log.1");
-    let mut files = vec![log, previous, crate::observe::pending_wait_path(state_dir, stack, &addr), crate::model::instance::nvram_path(state_dir, stack, &addr)];
+    let mut files = vec![log, previous, crate::model::instance::nvram_path(state_dir, stack, &addr)];
+    let wait = crate::observe::pending_wait_path(records, stack, &addr);
     let prefix = format!("{}-", addr.file_stem());
-    if let Ok(rd) = std::fs::read_dir(state_dir.join(stack).join("seeds")) {
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with(&prefix) && n.ends_with(".iso") && crate::model::Address::from_stem(addr.kind, n[..n.len() - 4].rsplit_once('-').map(|x| x.0).unwrap_or("")) == Some(addr.clone()) {
-                files.push(e.path());
-            }
+    let seeds = state_dir.join(stack).join("seeds");
+    let mut here = Vec::new();
+    let names: Vec<String> = if exec.is_local() {
+        files.push(wait);
+        std::fs::read_dir(&seeds).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+    } else {
+        // The pending-wait record is this machine's: removed here, not on the host.
+        here.push(wait);
+        let argv = [std::ffi::OsStr::new("find"), seeds.as_os_str(), "-mindepth".as_ref(), "1".as_ref(), "-maxdepth".as_ref(), "1".as_ref(), "-printf".as_ref(), "%f\\n".as_ref()];
+        match exec.output("list seeds", &seeds.display().to_string(), &argv, crate::host::exec::Input::None) {
+            Ok(o) if o.success() => String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect(),
+            _ => Vec::new(),
+        }
+    };
+    for n in names {
+        if n.starts_with(&prefix) && n.ends_with(".iso") && crate::model::Address::from_stem(addr.kind, n[..n.len() - 4].rsplit_once('-').map(|x| x.0).unwrap_or("")) == Some(addr.clone()) {
+            files.push(seeds.join(n));
         }
     }
-    files
+    (files, here)
 }
 
 /// Removes the other seeds of the instance `path` belongs to
@@ -1592,11 +1666,15 @@ mod tests {
     /// An engine environment for unit tests: the given libvirt (usually
     /// test:///default), real `ip` links (never called by these tests), fake OVS.
     fn test_env(libvirt: crate::host::libvirt::VirtLibvirt, state_dir: impl Into<PathBuf>) -> Arc<Env> {
+        let state_dir: PathBuf = state_dir.into();
         Arc::new(Env {
             links: Box::new(crate::host::links::IpLinks::local()),
             libvirt: Box::new(libvirt),
             ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
-            state_dir: state_dir.into(),
+            records: state_dir.clone(),
+            state_dir,
+            exec: crate::host::exec::Executor::Local,
+            deliveries: Default::default(),
             shutdown_timeout: Duration::from_secs(1),
             detach_timeout: Duration::from_secs(1),
         })
@@ -1716,7 +1794,8 @@ mod tests {
     #[test]
     fn nvram_goes_with_the_instance_and_the_stack() {
         let tmp = tempfile::tempdir().unwrap();
-        let files = instance_files(tmp.path(), "st", "instance.vm[\"a\"]");
+        let (files, here) = instance_files(tmp.path(), tmp.path(), &crate::host::exec::Executor::Local, "st", "instance.vm[\"a\"]");
+        assert!(here.is_empty(), "{here:?}");
         assert!(files.contains(&tmp.path().join("st/nvram/vm@a_VARS.fd")), "{files:?}");
         let nvram = tmp.path().join("st/nvram");
         std::fs::create_dir_all(&nvram).unwrap();

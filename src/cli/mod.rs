@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod console;
+pub mod fleet;
 pub mod fmt;
 pub mod graph;
 pub mod import;

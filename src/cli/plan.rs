@@ -259,6 +259,9 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
+    if s.cfg.hosts().next().is_some() {
+        return plan_fleet(g, &a, s);
+    }
     let p = make_plan(g, &s, a.destroy, &a.replace, &a.target, a.out.is_some() || a.json);
     let refused = !p.errors.is_empty() || !p.conflicts.is_empty();
     let code = write_plan(g, &a, &s, &p, refused);
@@ -270,6 +273,37 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
     drop(libvirt);
     std::mem::forget((cfg, observed, p));
     code
+}
+
+/// `plan` of a configuration with `host` blocks: every host observed, each
+/// host's part planned against it (see `fleet.rs`).
+fn plan_fleet(g: &Global, a: &PlanArgs, s: Session) -> ExitCode {
+    if a.out.is_some() {
+        eprintln!("error: saved plans (--out) of a configuration with host blocks are not supported yet: run `virtform plan` without --out");
+        return ExitCode::from(1);
+    }
+    let Session { cfg, libvirt, observed, kvm } = s;
+    let mut members = match super::fleet::connect(g, &cfg, libvirt, kvm) {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    if let Err(c) = super::fleet::observe_all(g, &cfg, &mut members, false, Some(observed)) {
+        return c;
+    }
+    let unsupported = super::fleet::unsupported(&cfg, &members);
+    for e in &unsupported {
+        eprintln!("error: {e}");
+    }
+    let plans = super::fleet::plans(&members, a.destroy, &a.replace, &a.target, a.json);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&super::fleet::json(&members, &plans)).unwrap_or_default());
+    } else {
+        print!("{}", super::fleet::text(&members, &plans, g.color_stdout()));
+    }
+    if !unsupported.is_empty() || plans.iter().any(|p| !p.errors.is_empty() || !p.conflicts.is_empty()) {
+        return ExitCode::from(1);
+    }
+    if a.detailed_exitcode && plans.iter().any(Plan::has_changes) { ExitCode::from(2) } else { ExitCode::SUCCESS }
 }
 
 /// Writes the plan file (`--out`), prints the plan, and says how to exit.
@@ -319,6 +353,9 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         Ok(x) => x,
         Err(c) => return c,
     };
+    if cfg.hosts().next().is_some() {
+        return apply_fleet(g, &a, cfg, conn, destroy);
+    }
     let _lock = match lock_stack(g, &cfg.stack) {
         Ok(l) => l,
         Err(c) => return c,
@@ -334,6 +371,103 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
     }
     let p = make_plan(g, &s, destroy, &a.replace, &a.target, false);
     execute(g, &a, s, p, destroy, true)
+}
+
+/// `apply`/`destroy` of a configuration with `host` blocks: the stack's lock
+/// here and on every remote host, every host observed under them, each
+/// host's part planned, shown, confirmed, and run as one DAG.
+fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm): (VirtLibvirt, bool), destroy: bool) -> ExitCode {
+    use super::fleet;
+    let _lock = match lock_stack(g, &cfg.stack) {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
+    let mut members = match fleet::connect(g, &cfg, libvirt, kvm) {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    let _remote_locks = match fleet::lock_remote(&cfg, &members) {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
+    if let Err(c) = fleet::observe_all(g, &cfg, &mut members, true, None) {
+        return c;
+    }
+    // Moves are this machine's record (see the README, "Many hosts").
+    crate::plan::moved::keep_names(&mut cfg, &members[0].observed, &g.state_dir);
+    if let Err(c) = fleet::repart(&cfg, &mut members) {
+        return c;
+    }
+    let unsupported = fleet::unsupported(&cfg, &members);
+    let plans = fleet::plans(&members, destroy, &a.replace, &a.target, false);
+    if !a.json {
+        print!("{}", fleet::text(&members, &plans, g.color_stdout()));
+    }
+    for e in &unsupported {
+        eprintln!("error: {e}");
+    }
+    if !unsupported.is_empty() || plans.iter().any(|p| !p.conflicts.is_empty() || !p.errors.is_empty()) {
+        eprintln!("error: the plan has conflicts or errors; nothing was changed on any host.");
+        return ExitCode::from(1);
+    }
+    if !plans.iter().any(Plan::has_changes) {
+        if destroy {
+            engine::remove_stack_dir(&g.state_dir, &cfg.stack);
+            fleet::remove_remote_stack_dirs(&cfg, &members);
+        }
+        if a.json {
+            println!("{}", serde_json::json!({"event": "summary", "ok": true, "done": 0, "already": 0, "failed": 0, "skipped": 0, "outputs": super::output::outputs_json(&cfg)}));
+        } else if destroy {
+            println!("Destroy complete: nothing of stack \"{}\" is left on any of the {} hosts.", cfg.stack, members.len());
+        } else {
+            println!("Apply complete: nothing to do.");
+            super::output::print_outputs(&cfg);
+        }
+        return ExitCode::SUCCESS;
+    }
+    if !a.auto_approve && !confirm() {
+        return ExitCode::from(1);
+    }
+    let dag = fleet::lower_all(g, a, &mut members, &plans);
+    if let Err(cycle) = dag.validate() {
+        eprintln!("internal error: the apply steps form a cycle: {}", cycle.join(" -> "));
+        return ExitCode::from(1);
+    }
+    let report = run_dag(a, &dag);
+    // The steps hold the connections; they end before the executors do.
+    drop(dag);
+    if report.ok() && destroy {
+        engine::remove_stack_dir(&g.state_dir, &cfg.stack);
+        fleet::remove_remote_stack_dirs(&cfg, &members);
+    }
+    if a.json {
+        println!("{}", serde_json::json!({"event": "summary", "ok": report.ok(), "done": report.done.len(), "already": report.already.len(), "failed": report.failed.len(), "skipped": report.skipped.len(), "outputs": super::output::outputs_json(&cfg)}));
+        return if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    }
+    finish(&report, destroy, &format!(" ({} hosts)", members.len()), "The hosts are", || {
+        if !destroy {
+            super::output::print_outputs(&cfg);
+        }
+    })
+}
+
+/// The end of an apply's text output: the headline when every step
+/// succeeded (each step was printed as it finished) and `after`, else the
+/// report and how to converge.
+fn finish(report: &crate::apply::dag::Report, destroy: bool, suffix: &str, who: &str, after: impl FnOnce()) -> ExitCode {
+    println!();
+    if report.ok() {
+        let rendered = report.render();
+        let headline = rendered.lines().last().unwrap_or("").replace("Apply complete", if destroy { "Destroy complete" } else { "Apply complete" });
+        println!("{headline}{suffix}");
+        after();
+        ExitCode::SUCCESS
+    } else {
+        print!("{}", report.render());
+        println!();
+        eprintln!("{who} left as the report says; run `virtform plan` to see what remains, and `virtform apply` again to converge.");
+        ExitCode::from(1)
+    }
 }
 
 /// `virtform show [DIR] [--json]`: what the host holds for the stack.
@@ -575,6 +709,9 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         libvirt: Box::new(s.libvirt),
         ovs: Box::new(Vsctl::default()),
         state_dir: g.state_dir.clone(),
+        exec: crate::host::exec::Executor::Local,
+        records: g.state_dir.clone(),
+        deliveries: Default::default(),
         shutdown_timeout: Duration::from_secs(a.shutdown_timeout),
         detach_timeout: Duration::from_secs(a.detach_timeout),
     });
@@ -583,6 +720,32 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         eprintln!("internal error: the apply steps form a cycle: {}", cycle.join(" -> "));
         return ExitCode::from(1);
     }
+    let report = run_dag(a, &dag);
+    // Outputs with what only the host knows now (DHCP-leased addresses).
+    let cfg_out = if destroy { s.cfg.clone() } else { super::output::with_host_facts(g, &s.cfg.dir, s.cfg.clone()) };
+    if a.json {
+        let outputs = super::output::outputs_json(&cfg_out);
+        println!("{}", serde_json::json!({"event": "summary", "ok": report.ok(), "done": report.done.len(), "already": report.already.len(), "failed": report.failed.len(), "skipped": report.skipped.len(), "outputs": outputs}));
+        if report.ok() && destroy {
+            engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
+        }
+        return if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    }
+    finish(&report, destroy, "", "The host is", || {
+        if destroy {
+            engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
+            if let Some(line) = super::cache::destroy_summary(&g.state_dir, &cache_used) {
+                println!("{line}");
+            }
+        } else {
+            super::output::print_outputs(&cfg_out);
+        }
+    })
+}
+
+/// Runs the steps with the live display (a spinner per running step on a
+/// terminal), one line per finished step, or JSON events with `--json`.
+pub(super) fn run_dag(a: &ApplyArgs, dag: &crate::apply::dag::Dag<engine::HostStep>) -> crate::apply::dag::Report {
     let out = std::sync::Mutex::new(std::io::stdout());
     let json = a.json;
     // On a terminal: a live display (a spinner per running step, an overall bar).
@@ -648,37 +811,7 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         }
     });
     total.finish_and_clear();
-    // Outputs with what only the host knows now (DHCP-leased addresses).
-    let cfg_out = if destroy { s.cfg.clone() } else { super::output::with_host_facts(g, &s.cfg.dir, s.cfg.clone()) };
-    if a.json {
-        let outputs = super::output::outputs_json(&cfg_out);
-        println!("{}", serde_json::json!({"event": "summary", "ok": report.ok(), "done": report.done.len(), "already": report.already.len(), "failed": report.failed.len(), "skipped": report.skipped.len(), "outputs": outputs}));
-        if report.ok() && destroy {
-            engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
-        }
-        return if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
-    }
-    println!();
-    if report.ok() {
-        // Every step was already printed as it finished: only the headline.
-        let rendered = report.render();
-        let headline = rendered.lines().last().unwrap_or("").replace("Apply complete", if destroy { "Destroy complete" } else { "Apply complete" });
-        println!("{headline}");
-        if destroy {
-            engine::remove_stack_dir(&g.state_dir, &s.cfg.stack);
-            if let Some(line) = super::cache::destroy_summary(&g.state_dir, &cache_used) {
-                println!("{line}");
-            }
-        } else {
-            super::output::print_outputs(&cfg_out);
-        }
-        ExitCode::SUCCESS
-    } else {
-        print!("{}", report.render());
-        println!();
-        eprintln!("The host is left as the report says; run `virtform plan` to see what remains, and `virtform apply` again to converge.");
-        ExitCode::from(1)
-    }
+    report
 }
 
 /// The cached images (sha256) the stack uses: those its disks and volumes

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use value::Value;
 
 /// Block kinds allowed at the top level.
-pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "data", "import", "moved", "removed", "module", "network", "port", "image", "disk", "volume", "instance"];
+pub const BLOCK_KINDS: &[&str] = &["virtform", "variable", "locals", "output", "data", "import", "moved", "removed", "module", "host", "network", "port", "image", "disk", "volume", "instance"];
 
 /// Types of `data` blocks.
 pub const DATA_KINDS: &[&str] = &["network"];
@@ -113,6 +113,9 @@ pub struct Configuration {
     /// [`crate::plan::moved::keep_names`] from the moves and the host's
     /// record (`<state>/<stack>/names.json`); empty after loading.
     pub names: BTreeMap<String, Address>,
+    /// The host each resource lives on (`model::placement`); everything is
+    /// on this machine when there are no `host` blocks.
+    pub placement: model::placement::Placement,
     /// Position in `resources` by address, for `resource()` (planning looks
     /// up every reference; a linear scan would make it quadratic).
     index: BTreeMap<String, usize>,
@@ -473,6 +476,8 @@ impl<'o> Loader<'o> {
         let Acc { mut built, order: order_out, graph, .. } = acc;
         let (mut data, mut resources): (Vec<Resource>, Vec<Resource>) = order_out.iter().filter_map(|a| built.remove(a)).partition(|r| r.address.is_data());
         self.diags.extend(model::validate::check_all(&resources));
+        let (placement, placement_diags) = model::placement::place(&resources);
+        self.diags.extend(placement_diags);
         let mut iroots = BTreeMap::new();
         iroots.insert("var".to_string(), Value::Map(var_values.iter().map(|v| (v.name.clone(), v.value.clone())).collect()));
         iroots.insert("virtform".into(), Value::map([("stack", Value::String(stack.clone()))]));
@@ -502,6 +507,7 @@ impl<'o> Loader<'o> {
             moves,
             removed,
             names: BTreeMap::new(),
+            placement,
             index,
             agent_fact_readers: std::mem::take(&mut self.agent_fact_readers),
         })
@@ -2145,6 +2151,7 @@ impl Configuration {
             moves: Vec::new(),
             removed: Vec::new(),
             names: BTreeMap::new(),
+            placement: Default::default(),
             index: BTreeMap::new(),
             agent_fact_readers: BTreeSet::new(),
         }
@@ -2165,6 +2172,44 @@ impl Configuration {
             Some(n) => n.to_string(),
             None => a.to_string(),
         }
+    }
+
+    /// The `host` blocks, by address (`host.a`), with what they reach.
+    pub fn hosts(&self) -> impl Iterator<Item = (&Resource, &model::host::Host)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            model::Spec::Host(h) => Some((r, h)),
+            _ => None,
+        })
+    }
+
+    /// Whether any resource lives on a remote host.
+    pub fn is_fleet(&self) -> bool {
+        self.placement.hosts().iter().any(Option::is_some)
+    }
+
+    /// The part of the configuration that lives on `host` (`None`: this
+    /// machine): its resources (images where a disk or volume on it needs
+    /// them; no host blocks), data sources on this machine's part only,
+    /// everything else (outputs, moves, imports, the graph) as it is. Each part is observed on, planned against and
+    /// applied to its own host; the planner sees an ordinary configuration.
+    pub fn on_host(&self, host: Option<&str>) -> Configuration {
+        let resources: Vec<Resource> = self
+            .resources
+            .iter()
+            .filter(|r| !matches!(r.spec, model::Spec::Host(_)) && self.placement.is_on(&r.address.to_string(), host))
+            .cloned()
+            .collect();
+        let index = resources.iter().enumerate().map(|(i, r)| (r.address.to_string(), i)).collect();
+        let mut part = self.clone();
+        part.resources = resources;
+        part.index = index;
+        // Data sources read this machine (a remote port on one is a
+        // placement error): a remote host's part has none.
+        if host.is_some() {
+            part.data = Vec::new();
+            part.data_index = BTreeMap::new();
+        }
+        part
     }
 
     /// A resource or data source instance by address (`network.lan[0]`, `data.network.lan`).

@@ -493,6 +493,80 @@ impl SshSession {
     }
 }
 
+/// An exclusive lock held on a remote host ([`Executor::try_lock`]): a
+/// `flock` there whose command waits on this process's pipe. Dropping it
+/// (or this process ending, however it ends) closes the pipe, the command
+/// exits and the host releases the lock: a killed run never leaves a stack
+/// locked.
+#[derive(Debug)]
+pub struct RemoteLock {
+    child: Option<Child>,
+}
+
+impl Drop for RemoteLock {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            end_child(&mut child, Duration::from_secs(5));
+        }
+    }
+}
+
+/// Closes a child's standard input (it ends on EOF), gives it `grace` to
+/// exit, kills it otherwise, and reaps it.
+fn end_child(child: &mut Child, grace: Duration) {
+    drop(child.stdin.take());
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+impl SshSession {
+    /// See [`Executor::try_lock`].
+    fn try_lock(&self, path: &Path) -> Result<Option<RemoteLock>, HostError> {
+        use std::io::BufRead;
+        let t = &self.target;
+        let mut args = self.base_args();
+        for a in ["-oControlMaster=no", "-T", "--"] {
+            args.push(a.into());
+        }
+        args.push(t.destination().into());
+        // The script is a constant; the path is one quoted argument.
+        let s = OsStr::new;
+        let argv: [&OsStr; 8] = [s("flock"), s("-n"), s("-E"), s("75"), path.as_os_str(), s("sh"), s("-c"), s("echo locked && exec cat")];
+        args.push(OsString::from_vec(command_line(&argv)));
+        let op = format!("lock on {}", t.name);
+        let mut child = Command::new("ssh")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| HostError::new(op.clone(), path.display().to_string(), format!("cannot run ssh: {e}")))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.as_mut() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        if line.trim() == "locked" {
+            return Ok(Some(RemoteLock { child: Some(child) }));
+        }
+        drop(child.stdin.take());
+        let status = child.wait().map_err(|e| HostError::new(op.clone(), path.display().to_string(), e.to_string()))?;
+        if status.code() == Some(75) {
+            return Ok(None);
+        }
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        Err(HostError::new(op, path.display().to_string(), format!("flock failed ({status}): {}", err.trim())))
+    }
+}
+
 struct SlotGuard<'a>(&'a SshSession);
 
 impl Drop for SlotGuard<'_> {
@@ -512,15 +586,7 @@ impl Drop for SshSession {
         args.push(self.target.destination().into());
         let _ = Command::new("ssh").args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
         if let Some(mut child) = self.master.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            drop(child.stdin.take());
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+            end_child(&mut child, Duration::from_secs(2));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -618,6 +684,17 @@ impl Executor {
     /// its clones). A host key not in `known_hosts` is an error naming the host.
     pub fn ssh(target: SshTarget) -> Result<Executor, HostError> {
         Ok(Executor::Ssh(Arc::new(SshSession::connect(target)?)))
+    }
+
+    /// Takes the exclusive lock `path` on a remote host (created if
+    /// missing; its directory must exist): `None` when someone else holds
+    /// it. Held until the [`RemoteLock`] drops. Local locks are the
+    /// CLI's own (`lock_stack`); this is for remote hosts only.
+    pub fn try_lock(&self, path: &Path) -> Result<Option<RemoteLock>, HostError> {
+        match self {
+            Executor::Local => Err(HostError::new("lock", path.display().to_string(), "a remote lock asked of the local host")),
+            Executor::Ssh(s) => s.try_lock(path),
+        }
     }
 
     /// The host's name in messages: `local`, or the target's name.

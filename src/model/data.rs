@@ -203,6 +203,7 @@ pub fn build_network(addr: &Address, attrs: &Value, ctx: &Ctx<'_>) -> Result<(Ne
         Selector::LibvirtNetwork(_) => facts.bridge.clone(),
     };
     let net = Network {
+        host: None,
         net_type,
         bridge: if bridge.is_empty() { None } else { Some(super::common::IfName(bridge)) },
         mtu: facts.mtu,

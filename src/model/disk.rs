@@ -65,6 +65,9 @@ pub enum Bus {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Disk {
+    /// The host it lives on (`host.NAME`). Default: the host of the instance that uses it, else this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<ResourceRef>,
     /// Base image (`image.NAME`): the disk is a qcow2 overlay on it (or, for a cdrom, the image itself).
     pub image: Option<ResourceRef>,
     /// Virtual size. Required for blank disks; an overlay is grown to it when larger than the image.

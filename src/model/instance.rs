@@ -146,6 +146,9 @@ pub fn check_login_user(u: &str) -> Result<(), String> {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Instance {
+    /// The host it runs on (`host.NAME`); its disks, volumes, ports and seed live there too. Default: this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<ResourceRef>,
     /// libvirt domain name. Default: `<stack>-<name>` (`-<index>` or `-<key>` under count/for_each; in a module the module path first, `<stack>-web@a+<name>`).
     pub name: Option<String>,
     /// Virtual CPUs (default 1).

@@ -12,9 +12,11 @@
 pub mod common;
 pub mod data;
 pub mod disk;
+pub mod host;
 pub mod image;
 pub mod instance;
 pub mod network;
+pub mod placement;
 pub mod port;
 pub mod ssh_key;
 pub mod validate;
@@ -31,6 +33,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    Host,
     Network,
     Port,
     Image,
@@ -40,10 +43,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [Kind::Network, Kind::Port, Kind::Image, Kind::Disk, Kind::Volume, Kind::Instance];
+    pub const ALL: [Kind; 7] = [Kind::Host, Kind::Network, Kind::Port, Kind::Image, Kind::Disk, Kind::Volume, Kind::Instance];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::Host => "host",
             Kind::Network => "network",
             Kind::Port => "port",
             Kind::Image => "image",
@@ -508,6 +512,7 @@ impl FieldError {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Spec {
+    Host(host::Host),
     Network(network::Network),
     Port(port::Port),
     Image(image::Image),
@@ -519,6 +524,7 @@ pub enum Spec {
 impl Spec {
     pub fn kind(&self) -> Kind {
         match self {
+            Spec::Host(_) => Kind::Host,
             Spec::Network(_) => Kind::Network,
             Spec::Port(_) => Kind::Port,
             Spec::Image(_) => Kind::Image,
@@ -528,9 +534,22 @@ impl Spec {
         }
     }
 
+    /// The `host` it names, if any (a host itself names none).
+    pub fn host(&self) -> Option<&common::ResourceRef> {
+        match self {
+            Spec::Host(_) | Spec::Image(_) => None,
+            Spec::Network(s) => s.host.as_ref(),
+            Spec::Port(s) => s.host.as_ref(),
+            Spec::Disk(s) => s.host.as_ref(),
+            Spec::Volume(s) => s.host.as_ref(),
+            Spec::Instance(s) => s.host.as_ref(),
+        }
+    }
+
     /// The object other resources and outputs see for this resource.
     pub fn exports(&self, addr: &Address, ctx: &Ctx<'_>) -> Value {
         match self {
+            Spec::Host(s) => s.exports(addr, ctx),
             Spec::Network(s) => s.exports(addr, ctx),
             Spec::Port(s) => s.exports(addr, ctx),
             Spec::Image(s) => s.exports(addr, ctx),
@@ -605,6 +624,11 @@ pub fn build(addr: &Address, attrs: &Value, ctx: &Ctx<'_>, want_exports: bool) -
         };
     }
     let spec = match addr.kind {
+        Kind::Host => {
+            let mut s: host::Host = de(attrs)?;
+            s.resolve(addr, ctx)?;
+            Spec::Host(s)
+        }
         Kind::Network => {
             let mut s: network::Network = de(attrs)?;
             s.resolve(addr, ctx)?;
@@ -636,10 +660,21 @@ pub fn build(addr: &Address, attrs: &Value, ctx: &Ctx<'_>, want_exports: bool) -
             Spec::Instance(Box::new(s))
         }
     };
+    if let Some(h) = spec.host() {
+        check_ref("host", h, Kind::Host, ctx).map_err(|e| vec![e])?;
+    }
     if !want_exports {
         return Ok((spec, Value::Null));
     }
-    let mut exports = spec.exports(addr, ctx);
+    // Paths a resource exports are on its host: a `host` names its state dir.
+    let host_dir = spec.host().and_then(|h| ctx.get(h)).and_then(|r| match &r.spec {
+        Spec::Host(h) if !h.is_local() => Some(PathBuf::from(h.state_dir())),
+        _ => None,
+    });
+    let mut exports = match &host_dir {
+        Some(d) => spec.exports(addr, &Ctx { stack: ctx.stack, state_dir: d, config_dir: ctx.config_dir, built: ctx.built, data: ctx.data }),
+        None => spec.exports(addr, ctx),
+    };
     if let Value::Map(m) = &mut exports {
         m.insert(common::REF_KEY.into(), Value::String(addr.to_string()));
     }
@@ -731,6 +766,7 @@ pub fn check_stack(s: &str) -> Result<(), String> {
 /// The attribute names of a kind, from its schema (for `ignore_changes` and suggestions).
 pub fn attribute_names(kind: Kind) -> Vec<String> {
     let schema = match kind {
+        Kind::Host => schemars::schema_for!(host::Host),
         Kind::Network => schemars::schema_for!(network::Network),
         Kind::Port => schemars::schema_for!(port::Port),
         Kind::Image => schemars::schema_for!(image::Image),

@@ -5,7 +5,7 @@
 //! stack and address within 15 characters); kind-specific attributes are
 //! rejected on the other kinds instead of being ignored.
 
-use super::common::{sha, IfName, Ip, IpCidr};
+use super::common::{sha, IfName, Ip, IpCidr, ResourceRef};
 use super::{to_value, Address, Ctx, FieldError};
 use crate::config::value::Value;
 use schemars::JsonSchema;
@@ -65,6 +65,9 @@ pub struct Dhcp {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
+    /// The host it lives on (`host.NAME`). Default: the host of the instance that uses it (the instances whose ports are on it), else this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<ResourceRef>,
     /// `bridge` (default), `ovs`, `nat` or `isolated`.
     #[serde(rename = "type", default)]
     pub net_type: NetType,

@@ -50,6 +50,9 @@ pub enum NicModel {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Port {
+    /// The host it lives on (`host.NAME`). Default: the host of the instance that uses it, else this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<ResourceRef>,
     /// The network this port is on: `network.NAME`, or an existing one: `data.network.NAME`.
     pub network: ResourceRef,
     /// `bridge`, `ovs`, `ovs_hybrid` or `network`. Default: `bridge` on bridge networks, `ovs` on ovs networks, `network` on nat/isolated ones.
@@ -173,7 +176,7 @@ mod tests {
 
     #[test]
     fn device_names_use_the_first_eleven_characters_of_the_id() {
-        let p = |id: &str| Port { network: ResourceRef("network.n".into()), plug: None, mac: None, ip: None, mtu: None, model: NicModel::default(), id: Some(id.into()) };
+        let p = |id: &str| Port { host: None, network: ResourceRef("network.n".into()), plug: None, mac: None, ip: None, mtu: None, model: NicModel::default(), id: Some(id.into()) };
         assert_eq!(p("3519d39f-95ee-556a-aaf9-58cc638a60ed").dev("tap"), "tap3519d39f-95");
         assert_eq!(p("3519d39f-95ee-556a-aaf9-58cc638a60ed").dev("qvo"), "qvo3519d39f-95");
         assert_eq!(p("short").dev("qbr"), "qbrshort");

@@ -45,7 +45,7 @@ pub fn check_all(resources: &[Resource]) -> Diagnostics {
                     }
                 }
             }
-            Spec::Image(_) | Spec::Disk(_) | Spec::Volume(_) => {}
+            Spec::Host(_) | Spec::Image(_) | Spec::Disk(_) | Spec::Volume(_) => {}
         }
     }
     c.diags

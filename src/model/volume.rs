@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Volume {
+    /// The host it lives on (`host.NAME`). Default: the host of the instance that uses it, else this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<ResourceRef>,
     /// Virtual size. Required unless `image` is set. Growing it resizes live; shrinking is refused.
     pub size: Option<Size>,
     /// Optional base image (`image.NAME`) the volume starts from.

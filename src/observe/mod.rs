@@ -238,6 +238,19 @@ pub fn firmware_files() -> std::collections::BTreeSet<String> {
     crate::xml::domain::OVMF_FILES.iter().filter(|f| std::path::Path::new(f).is_file()).map(|f| f.to_string()).collect()
 }
 
+/// [`firmware_files`] on a host reached through `exec` (one `stat` each;
+/// a file that cannot be read counts as absent).
+pub fn firmware_files_on(exec: &crate::host::exec::Executor) -> std::collections::BTreeSet<String> {
+    if exec.is_local() {
+        return firmware_files();
+    }
+    crate::xml::domain::OVMF_FILES
+        .iter()
+        .filter(|f| matches!(exec.stat(std::path::Path::new(f)), Ok(Some(s)) if s.kind == crate::host::exec::FileKind::File))
+        .map(|f| f.to_string())
+        .collect()
+}
+
 /// Files by path, and hashes of image sources by source path.
 pub type Scanned = (BTreeMap<String, ActualFile>, BTreeMap<String, String>);
 
@@ -300,6 +313,45 @@ pub fn scan_files(cfg: &crate::config::Configuration, state_dir: &std::path::Pat
         }
     }
     Ok((files, hashes))
+}
+
+/// [`scan_files`]'s files on a remote host (its state dir, through its
+/// executor): the directories that exist listed in one `find`, then each
+/// file's header (`disks::inspect_on`). Source hashes are the client's
+/// (images are delivered from here), so this returns files only.
+pub fn scan_files_on(exec: &crate::host::exec::Executor, stack: &str, state_dir: &std::path::Path) -> Result<BTreeMap<String, ActualFile>, crate::host::HostError> {
+    use crate::host::{disks, exec::FileKind};
+    use std::ffi::OsStr;
+    let dirs = [state_dir.join(stack).join("disks"), state_dir.join(stack).join("volumes"), state_dir.join(stack).join("seeds"), state_dir.join("images")];
+    let mut present = Vec::new();
+    for d in &dirs {
+        if exec.stat(d)?.is_some_and(|s| s.kind == FileKind::Dir) {
+            present.push(d.as_os_str());
+        }
+    }
+    let mut files = BTreeMap::new();
+    if present.is_empty() {
+        return Ok(files);
+    }
+    let mut argv: Vec<&OsStr> = vec![OsStr::new("find")];
+    argv.extend(present.iter().copied());
+    argv.extend(["-mindepth", "1", "-maxdepth", "1", "-type", "f", "-print0"].map(OsStr::new));
+    let out = exec.run_bytes("list the state dir", &state_dir.display().to_string(), &argv, crate::host::exec::Input::None)?;
+    for p in out.split(|b| *b == 0).filter(|p| !p.is_empty()) {
+        let p = std::path::Path::new(std::str::from_utf8(p).unwrap_or_default());
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // `.part` files and locks are in-flight work, not objects.
+        if name.is_empty() || name.starts_with('.') {
+            continue;
+        }
+        match disks::inspect_on(exec, p) {
+            Ok(info) => {
+                files.insert(p.to_string_lossy().into_owned(), ActualFile { format: info.format, virtual_size: info.virtual_size, backing_file: info.backing_file });
+            }
+            Err(e) => tracing::warn!("cannot inspect {} on {}: {e}", p.display(), exec.host_name()),
+        }
+    }
+    Ok(files)
 }
 
 /// Reads the host state that does not depend on the configuration: libvirt

@@ -328,7 +328,7 @@ impl Planner<'_> {
                 },
                 Spec::Network(_) => Err(("a data source cannot be imported".into(), None)),
                 Spec::Disk(_) | Spec::Volume(_) => self.check_file_import(r, id),
-                Spec::Port(_) | Spec::Image(_) => Err((format!("a {} has no host object of its own to import", r.address.kind), None)),
+                Spec::Host(_) | Spec::Port(_) | Spec::Image(_) => Err((format!("a {} has no host object of its own to import", r.address.kind), None)),
             };
             match verdict {
                 Ok(true) => {

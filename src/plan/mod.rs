@@ -159,7 +159,7 @@ pub struct DataSource {
 }
 
 /// A complete plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Plan {
     pub stack: String,
     /// Data sources, read again from the observation planned against.
@@ -406,6 +406,10 @@ impl Planner<'_> {
         let mut by_addr: BTreeMap<String, usize> = BTreeMap::new();
         if !self.opts.destroy {
             for r in &self.cfg.resources {
+                // A host is where the others live: nothing of its own to plan.
+                if matches!(r.spec, Spec::Host(_)) {
+                    continue;
+                }
                 let rc = match &r.spec {
                     // Not even planned (no conflict either): the configuration
                     // meant an existing object, and a located error says why
@@ -418,6 +422,7 @@ impl Planner<'_> {
                     Spec::Disk(_) => self.disk(r),
                     Spec::Volume(_) => self.volume(r),
                     Spec::Instance(_) => self.instance(r),
+                    Spec::Host(_) => continue,
                 };
                 let mut rc = rc;
                 self.moved_change(&mut rc);

@@ -268,7 +268,7 @@ fn rebase(r: &mut Resource, names: &Address, stack: &str) {
                 v.serial = Some(crate::model::volume::default_serial(names));
             }
         }
-        Spec::Disk(_) | Spec::Image(_) => {}
+        Spec::Host(_) | Spec::Disk(_) | Spec::Image(_) => {}
     }
 }
 

@@ -340,6 +340,9 @@ fn the_apply_of_a_move_or_a_forget_rewrites_markers_only() {
             libvirt: Box::new(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap()),
             ovs: Box::new(crate::host::ovs::FakeOvs::new(Default::default())),
             state_dir: "/state".into(),
+            exec: crate::host::exec::Executor::Local,
+            records: "/state".into(),
+            deliveries: Default::default(),
             shutdown_timeout: std::time::Duration::from_secs(1),
             detach_timeout: std::time::Duration::from_secs(1),
         })

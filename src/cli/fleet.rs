@@ -1,0 +1,449 @@
+//! Fleets: a configuration with `host` blocks. Each host is observed over
+//! its own executor (one SSH connection per remote host, all at the same
+//! time) and its part of the configuration (`Configuration::on_host`) is
+//! planned against what that host holds; the plan is shown host by host.
+//!
+//! `apply` and `destroy` take the stack's lock on every host (this
+//! machine's `lock_stack`, a remote `flock` held over SSH on the others),
+//! observe all hosts under the locks, plan each part, and run every
+//! host's steps as one DAG, each step on its host's executor and libvirt.
+//! Not built yet: saved plans (`--out`) of a fleet, waits that connect to
+//! a remote host's guests (ssh, cloud_init, tcp), imports on remote hosts,
+//! overlay networks and migration (issue 17).
+
+use super::Global;
+use crate::config::Configuration;
+use crate::host::exec::{Executor, SshTarget};
+use crate::host::libvirt::{Libvirt, VirtLibvirt};
+use crate::host::links::IpLinks;
+use crate::host::ovs::Vsctl;
+use crate::host::HostError;
+use crate::model::host::Reach;
+use crate::observe::{self, Observed};
+use crate::plan::{self, render, Plan, PlanOptions};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Files a host gets from this machine: path there → (local file, sha256).
+pub(super) type Deliveries = BTreeMap<PathBuf, (PathBuf, String)>;
+
+/// One host of the fleet.
+pub(super) struct Member {
+    /// `host.a`; `None`: this machine.
+    pub host: Option<String>,
+    /// What the plan calls it: `host.a (root@10.99.0.11)` or `this machine`.
+    pub label: String,
+    pub state_dir: PathBuf,
+    pub kvm: bool,
+    /// Its part of the configuration (kernels and initrds at their paths
+    /// on the host).
+    pub cfg: Configuration,
+    pub observed: Observed,
+    pub exec: Executor,
+    /// Taken by the apply's steps.
+    pub libvirt: Option<VirtLibvirt>,
+    /// Files the host gets from this machine: path there → (local file, sha256).
+    pub deliveries: Deliveries,
+    /// The identity file the executor logs in with (removed when dropped).
+    _identity: Option<crate::host::ssh::Identity>,
+}
+
+/// Why a remote host could not be reached or read.
+struct Failed {
+    host: String,
+    uri: String,
+    what: &'static str,
+    error: HostError,
+}
+
+impl Failed {
+    fn report(&self) {
+        eprintln!("error: {} ({}): cannot {}: {}", self.host, self.uri, self.what, self.error);
+    }
+}
+
+/// The remote hosts the configuration declares (also those with nothing
+/// placed on them: they may hold the stack's objects, which the plan then
+/// deletes).
+fn remote_hosts(cfg: &Configuration) -> Vec<(String, crate::model::host::Host, String)> {
+    cfg.hosts()
+        .filter_map(|(r, h)| match h.reach() {
+            Ok(Reach::Ssh { user, address, .. }) => Some((r.address.to_string(), h.clone(), format!("{user}@{address}"))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Connects to every remote host at once (SSH, then libvirt): the members,
+/// not yet observed, this machine first. Every host that cannot be reached
+/// is reported; then nothing goes on.
+pub(super) fn connect(g: &Global, cfg: &Configuration, local: VirtLibvirt, local_kvm: bool) -> Result<Vec<Member>, ExitCode> {
+    let (part, deliveries) = part_of(cfg, None, &g.state_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })?;
+    let mut out = vec![Member {
+        host: None,
+        label: "this machine".into(),
+        state_dir: g.state_dir.clone(),
+        kvm: local_kvm,
+        cfg: part,
+        observed: Observed::default(),
+        exec: Executor::Local,
+        libvirt: Some(local),
+        deliveries,
+        _identity: None,
+    }];
+    let remote = remote_hosts(cfg);
+    let ssh_dir = crate::host::ssh::SshDir::of(&g.state_dir, &cfg.stack);
+    let results: Vec<Result<Member, Failed>> = std::thread::scope(|s| {
+        let handles: Vec<_> = remote
+            .iter()
+            .map(|(addr, h, dest)| {
+                let ssh_dir = &ssh_dir;
+                s.spawn(move || connect_remote(cfg, addr, h, dest, ssh_dir))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&remote)
+            .map(|(j, (addr, h, _))| {
+                j.join().unwrap_or_else(|_| Err(Failed { host: addr.clone(), uri: h.uri.clone(), what: "connect", error: HostError::new("connect", addr, "the connecting thread panicked") }))
+            })
+            .collect()
+    });
+    let mut failed = false;
+    for r in results {
+        match r {
+            Ok(m) => out.push(m),
+            Err(f) => {
+                failed = true;
+                f.report();
+            }
+        }
+    }
+    if failed {
+        eprintln!("note: nothing was planned or changed on any host");
+        return Err(ExitCode::from(1));
+    }
+    Ok(out)
+}
+
+fn connect_remote(cfg: &Configuration, addr: &str, h: &crate::model::host::Host, dest: &str, ssh_dir: &crate::host::ssh::SshDir) -> Result<Member, Failed> {
+    let fail = |what: &'static str| move |error: HostError| Failed { host: addr.to_string(), uri: h.uri.clone(), what, error };
+    let (Some(key), Some(known_hosts)) = (&h.private_key, &h.known_hosts) else {
+        // Refused at load; kept as an error rather than a panic.
+        return Err(fail("connect over SSH")(HostError::new("connect", addr, "no private_key or known_hosts")));
+    };
+    let stem = format!("host-{}", addr.trim_start_matches("host.").replace(['[', ']', '"', '.'], "_"));
+    let identity = crate::host::ssh::Identity::write(ssh_dir, &stem, key).map_err(fail("write its key"))?;
+    let target = SshTarget::from_libvirt_uri(addr, &h.uri, identity.path(), known_hosts).map_err(|m| fail("connect over SSH")(HostError::new("connect", addr, m)))?;
+    let exec = Executor::ssh(target).map_err(fail("connect over SSH"))?;
+    let libvirt = VirtLibvirt::open_on(&exec, "qemu:///system").map_err(fail("connect to its libvirtd"))?;
+    let kvm = libvirt.kvm_usable();
+    let state_dir = PathBuf::from(h.state_dir());
+    let (part, deliveries) = part_of(cfg, Some(addr), &state_dir).map_err(|m| fail("deliver its files")(HostError::new("deliver", addr, m)))?;
+    Ok(Member {
+        host: Some(addr.to_string()),
+        label: format!("{addr} ({dest})"),
+        state_dir,
+        kvm,
+        cfg: part,
+        observed: Observed::default(),
+        exec,
+        libvirt: Some(libvirt),
+        deliveries,
+        _identity: Some(identity),
+    })
+}
+
+/// `host`'s part of the configuration. On a remote host an instance's
+/// `kernel` and `initrd` (files on this machine) become paths under the
+/// host's state dir, named by their content
+/// (`<state>/<stack>/boot/<sha256 prefix>-<name>`), delivered by the step
+/// that defines the domain; a changed file is a new path, so the plan
+/// shows it.
+fn part_of(cfg: &Configuration, host: Option<&str>, state_dir: &std::path::Path) -> Result<(Configuration, Deliveries), String> {
+    let mut part = cfg.on_host(host);
+    let mut deliveries = BTreeMap::new();
+    if host.is_none() {
+        return Ok((part, deliveries));
+    }
+    let mut hashes: BTreeMap<String, String> = BTreeMap::new();
+    for r in &mut part.resources {
+        let addr = r.address.to_string();
+        if let crate::model::Spec::Instance(i) = &mut r.spec {
+            for f in [&mut i.kernel, &mut i.initrd].into_iter().flatten() {
+                let local = PathBuf::from(&*f);
+                let sha = match hashes.get(&*f) {
+                    Some(h) => h.clone(),
+                    None => {
+                        let h = Executor::Local.sha256(&local).map_err(|e| format!("{addr} boots {}, which this machine must deliver to {}: {}", local.display(), host.unwrap_or(""), e.message))?;
+                        hashes.insert(f.clone(), h.clone());
+                        h
+                    }
+                };
+                let name = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "boot".into());
+                let there = state_dir.join(&cfg.stack).join("boot").join(format!("{}-{name}", &sha[..16.min(sha.len())]));
+                *f = there.to_string_lossy().into_owned();
+                deliveries.insert(there, (local, sha));
+            }
+        }
+    }
+    Ok((part, deliveries))
+}
+
+/// Each member's part again, from `cfg` as it is now (after
+/// `keep_names`, which needs the observation).
+pub(super) fn repart(cfg: &Configuration, members: &mut [Member]) -> Result<(), ExitCode> {
+    for m in members.iter_mut() {
+        let (part, deliveries) = part_of(cfg, m.host.as_deref(), &m.state_dir).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        })?;
+        m.cfg = part;
+        m.deliveries = deliveries;
+    }
+    Ok(())
+}
+
+/// Observes every member at once: this machine as a single-host run does
+/// (`remember`: record image hashes, as applies do), each remote host
+/// through its executor (its libvirt, links, OVS, state dir and firmware).
+/// The stack's records (names, pending waits, the image hashes) are this
+/// machine's and shared by all.
+/// `local`: this machine's observation when already made (a plan reads it
+/// while the configuration loads).
+pub(super) fn observe_all(g: &Global, cfg: &Configuration, members: &mut [Member], remember: bool, local: Option<Observed>) -> Result<(), ExitCode> {
+    let have_local = local.is_some();
+    let results: Vec<Result<Observed, Failed>> = std::thread::scope(|s| {
+        let handles: Vec<_> = members
+            .iter()
+            .map(|m| {
+                s.spawn(move || -> Result<Observed, Failed> {
+                    if m.host.is_none() && have_local {
+                        return Ok(Observed::default());
+                    }
+                    let fail = |what: &'static str| move |error: HostError| Failed { host: m.host.clone().unwrap_or_else(|| "this machine".into()), uri: m.label.clone(), what, error };
+                    let Some(libvirt) = &m.libvirt else {
+                        return Err(fail("read it")(HostError::new("read", &m.label, "not connected")));
+                    };
+                    if m.host.is_none() {
+                        return observe::observe(&IpLinks::local(), libvirt, &Vsctl::default(), cfg, &g.state_dir, remember).map_err(fail("read it"));
+                    }
+                    let mut o = observe::observe_host(&IpLinks::on(&m.exec), libvirt, &Vsctl::on(&m.exec)).map_err(fail("read it"))?;
+                    o.files = observe::scan_files_on(&m.exec, &cfg.stack, &m.state_dir).map_err(fail("read its state dir"))?;
+                    // OVMF is looked for on the host that boots the guest.
+                    o.firmware = observe::firmware_files_on(&m.exec);
+                    Ok(o)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|j| j.join().unwrap_or_else(|_| Err(Failed { host: "?".into(), uri: String::new(), what: "read", error: HostError::new("read", "host", "the reading thread panicked") }))).collect()
+    });
+    let mut failed = false;
+    let mut local = local;
+    for (m, r) in members.iter_mut().zip(results) {
+        match r {
+            Ok(o) => m.observed = if m.host.is_none() { local.take().unwrap_or(o) } else { o },
+            Err(f) => {
+                failed = true;
+                f.report();
+            }
+        }
+    }
+    if failed {
+        eprintln!("note: nothing was changed on any host");
+        return Err(ExitCode::from(1));
+    }
+    let first = &members[0].observed;
+    let (hashes, pending, names) = (first.source_hashes.clone(), first.pending_waits.clone(), first.names.clone());
+    for m in members.iter_mut().skip(1) {
+        m.observed.source_hashes = hashes.clone();
+        m.observed.pending_waits = pending.clone();
+        m.observed.names = names.clone();
+    }
+    Ok(())
+}
+
+/// What a remote host cannot do yet, as errors naming the instance: its
+/// guests are reachable from that host only, so waits that connect to the
+/// guest (ssh, cloud_init, tcp) are refused; imports are of this machine's
+/// objects only.
+pub(super) fn unsupported(cfg: &Configuration, members: &[Member]) -> Vec<String> {
+    let mut errs = Vec::new();
+    for m in members.iter().filter(|m| m.host.is_some()) {
+        let host = m.host.as_deref().unwrap_or("");
+        for r in &m.cfg.resources {
+            if let crate::model::Spec::Instance(i) = &r.spec
+                && let Some(w) = &i.wait_for
+            {
+                for (on, what) in [(w.ssh, "ssh"), (w.cloud_init, "cloud_init"), (w.tcp.is_some(), "tcp")] {
+                    if on {
+                        errs.push(format!(
+                            "{}: wait_for {{ {what} }} on an instance on {host} is not supported yet: virtform reaches guests from this machine, and {host}'s guests are on its own networks; wait for `console`, `lease` or `agent` instead",
+                            r.address
+                        ));
+                    }
+                }
+            }
+        }
+        for i in &cfg.imports {
+            if cfg.placement.host_of(&i.to.to_string()) == Some(host) {
+                errs.push(format!("{}: import on {host} is not supported yet: imports are of this machine's objects", i.to));
+            }
+        }
+    }
+    errs
+}
+
+/// Each member's plan.
+pub(super) fn plans(members: &[Member], destroy: bool, replace: &[String], targets: &[String], fingerprint: bool) -> Vec<Plan> {
+    members
+        .iter()
+        .map(|m| plan::plan(&m.cfg, &m.observed, &PlanOptions { destroy, replace: replace.to_vec(), state_dir: m.state_dir.clone(), kvm_usable: m.kvm, targets: targets.to_vec(), fingerprint }))
+        .collect()
+}
+
+/// The plan text: each host's part under its name (a host with nothing of
+/// the stack and nothing to do is one line), then the fleet's totals.
+pub(super) fn text(members: &[Member], plans: &[Plan], color: bool) -> String {
+    let bold = if color { "\x1b[1m" } else { "" };
+    let reset = if color { "\x1b[0m" } else { "" };
+    let mut out = String::new();
+    let mut total = Plan::default();
+    for (m, p) in members.iter().zip(plans) {
+        let idle = p.changes.is_empty() && p.errors.is_empty() && p.conflicts.is_empty() && p.data.is_empty();
+        if idle {
+            out.push_str(&format!("{bold}On {}{reset}: nothing of this stack, nothing to do.\n\n", m.label));
+            continue;
+        }
+        out.push_str(&format!("{bold}On {}{reset}:\n\n", m.label));
+        out.push_str(&render::text(p, color));
+        out.push('\n');
+        total.changes.extend(p.changes.iter().cloned());
+    }
+    out.push_str(&format!("Fleet of {} hosts: {}\n", members.len(), total.summary()));
+    out
+}
+
+/// The plan as JSON: one entry per host.
+pub(super) fn json(members: &[Member], plans: &[Plan]) -> serde_json::Value {
+    serde_json::json!({
+        "hosts": members.iter().zip(plans).map(|(m, p)| serde_json::json!({
+            "host": m.host,
+            "label": m.label,
+            "plan": render::to_json(p),
+        })).collect::<Vec<_>>()
+    })
+}
+
+/// Takes the stack's lock on every remote member (`<state>/<stack>/.lock`
+/// there), waiting while another run holds one. This machine's lock is
+/// the caller's (`lock_stack`), taken first.
+pub(super) fn lock_remote(cfg: &Configuration, members: &[Member]) -> Result<Vec<HeldLock>, ExitCode> {
+    let mut locks = Vec::new();
+    for m in members.iter().filter(|m| m.host.is_some()) {
+        let dir = m.state_dir.join(&cfg.stack);
+        let path = dir.join(".lock");
+        let fail = |e: HostError| {
+            eprintln!("error: {}: cannot take the stack lock {}: {e}", m.label, path.display());
+            ExitCode::from(1)
+        };
+        let created = m.exec.stat(&dir).map_err(fail)?.is_none();
+        m.exec.mkdir_all(&dir, 0o755).map_err(fail)?;
+        let mut said = false;
+        loop {
+            match m.exec.try_lock(&path).map_err(fail)? {
+                Some(l) => {
+                    locks.push(HeldLock { lock: Some(l), exec: m.exec.clone(), path, dir, created });
+                    break;
+                }
+                None => {
+                    if !said {
+                        eprintln!("waiting for the lock of stack \"{}\" on {} ({}): another virtform run holds it", cfg.stack, m.label, path.display());
+                        said = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
+    }
+    Ok(locks)
+}
+
+/// A stack lock held on a remote host. Dropped, it removes its lock file
+/// (still holding the lock, as `lock_stack` does here) and the stack
+/// directory when this run created it and it is empty, then releases the
+/// lock: a refused or failed run leaves the host's state dir as it was.
+pub(super) struct HeldLock {
+    lock: Option<crate::host::exec::RemoteLock>,
+    exec: Executor,
+    path: PathBuf,
+    dir: PathBuf,
+    created: bool,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.exec.remove_file(&self.path);
+        if self.created {
+            let argv = [std::ffi::OsStr::new("rmdir"), std::ffi::OsStr::new("--ignore-fail-on-non-empty"), self.dir.as_os_str()];
+            let _ = self.exec.output("remove the stack directory", &self.dir.display().to_string(), &argv, crate::host::exec::Input::None);
+        }
+        drop(self.lock.take());
+    }
+}
+
+/// After a complete destroy: the stack's directory on each remote host,
+/// as `engine::remove_stack_dir` does here (leftover logs, seeds,
+/// delivered boot files, UEFI stores; empty directories; the lock).
+pub(super) fn remove_remote_stack_dirs(cfg: &Configuration, members: &[Member]) {
+    use std::ffi::OsStr;
+    for m in members.iter().filter(|m| m.host.is_some()) {
+        let dir = m.state_dir.join(&cfg.stack);
+        let subs: Vec<PathBuf> = ["console", "seeds", "nvram", "boot", "waits"].iter().map(|s| dir.join(s)).collect();
+        let present: Vec<&PathBuf> = subs.iter().filter(|d| matches!(m.exec.stat(d), Ok(Some(_)))).collect();
+        if !present.is_empty() {
+            let mut argv: Vec<&OsStr> = vec![OsStr::new("find")];
+            argv.extend(present.iter().map(|p| p.as_os_str()));
+            argv.extend(["-type", "f", "-delete"].map(OsStr::new));
+            let _ = m.exec.output("remove the stack's files", &dir.display().to_string(), &argv, crate::host::exec::Input::None);
+        }
+        let mut argv: Vec<&OsStr> = vec![OsStr::new("rmdir"), OsStr::new("--ignore-fail-on-non-empty")];
+        let all: Vec<PathBuf> = ["disks", "volumes", "console", "seeds", "nvram", "boot", "waits"].iter().map(|s| dir.join(s)).collect();
+        let existing: Vec<&PathBuf> = all.iter().filter(|d| matches!(m.exec.stat(d), Ok(Some(_)))).collect();
+        argv.extend(existing.iter().map(|p| p.as_os_str()));
+        if !existing.is_empty() {
+            let _ = m.exec.output("remove the stack's directories", &dir.display().to_string(), &argv, crate::host::exec::Input::None);
+        }
+        let _ = m.exec.remove_file(&dir.join(".lock"));
+        let argv = [OsStr::new("rmdir"), OsStr::new("--ignore-fail-on-non-empty"), dir.as_os_str()];
+        let _ = m.exec.output("remove the stack's directory", &dir.display().to_string(), &argv, crate::host::exec::Input::None);
+    }
+}
+
+/// The step DAG of every member's plan, one DAG: each member's steps on
+/// its own executor and libvirt connection (taken from the member).
+pub(super) fn lower_all(g: &Global, a: &super::plan::ApplyArgs, members: &mut [Member], plans: &[Plan]) -> crate::apply::dag::Dag<crate::apply::engine::HostStep> {
+    use crate::apply::engine::{self, Env};
+    let mut dag = crate::apply::dag::Dag::new();
+    for (m, p) in members.iter_mut().zip(plans) {
+        let Some(libvirt) = m.libvirt.take() else { continue };
+        let local = m.host.is_none();
+        let env = std::sync::Arc::new(Env {
+            links: if local { Box::new(IpLinks::local()) } else { Box::new(IpLinks::on(&m.exec)) },
+            libvirt: Box::new(libvirt),
+            ovs: if local { Box::new(Vsctl::default()) } else { Box::new(Vsctl::on(&m.exec)) },
+            state_dir: m.state_dir.clone(),
+            exec: m.exec.clone(),
+            records: g.state_dir.clone(),
+            deliveries: std::mem::take(&mut m.deliveries),
+            shutdown_timeout: std::time::Duration::from_secs(a.shutdown_timeout),
+            detach_timeout: std::time::Duration::from_secs(a.detach_timeout),
+        });
+        dag.append(engine::lower(p, &m.cfg, env, m.kvm, &m.observed.source_hashes));
+    }
+    dag
+}

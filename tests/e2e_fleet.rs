@@ -1,0 +1,209 @@
+//! Many hosts, one plan (issue 17, items 1-3 and 7 in part), on the
+//! three-host lab (`scripts/lab up`; scripts/test brings it up): `host`
+//! blocks, instances placed on two lab hosts with their disks, ports and
+//! networks, the image and the kernel delivered to each, one apply over
+//! SSH, a converged plan, destroy leaving nothing on any host; a host key
+//! mismatch and an unreachable host refused before anything runs.
+//!
+//! These tests FAIL (never skip) when the lab is down.
+
+mod support;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::*;
+use virtform::host::exec::{Executor, Input, SshTarget};
+
+const LAB_HINT: &str = "run scripts/lab up (scripts/test does)";
+
+fn lab_dir() -> PathBuf {
+    std::env::var_os("VIRTFORM_LAB_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/virtform-lab"))
+}
+
+fn lab(host: &str) -> Executor {
+    let dir = lab_dir();
+    for f in ["id_ed25519", "known_hosts"] {
+        assert!(dir.join(f).is_file(), "{} is missing: the lab is down; {LAB_HINT}", dir.join(f).display());
+    }
+    let addr = match host {
+        "vflab-a" => "10.99.0.11",
+        "vflab-b" => "10.99.0.12",
+        _ => "10.99.0.13",
+    };
+    let t = SshTarget::from_libvirt_uri(host, &format!("qemu+ssh://root@{addr}/system"), dir.join("id_ed25519"), dir.join("known_hosts")).unwrap();
+    Executor::ssh(t).unwrap_or_else(|e| panic!("cannot reach lab host {host}: {e}\n{LAB_HINT}"))
+}
+
+fn sh(x: &Executor, argv: &[&str]) -> String {
+    let a: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
+    let o = x.output("test", argv[0], &a, Input::None).unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+fn hosts_hcl(known_hosts: &Path) -> String {
+    let dir = lab_dir();
+    let key = dir.join("id_ed25519");
+    let mut s = String::new();
+    for (h, ip) in [("a", "10.99.0.11"), ("b", "10.99.0.12"), ("c", "10.99.0.13")] {
+        s.push_str(&format!(
+            "host \"{h}\" {{\n  uri         = \"qemu+ssh://root@{ip}/system\"\n  private_key = file(\"{}\")\n  known_hosts = \"{}\"\n}}\n",
+            key.display(),
+            known_hosts.display()
+        ));
+    }
+    s
+}
+
+fn fleet_hcl(pid: u32) -> String {
+    format!(
+        r#"{hosts}
+variable "assets" {{ type = string }}
+locals {{
+  placed = {{ a = host.a, b = host.b }}
+}}
+network "lan" {{
+  for_each = local.placed
+  host     = each.value
+  bridge   = "vffl{pid}${{each.key}}"
+  address  = "10.61.0.1/24"
+}}
+image "tiny" {{ source = "${{var.assets}}/tiny.qcow2" }}
+disk "root" {{
+  for_each = local.placed
+  image    = image.tiny
+}}
+port "eth0" {{
+  for_each = local.placed
+  network  = network.lan[each.key]
+  ip       = "10.61.0.10"
+}}
+instance "web" {{
+  for_each = local.placed
+  host     = each.value
+  memory   = "128M"
+  kernel   = "${{var.assets}}/vmlinuz"
+  initrd   = "${{var.assets}}/initrd.gz"
+  cmdline  = "console=ttyS0"
+  disks    = [disk.root[each.key]]
+  ports    = [port.eth0[each.key]]
+  wait_for {{
+    console = "VF-READY"
+    timeout = "300s"
+  }}
+}}
+output "hosts" {{ value = {{ for k, h in local.placed : k => h.tunnel_ip }} }}
+"#,
+        hosts = hosts_hcl(&lab_dir().join("known_hosts"))
+    )
+}
+
+#[test]
+fn a_fleet_over_the_lab_applies_converges_and_is_destroyed_leaving_nothing() {
+    let s = VfStack::new("a_fleet_over_the_lab_applies_converges_and_is_destroyed_leaving_nothing", "fl");
+    let pid = std::process::id();
+    let (a, b, c) = (lab("vflab-a"), lab("vflab-b"), lab("vflab-c"));
+    s.write(&fleet_hcl(pid));
+    let tiny = run("sha256sum", &[assets_dir().join("tiny.qcow2").to_str().unwrap()]);
+    let tiny_sha = tiny.stdout.split_whitespace().next().unwrap_or_default().to_string();
+    let tiny_sha = tiny_sha.as_str();
+
+    // The plan names each host and what goes there; this machine gets nothing.
+    let plan = s.vf(&["plan"]);
+    assert!(plan.ok(), "{}", plan.show());
+    for want in ["On host.a (root@10.99.0.11):", "On host.b (root@10.99.0.12):", "On host.c (root@10.99.0.13): nothing of this stack", "On this machine: nothing of this stack", "Fleet of 4 hosts: Plan: 8 to add"] {
+        assert!(plan.stdout.contains(want), "missing {want:?} in:\n{}", plan.show());
+    }
+
+    let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(600));
+    assert!(out.ok() && out.stdout.contains("Apply complete"), "{}", out.show());
+    assert!(out.stdout.contains(&format!("define domain {}-web-a on host.a", s.stack)), "{}", out.show());
+    // Each guest runs on its host, booted from the delivered kernel.
+    for (x, key, other) in [(&a, "a", &b), (&b, "b", &a)] {
+        let dom = format!("{}-web-{key}", s.stack);
+        assert!(sh(x, &["virsh", "-c", "qemu:///system", "domstate", &dom]).contains("running"), "{dom} is not running on vflab-{key}");
+        assert!(!sh(other, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).contains(&dom), "{dom} is on the other host too");
+        let log = format!("/var/lib/virtform/{}/console/web@{key}.log", s.stack);
+        assert!(sh(x, &["cat", &log]).contains("VF-READY"), "no VF-READY in {log} on vflab-{key}");
+        let boot = sh(x, &["ls", &format!("/var/lib/virtform/{}/boot", s.stack)]);
+        assert!(boot.contains("-vmlinuz") && boot.contains("-initrd.gz"), "boot files on vflab-{key}: {boot}");
+        let images = sh(x, &["ls", "-a", "/var/lib/virtform/images"]);
+        assert!(images.lines().any(|l| l == tiny_sha), "the image's copy on vflab-{key}: {images}");
+        assert!(!images.contains(".part"), "a partial copy on vflab-{key}: {images}");
+        assert!(sh(x, &["ip", "-br", "link", "show", &format!("vffl{pid}{key}")]).contains("UP"), "bridge on vflab-{key}");
+    }
+    // Nothing on host c or on this machine.
+    assert!(!sh(&c, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).contains(&s.stack));
+    assert!(!domain_exists(&format!("{}-web-a", s.stack)) && !link_exists(&format!("vffl{pid}a")), "objects on this machine");
+    assert!(out.stdout.contains("10.99.0.11"), "outputs: {}", out.show());
+
+    // Converged: nothing to do anywhere.
+    let again = s.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, Some(0), "not converged:\n{}", again.show());
+
+    // Destroy: nothing left on any host but the image cache.
+    let d = s.vf(&["destroy", "--auto-approve"]);
+    assert!(d.ok() && d.stdout.contains("Destroy complete"), "{}", d.show());
+    for (x, key) in [(&a, "a"), (&b, "b")] {
+        assert!(!sh(x, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).contains(&s.stack), "domain left on vflab-{key}");
+        assert!(!sh(x, &["ip", "-br", "link"]).contains(&format!("vffl{pid}")), "bridge left on vflab-{key}");
+        assert!(sh(x, &["ls", "-a", "/var/lib/virtform"]).lines().all(|l| l != s.stack), "stack dir left on vflab-{key}");
+        // The image cache outlives destroy by design; this test's copy goes.
+        assert!(sh(x, &["ls", "/var/lib/virtform/images"]).lines().any(|l| l == tiny_sha), "the cache copy on vflab-{key} went with destroy");
+        let _ = sh(x, &["rm", "-f", "--", &format!("/var/lib/virtform/images/{tiny_sha}")]);
+    }
+}
+
+#[test]
+fn a_host_key_mismatch_and_an_unreachable_host_are_refused_before_anything_runs() {
+    let s = VfStack::new("a_host_key_mismatch_and_an_unreachable_host_are_refused_before_anything_runs", "flk");
+    let a = lab("vflab-a");
+    let before = sh(&a, &["ip", "-br", "link"]);
+    // A known_hosts with another key for 10.99.0.11.
+    let kdir = tempdir("vf-flk-keys-");
+    let k = kdir.path().join("k");
+    let keygen = run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", k.to_str().unwrap()]);
+    assert!(keygen.ok(), "{}", keygen.show());
+    let public = std::fs::read_to_string(k.with_extension("pub")).unwrap();
+    let wrong = kdir.path().join("known_hosts");
+    let mut line = public.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    line.insert_str(0, "10.99.0.11 ");
+    std::fs::write(&wrong, line + "\n").unwrap();
+    let key = lab_dir().join("id_ed25519");
+    s.write(&format!(
+        r#"
+variable "assets" {{ type = string }}
+host "a" {{
+  uri         = "qemu+ssh://root@10.99.0.11/system"
+  private_key = file("{key}")
+  known_hosts = "{wrong}"
+}}
+host "gone" {{
+  uri         = "qemu+ssh://root@10.99.0.13:2/system"
+  private_key = file("{key}")
+  known_hosts = "{kh}"
+}}
+network "lan" {{
+  host   = host.a
+  bridge = "vfflk{pid}"
+}}
+"#,
+        key = key.display(),
+        wrong = wrong.display(),
+        kh = lab_dir().join("known_hosts").display(),
+        pid = std::process::id()
+    ));
+    for cmd in [&["plan"][..], &["apply", "--auto-approve"][..]] {
+        let out = s.vf(cmd);
+        assert_eq!(out.code, Some(1), "{cmd:?}: {}", out.show());
+        let e = &out.stderr;
+        assert!(e.contains("host.a (qemu+ssh://root@10.99.0.11/system): cannot connect over SSH"), "{cmd:?}: {}", out.show());
+        assert!(e.contains(&wrong.display().to_string()) || e.to_lowercase().contains("host key"), "{cmd:?}: names the key problem: {}", out.show());
+        assert!(e.contains("host.gone (qemu+ssh://root@10.99.0.13:2/system): cannot connect over SSH"), "{cmd:?}: {}", out.show());
+        assert!(e.contains("nothing was planned or changed on any host"), "{cmd:?}: {}", out.show());
+        assert!(!e.contains("BEGIN OPENSSH"), "{e}");
+    }
+    assert_eq!(sh(&a, &["ip", "-br", "link"]), before, "something changed on vflab-a");
+    // The stack's teardown (VfStack's drop) acts on this machine's markers alone.
+    std::fs::remove_file(s.cfg.path().join("main.vf.hcl")).unwrap();
+}
