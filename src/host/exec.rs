@@ -535,9 +535,10 @@ impl SshSession {
             args.push(a.into());
         }
         args.push(t.destination().into());
-        // The script is a constant; the path is one quoted argument.
+        // No shell: `cat` runs under the lock and echoes the line written
+        // to it, which says the lock is held; it then waits on our pipe.
         let s = OsStr::new;
-        let argv: [&OsStr; 8] = [s("flock"), s("-n"), s("-E"), s("75"), path.as_os_str(), s("sh"), s("-c"), s("echo locked && exec cat")];
+        let argv: [&OsStr; 6] = [s("flock"), s("-n"), s("-E"), s("75"), path.as_os_str(), s("cat")];
         args.push(OsString::from_vec(command_line(&argv)));
         let op = format!("lock on {}", t.name);
         let mut child = Command::new("ssh")
@@ -548,6 +549,10 @@ impl SshSession {
             .spawn()
             .map_err(|e| HostError::new(op.clone(), path.display().to_string(), format!("cannot run ssh: {e}")))?;
         let mut line = String::new();
+        if let Some(input) = child.stdin.as_mut() {
+            // A write to a flock that exited (busy) fails: read its status below.
+            let _ = input.write_all(b"locked\n").and_then(|()| input.flush());
+        }
         if let Some(out) = child.stdout.as_mut() {
             let _ = std::io::BufReader::new(out).read_line(&mut line);
         }
