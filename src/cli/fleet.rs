@@ -57,6 +57,19 @@ struct Failed {
     error: HostError,
 }
 
+/// Every host's result, or each failure reported by host and `note`.
+fn all_or_report<T>(results: Vec<Result<T, Failed>>, note: &str) -> Result<Vec<T>, ExitCode> {
+    let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    if failed.is_empty() {
+        return Ok(ok.into_iter().filter_map(Result::ok).collect());
+    }
+    for f in failed.into_iter().filter_map(Result::err) {
+        f.report();
+    }
+    eprintln!("note: {note}");
+    Err(ExitCode::from(1))
+}
+
 impl Failed {
     fn report(&self) {
         eprintln!("error: {} ({}): cannot {}: {}", self.host, self.uri, self.what, self.error);
@@ -113,20 +126,7 @@ pub(super) fn connect(g: &Global, cfg: &Configuration, local: VirtLibvirt, local
             })
             .collect()
     });
-    let mut failed = false;
-    for r in results {
-        match r {
-            Ok(m) => out.push(m),
-            Err(f) => {
-                failed = true;
-                f.report();
-            }
-        }
-    }
-    if failed {
-        eprintln!("note: nothing was planned or changed on any host");
-        return Err(ExitCode::from(1));
-    }
+    out.extend(all_or_report(results, "nothing was planned or changed on any host")?);
     Ok(out)
 }
 
@@ -242,20 +242,9 @@ pub(super) fn observe_all(g: &Global, cfg: &Configuration, members: &mut [Member
             .collect();
         handles.into_iter().map(|j| j.join().unwrap_or_else(|_| Err(Failed { host: "?".into(), uri: String::new(), what: "read", error: HostError::new("read", "host", "the reading thread panicked") }))).collect()
     });
-    let mut failed = false;
     let mut local = local;
-    for (m, r) in members.iter_mut().zip(results) {
-        match r {
-            Ok(o) => m.observed = if m.host.is_none() { local.take().unwrap_or(o) } else { o },
-            Err(f) => {
-                failed = true;
-                f.report();
-            }
-        }
-    }
-    if failed {
-        eprintln!("note: nothing was changed on any host");
-        return Err(ExitCode::from(1));
+    for (m, o) in members.iter_mut().zip(all_or_report(results, "nothing was changed on any host")?) {
+        m.observed = if m.host.is_none() { local.take().unwrap_or(o) } else { o };
     }
     let first = &members[0].observed;
     let (hashes, pending, names) = (first.source_hashes.clone(), first.pending_waits.clone(), first.names.clone());

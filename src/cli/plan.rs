@@ -394,8 +394,13 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
         return c;
     }
     // Moves are this machine's record (see the README, "Many hosts").
+    // The parts are taken again only when the moves renamed something
+    // (it hashes the boot files once more).
+    let names = cfg.names.clone();
     crate::plan::moved::keep_names(&mut cfg, &members[0].observed, &g.state_dir);
-    if let Err(c) = fleet::repart(&cfg, &mut members) {
+    if cfg.names != names
+        && let Err(c) = fleet::repart(&cfg, &mut members)
+    {
         return c;
     }
     let unsupported = fleet::unsupported(&cfg, &members);
