@@ -3,7 +3,9 @@
 //! blocks, instances placed on two lab hosts with their disks, ports and
 //! networks, the image and the kernel delivered to each, one apply over
 //! SSH, a converged plan, destroy leaving nothing on any host; a host key
-//! mismatch and an unreachable host refused before anything runs.
+//! mismatch and an unreachable host refused before anything runs; an
+//! overlay network (item 4) joining guests on two hosts, grown to a third
+//! host and shrunk again without touching the guests.
 //!
 //! These tests FAIL (never skip) when the lab is down.
 
@@ -16,6 +18,14 @@ use support::*;
 use virtform::host::exec::{Executor, Input, SshTarget};
 
 const LAB_HINT: &str = "run scripts/lab up (scripts/test does)";
+
+/// The tests that put guests and images on the lab run one at a time: each
+/// counts the image copies its plan makes and removes its cache copies.
+static LAB_GUESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lab_guests() -> std::sync::MutexGuard<'static, ()> {
+    LAB_GUESTS.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn lab_dir() -> PathBuf {
     std::env::var_os("VIRTFORM_LAB_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/virtform-lab"))
@@ -100,6 +110,7 @@ output "hosts" {{ value = {{ for k, h in local.placed : k => h.tunnel_ip }} }}
 
 #[test]
 fn a_fleet_over_the_lab_applies_converges_and_is_destroyed_leaving_nothing() {
+    let _one = lab_guests();
     let s = VfStack::new("a_fleet_over_the_lab_applies_converges_and_is_destroyed_leaving_nothing", "fl");
     let pid = std::process::id();
     let (a, b, c) = (lab("vflab-a"), lab("vflab-b"), lab("vflab-c"));
@@ -206,4 +217,144 @@ network "lan" {{
     assert_eq!(sh(&a, &["ip", "-br", "link"]), before, "something changed on vflab-a");
     // The stack's teardown (VfStack's drop) acts on this machine's markers alone.
     std::fs::remove_file(s.cfg.path().join("main.vf.hcl")).unwrap();
+}
+
+/// An overlay over `hosts` with a tiny guest on host.a and host.b, each
+/// pinging the other's overlay address.
+fn overlay_hcl(vni: u32, hosts: &str) -> String {
+    format!(
+        r#"{all}
+variable "assets" {{ type = string }}
+network "tenant" {{
+  type   = "overlay"
+  hosts  = [{hosts}]
+  vni    = {vni}
+  subnet = "10.60.0.0/24"
+}}
+locals {{
+  placed = {{
+    a = {{ host = host.a, ip = "10.60.0.11", peer = "10.60.0.12" }}
+    b = {{ host = host.b, ip = "10.60.0.12", peer = "10.60.0.11" }}
+  }}
+}}
+image "tiny" {{ source = "${{var.assets}}/tiny.qcow2" }}
+disk "root" {{
+  for_each = local.placed
+  image    = image.tiny
+}}
+port "eth0" {{
+  for_each = local.placed
+  network  = network.tenant
+  ip       = each.value.ip
+}}
+instance "web" {{
+  for_each = local.placed
+  host     = each.value.host
+  memory   = "128M"
+  kernel   = "${{var.assets}}/vmlinuz"
+  initrd   = "${{var.assets}}/initrd.gz"
+  cmdline  = "console=ttyS0 vf.ip=${{each.value.ip}}/24 vf.ping=${{each.value.peer}} vf.pingwait=120"
+  disks    = [disk.root[each.key]]
+  ports    = [port.eth0[each.key]]
+  wait_for {{
+    console = "VF-READY"
+    timeout = "300s"
+  }}
+}}
+"#,
+        all = hosts_hcl(&lab_dir().join("known_hosts"))
+    )
+}
+
+/// The destinations of a VXLAN device's flood entries on a lab host, sorted.
+fn peers(x: &Executor, dev: &str) -> Vec<String> {
+    let mut p: Vec<String> = sh(x, &["bridge", "fdb", "show", "dev", dev])
+        .lines()
+        .filter(|l| l.starts_with("00:00:00:00:00:00 dst "))
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    p.sort();
+    p
+}
+
+#[test]
+fn an_overlay_joins_guests_on_two_hosts_and_a_third_host_changes_only_its_tunnels() {
+    let _one = lab_guests();
+    let s = VfStack::new("an_overlay_joins_guests_on_two_hosts_and_a_third_host_changes_only_its_tunnels", "fov");
+    let (a, b, c) = (lab("vflab-a"), lab("vflab-b"), lab("vflab-c"));
+    let vni = 6000 + std::process::id() % 1000;
+    let vx = format!("vx{vni}");
+    s.write(&overlay_hcl(vni, "host.a, host.b"));
+    let plan = s.vf(&["plan"]);
+    assert!(plan.ok(), "{}", plan.show());
+    assert!(plan.stdout.contains("+ tunnel = {\"local\":\"10.99.0.11\",\"peers\":[\"10.99.0.12\"]}"), "host.a's tunnel in the plan:\n{}", plan.show());
+    let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(600));
+    assert!(out.ok() && out.stdout.contains("Apply complete"), "{}", out.show());
+    assert!(out.stdout.contains(&format!("create overlay bridge {}", "vf")) && out.stdout.contains(&format!("with tunnel {vx} (VNI {vni}) on host.a")), "{}", out.show());
+
+    // One L2 segment: each guest pings the other across the underlay.
+    for (x, key, peer) in [(&a, "a", "10.60.0.12"), (&b, "b", "10.60.0.11")] {
+        let log = format!("/var/lib/virtform/{}/console/web@{key}.log", s.stack);
+        let want = format!("VF-PING {peer} ok");
+        let deadline = std::time::Instant::now() + Duration::from_secs(150);
+        let mut console = String::new();
+        while std::time::Instant::now() < deadline {
+            console = sh(x, &["cat", &log]);
+            if console.contains(&want) || console.contains(&format!("VF-PING {peer} fail")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        assert!(console.contains(&want), "the guest on vflab-{key} could not ping {peer} over the overlay:\n{console}");
+        // The tunnel: VNI, local address, the other host as its one flood entry, MTU lowered.
+        let link = sh(x, &["ip", "-d", "link", "show", &vx]);
+        let local = if key == "a" { "10.99.0.11" } else { "10.99.0.12" };
+        assert!(link.contains(&format!("vxlan id {vni} local {local}")) && link.contains("mtu 1450") && link.contains("master vf"), "{vx} on vflab-{key}: {link}");
+        let other = if key == "a" { "10.99.0.12" } else { "10.99.0.11" };
+        assert_eq!(peers(x, &vx), [other], "flood entries on vflab-{key}");
+        // The guest's NIC gets the overlay's MTU.
+        let xml = sh(x, &["virsh", "-c", "qemu:///system", "dumpxml", &format!("{}-web-{key}", s.stack)]);
+        assert!(xml.contains("<mtu size='1450'/>"), "no MTU on the NIC of the guest on vflab-{key}:\n{xml}");
+    }
+    assert!(!sh(&c, &["ip", "-br", "link"]).contains(&vx), "a tunnel on vflab-c, which the overlay does not span");
+    let again = s.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, Some(0), "not converged:\n{}", again.show());
+
+    // A third host: it gets the overlay; the other two get one flood entry each; no guest is touched.
+    let ids = |x: &Executor, key: &str| sh(x, &["virsh", "-c", "qemu:///system", "domid", &format!("{}-web-{key}", s.stack)]);
+    let (id_a, id_b) = (ids(&a, "a"), ids(&b, "b"));
+    s.write(&overlay_hcl(vni, "host.a, host.b, host.c"));
+    let plan = s.vf(&["plan"]);
+    assert!(plan.ok(), "{}", plan.show());
+    for want in ["~ peers = \"10.99.0.12\" -> \"10.99.0.12, 10.99.0.13\"", "~ peers = \"10.99.0.11\" -> \"10.99.0.11, 10.99.0.13\"", "Fleet of 4 hosts: Plan: 1 to add, 2 to change, 0 to destroy"] {
+        assert!(plan.stdout.contains(want), "missing {want:?} in:\n{}", plan.show());
+    }
+    let out = s.vf(&["apply", "--auto-approve"]);
+    assert!(out.ok(), "{}", out.show());
+    assert_eq!(peers(&a, &vx), ["10.99.0.12", "10.99.0.13"]);
+    assert_eq!(peers(&b, &vx), ["10.99.0.11", "10.99.0.13"]);
+    assert_eq!(peers(&c, &vx), ["10.99.0.11", "10.99.0.12"]);
+    assert_eq!((ids(&a, "a"), ids(&b, "b")), (id_a.clone(), id_b.clone()), "a guest was restarted");
+
+    // And out again: host.c's tunnel goes, the others lose one entry.
+    s.write(&overlay_hcl(vni, "host.a, host.b"));
+    let out = s.vf(&["apply", "--auto-approve"]);
+    assert!(out.ok() && out.stdout.contains(&format!("delete overlay {vx} and vf")) && out.stdout.contains("on host.c"), "{}", out.show());
+    assert!(!sh(&c, &["ip", "-br", "link"]).contains(&vx), "the tunnel is left on vflab-c");
+    assert_eq!(peers(&a, &vx), ["10.99.0.12"]);
+    assert_eq!((ids(&a, "a"), ids(&b, "b")), (id_a, id_b), "a guest was restarted");
+
+    let d = s.vf(&["destroy", "--auto-approve"]);
+    assert!(d.ok() && d.stdout.contains("Destroy complete"), "{}", d.show());
+    for (x, key) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        let links = sh(x, &["ip", "-br", "link"]);
+        assert!(!links.contains(&vx) && !links.contains("-tenant"), "links left on vflab-{key}: {links}");
+        assert!(!sh(x, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).contains(&s.stack), "domain left on vflab-{key}");
+    }
+    // The image cache outlives destroy by design; this test's copies go.
+    let tiny = run("sha256sum", &[assets_dir().join("tiny.qcow2").to_str().unwrap()]);
+    let sha = tiny.stdout.split_whitespace().next().unwrap_or_default().to_string();
+    for x in [&a, &b] {
+        let _ = sh(x, &["rm", "-f", "--", &format!("/var/lib/virtform/images/{sha}")]);
+    }
 }

@@ -268,3 +268,146 @@ instance "v" {{
         assert!(p.changes.is_empty() && p.errors.is_empty(), "{h:?}: {p:#?}");
     }
 }
+
+const OVERLAY: &str = r#"
+host "c" {
+  uri         = "qemu+ssh://root@10.99.0.13/system"
+  private_key = file("${path.module}/lab/id_ed25519")
+  known_hosts = "${path.module}/lab/known_hosts"
+}
+network "tenant" {
+  type   = "overlay"
+  hosts  = [host.a, host.b, host.c]
+  vni    = 5001
+  subnet = "10.60.0.0/24"
+}
+port "p" {
+  for_each = { a = host.a, b = host.b }
+  network  = network.tenant
+}
+instance "v" {
+  for_each = { a = host.a, b = host.b }
+  kernel   = "/boot/vmlinuz"
+  host     = each.value
+  ports    = [port.p[each.key]]
+}
+"#;
+
+#[test]
+fn an_overlay_lives_on_each_of_its_hosts_with_that_hosts_tunnel() {
+    use virtform::model::network::{NetType, OVERLAY_DEFAULT_MTU};
+    let (_d, c) = ok(&format!("{HOSTS}{OVERLAY}"));
+    for (h, local, peers) in [("host.a", "10.99.0.11", vec!["10.98.0.12", "10.99.0.13"]), ("host.b", "10.98.0.12", vec!["10.99.0.11", "10.99.0.13"]), ("host.c", "10.99.0.13", vec!["10.98.0.12", "10.99.0.11"])] {
+        let part = c.on_host(Some(h));
+        let Some(Spec::Network(n)) = part.resource("network.tenant").map(|r| &r.spec) else { panic!("{h} has no network.tenant") };
+        assert_eq!(n.net_type, NetType::Overlay);
+        assert_eq!(n.mtu, Some(OVERLAY_DEFAULT_MTU), "the MTU is lowered for VXLAN");
+        let t = n.tunnel.as_ref().unwrap_or_else(|| panic!("{h}: no tunnel"));
+        assert_eq!(t.local.to_string(), local, "{h}: local is its tunnel_ip");
+        assert_eq!(t.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(), peers, "{h}: every other host, sorted");
+    }
+    // This machine is not one of its hosts; the guests' ports get its MTU.
+    assert!(c.on_host(None).resource("network.tenant").is_none());
+    let Some(Spec::Port(p)) = c.on_host(Some("host.a")).resource("port.p[\"a\"]").map(|r| r.spec.clone()) else { panic!("no port on host.a") };
+    assert_eq!(p.network.0, "network.tenant");
+}
+
+#[test]
+fn an_overlays_peers_change_in_place_and_a_new_host_gets_the_whole_overlay() {
+    use virtform::host::links::{BridgeInfo, Link, LinkKind, VxlanInfo};
+    use virtform::observe::Observed;
+    use virtform::plan::{plan, render, Action, PlanOptions};
+    let (_d, c) = ok(&format!("{HOSTS}{OVERLAY}"));
+    let part = c.on_host(Some("host.a"));
+    let Some(Spec::Network(n)) = part.resource("network.tenant").map(|r| r.spec.clone()) else { panic!() };
+    let want = virtform::plan::desired::DesiredOverlay::from_network(&n).unwrap();
+    // host.a as an older apply left it: the overlay over a and b only.
+    let marker = virtform::host::marker_with_hash("t", "network.tenant", "older");
+    let br = Link {
+        name: want.bridge.name.clone(),
+        ifindex: 7,
+        kind: LinkKind::Bridge,
+        alias: Some(marker.clone()),
+        mtu: 1450,
+        up: true,
+        promisc: false,
+        master: None,
+        mac: None,
+        addrs: vec![],
+        bridge: Some(BridgeInfo { stp: false, forward_delay_cs: 0, mcast_snooping: true }),
+        veth_peer: None,
+        ipv6_disabled: None,
+        vxlan: None,
+    };
+    let vx = Link {
+        name: "vx5001".into(),
+        kind: LinkKind::Other("vxlan".into()),
+        bridge: None,
+        master: Some(want.bridge.name.clone()),
+        vxlan: Some(VxlanInfo { id: 5001, local: Some("10.99.0.11".parse().unwrap()), port: 4789, peers: vec!["10.98.0.12".parse().unwrap()] }),
+        ..br.clone()
+    };
+    let mut obs = Observed::default();
+    obs.links.insert(br.name.clone(), br.clone());
+    obs.links.insert(vx.name.clone(), vx);
+    let opts = PlanOptions { state_dir: "/var/lib/virtform".into(), ..Default::default() };
+    let p = plan(&part, &obs, &opts);
+    let net = p.changes.iter().find(|x| x.address == "network.tenant").expect("a change to the overlay");
+    assert_eq!(net.action, Action::Update, "{p:#?}");
+    let text = render::text(&p, false);
+    assert!(text.contains("~ peers = \"10.98.0.12\" -> \"10.98.0.12, 10.99.0.13\""), "{text}");
+    assert!(text.contains("(live)"), "{text}");
+    // host.c holds nothing yet: all of it is created there.
+    let pc = plan(&c.on_host(Some("host.c")), &Observed::default(), &opts);
+    let created: Vec<&str> = pc.changes.iter().filter(|x| x.action == Action::Create).map(|x| x.address.as_str()).collect();
+    assert_eq!(created, ["network.tenant"], "{pc:#?}");
+    assert!(render::text(&pc, false).contains("+ tunnel = {\"local\":\"10.99.0.13\",\"peers\":[\"10.98.0.12\",\"10.99.0.11\"]}"), "{}", render::text(&pc, false));
+    // A host dropped from `hosts` finds the overlay's links orphaned: one object, deleted.
+    let (_d2, fewer) = ok(&format!("{HOSTS}{}", OVERLAY.replace("[host.a, host.b, host.c]", "[host.b, host.c]").replace("{ a = host.a, b = host.b }", "{ b = host.b }")));
+    let mut on_a = Observed::default();
+    on_a.links.insert(br.name.clone(), br.clone());
+    on_a.links.insert("vx5001".into(), Link { name: "vx5001".into(), kind: LinkKind::Other("vxlan".into()), bridge: None, vxlan: Some(VxlanInfo { id: 5001, local: None, port: 4789, peers: vec![] }), ..br.clone() });
+    let pa = plan(&fewer.on_host(Some("host.a")), &on_a, &opts);
+    let gone: Vec<(&str, Option<&str>)> = pa.changes.iter().filter(|x| x.action == Action::Delete).map(|x| (x.address.as_str(), x.object.as_deref())).collect();
+    assert_eq!(gone, [("network.tenant", Some(format!("overlay {} vx5001", want.bridge.name).as_str()))], "{pa:#?}");
+}
+
+#[test]
+fn bad_overlays_are_located_errors() {
+    let net = |body: &str| format!("network \"tenant\" {{\n  type = \"overlay\"\n{body}\n}}\n");
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("no vni", net("  hosts = [host.a]"), &["an \"overlay\" network needs `vni`", "main.vf.hcl:"]),
+        ("vni out of range", net("  hosts = [host.a]\n  vni = 16777216"), &["VNI 16777216 is out of range", "vni = 16777216", "expected 1 to 16777215"]),
+        ("vni zero", net("  hosts = [host.a]\n  vni = 0"), &["VNI 0 is out of range"]),
+        ("no hosts", net("  vni = 5"), &["an \"overlay\" network needs `hosts`"]),
+        ("empty hosts", net("  vni = 5\n  hosts = []"), &["an overlay spans at least one host; `hosts` is empty", "hosts = []"]),
+        ("a host twice", net("  vni = 5\n  hosts = [host.a, host.b, host.a]"), &["host.a is listed twice", "main.vf.hcl:"]),
+        ("not a host", format!("network \"x\" {{}}\n{}", net("  vni = 5\n  hosts = [host.a, network.x]")), &["expected a reference to a host, got a reference to network.x"]),
+        ("an address", net("  vni = 5\n  hosts = [host.a]\n  address = \"10.60.0.1/24\""), &["an overlay has no host address", "address = \"10.60.0.1/24\""]),
+        ("host instead of hosts", net("  vni = 5\n  hosts = [host.a]\n  host = host.a"), &["an overlay spans hosts: list them in `hosts`, not `host`"]),
+        ("the ovs backend", net("  vni = 5\n  hosts = [host.a]\n  backend = \"ovs\""), &["the \"ovs\" overlay backend (Open vSwitch VXLAN ports) is not built yet", "backend = \"ovs\""]),
+        ("an MTU with no room", net("  vni = 5\n  hosts = [host.a]\n  mtu = 65500"), &["MTU 65500 leaves no room for the VXLAN encapsulation (50 bytes)"]),
+        ("vni on a bridge", "network \"lan\" {\n  vni = 5\n}\n".into(), &["`vni` applies only to networks of type \"overlay\", this one is \"bridge\""]),
+        (
+            "two overlays, one VNI",
+            format!("{}{}", net("  vni = 5\n  hosts = [host.a]"), net("  vni = 5\n  hosts = [host.b]").replace("\"tenant\"", "\"other\"")),
+            &["network.tenant and network.other are overlays with the same VNI 5", "network.other claims it here"],
+        ),
+        (
+            "this machine without a tunnel_ip",
+            format!("host \"me\" {{ uri = \"qemu:///system\" }}\n{}", net("  vni = 5\n  hosts = [host.a, host.me]")),
+            &["host.me has no `tunnel_ip` (it is this machine)", "set tunnel_ip in host.me"],
+        ),
+        (
+            "a port on a host the overlay does not span",
+            format!("{}port \"p\" {{ network = network.tenant }}\ninstance \"v\" {{\n  kernel = \"/k\"\n  host = host.b\n  ports = [port.p]\n}}\n", net("  vni = 5\n  hosts = [host.a]")),
+            &["port.p is on host.b but the overlay network.tenant spans host.a", "network = network.tenant", "add port.p's host here"],
+        ),
+    ];
+    for (what, src, wants) in &cases {
+        let e = err(&format!("{HOSTS}\n{src}"));
+        for w in *wants {
+            assert!(e.contains(w), "{what}: missing {w:?} in:\n{e}");
+        }
+    }
+}

@@ -17,7 +17,7 @@ use crate::host::{disks, marker_with_hash, HostError};
 use crate::model::image::ImageFormat;
 use crate::model::{Kind, Spec};
 use crate::model::network::NetType;
-use crate::plan::desired::{libvirt_network_name, DesiredBridge, DesiredHybrid, DesiredOvsBridge, Lowering};
+use crate::plan::desired::{libvirt_network_name, DesiredBridge, DesiredHybrid, DesiredOverlay, DesiredOvsBridge, Lowering};
 use crate::plan::{Action, Landing, Plan};
 use std::collections::BTreeMap;
 
@@ -267,6 +267,13 @@ pub enum Op {
     /// `adopt`: the plan imports the bridge, which carries no marker yet.
     OvsNetwork { want: crate::plan::desired::DesiredOvsBridge, marker: String, address: Option<crate::model::common::IpCidr>, create: bool, adopt: bool },
     RemoveOvsBridge { name: String },
+    /// Create or repair an overlay network on this host (its bridge, VXLAN
+    /// device and peers), from the links as they are when the step runs.
+    /// `from`: the address a moved overlay's links are marked for now.
+    Overlay { want: crate::plan::desired::DesiredOverlay, marker: String, create: bool, from: Option<String> },
+    /// Remove an overlay's VXLAN device and bridge from this host (those
+    /// that are there and carry its marker).
+    RemoveOverlay { stack: String, bridge: Option<String>, vxlan: Option<String> },
     /// An import's or a move's marker alone: the domain's `<metadata>`
     /// element set in place (no redefine, no restart).
     MarkDomain { name: String, element: String },
@@ -329,6 +336,9 @@ impl HostStep {
         match &self.op {
             Op::FetchImage { source, .. } => format!("fetch image {source}"),
             Op::Links { what, .. } => what.clone(),
+            Op::Overlay { want, create: true, .. } => format!("create overlay bridge {} with tunnel {} (VNI {})", want.bridge.name, want.vxlan, want.vni),
+            Op::Overlay { want, .. } => format!("configure overlay bridge {} and tunnel {}", want.bridge.name, want.vxlan),
+            Op::RemoveOverlay { bridge, vxlan, .. } => format!("delete overlay {}", [vxlan, bridge].into_iter().flatten().cloned().collect::<Vec<_>>().join(" and ")),
             Op::CreateDisk { path, base: Some(_), .. } => format!("create overlay {}", path.display()),
             Op::CreateDisk { path, .. } => format!("create disk {}", path.display()),
             Op::ResizeDisk { path, size, .. } => format!("grow {} to {}", path.display(), crate::model::common::Size(*size)),
@@ -403,6 +413,22 @@ impl Step for HostStep {
             }
             Op::Links { ops, .. } => {
                 env.links.apply(ops).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::Overlay { want, marker, from, .. } => {
+                let links = env.links.list().map_err(herr)?;
+                let stack = crate::host::parse_marker(marker).map(|(s, _)| s).unwrap_or_default();
+                let ops = super::overlay::ops(&links, want, marker, stack, &self.address, from.as_deref()).map_err(|m| StepError::new(m).with_hint("plan again"))?;
+                env.links.apply(&ops).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::RemoveOverlay { stack, bridge, vxlan } => {
+                let links = env.links.list().map_err(herr)?;
+                let ops = super::overlay::remove_ops(&links, bridge.as_deref(), vxlan.as_deref(), stack, &self.address).map_err(|m| StepError::new(m).with_hint("plan again"))?;
+                if ops.is_empty() {
+                    return Ok(StepOutcome::AlreadyDone);
+                }
+                env.links.apply(&ops).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
             Op::CreateDisk { path, base, size, format } => {
@@ -944,6 +970,9 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     Op::RemarkOvsBridge { name: n.to_string(), marker: String::new(), from: c.address.clone() }
                 } else if o.starts_with("libvirt network ") {
                     continue;
+                } else if let Some((br, vx)) = super::overlay::parse_object(o) {
+                    let ops = [vx, br].into_iter().flatten().map(|name| LinkOp::SetAlias { name, alias: String::new() }).collect();
+                    Op::Links { what: format!("remove the markers of overlay {o}"), ops }
                 } else {
                     Op::Links { what: format!("remove the marker of bridge {o}"), ops: vec![LinkOp::SetAlias { name: o.clone(), alias: String::new() }] }
                 }
@@ -1004,12 +1033,15 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     Op::RemoveOvsBridge { name: n.to_string() }
                 } else if let Some(n) = o.strip_prefix("libvirt network ") {
                     Op::RemoveLibvirtNetwork { name: n.to_string() }
+                } else if let Some((bridge, vxlan)) = super::overlay::parse_object(o) {
+                    Op::RemoveOverlay { stack: cfg.stack.clone(), bridge, vxlan }
                 } else {
                     Op::Links { what: format!("delete bridge {o}"), ops: vec![LinkOp::Delete { name: o.clone() }] }
                 }),
                 (None, Some(Spec::Network(n))) => Some(match n.net_type {
                     NetType::Bridge => Op::Links { what: format!("delete bridge {}", n.bridge_name()), ops: vec![LinkOp::Delete { name: n.bridge_name().to_string() }] },
                     NetType::Ovs => Op::RemoveOvsBridge { name: n.bridge_name().to_string() },
+                    NetType::Overlay => Op::RemoveOverlay { stack: cfg.stack.clone(), bridge: Some(n.bridge_name().to_string()), vxlan: n.vxlan_device() },
                     NetType::Nat | NetType::Isolated => Op::RemoveLibvirtNetwork {
                         name: cfg.resource(&c.address).and_then(|r| lowering.libvirt_network(r)).map(|d| d.name).unwrap_or_else(|| libvirt_network_name(&cfg.stack, &cfg.names_of_str(&c.address))),
                     },
@@ -1092,7 +1124,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                         let marker = if pending { crate::host::marker(&cfg.stack, &addr) } else { marker_with_hash(&cfg.stack, &addr, &want.hash()) };
                         Op::MarkOvsBridge { name: want.name.clone(), marker }
                     }
-                    NetType::Nat | NetType::Isolated => continue,
+                    NetType::Nat | NetType::Isolated | NetType::Overlay => continue,
                 };
                 let id = b.step(&addr, op);
                 b.created.insert(addr, id);
@@ -1108,6 +1140,11 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                         let want = DesiredOvsBridge::from_network(n);
                         let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
                         Op::RemarkOvsBridge { name: want.name.clone(), marker, from: c.previous_address.clone().unwrap_or_default() }
+                    }
+                    NetType::Overlay => {
+                        let Some(want) = DesiredOverlay::from_network(n) else { continue };
+                        let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
+                        Op::Overlay { want, marker, create: false, from: c.previous_address.clone() }
                     }
                     // The record alone: its name and UUID are the moved-from address's.
                     NetType::Nat | NetType::Isolated => continue,
@@ -1144,6 +1181,11 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                         let want = DesiredOvsBridge::from_network(n);
                         let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
                         Op::OvsNetwork { want, marker, address: n.address, create: creating, adopt: c.importing.is_some() }
+                    }
+                    NetType::Overlay => {
+                        let Some(want) = DesiredOverlay::from_network(n) else { continue };
+                        let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
+                        Op::Overlay { want, marker, create: creating, from: c.previous_address.clone() }
                     }
                     NetType::Nat | NetType::Isolated => {
                         let Some(def) = lowering.libvirt_network(r) else { continue };
@@ -1535,7 +1577,7 @@ fn plan_links_addrs(c: &crate::plan::ResourceChange) -> Option<Vec<String>> {
         .map(|x| x.before.clone().unwrap_or_default().split(", ").filter(|s| *s != "(none)").map(str::to_string).collect())
 }
 
-fn bridge_create_ops(want: &DesiredBridge, alias: &str) -> Vec<LinkOp> {
+pub(super) fn bridge_create_ops(want: &DesiredBridge, alias: &str) -> Vec<LinkOp> {
     let mut ops = vec![LinkOp::CreateBridge {
         name: want.name.clone(),
         alias: alias.to_string(),
@@ -1551,7 +1593,7 @@ fn bridge_create_ops(want: &DesiredBridge, alias: &str) -> Vec<LinkOp> {
     ops
 }
 
-fn bridge_update_ops(want: &DesiredBridge, alias: &str, old_addrs: Option<Vec<String>>) -> Vec<LinkOp> {
+pub(super) fn bridge_update_ops(want: &DesiredBridge, alias: &str, old_addrs: Option<Vec<String>>) -> Vec<LinkOp> {
     let n = want.name.clone();
     let addresses_changed = old_addrs.is_some();
     let old: Vec<crate::model::common::IpCidr> = old_addrs.unwrap_or_default().iter().filter_map(|a| crate::model::common::IpCidr::parse(a).ok()).collect();

@@ -478,6 +478,8 @@ impl<'o> Loader<'o> {
         self.diags.extend(model::validate::check_all(&resources));
         let (placement, placement_diags) = model::placement::place(&resources);
         self.diags.extend(placement_diags);
+        // The whole configuration is this machine's part when nothing is remote.
+        set_tunnels(&mut resources, None);
         let mut iroots = BTreeMap::new();
         iroots.insert("var".to_string(), Value::Map(var_values.iter().map(|v| (v.name.clone(), v.value.clone())).collect()));
         iroots.insert("virtform".into(), Value::map([("stack", Value::String(stack.clone()))]));
@@ -2201,6 +2203,8 @@ impl Configuration {
             .collect();
         let index = resources.iter().enumerate().map(|(i, r)| (r.address.to_string(), i)).collect();
         let mut part = self.clone();
+        let mut resources = resources;
+        set_tunnels(&mut resources, host);
         part.resources = resources;
         part.index = index;
         // Data sources read this machine (a remote port on one is a
@@ -2217,6 +2221,18 @@ impl Configuration {
         match self.index.get(addr) {
             Some(i) => self.resources.get(*i),
             None => self.data_index.get(addr).and_then(|i| self.data.get(*i)),
+        }
+    }
+}
+
+/// Each overlay's tunnel on `host` (`None`: this machine): its own
+/// underlay address and its peers'; none where it does not span `host`.
+fn set_tunnels(resources: &mut [Resource], host: Option<&str>) {
+    for r in resources {
+        if let model::Spec::Network(n) = &mut r.spec
+            && n.net_type == model::network::NetType::Overlay
+        {
+            n.tunnel = n.tunnel_on(host);
         }
     }
 }

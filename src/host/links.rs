@@ -78,6 +78,18 @@ pub struct BridgeInfo {
     pub mcast_snooping: bool,
 }
 
+/// A VXLAN device's settings virtform manages, and its head-end
+/// replication list: the destinations of its all-zeros FDB entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanInfo {
+    pub id: u32,
+    pub local: Option<std::net::IpAddr>,
+    pub port: u16,
+    /// Where broadcast, unknown-unicast and multicast frames are sent
+    /// (`bridge fdb … 00:00:00:00:00:00 dst IP`), sorted.
+    pub peers: Vec<std::net::IpAddr>,
+}
+
 /// One observed link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Link {
@@ -102,6 +114,8 @@ pub struct Link {
     pub bridge: Option<BridgeInfo>,
     /// For a veth: the peer's name when the peer is in this network namespace.
     pub veth_peer: Option<String>,
+    /// Set for VXLAN devices.
+    pub vxlan: Option<VxlanInfo>,
     /// `/proc/sys/net/ipv6/conf/<name>/disable_ipv6`; `None` when unreadable
     /// (IPv6 off kernel-wide, or the link vanished while listing).
     pub ipv6_disabled: Option<bool>,
@@ -119,6 +133,11 @@ impl Link {
 pub enum LinkOp {
     CreateBridge { name: String, alias: String, mtu: Option<u32>, stp: bool, forward_delay_cs: u32, mcast_snooping: bool },
     CreateVeth { name: String, peer: String, alias: String, peer_alias: String, mtu: Option<u32> },
+    /// A VXLAN device (`local` its underlay address, learning on), down.
+    CreateVxlan { name: String, alias: String, id: u32, local: std::net::IpAddr, port: u16, mtu: Option<u32> },
+    /// Head-end replication: one all-zeros FDB entry sending flooded frames to `dst` (`bridge fdb append`).
+    AddPeer { name: String, dst: std::net::IpAddr },
+    DelPeer { name: String, dst: std::net::IpAddr },
     SetMtu { name: String, mtu: u32 },
     SetAlias { name: String, alias: String },
     SetUp { name: String },
@@ -140,6 +159,9 @@ impl LinkOp {
         match self {
             LinkOp::CreateBridge { name, .. }
             | LinkOp::CreateVeth { name, .. }
+            | LinkOp::CreateVxlan { name, .. }
+            | LinkOp::AddPeer { name, .. }
+            | LinkOp::DelPeer { name, .. }
             | LinkOp::SetMtu { name, .. }
             | LinkOp::SetAlias { name, .. }
             | LinkOp::SetUp { name }
@@ -160,6 +182,9 @@ impl LinkOp {
         match self {
             LinkOp::CreateBridge { .. } => "create bridge".into(),
             LinkOp::CreateVeth { peer, .. } => format!("create veth pair with {peer}"),
+            LinkOp::CreateVxlan { id, local, .. } => format!("create VXLAN device (VNI {id}, local {local})"),
+            LinkOp::AddPeer { dst, .. } => format!("add tunnel peer {dst}"),
+            LinkOp::DelPeer { dst, .. } => format!("remove tunnel peer {dst}"),
             LinkOp::SetMtu { mtu, .. } => format!("set mtu {mtu}"),
             LinkOp::SetAlias { .. } => "set alias".into(),
             LinkOp::SetUp { .. } => "set up".into(),
@@ -190,7 +215,7 @@ impl LinkOp {
             check_name(n).map_err(|m| HostError::new(self.describe(), n, m))?;
         }
         let aliases: Vec<&str> = match self {
-            LinkOp::CreateBridge { alias, .. } | LinkOp::SetAlias { alias, .. } => vec![alias],
+            LinkOp::CreateBridge { alias, .. } | LinkOp::SetAlias { alias, .. } | LinkOp::CreateVxlan { alias, .. } => vec![alias],
             LinkOp::CreateVeth { alias, peer_alias, .. } => vec![alias, peer_alias],
             _ => vec![],
         };
@@ -259,11 +284,14 @@ pub enum Invocation {
     Ip { args: Vec<String>, op: usize },
     /// Write 1 to `/proc/sys/net/ipv6/conf/<name>/disable_ipv6`.
     DisableIpv6 { name: String, op: usize },
+    /// `bridge <args…>` (an FDB entry).
+    Bridge { args: Vec<String>, op: usize },
 }
 
 enum Step {
     Line(String),
     Argv(Vec<String>),
+    Bridge(Vec<String>),
     Ipv6Off(String),
 }
 
@@ -308,6 +336,17 @@ fn steps(op: &LinkOp) -> Vec<Step> {
                 v.push(alias_step(peer, peer_alias));
             }
             v
+        }
+        LinkOp::CreateVxlan { name, alias, id, local, port, mtu } => {
+            let mut v = vec![Step::Line(format!("link add name {name}{} type vxlan id {id} local {local} dstport {port}", mtu_arg(*mtu)))];
+            if !alias.is_empty() {
+                v.push(alias_step(name, alias));
+            }
+            v
+        }
+        LinkOp::AddPeer { name, dst } | LinkOp::DelPeer { name, dst } => {
+            let verb = if matches!(op, LinkOp::AddPeer { .. }) { "append" } else { "del" };
+            vec![Step::Bridge(["fdb", verb, HER_MAC, "dev", name, "dst", &dst.to_string()].map(str::to_string).to_vec())]
         }
         LinkOp::SetMtu { name, mtu } => vec![Step::Line(format!("link set dev {name} mtu {mtu}"))],
         LinkOp::SetAlias { name, alias } => vec![alias_step(name, alias)],
@@ -373,6 +412,10 @@ pub fn invocations(ops: &[LinkOp]) -> Result<Vec<Invocation>, HostError> {
                     flush(&mut out, &mut text, &mut lines);
                     out.push(Invocation::DisableIpv6 { name, op: i });
                 }
+                Step::Bridge(args) => {
+                    flush(&mut out, &mut text, &mut lines);
+                    out.push(Invocation::Bridge { args, op: i });
+                }
             }
         }
     }
@@ -416,9 +459,32 @@ impl IpLinks {
 }
 
 const IP: &str = "ip";
+const BRIDGE: &str = "bridge";
+/// The MAC of a head-end replication entry: flooded frames go to its `dst`.
+const HER_MAC: &str = "00:00:00:00:00:00";
 
 impl LinkHost for IpLinks {
     fn list(&self) -> Result<Vec<Link>, HostError> {
+        let mut links = self.list_links()?;
+        // One `bridge fdb` read per VXLAN device (hosts have few).
+        for l in links.iter_mut() {
+            if let Some(v) = l.vxlan.as_mut()
+                && check_name(&l.name).is_ok()
+            {
+                let json = self.exec.run("list tunnel peers", &l.name, BRIDGE, &["-json", "fdb", "show", "dev", &l.name], None)?;
+                v.peers = parse_peers(&json).map_err(|e| HostError::new(format!("list tunnel peers{}", on_host(&self.exec)), &l.name, format!("cannot parse `bridge -json fdb show`: {e}")))?;
+            }
+        }
+        Ok(links)
+    }
+
+    fn apply(&self, ops: &[LinkOp]) -> Result<(), HostError> {
+        self.apply_ops(ops)
+    }
+}
+
+impl IpLinks {
+    fn list_links(&self) -> Result<Vec<Link>, HostError> {
         let json = self.exec.run("list links", "all links", IP, &["-json", "-details", "addr", "show"], None)?;
         let parse_error = |e: String| HostError::new(format!("list links{}", on_host(&self.exec)), "all links", format!("cannot parse `ip -json -details addr show`: {e}"));
         match &self.exec {
@@ -433,7 +499,7 @@ impl LinkHost for IpLinks {
         }
     }
 
-    fn apply(&self, ops: &[LinkOp]) -> Result<(), HostError> {
+    fn apply_ops(&self, ops: &[LinkOp]) -> Result<(), HostError> {
         let invs = invocations(ops)?;
         let n = ops.len();
         let failed = |i: usize, message: String| -> HostError {
@@ -466,6 +532,10 @@ impl LinkHost for IpLinks {
                 Invocation::DisableIpv6 { name, op } => {
                     write_disable_ipv6(&self.exec, &name).map_err(|m| failed(op, m))?;
                 }
+                Invocation::Bridge { args, op } => {
+                    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                    self.exec.run("bridge", ops[op].name(), BRIDGE, &a, None).map_err(|e| failed(op, format!("{} [bridge {}]", e.message, args.join(" "))))?;
+                }
             }
         }
         Ok(())
@@ -495,6 +565,26 @@ fn run_batch(exec: &Executor, text: &str) -> Result<(), BatchError> {
 /// `" on HOST"` for a remote executor, nothing for the local host.
 fn on_host(exec: &Executor) -> String {
     if exec.is_local() { String::new() } else { format!(" on {}", exec.host_name()) }
+}
+
+#[derive(Deserialize)]
+struct RawFdb {
+    #[serde(default)]
+    mac: Option<String>,
+    #[serde(default)]
+    dst: Option<String>,
+}
+
+/// The destinations of the all-zeros entries in `bridge -json fdb show dev X`, sorted.
+pub fn parse_peers(json: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    if json.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let raw: Vec<RawFdb> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let mut peers: Vec<std::net::IpAddr> = raw.iter().filter(|e| e.mac.as_deref() == Some(HER_MAC)).filter_map(|e| e.dst.as_deref()?.parse().ok()).collect();
+    peers.sort();
+    peers.dedup();
+    Ok(peers)
 }
 
 #[derive(Deserialize)]
@@ -656,6 +746,15 @@ pub fn parse_links(json: &str, ipv6_disabled: impl Fn(&str) -> Option<bool>) -> 
             } else {
                 None
             };
+            let vxlan = match (&kind, r.linkinfo.as_ref().and_then(|i| i.info_data.as_ref())) {
+                (LinkKind::Other(k), Some(d)) if k == "vxlan" => Some(VxlanInfo {
+                    id: d.get("id").and_then(serde_json::Value::as_u64).and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+                    local: d.get("local").or_else(|| d.get("local6")).and_then(serde_json::Value::as_str).and_then(|a| a.parse().ok()),
+                    port: d.get("port").and_then(serde_json::Value::as_u64).and_then(|v| u16::try_from(v).ok()).unwrap_or(0),
+                    peers: Vec::new(),
+                }),
+                _ => None,
+            };
             let veth_peer = if kind == LinkKind::Veth && r.link_netnsid.is_none() { r.link.clone() } else { None };
             let mac = if r.link_type.as_deref() == Some("ether") { r.address.as_deref().and_then(|a| Mac::parse(a).ok()) } else { None };
             let addrs = r
@@ -681,6 +780,7 @@ pub fn parse_links(json: &str, ipv6_disabled: impl Fn(&str) -> Option<bool>) -> 
                 addrs,
                 bridge,
                 veth_peer,
+                vxlan,
             }
         })
         .collect())
@@ -917,6 +1017,7 @@ mod tests {
                 addrs: vec![cidr("10.199.0.1/24"), cidr("fd00:199::1/64")],
                 bridge: Some(BridgeInfo { stp: false, forward_delay_cs: 0, mcast_snooping: false }),
                 veth_peer: None,
+                vxlan: None,
                 ipv6_disabled: Some(true),
             }
         );
@@ -1133,6 +1234,7 @@ link del dev vf-lan0
             addrs: vec![],
             bridge: None,
             veth_peer: None,
+            vxlan: None,
             ipv6_disabled: Some(false),
         }
     }
@@ -1324,5 +1426,32 @@ link del dev vf-lan0
         assert_eq!(LinkOp::AddAddr { name: s("x"), addr: cidr("10.0.0.1/24") }.describe(), "add address 10.0.0.1/24");
         assert_eq!(LinkOp::CreateVeth { name: s("a"), peer: s("b"), alias: s(""), peer_alias: s(""), mtu: None }.names(), ["a", "b"]);
         assert_eq!(LinkOp::SetMaster { name: s("a"), master: s("br") }.name(), "a");
+    }
+
+    #[test]
+    fn vxlan_devices_are_read_with_their_flood_entries_and_created_in_one_batch() {
+        let json = r#"[{"ifindex":9,"ifname":"vx5001","flags":["BROADCAST","MULTICAST","UP"],"mtu":1450,"link_type":"ether","address":"02:eb:38:79:51:16","master":"vfab-t","ifalias":"virtform:s:network.t","linkinfo":{"info_kind":"vxlan","info_data":{"id":5001,"local":"10.99.0.11","port":4789,"learning":true}},"addr_info":[]}]"#;
+        let l = &parse_links(json, |_| None).unwrap()[0];
+        assert_eq!(l.vxlan, Some(VxlanInfo { id: 5001, local: Some("10.99.0.11".parse().unwrap()), port: 4789, peers: vec![] }));
+        assert_eq!(l.master.as_deref(), Some("vfab-t"));
+        let fdb = r#"[{"mac":"aa:bb:cc:dd:ee:ff","dst":"10.99.0.13","flags":["self"]},{"mac":"00:00:00:00:00:00","dst":"10.99.0.13","flags":["self"],"state":"permanent"},{"mac":"00:00:00:00:00:00","dst":"10.99.0.12","flags":["self"],"state":"permanent"},{"mac":"02:eb:38:79:51:16","vlan":1,"master":"vfab-t","state":"permanent"}]"#;
+        assert_eq!(parse_peers(fdb).unwrap(), ["10.99.0.12".parse::<std::net::IpAddr>().unwrap(), "10.99.0.13".parse().unwrap()]);
+        assert_eq!(parse_peers("").unwrap(), Vec::<std::net::IpAddr>::new());
+        let ops = [
+            LinkOp::CreateVxlan { name: s("vx5001"), alias: s("virtform:s:network.t"), id: 5001, local: "10.99.0.11".parse().unwrap(), port: 4789, mtu: Some(1450) },
+            LinkOp::AddPeer { name: s("vx5001"), dst: "10.99.0.12".parse().unwrap() },
+            LinkOp::SetUp { name: s("vx5001") },
+        ];
+        let inv = invocations(&ops).unwrap();
+        assert_eq!(
+            inv,
+            [
+                Invocation::Batch { text: "link add name vx5001 mtu 1450 type vxlan id 5001 local 10.99.0.11 dstport 4789\nlink set dev vx5001 alias 'virtform:s:network.t'\n".into(), ops: vec![0, 0] },
+                Invocation::Bridge { args: ["fdb", "append", "00:00:00:00:00:00", "dev", "vx5001", "dst", "10.99.0.12"].map(String::from).to_vec(), op: 1 },
+                Invocation::Batch { text: "link set dev vx5001 up\n".into(), ops: vec![2] },
+            ]
+        );
+        // A hostile device name is refused before anything runs.
+        assert!(invocations(&[LinkOp::AddPeer { name: s("-x"), dst: "10.99.0.12".parse().unwrap() }]).is_err());
     }
 }

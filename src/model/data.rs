@@ -215,6 +215,11 @@ pub fn build_network(addr: &Address, attrs: &Value, ctx: &Ctx<'_>) -> Result<(Ne
         forward_delay: None,
         datapath_type: None,
         dhcp: facts.dhcp_range.map(|(start, end)| super::network::Dhcp { start, end }),
+        hosts: None,
+        vni: None,
+        backend: None,
+        members: Vec::new(),
+        tunnel: None,
         existing: Some(Existing { selector: selector.clone(), read }),
     };
     let fact = |v: Option<Value>| if read { v.unwrap_or(Value::Null) } else { Value::Unknown };

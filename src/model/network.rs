@@ -24,6 +24,9 @@ pub enum NetType {
     Nat,
     /// A libvirt network without outside connectivity.
     Isolated,
+    /// One L2 segment across hosts: on each of its `hosts` a Linux bridge
+    /// joined to every other host's `tunnel_ip` by a VXLAN device.
+    Overlay,
 }
 
 impl NetType {
@@ -33,6 +36,7 @@ impl NetType {
             NetType::Ovs => "ovs",
             NetType::Nat => "nat",
             NetType::Isolated => "isolated",
+            NetType::Overlay => "overlay",
         }
     }
 
@@ -49,6 +53,46 @@ pub enum Datapath {
     System,
     /// The userspace datapath.
     Netdev,
+}
+
+/// How an overlay network's tunnels are built on each host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlayBackend {
+    /// A Linux bridge with a kernel VXLAN device and a static head-end
+    /// replication FDB (one all-zeros entry per other host).
+    #[default]
+    Linux,
+    /// Open vSwitch VXLAN ports (not built yet: refused).
+    Ovs,
+}
+
+/// The VXLAN UDP port (IANA).
+pub const VXLAN_PORT: u16 = 4789;
+/// Bytes VXLAN over IPv4 adds to a frame (outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
+pub const VXLAN_OVERHEAD_V4: u32 = 50;
+/// The same over IPv6 (outer header 40).
+pub const VXLAN_OVERHEAD_V6: u32 = 70;
+/// An overlay's MTU when it names none: a 1500-byte underlay less the IPv4 encapsulation.
+pub const OVERLAY_DEFAULT_MTU: u32 = 1500 - VXLAN_OVERHEAD_V4;
+
+/// One host of an overlay network: its address (`host.a`; `None` when its
+/// block reaches this machine) and its underlay address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayMember {
+    pub host: String,
+    pub local: bool,
+    pub tunnel_ip: std::net::IpAddr,
+}
+
+/// An overlay's tunnel on one host: set in that host's part of the
+/// configuration (`Configuration::on_host`), read by the planner and the apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tunnel {
+    /// This host's underlay address (the VXLAN device's `local`).
+    pub local: std::net::IpAddr,
+    /// Every other host's underlay address, sorted: one FDB entry each.
+    pub peers: Vec<std::net::IpAddr>,
 }
 
 /// A DHCP range on a libvirt network.
@@ -91,6 +135,23 @@ pub struct Network {
     pub datapath_type: Option<Datapath>,
     /// DHCP range on a nat or isolated network (default: the upper half of the subnet).
     pub dhcp: Option<Dhcp>,
+    /// The hosts an `overlay` network spans (`[host.a, host.b]`): on each, a bridge joined to every other one's `tunnel_ip` by VXLAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<ResourceRef>>,
+    /// The VXLAN network identifier of an `overlay` (1 to 16777215), unique among the configuration's overlays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// How an `overlay`'s tunnels are built: `linux` (default: a Linux bridge and a kernel VXLAN device on each host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<OverlayBackend>,
+    /// An overlay's hosts with their underlay addresses, in `hosts` order (set by resolve).
+    #[serde(skip)]
+    pub members: Vec<OverlayMember>,
+    /// An overlay's tunnel on the host whose part of the configuration this
+    /// is (shown in its plan; never read from the configuration).
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub tunnel: Option<Box<Tunnel>>,
     /// Set for a `data "network"`: the existing object it names. Never
     /// deserialized: only the data source's own build sets it.
     #[serde(skip)]
@@ -127,6 +188,11 @@ impl Network {
         }
     }
 
+    /// The VXLAN device of an overlay on each of its hosts: `vx` + the VNI.
+    pub fn vxlan_device(&self) -> Option<String> {
+        (self.net_type == NetType::Overlay).then(|| format!("vx{}", self.vni.unwrap_or(0)))
+    }
+
     /// Whether this is a data source (an existing network virtform only reads).
     pub fn is_existing(&self) -> bool {
         self.existing.is_some()
@@ -139,7 +205,16 @@ impl Network {
             && !(68..=65535).contains(&m) {
                 errs.push(FieldError::new("mtu", format!("MTU {m} is out of range")).label("expected 68 to 65535"));
             }
-        if t != NetType::Bridge {
+        if t == NetType::Overlay {
+            self.resolve_overlay(ctx, &mut errs);
+        } else {
+            for (set, name) in [(self.hosts.is_some(), "hosts"), (self.vni.is_some(), "vni"), (self.backend.is_some(), "backend")] {
+                if set {
+                    errs.push(FieldError::new(name, format!("`{name}` applies only to networks of type \"overlay\", this one is \"{}\"", t.as_str())));
+                }
+            }
+        }
+        if t != NetType::Bridge && t != NetType::Overlay {
             for (set, name) in [(self.stp.is_some(), "stp"), (self.forward_delay.is_some(), "forward_delay")] {
                 if set {
                     errs.push(FieldError::new(name, format!("`{name}` applies only to networks of type \"bridge\", this one is \"{}\"", t.as_str())));
@@ -184,6 +259,90 @@ impl Network {
             self.bridge = Some(default_bridge(addr, ctx));
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    /// An overlay's own rules: `vni` and `hosts` given and sound, no
+    /// `host` or host `address` (it spans hosts), the MTU lowered for the
+    /// encapsulation by default; its members' underlay addresses recorded.
+    fn resolve_overlay(&mut self, ctx: &Ctx<'_>, errs: &mut Vec<FieldError>) {
+        match self.vni {
+            None => errs.push(FieldError::new("", "an \"overlay\" network needs `vni` (its VXLAN network identifier, 1 to 16777215)").label("add vni = 5001")),
+            Some(v) if !(1..=16_777_215).contains(&v) => errs.push(FieldError::new("vni", format!("VNI {v} is out of range")).label("expected 1 to 16777215 (24 bits)")),
+            _ => {}
+        }
+        if self.backend == Some(OverlayBackend::Ovs) {
+            errs.push(
+                FieldError::new("backend", "the \"ovs\" overlay backend (Open vSwitch VXLAN ports) is not built yet")
+                    .label("leave `backend` out (or write \"linux\"): a Linux bridge with a kernel VXLAN device on each host"),
+            );
+        }
+        if self.host.is_some() {
+            errs.push(FieldError::new("host", "an overlay spans hosts: list them in `hosts`, not `host`").label("write hosts = [host.a, host.b]"));
+        }
+        if self.address.is_some() {
+            errs.push(
+                FieldError::new("address", "an overlay has no host address: it is one segment on several hosts, and the same address on each would collide")
+                    .label("leave `address` out and set `subnet` (and `gateway`, if a guest routes)"),
+            );
+        }
+        if self.mtu.is_none() {
+            self.mtu = Some(OVERLAY_DEFAULT_MTU);
+        }
+        let Some(hosts) = &self.hosts else {
+            errs.push(FieldError::new("", "an \"overlay\" network needs `hosts` (the hosts it spans, e.g. [host.a, host.b])").label("add hosts = [host.a, host.b]"));
+            return;
+        };
+        if hosts.is_empty() {
+            errs.push(FieldError::new("hosts", "an overlay spans at least one host; `hosts` is empty").label("list the hosts, e.g. [host.a, host.b]"));
+        }
+        let mut seen: Vec<&ResourceRef> = Vec::new();
+        let mut members = Vec::new();
+        let mut tunnel_ips: Vec<(std::net::IpAddr, &ResourceRef)> = Vec::new();
+        for (i, h) in hosts.iter().enumerate() {
+            let at = format!("hosts[{i}]");
+            if let Err(e) = super::check_ref(&at, h, super::Kind::Host, ctx) {
+                errs.push(e);
+                continue;
+            }
+            if seen.contains(&h) {
+                errs.push(FieldError::new(at, format!("{h} is listed twice")).label("each host once"));
+                continue;
+            }
+            seen.push(h);
+            let Some(super::Spec::Host(host)) = ctx.get(h).map(|r| &r.spec) else { continue };
+            let Some(ip) = host.tunnel_ip else {
+                let why = if host.is_local() { "it is this machine" } else { "its URI names the host by name, not by address" };
+                errs.push(FieldError::new(at, format!("{h} has no `tunnel_ip` ({why}); the overlay's tunnels need its underlay address")).label(format!("set tunnel_ip in {h}")));
+                continue;
+            };
+            if let Some((_, other)) = tunnel_ips.iter().find(|(x, _)| *x == ip.0) {
+                errs.push(FieldError::new(at, format!("{h} and {other} have the same tunnel_ip {ip}")).label("each host needs its own underlay address"));
+                continue;
+            }
+            if let Some((first, _)) = tunnel_ips.first()
+                && first.is_ipv4() != ip.0.is_ipv4()
+            {
+                errs.push(FieldError::new(at, format!("{h}'s tunnel_ip {ip} is not of the same family as the other hosts'")).label("one address family per overlay"));
+                continue;
+            }
+            tunnel_ips.push((ip.0, h));
+            members.push(OverlayMember { host: h.0.clone(), local: host.is_local(), tunnel_ip: ip.0 });
+        }
+        if let (Some(m), Some((first, _))) = (self.mtu, tunnel_ips.first()) {
+            let overhead = if first.is_ipv4() { VXLAN_OVERHEAD_V4 } else { VXLAN_OVERHEAD_V6 };
+            if m > 65535 - overhead {
+                errs.push(FieldError::new("mtu", format!("MTU {m} leaves no room for the VXLAN encapsulation ({overhead} bytes)")).label(format!("expected at most {}", 65535 - overhead)));
+            }
+        }
+        self.members = members;
+    }
+
+    /// This overlay's tunnel on `host` (`None`: this machine), from its members.
+    pub fn tunnel_on(&self, host: Option<&str>) -> Option<Box<Tunnel>> {
+        let me = self.members.iter().find(|m| if m.local { host.is_none() } else { Some(m.host.as_str()) == host })?;
+        let mut peers: Vec<std::net::IpAddr> = self.members.iter().filter(|m| *m != me).map(|m| m.tunnel_ip).collect();
+        peers.sort();
+        Some(Box::new(Tunnel { local: me.tunnel_ip, peers }))
     }
 
     pub fn exports(&self, addr: &Address, _ctx: &Ctx<'_>) -> Value {

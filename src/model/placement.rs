@@ -11,6 +11,7 @@
 //! copy). Nothing here touches a host.
 
 use super::host::Reach;
+use super::network::NetType;
 use super::{Resource, Spec};
 use crate::config::diag::{Diagnostic, Diagnostics};
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,8 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Placement {
     pub of: BTreeMap<String, Option<String>>,
-    /// Images by the hosts that need them.
-    pub images: BTreeMap<String, BTreeSet<Option<String>>>,
+    /// What lives on several hosts, by the hosts it is on: images (where a
+    /// disk or volume made from them is) and overlay networks (their `hosts`).
+    pub spread: BTreeMap<String, BTreeSet<Option<String>>>,
 }
 
 impl Placement {
@@ -32,12 +34,12 @@ impl Placement {
 
     /// Every host something lives on, this machine (`None`) first when it is one.
     pub fn hosts(&self) -> BTreeSet<Option<String>> {
-        self.of.values().cloned().chain(self.images.values().flatten().cloned()).collect()
+        self.of.values().cloned().chain(self.spread.values().flatten().cloned()).collect()
     }
 
-    /// Whether `addr` (an image: any of its copies) is on `host`.
+    /// Whether `addr` (an image or overlay: any of its hosts) is on `host`.
     pub fn is_on(&self, addr: &str, host: Option<&str>) -> bool {
-        match self.images.get(addr) {
+        match self.spread.get(addr) {
             Some(hs) => hs.iter().any(|h| h.as_deref() == host),
             None => self.host_of(addr) == host,
         }
@@ -115,17 +117,48 @@ pub fn place(resources: &[Resource]) -> (Placement, Diagnostics) {
             _ => {}
         }
     }
+    // Overlays: on their hosts; their ports on one of them.
+    let mut overlays = BTreeMap::new();
+    for r in resources {
+        if let Spec::Network(n) = &r.spec
+            && n.net_type == NetType::Overlay
+        {
+            let on: BTreeSet<Option<String>> = n.members.iter().map(|m| if m.local { None } else { norm(&m.host) }).collect();
+            overlays.insert(r.address.to_string(), (r, on.clone()));
+            p.spread.insert(r.address.to_string(), on);
+        }
+    }
     // Networks: named, else where their ports are.
     let mut ports_on: BTreeMap<&str, Vec<(&Resource, Option<String>)>> = BTreeMap::new();
     for r in resources {
         if let Spec::Port(port) = &r.spec {
             let h = p.of.get(&r.address.to_string()).cloned().flatten();
+            if let Some((net, on)) = overlays.get(port.network.0.as_str()) {
+                if !on.contains(&h) {
+                    diags.push(
+                        Diagnostic::error(format!(
+                            "{} is on {} but the overlay {} spans {}",
+                            r.address,
+                            show(&h),
+                            net.address,
+                            on.iter().map(show).collect::<Vec<_>>().join(", ")
+                        ))
+                        .at_opt(r.span_of("network"))
+                        .label("a port plugs into an overlay on one of its hosts")
+                        .note(net.span_of("hosts"), format!("add {}'s host here", r.address)),
+                    );
+                }
+                continue;
+            }
             ports_on.entry(port.network.0.as_str()).or_default().push((r, h));
         }
     }
     for r in resources {
         let a = r.address.to_string();
-        if let Spec::Network(_) = &r.spec {
+        if let Spec::Network(n) = &r.spec {
+            if n.net_type == NetType::Overlay {
+                continue;
+            }
             let ports = ports_on.get(a.as_str()).map(Vec::as_slice).unwrap_or(&[]);
             let host = match named(r) {
                 Some(h) => {
@@ -185,13 +218,13 @@ pub fn place(resources: &[Resource]) -> (Placement, Diagnostics) {
         };
         if let Some(img) = image {
             let h = p.of.get(&r.address.to_string()).cloned().flatten();
-            p.images.entry(img.0.clone()).or_default().insert(h);
+            p.spread.entry(img.0.clone()).or_default().insert(h);
         }
     }
     for r in resources {
         if let Spec::Image(_) = r.spec {
             // An unused image is fetched on this machine, as before.
-            p.images.entry(r.address.to_string()).or_insert_with(|| BTreeSet::from([None]));
+            p.spread.entry(r.address.to_string()).or_insert_with(|| BTreeSet::from([None]));
         }
     }
     (p, diags)

@@ -80,7 +80,7 @@ impl Port {
             return Err(vec![FieldError::new("network", format!("{} is not a network", self.network))]);
         };
         let allowed: &[Plug] = match net.net_type {
-            NetType::Bridge => &[Plug::Bridge],
+            NetType::Bridge | NetType::Overlay => &[Plug::Bridge],
             NetType::Ovs => &[Plug::Ovs, Plug::OvsHybrid],
             NetType::Nat | NetType::Isolated => &[Plug::Network],
         };

@@ -21,6 +21,9 @@ pub fn check_all(resources: &[Resource]) -> Diagnostics {
                 c.claim("bridge", n.bridge_name().into(), i, Attr("bridge", None), &|a| {
                     format!("{me} and {} claim the same bridge \"{}\"", a.address, n.bridge_name())
                 });
+                if let Some(v) = n.vni {
+                    c.claim("VNI", v.to_string().into(), i, Attr("vni", None), &|a| format!("{me} and {} are overlays with the same VNI {v}", a.address));
+                }
             }
             Spec::Port(p) => {
                 if let Some(mac) = p.mac {

@@ -415,6 +415,39 @@ pub fn libvirt_network_owner(stack: &str, name: &str, uuid: &str) -> Option<Stri
     (libvirt_network_uuid(stack, &addr) == uuid).then_some(addr)
 }
 
+/// What an `overlay` network wants on one of its hosts: a Linux bridge, a
+/// VXLAN device enslaved to it, and one head-end replication entry per
+/// other host. Both links carry the network's marker (with this hash, so a
+/// changed peer list is an update, a peer removed by hand drift).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DesiredOverlay {
+    pub bridge: DesiredBridge,
+    pub vxlan: String,
+    pub vni: u32,
+    pub port: u16,
+    pub local: std::net::IpAddr,
+    pub peers: Vec<std::net::IpAddr>,
+}
+
+impl DesiredOverlay {
+    /// `None` when the network is not an overlay with a tunnel on this host.
+    pub fn from_network(n: &Network) -> Option<DesiredOverlay> {
+        let t = n.tunnel.as_ref()?;
+        Some(DesiredOverlay {
+            bridge: DesiredBridge::from_network(n),
+            vxlan: n.vxlan_device()?,
+            vni: n.vni?,
+            port: crate::model::network::VXLAN_PORT,
+            local: t.local,
+            peers: t.peers.clone(),
+        })
+    }
+
+    pub fn hash(&self) -> String {
+        spec_hash(self)
+    }
+}
+
 /// The Open vSwitch bridge an `ovs` network wants.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DesiredOvsBridge {

@@ -325,6 +325,7 @@ impl Planner<'_> {
                         }
                     },
                     NetType::Nat | NetType::Isolated => self.check_libvirt_network_import(r, n, id),
+                    NetType::Overlay => Err(("an overlay network is made by virtform on each of its hosts; importing one is not supported".into(), Some("leave the import block out: the plan creates it".into()))),
                 },
                 Spec::Network(_) => Err(("a data source cannot be imported".into(), None)),
                 Spec::Disk(_) | Spec::Volume(_) => self.check_file_import(r, id),

@@ -968,16 +968,24 @@ impl Planner<'_> {
                     found.insert(a.clone(), (Kind::Instance, Some(d.name.clone())));
                 }
         }
-        for name in self.obs.links.keys() {
+        // An overlay's bridge and VXLAN device carry the same marker: one object.
+        let mut tunnels: BTreeMap<String, &str> = BTreeMap::new();
+        for (name, l) in &self.obs.links {
             if let Some((s, a)) = self.obs.link_owner(name)
                 && s == stack && !declared.contains(&a) {
                     let kind = crate::model::Address::parse(&a).map(|x| x.kind);
-                    if kind == Some(Kind::Network) {
+                    if kind == Some(Kind::Network) && l.vxlan.is_some() {
+                        tunnels.insert(a, name);
+                    } else if kind == Some(Kind::Network) {
                         found.insert(a, (Kind::Network, Some(name.clone())));
                     } else if kind == Some(Kind::Port) && name.len() > 3 {
                         found.insert(a, (Kind::Port, Some(format!("ovs_hybrid qbr{}", &name[3..]))));
                     }
                 }
+        }
+        for (a, vx) in tunnels {
+            let bridge = found.get(&a).and_then(|(_, o)| o.clone());
+            found.insert(a, (Kind::Network, Some(crate::apply::overlay::object(bridge.as_deref(), Some(vx)))));
         }
         if let Some(ovs) = &self.obs.ovs {
             for name in ovs.bridges.keys() {

@@ -8,7 +8,7 @@
 //! - Drift is told from change by the marker's spec hash where the object
 //!   carries one; a libvirt network's changes are all shown as updates.
 
-use super::desired::{DesiredBridge, DesiredOvsBridge};
+use super::desired::{DesiredBridge, DesiredOverlay, DesiredOvsBridge};
 use super::{change, AttrChange, Foreign, Landing, Planner, ResourceChange};
 use crate::model::network::NetType;
 use crate::model::{Kind, Resource, Spec};
@@ -27,7 +27,84 @@ impl Planner<'_> {
             NetType::Bridge => self.linux_bridge(r),
             NetType::Ovs => self.ovs_bridge(r),
             NetType::Nat | NetType::Isolated => self.libvirt_network(r),
+            NetType::Overlay => self.overlay(r),
         }
+    }
+
+    /// An overlay on this host: its bridge as a Linux bridge's, then its
+    /// VXLAN device (VNI, local address, port, enslaved, MTU, up) and the
+    /// peers it floods to. Every change lands live.
+    fn overlay(&mut self, r: &Resource) -> ResourceChange {
+        let Spec::Network(n) = &r.spec else { unreachable!() };
+        let addr = r.address.to_string();
+        let Some(want) = DesiredOverlay::from_network(n) else {
+            // Not on this host (an overlay is placed on its hosts only).
+            return ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        };
+        let hash = want.hash();
+        let (br, vx) = (&want.bridge.name, &want.vxlan);
+        for name in [br, vx] {
+            let Some(link) = self.obs.links.get(name.as_str()) else { continue };
+            let owner = self.obs.link_owner(name);
+            if !self.owned(&owner, r) {
+                let what = if name == br { "bridge" } else { "VXLAN device" };
+                let f = Foreign::new(format!("link \"{name}\" (the {what} of overlay {addr})"));
+                let f = if link.bridge.is_some() { f.data("bridge", name) } else { f };
+                return self.conflict(r, f, owner);
+            }
+        }
+        let Some(link) = self.obs.links.get(br.as_str()) else {
+            return ResourceChange::new(addr, Kind::Network, Action::Create);
+        };
+        let outside = link.alias.as_deref().and_then(crate::host::marker_hash) == Some(&hash);
+        let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        let Some(b) = link.bridge.as_ref() else {
+            rc.action = Action::Replace;
+            rc.reason = Some("replace_because_cannot_update".into());
+            rc.changes.push(change("type", "not a bridge", "bridge", Landing::Replace, true));
+            return rc;
+        };
+        if b.stp != want.bridge.stp {
+            rc.changes.push(change("stp", b.stp, want.bridge.stp, Landing::Live, outside));
+        }
+        if b.forward_delay_cs / 100 != want.bridge.forward_delay_s {
+            rc.changes.push(change("forward_delay", b.forward_delay_cs / 100, want.bridge.forward_delay_s, Landing::Live, outside));
+        }
+        self.link_changes(&mut rc, br, want.bridge.mtu, None, outside);
+        let show_tunnel = |id: u32, local: Option<std::net::IpAddr>, port: u16| {
+            format!("{vx}: VNI {id}, local {}, port {port}", local.map(|l| l.to_string()).unwrap_or_else(|| "(any)".into()))
+        };
+        let wanted = show_tunnel(want.vni, Some(want.local), want.port);
+        match self.obs.links.get(vx.as_str()) {
+            None => rc.changes.push(change("tunnel", "(none)", wanted, Landing::Live, outside)),
+            Some(l) => {
+                match &l.vxlan {
+                    None => rc.changes.push(change("tunnel", format!("{vx}: not a VXLAN device"), wanted, Landing::Live, outside)),
+                    Some(v) => {
+                        if (v.id, v.local, v.port) != (want.vni, Some(want.local), want.port) {
+                            rc.changes.push(change("tunnel", show_tunnel(v.id, v.local, v.port), wanted, Landing::Live, outside));
+                        }
+                        if v.peers != want.peers {
+                            let show = |p: &[std::net::IpAddr]| if p.is_empty() { "(none)".to_string() } else { p.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ") };
+                            rc.changes.push(change("peers", show(&v.peers), show(&want.peers), Landing::Live, outside));
+                        }
+                    }
+                }
+                if l.master.as_deref() != Some(br.as_str()) {
+                    rc.changes.push(change("tunnel_master", l.master.clone().unwrap_or_else(|| "(none)".into()), br.clone(), Landing::Live, outside));
+                }
+                if let Some(m) = want.bridge.mtu
+                    && l.mtu != m
+                {
+                    rc.changes.push(change("tunnel_mtu", l.mtu, m, Landing::Live, outside));
+                }
+                if !l.up {
+                    rc.changes.push(change("tunnel_state", "down", "up", Landing::Live, outside));
+                }
+            }
+        }
+        Self::finish_update(&mut rc, outside);
+        rc
     }
 
     /// MTU, addresses and state of the link a network's bridge is, compared

@@ -68,6 +68,7 @@ pub(super) fn unmarked_bridge(name: &str, addrs: &[&str], forward_delay_cs: u32)
         addrs: addrs.iter().map(|a| crate::model::common::IpCidr::parse(a).unwrap()).collect(),
         bridge: Some(BridgeInfo { stp: false, forward_delay_cs, mcast_snooping: true }),
         veth_peer: None,
+        vxlan: None,
         ipv6_disabled: Some(false),
     }
 }
@@ -95,6 +96,7 @@ pub(super) fn converged(cfg: &Configuration) -> Observed {
                         addrs: b.address.into_iter().collect(),
                         bridge: Some(BridgeInfo { stp: b.stp, forward_delay_cs: b.forward_delay_s * 100, mcast_snooping: true }),
                         veth_peer: None,
+                        vxlan: None,
                         ipv6_disabled: Some(false),
                     },
                 );

@@ -56,6 +56,7 @@ fn link(name: &str, kind: LinkKind, alias: Option<String>) -> Link {
         addrs: Vec::new(),
         bridge: is_bridge.then_some(BridgeInfo { stp: false, forward_delay_cs: 0, mcast_snooping: false }),
         veth_peer: None,
+        vxlan: None,
         ipv6_disabled: Some(true),
     }
 }
