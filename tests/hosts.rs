@@ -411,3 +411,72 @@ fn bad_overlays_are_located_errors() {
         }
     }
 }
+
+#[test]
+fn a_running_guest_whose_host_changes_migrates_and_one_that_cannot_says_why() {
+    use std::path::Path;
+    use virtform::observe::{ActualDomain, Observed};
+    use virtform::plan::migrate::{plan_migrations, Part};
+    use virtform::plan::{plan, render, Action, PlanOptions};
+    let src = |at: &str, memory: &str| {
+        format!(
+            r#"{HOSTS}
+disk "root" {{ size = "1G" }}
+instance "v" {{
+  host   = host.{at}
+  kernel = "/boot/vmlinuz"
+  memory = "{memory}"
+  disks  = [disk.root]
+}}
+"#
+        )
+    };
+    // Where it runs now: host.a, its marker's hash the definition's.
+    let (_d0, before) = ok(&src("a", "256M"));
+    let on_a = before.on_host(Some("host.a"));
+    let imported = Default::default();
+    let hashes = Default::default();
+    let lowering = |cfg| virtform::plan::desired::Lowering { cfg, state_dir: Path::new("/var/lib/virtform"), kvm_usable: false, source_hashes: &hashes, imported: &imported };
+    let running = lowering(&on_a).domain(on_a.resource("instance.v").unwrap()).unwrap();
+    let observed_a = |up: bool| {
+        let mut o = Observed::default();
+        o.domains.insert(running.name.clone(), ActualDomain { name: running.name.clone(), running: up, autostart: false, def: None, marker: Some(("t".into(), "instance.v".into(), running.marker.spec_hash.clone())) });
+        o
+    };
+    let opts = PlanOptions { state_dir: "/var/lib/virtform".into(), ..Default::default() };
+    let fleet = |cfg: &virtform::config::Configuration, up: bool| {
+        let (pa, pb) = (cfg.on_host(Some("host.a")), cfg.on_host(Some("host.b")));
+        let (oa, ob) = (observed_a(up), Observed::default());
+        let mut plans = vec![plan(&pa, &oa, &opts), plan(&pb, &ob, &opts)];
+        let dir = Path::new("/var/lib/virtform");
+        let parts = [Part { host: Some("host.a"), cfg: &pa, observed: &oa, state_dir: dir, kvm: false }, Part { host: Some("host.b"), cfg: &pb, observed: &ob, state_dir: dir, kvm: false }];
+        plan_migrations(&parts, &mut plans);
+        plans
+    };
+    // host.a -> host.b, nothing else: a live migration.
+    let (_d1, moved) = ok(&src("b", "256M"));
+    let plans = fleet(&moved, true);
+    let on_b = plans[1].changes.iter().find(|c| c.address == "instance.v").unwrap();
+    assert_eq!((on_b.action, on_b.reason.as_deref()), (Action::Update, Some("migrate")), "{:#?}", plans[1]);
+    let text_b = render::text(&plans[1], false);
+    assert!(text_b.contains("# instance.v will migrate live from host.a to host.b") && text_b.contains("~ host = \"host.a\" -> \"host.b\""), "{text_b}");
+    assert!(plans[1].summary().starts_with("Plan: 1 to migrate, 1 to add, 0 to change, 0 to destroy"), "{}", plans[1].summary());
+    let on_a = plans[0].changes.iter().find(|c| c.address == "instance.v").unwrap();
+    assert_eq!(on_a.action, Action::Delete);
+    assert!(on_a.migrate.is_some(), "the old host removes the guest's files after it left");
+    assert!(render::text(&plans[0], false).contains("# instance.v will migrate live from here to host.b"));
+    // The disk follows its instance: made on host.b (the migration copies into it).
+    assert!(plans[1].changes.iter().any(|c| c.address == "disk.root" && c.action == Action::Create));
+    // Stopped: created anew, and the plan says why.
+    let plans = fleet(&moved, false);
+    let c = plans[1].changes.iter().find(|c| c.address == "instance.v").unwrap();
+    assert_eq!(c.action, Action::Create);
+    assert!(c.because.iter().any(|b| b.contains("cannot migrate live from host.a") && b.contains("is not running")), "{:?}", c.because);
+    assert!(plans[0].changes.iter().any(|x| x.address == "instance.v" && x.action == Action::Delete && x.migrate.is_none()));
+    // Its memory changes too: replaced, and why.
+    let (_d2, changed) = ok(&src("b", "512M"));
+    let plans = fleet(&changed, true);
+    let c = plans[1].changes.iter().find(|c| c.address == "instance.v").unwrap();
+    assert_eq!(c.action, Action::Create);
+    assert!(c.because.iter().any(|b| b.contains("its definition there differs from the running one")), "{:?}", c.because);
+}

@@ -213,6 +213,9 @@ pub struct Env {
     /// on the host → (the local file, its sha256). Copied before the domain
     /// that boots them is defined.
     pub deliveries: BTreeMap<PathBuf, (PathBuf, String)>,
+    /// Every host of the run by its address (`None`: this machine): a
+    /// migration reaches the host its guest comes from.
+    pub peers: BTreeMap<Option<String>, crate::host::exec::Executor>,
     /// Graceful shutdown timeout before a forced stop.
     pub shutdown_timeout: Duration,
     /// How long a live detach waits for the guest to release the device.
@@ -271,6 +274,12 @@ pub enum Op {
     /// device and peers), from the links as they are when the step runs.
     /// `from`: the address a moved overlay's links are marked for now.
     Overlay { want: crate::plan::desired::DesiredOverlay, marker: String, create: bool, from: Option<String> },
+    /// Migrate a running domain live from the host `from` (`None`: this
+    /// machine) to this one: the kernel and initrd delivered and the console
+    /// directory made first (as for a define), then libvirt's migration
+    /// with the disks' top layers copied into the files prepared here.
+    /// Done already when the domain runs here and is gone there.
+    Migrate { name: String, def: Box<crate::xml::domain::DomainDef>, console_dir: PathBuf, from: Option<String> },
     /// Remove an overlay's VXLAN device and bridge from this host (those
     /// that are there and carry its marker).
     RemoveOverlay { stack: String, bridge: Option<String>, vxlan: Option<String> },
@@ -330,6 +339,18 @@ fn herr(e: HostError) -> StepError {
     }
 }
 
+impl Op {
+    /// Whether the op removes a host object (a file, a link, a bridge, a
+    /// network, a domain).
+    pub fn is_removal(&self) -> bool {
+        match self {
+            Op::RemoveFile { .. } | Op::Remove { .. } | Op::RemoveOverlay { .. } | Op::RemoveOvsBridge { .. } | Op::RemoveLibvirtNetwork { .. } | Op::HybridUnplug { .. } => true,
+            Op::Links { ops, .. } => ops.iter().any(|o| matches!(o, LinkOp::Delete { .. })),
+            _ => false,
+        }
+    }
+}
+
 impl HostStep {
     /// What the step does, without its host.
     fn describe_op(&self) -> String {
@@ -344,6 +365,7 @@ impl HostStep {
             Op::ResizeDisk { path, size, .. } => format!("grow {} to {}", path.display(), crate::model::common::Size(*size)),
             Op::RemoveFile { path } => format!("remove {}", path.display()),
             Op::Define { name, .. } => format!("define domain {name}"),
+            Op::Migrate { name, from, .. } => format!("migrate domain {name} live from {}", from.as_deref().unwrap_or("this machine")),
             Op::Start { name, .. } => format!("start domain {name}"),
             Op::Stop { name } => format!("shut down domain {name}"),
             Op::Remove { name, .. } => format!("remove domain {name}"),
@@ -475,22 +497,28 @@ impl Step for HostStep {
                 disks::remove_on(&env.exec, path).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
-            Op::Define { name, def, console_dir, keep } => {
-                disks::ensure_dir_on(&env.exec, console_dir).map_err(herr)?;
-                // libvirt copies the UEFI variable store from its template
-                // into this directory at the first start (0600, as qemu's user).
-                if let Some(dir) = def.loader.as_ref().and_then(|l| Path::new(&l.nvram).parent()) {
-                    disks::ensure_dir_on(&env.exec, dir).map_err(herr)?;
-                }
-                // The kernel and initrd it boots, delivered from this machine.
-                for f in [def.kernel.as_deref(), def.initrd.as_deref()].into_iter().flatten() {
-                    if let Some((local, sha)) = env.deliveries.get(Path::new(f)) {
-                        if let Some(dir) = Path::new(f).parent() {
-                            disks::ensure_dir_on(&env.exec, dir).map_err(herr)?;
-                        }
-                        env.exec.copy_image(local, Path::new(f), Some(sha), 0o644).map_err(herr)?;
+            Op::Migrate { name, def, console_dir, from } => {
+                let here = env.libvirt.domain(name).map_err(herr)?;
+                let Some(source) = env.peers.get(from) else {
+                    return Err(StepError::new(format!("no connection to {}, where {name} runs", from.as_deref().unwrap_or("this machine"))).with_hint("plan again"));
+                };
+                let src = crate::host::libvirt::VirtLibvirt::open_on(source, "qemu:///system").map_err(herr)?;
+                let there = src.domain(name).map_err(herr)?;
+                match (&here, &there) {
+                    (Some(h), None) if h.is_active() => return Ok(StepOutcome::AlreadyDone),
+                    (_, None) => return Err(StepError::new(format!("domain {name} is no longer on {}", from.as_deref().unwrap_or("this machine"))).with_hint("plan again")),
+                    (Some(_), Some(_)) => {
+                        return Err(StepError::new(format!("domain {name} is on both hosts; not migrating over the one here")).with_hint("plan again: the plan says which one is this stack's"))
                     }
+                    (None, Some(_)) => {}
                 }
+                prepare_domain_files(env, def, console_dir)?;
+                let dst = crate::host::libvirt::VirtLibvirt::open_on(&env.exec, "qemu:///system").map_err(herr)?;
+                src.migrate_live(name, &dst).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::Define { name, def, console_dir, keep } => {
+                prepare_domain_files(env, def, console_dir)?;
                 let mut def = (**def).clone();
                 if let Some(current) = env.libvirt.domain(name).map_err(herr)?.and_then(|d| d.observed) {
                     // An existing domain keeps its UUID: libvirt refuses to
@@ -985,6 +1013,27 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
     let mut instance_removals = Vec::new();
     // Pass 1: removals (instances first).
     for c in plan.changes.iter().filter(|c| c.kind == Kind::Instance && matches!(c.action, Action::Delete | Action::Replace)) {
+        if c.migrate.is_some() {
+            // Migrated away: the migration undefines the domain here; its
+            // files here go after it (the fleet orders every removal on
+            // this host after the migration). Its records stay: the
+            // instance lives on.
+            let names = cfg.names_of_str(&c.address);
+            let (files, _records) = instance_files(&env.state_dir, &env.records, &env.exec, &cfg.stack, &names);
+            let wait = crate::model::Address::parse(&names).map(|a| crate::observe::pending_wait_path(&env.records, &cfg.stack, &a));
+            for path in files.into_iter().filter(|p| Some(p) != wait.as_ref()) {
+                b.step(&c.address, Op::RemoveFile { path });
+            }
+            // Its delivered kernel and initrd, unless a guest staying here boots them.
+            let booted_here = |f: &str| cfg.resources.iter().any(|r| matches!(&r.spec, Spec::Instance(i) if i.kernel.as_deref() == Some(f) || i.initrd.as_deref() == Some(f)));
+            let boot_dir = env.state_dir.join(&cfg.stack).join("boot");
+            for f in c.migrate.iter().flat_map(|m| &m.boot_files) {
+                if !env.exec.is_local() && Path::new(f).starts_with(&boot_dir) && !booted_here(f) {
+                    b.step(&c.address, Op::RemoveFile { path: PathBuf::from(f) });
+                }
+            }
+            continue;
+        }
         let name = match (&c.object, cfg.resource(&c.address).map(|r| &r.spec)) {
             (Some(o), _) => o.clone(),
             (None, Some(Spec::Instance(i))) => i.domain_name().to_string(),
@@ -1260,6 +1309,24 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     m.spec_hash = String::new();
                 }
                 let id = b.step(&addr, Op::MarkDomain { name: def.name.clone(), element: crate::xml::domain::marker_element(&m) });
+                b.created.insert(addr, id);
+            }
+            Spec::Instance(inst) if c.migrate.is_some() => {
+                // Its seed first (the same content, so the same path, as on
+                // the old host), then the migration, after its disks and
+                // networks here.
+                let (Some(def), Some(m)) = (lowering.domain(r), &c.migrate) else { continue };
+                let console_dir = Path::new(&def.console_log).parent().map(Path::to_path_buf).unwrap_or_default();
+                let mut last = None;
+                if let Some((path, input)) = lowering.seed(r) {
+                    let host_key = inst.connection.as_ref().map(|_| seed_host_key(&env.records, cfg, &addr, inst));
+                    let id = b.step(&addr, Op::WriteSeed { path: path.into(), input: Box::new(input), host_key });
+                    b.after_removal(id, &addr);
+                    last = Some(id);
+                }
+                let id = b.step(&addr, Op::Migrate { name: def.name.clone(), def: Box::new(def), console_dir, from: m.from_host.clone() });
+                b.after_created_deps(id, r, cfg);
+                b.chain(id, last);
                 b.created.insert(addr, id);
             }
             Spec::Instance(inst) => {
@@ -1569,6 +1636,27 @@ fn fixed_ip(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Opt
     })
 }
 
+/// What a domain needs on its host before libvirt defines or receives it:
+/// its console directory, the directory of its UEFI variable store, and
+/// the kernel and initrd it boots, delivered from this machine.
+fn prepare_domain_files(env: &Env, def: &crate::xml::domain::DomainDef, console_dir: &Path) -> Result<(), StepError> {
+    disks::ensure_dir_on(&env.exec, console_dir).map_err(herr)?;
+    // libvirt copies the UEFI variable store from its template
+    // into this directory at the first start (0600, as qemu's user).
+    if let Some(dir) = def.loader.as_ref().and_then(|l| Path::new(&l.nvram).parent()) {
+        disks::ensure_dir_on(&env.exec, dir).map_err(herr)?;
+    }
+    for f in [def.kernel.as_deref(), def.initrd.as_deref()].into_iter().flatten() {
+        if let Some((local, sha)) = env.deliveries.get(Path::new(f)) {
+            if let Some(dir) = Path::new(f).parent() {
+                disks::ensure_dir_on(&env.exec, dir).map_err(herr)?;
+            }
+            env.exec.copy_image(local, Path::new(f), Some(sha), 0o644).map_err(herr)?;
+        }
+    }
+    Ok(())
+}
+
 /// The addresses the bridge had, when the plan changes them.
 fn plan_links_addrs(c: &crate::plan::ResourceChange) -> Option<Vec<String>> {
     c.changes
@@ -1719,6 +1807,7 @@ mod tests {
             deliveries: Default::default(),
             shutdown_timeout: Duration::from_secs(1),
             detach_timeout: Duration::from_secs(1),
+            peers: Default::default(),
         })
     }
 

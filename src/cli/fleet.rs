@@ -287,12 +287,19 @@ pub(super) fn unsupported(cfg: &Configuration, members: &[Member]) -> Vec<String
     errs
 }
 
-/// Each member's plan.
+/// Each member's plan; an instance whose host changed migrates live
+/// where it can (`plan::migrate`).
 pub(super) fn plans(members: &[Member], destroy: bool, replace: &[String], targets: &[String], fingerprint: bool) -> Vec<Plan> {
-    members
+    let mut plans: Vec<Plan> = members
         .iter()
         .map(|m| plan::plan(&m.cfg, &m.observed, &PlanOptions { destroy, replace: replace.to_vec(), state_dir: m.state_dir.clone(), kvm_usable: m.kvm, targets: targets.to_vec(), fingerprint }))
-        .collect()
+        .collect();
+    if !destroy {
+        let parts: Vec<plan::migrate::Part<'_>> =
+            members.iter().map(|m| plan::migrate::Part { host: m.host.as_deref(), cfg: &m.cfg, observed: &m.observed, state_dir: &m.state_dir, kvm: m.kvm }).collect();
+        plan::migrate::plan_migrations(&parts, &mut plans);
+    }
+    plans
 }
 
 /// The plan text: each host's part under its name (a host with nothing of
@@ -418,6 +425,9 @@ pub(super) fn remove_remote_stack_dirs(cfg: &Configuration, members: &[Member]) 
 pub(super) fn lower_all(g: &Global, a: &super::plan::ApplyArgs, members: &mut [Member], plans: &[Plan]) -> crate::apply::dag::Dag<crate::apply::engine::HostStep> {
     use crate::apply::engine::{self, Env};
     let mut dag = crate::apply::dag::Dag::new();
+    let peers: BTreeMap<Option<String>, Executor> = members.iter().map(|m| (m.host.clone(), m.exec.clone())).collect();
+    // Each member's steps, by position in the one DAG.
+    let mut spans = Vec::new();
     for (m, p) in members.iter_mut().zip(plans) {
         let Some(libvirt) = m.libvirt.take() else { continue };
         let local = m.host.is_none();
@@ -431,8 +441,34 @@ pub(super) fn lower_all(g: &Global, a: &super::plan::ApplyArgs, members: &mut [M
             deliveries: std::mem::take(&mut m.deliveries),
             shutdown_timeout: std::time::Duration::from_secs(a.shutdown_timeout),
             detach_timeout: std::time::Duration::from_secs(a.detach_timeout),
+            peers: peers.clone(),
         });
+        let start = dag.len();
         dag.append(engine::lower(p, &m.cfg, env, m.kvm, &m.observed.source_hashes));
+        spans.push((m.host.clone(), start..dag.len()));
     }
+    migrations_first(&mut dag, &spans);
     dag
+}
+
+/// A migrated guest's old host removes what it used (its disk files, its
+/// ports, the networks it was on) only after the guest has left: each
+/// removal on the source host runs after every migration from it.
+fn migrations_first(dag: &mut crate::apply::dag::Dag<crate::apply::engine::HostStep>, spans: &[(Option<String>, std::ops::Range<usize>)]) {
+    use crate::apply::engine::Op;
+    let mut edges = Vec::new();
+    for (_, range) in spans {
+        for id in range.clone() {
+            let Op::Migrate { from, .. } = &dag.step(id).op else { continue };
+            let Some((_, source)) = spans.iter().find(|(h, _)| h == from) else { continue };
+            for r in source.clone() {
+                if dag.step(r).op.is_removal() {
+                    edges.push((r, id));
+                }
+            }
+        }
+    }
+    for (r, id) in edges {
+        dag.depend(r, id);
+    }
 }

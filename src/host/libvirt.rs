@@ -451,6 +451,35 @@ impl VirtLibvirt {
         Ok(VirtLibvirt { uri: uri.to_string(), exec, state: RwLock::new(ConnState { conn, generation: 0 }), long: Mutex::new((Vec::new(), 0)) })
     }
 
+    /// Migrates the running domain `name` live to `dest`'s host, the way
+    /// Nova does without shared storage: the client drives libvirt's
+    /// migration protocol over both connections (source and destination
+    /// talk directly for the memory and the disks), the disks' top layers
+    /// are copied into the files already prepared on the destination
+    /// (`VIR_MIGRATE_NON_SHARED_INC`: their backing images must be there),
+    /// the domain is defined there with its own definition (UUID, MACs,
+    /// marker) and undefined here. On failure libvirt leaves the domain
+    /// running here.
+    pub fn migrate_live(&self, name: &str, dest: &VirtLibvirt) -> Result<(), HostError> {
+        use virt::sys;
+        let flags = sys::VIR_MIGRATE_LIVE
+            | sys::VIR_MIGRATE_PERSIST_DEST
+            | sys::VIR_MIGRATE_UNDEFINE_SOURCE
+            | sys::VIR_MIGRATE_NON_SHARED_INC
+            | sys::VIR_MIGRATE_ABORT_ON_ERROR
+            | sys::VIR_MIGRATE_CHANGE_PROTECTION;
+        let (dconn, _) = dest.current();
+        let to = if dest.exec.is_local() { "this machine" } else { dest.exec.host_name() };
+        let on = if self.exec.is_local() { String::new() } else { format!(" on {}", self.exec.host_name()) };
+        let Some(d) = self.call("look up domain", name, |c| lookup_domain(c, name))? else {
+            return Err(HostError::new(format!("migrate domain{on}"), name, "no such domain").hint("plan again"));
+        };
+        d.migrate2(&dconn, None, flags, None, None, 0).map(|_| ()).map_err(|e| {
+            HostError::new(format!("migrate domain{on} to {to}"), name, e.to_string())
+                .hint("libvirt leaves a domain whose migration failed running on its source; plan again to see where it is")
+        })
+    }
+
     /// The executor of this adapter's host.
     pub fn executor(&self) -> &super::exec::Executor {
         &self.exec

@@ -11,6 +11,7 @@
 
 pub mod desired;
 mod import;
+pub mod migrate;
 pub mod moved;
 mod network;
 mod port;
@@ -98,11 +99,15 @@ pub struct ResourceChange {
     pub importing: Option<String>,
     /// The address the object had before a `moved` block moved it (this plan).
     pub previous_address: Option<String>,
+    /// An instance that moves to this host live (its old host's plan no
+    /// longer deletes it): see [`migrate`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrate: Option<migrate::Migration>,
 }
 
 impl ResourceChange {
     fn new(address: String, kind: Kind, action: Action) -> ResourceChange {
-        ResourceChange { address, kind, action, reason: None, changes: Vec::new(), because: Vec::new(), xml_diff: None, object: None, importing: None, previous_address: None }
+        ResourceChange { address, kind, action, reason: None, changes: Vec::new(), because: Vec::new(), xml_diff: None, object: None, importing: None, previous_address: None, migrate: None }
     }
 
     /// The strongest landing among the changes.
@@ -206,14 +211,19 @@ impl Plan {
     pub fn summary(&self) -> String {
         let add = self.count(Action::Create) + self.count(Action::Replace);
         // A move with nothing else to do is counted as a move only.
-        let change = self.changes.iter().filter(|c| c.action == Action::Update && c.reason.as_deref() != Some("moved")).count();
-        let destroy = self.count(Action::Delete) + self.count(Action::Replace);
+        let change = self.changes.iter().filter(|c| c.action == Action::Update && !matches!(c.reason.as_deref(), Some("moved" | migrate::MIGRATE))).count();
+        // A migrated guest's old host removes its files, not the guest.
+        let destroy = self.count(Action::Delete) + self.count(Action::Replace) - self.changes.iter().filter(|c| c.migrate.is_some() && c.action == Action::Delete).count();
         let mut head = String::new();
         if self.imports() > 0 {
             head.push_str(&format!("{} to import, ", self.imports()));
         }
         if self.moves() > 0 {
             head.push_str(&format!("{} to move, ", self.moves()));
+        }
+        let migrations = self.changes.iter().filter(|c| c.migrate.is_some() && c.action == Action::Update).count();
+        if migrations > 0 {
+            head.push_str(&format!("{migrations} to migrate, "));
         }
         let forget = self.count(Action::Forget);
         let tail = if forget > 0 { format!(", {forget} to forget") } else { String::new() };

@@ -45,6 +45,11 @@ fn header(rc: &ResourceChange) -> String {
     if let (Some(from), Some("moved")) = (&rc.previous_address, rc.reason.as_deref()) {
         return format!("# {from} has moved to {}", rc.address);
     }
+    match (&rc.migrate, rc.action) {
+        (Some(m), Action::Delete) => return format!("# {} will migrate live from here to {} (then its files here are removed)", rc.address, m.to),
+        (Some(m), _) => return format!("# {} will migrate live from {} to {}", rc.address, m.from, m.to),
+        (None, _) => {}
+    }
     match rc.action {
         Action::Create => format!("# {} will be created", rc.address),
         Action::Delete => format!("# {} will be destroyed", rc.address),
@@ -151,7 +156,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
                 let shown = if c.sensitive { "(sensitive value)".to_string() } else { c.after.clone().unwrap_or_default() };
                 out.push_str(&format!("      {}+{} {:width$} = {shown}\n", s.green, s.reset, c.attr));
             }
-            if let (Action::Delete, Some(o)) = (rc.action, &rc.object) {
+            if let (Action::Delete, Some(o), None) = (rc.action, &rc.object, &rc.migrate) {
                 out.push_str(&format!("      {}-{} object = {o:?}\n", s.red, s.reset));
             }
             if let (Action::Forget, Some(o)) = (rc.action, &rc.object) {
@@ -240,6 +245,7 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
             "because": c.because,
             "importing": c.importing.as_ref().map(|id| serde_json::json!({"id": id})),
             "previous_address": c.previous_address,
+            "migrate": c.migrate.as_ref().map(|m| serde_json::json!({"from": m.from, "to": m.to, "domain": m.domain})),
         })).collect::<Vec<_>>(),
         "data_sources": plan.data.iter().map(|d| serde_json::json!({
             "address": d.address,
