@@ -233,6 +233,50 @@ network "lan" {{
         assert!(!e.contains("BEGIN OPENSSH"), "{e}");
     }
     assert_eq!(sh(&a, &["ip", "-br", "link"]), before, "something changed on vflab-a");
+
+    // With --target on host.a's resources, the run goes on without the
+    // unreachable host (and says so); a target there is still refused.
+    let pid = std::process::id();
+    s.write(&format!(
+        r#"
+variable "assets" {{ type = string }}
+host "a" {{
+  uri         = "qemu+ssh://root@10.99.0.11/system"
+  private_key = file("{key}")
+  known_hosts = "{kh}"
+}}
+host "gone" {{
+  uri         = "qemu+ssh://root@10.99.0.13:2/system"
+  private_key = file("{key}")
+  known_hosts = "{kh}"
+}}
+network "lan" {{
+  host   = host.a
+  bridge = "vfflk{pid}"
+}}
+network "far" {{
+  host   = host.gone
+  bridge = "vfflf{pid}"
+}}
+"#,
+        key = key.display(),
+        kh = lab_dir().join("known_hosts").display(),
+    ));
+    let out = s.vf(&["plan", "--target", "network.lan"]);
+    assert_eq!(out.code, Some(0), "{}", out.show());
+    assert!(out.stdout.contains("# network.lan will be created") && !out.stdout.contains("network.far"), "{}", out.show());
+    assert!(out.stderr.contains("warning: host.gone (qemu+ssh://root@10.99.0.13:2/system): cannot connect over SSH") && out.stderr.contains("host.gone is left out of this run: --target reaches nothing on it"), "{}", out.show());
+    for cmd in [&["plan", "--target", "network.far"][..], &["plan"][..]] {
+        let out = s.vf(cmd);
+        assert_eq!(out.code, Some(1), "{cmd:?}: {}", out.show());
+        assert!(out.stderr.contains("host.gone (qemu+ssh://root@10.99.0.13:2/system): cannot connect over SSH") && out.stderr.contains("nothing was planned or changed on any host"), "{cmd:?}: {}", out.show());
+    }
+    let out = s.vf(&["apply", "--auto-approve", "--target", "network.lan"]);
+    assert!(out.ok() && out.stdout.contains(&format!("create bridge vfflk{pid} on host.a")), "{}", out.show());
+    assert!(sh(&a, &["ip", "-br", "link"]).contains(&format!("vfflk{pid}")), "the targeted bridge is not on vflab-a");
+    let out = s.vf(&["destroy", "--auto-approve", "--target", "network.lan"]);
+    assert!(out.ok(), "{}", out.show());
+    assert_eq!(sh(&a, &["ip", "-br", "link"]), before, "the targeted bridge is left on vflab-a");
     // The stack's teardown (VfStack's drop) acts on this machine's markers alone.
     std::fs::remove_file(s.cfg.path().join("main.vf.hcl")).unwrap();
 }
@@ -522,6 +566,103 @@ fn a_guest_whose_host_changes_migrates_live_keeping_its_uuid_mac_ip_and_data_lea
         assert!(!virsh(x, &["list", "--all", "--name"]).contains(&s.stack), "domain left on vflab-{key}");
         assert!(sh(x, &["ls", "-a", "/var/lib/virtform"]).lines().all(|l| l != s.stack), "stack dir left on vflab-{key}");
         assert!(!sh(x, &["ip", "-br", "link"]).contains(&format!("vx{vni}")), "tunnel left on vflab-{key}");
+    }
+    uncache_tiny();
+}
+
+#[test]
+fn a_host_lost_in_the_middle_of_an_apply_fails_its_steps_only_and_the_next_apply_converges() {
+    let _one = lab_guests();
+    let s = VfStack::new("a_host_lost_in_the_middle_of_an_apply_fails_its_steps_only_and_the_next_apply_converges", "flo");
+    let (a, c) = (lab("vflab-a"), lab("vflab-c"));
+    let pid = std::process::id();
+    // host.a's guest is ready in seconds; host.c's prints VF-READY only
+    // after pinging an address nobody has for 40 s: the apply is still
+    // waiting on host.c when host.c goes.
+    s.write(&format!(
+        r#"{hosts}
+variable "assets" {{ type = string }}
+locals {{
+  placed = {{
+    a = {{ host = host.a, extra = "" }}
+    c = {{ host = host.c, extra = " vf.ping=10.61.0.99 vf.pingwait=40" }}
+  }}
+}}
+network "lan" {{
+  for_each = local.placed
+  host     = each.value.host
+  bridge   = "vflo{pid}${{each.key}}"
+  address  = "10.61.0.1/24"
+}}
+image "tiny" {{ source = "${{var.assets}}/tiny.qcow2" }}
+disk "root" {{
+  for_each = local.placed
+  image    = image.tiny
+}}
+port "eth0" {{
+  for_each = local.placed
+  network  = network.lan[each.key]
+  ip       = "10.61.0.10"
+}}
+instance "web" {{
+  for_each = local.placed
+  host     = each.value.host
+  memory   = "128M"
+  kernel   = "${{var.assets}}/vmlinuz"
+  initrd   = "${{var.assets}}/initrd.gz"
+  cmdline  = "console=ttyS0 vf.ip=10.61.0.10/24${{each.value.extra}}"
+  disks    = [disk.root[each.key]]
+  ports    = [port.eth0[each.key]]
+  wait_for {{
+    console = "VF-READY"
+    timeout = "300s"
+  }}
+}}
+"#,
+        hosts = hosts_hcl(&lab_dir().join("known_hosts"))
+    ));
+    let dom_c = format!("{}-web-c", s.stack);
+    let link = "vflab-c0"; // host.c's end of the underlay, in this namespace
+    let out = std::thread::scope(|t| {
+        let apply = t.spawn(|| s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(600)));
+        // host.c's guest runs: the apply is in its wait. Then host.c goes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !sh(&c, &["virsh", "-c", "qemu:///system", "domstate", &dom_c]).contains("running") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let down = run("ip", &["link", "set", link, "down"]);
+        let out = apply.join().unwrap();
+        let up = run("ip", &["link", "set", link, "up"]);
+        assert!(down.ok() && up.ok(), "{}{}", down.show(), up.show());
+        out
+    });
+    assert_eq!(out.code, Some(1), "the apply should fail on host.c:\n{}", out.show());
+    assert!(out.stdout.contains("Failed") && out.stdout.contains("on host.c"), "the report names host.c's failed step:\n{}", out.show());
+    // host.a's steps finished: its guest booted.
+    assert!(out.stdout.contains(&format!("wait for \"VF-READY\" on the console of {}-web-a on host.a", s.stack)), "{}", out.show());
+    assert!(sh(&a, &["cat", &format!("/var/lib/virtform/{}/console/web@a.log", s.stack)]).contains("VF-READY"));
+    assert!(out.stderr.contains("run `virtform plan` to see what remains"), "{}", out.show());
+
+    // host.c is back: the next apply converges, nothing duplicated.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while run("ping", &["-c", "1", "-W", "1", "10.99.0.13"]).code != Some(0) && std::time::Instant::now() < deadline {}
+    let c = lab("vflab-c");
+    let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(600));
+    assert!(out.ok() && out.stdout.contains("Apply complete"), "{}", out.show());
+    assert!(!out.stdout.contains("define domain"), "a domain was defined again:\n{}", out.show());
+    // The lost run's lock on host.c outlived it there (host.c's sshd never
+    // saw its connection close): this run, on the same machine, ends it.
+    assert!(out.stderr.contains("was held by a virtform run on this machine that is gone"), "{}", out.show());
+    let again = s.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, Some(0), "not converged:\n{}", again.show());
+    assert_eq!(sh(&c, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).lines().filter(|l| l.contains(&s.stack)).count(), 1, "host.c holds one domain of the stack");
+
+    let d = s.vf(&["destroy", "--auto-approve"]);
+    assert!(d.ok() && d.stdout.contains("Destroy complete"), "{}", d.show());
+    for (x, key) in [(&a, "a"), (&c, "c")] {
+        assert!(!sh(x, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).contains(&s.stack), "domain left on vflab-{key}");
+        assert!(!sh(x, &["ip", "-br", "link"]).contains(&format!("vflo{pid}")), "bridge left on vflab-{key}");
+        assert!(sh(x, &["ls", "-a", "/var/lib/virtform"]).lines().all(|l| l != s.stack), "stack dir left on vflab-{key}");
     }
     uncache_tiny();
 }

@@ -593,7 +593,13 @@ impl Step for HostStep {
                 let start = Instant::now();
                 let mut running = StillRunning::new(env, name);
                 loop {
-                    let text = if env.exec.is_local() { std::fs::read(log).ok() } else { env.exec.read_opt(log).ok().flatten() };
+                    // A remote host that no longer answers fails the wait at
+                    // once (its connection is gone): it is not "not ready yet".
+                    let text = if env.exec.is_local() {
+                        std::fs::read(log).ok()
+                    } else {
+                        env.exec.read_opt(log).map_err(|e| herr(e).with_hint(format!("{} stopped answering while {name} was waited for; when it is back, `virtform apply` waits again", env.exec.host_name())))?
+                    };
                     if let Some(text) = text
                         && String::from_utf8_lossy(&text).contains(pattern.as_str()) {
                             return Ok(StepOutcome::Done);

@@ -88,10 +88,31 @@ fn remote_hosts(cfg: &Configuration) -> Vec<(String, crate::model::host::Host, S
         .collect()
 }
 
+/// The hosts a `--target` list reaches: where the targeted resources and
+/// what they depend on live (`None`: this machine). Every host without targets.
+fn target_hosts(cfg: &Configuration, targets: &[String]) -> Option<std::collections::BTreeSet<Option<String>>> {
+    if targets.is_empty() {
+        return None;
+    }
+    let blocks = plan::target_blocks(cfg, targets);
+    let mut hosts = std::collections::BTreeSet::new();
+    for r in cfg.resources.iter().filter(|r| blocks.contains(&r.address.block())) {
+        let a = r.address.to_string();
+        match cfg.placement.spread.get(&a) {
+            Some(on) => hosts.extend(on.iter().cloned()),
+            None => {
+                hosts.insert(cfg.placement.host_of(&a).map(str::to_string));
+            }
+        }
+    }
+    Some(hosts)
+}
+
 /// Connects to every remote host at once (SSH, then libvirt): the members,
 /// not yet observed, this machine first. Every host that cannot be reached
-/// is reported; then nothing goes on.
-pub(super) fn connect(g: &Global, cfg: &Configuration, local: VirtLibvirt, local_kvm: bool) -> Result<Vec<Member>, ExitCode> {
+/// is reported; then nothing goes on, unless `--target` reaches nothing on
+/// the hosts that failed: those are left out with a warning.
+pub(super) fn connect(g: &Global, cfg: &Configuration, local: VirtLibvirt, local_kvm: bool, targets: &[String]) -> Result<Vec<Member>, ExitCode> {
     let (part, deliveries) = part_of(cfg, None, &g.state_dir).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)
@@ -126,6 +147,15 @@ pub(super) fn connect(g: &Global, cfg: &Configuration, local: VirtLibvirt, local
             })
             .collect()
     });
+    let reach = target_hosts(cfg, targets);
+    let (results, passed): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| match (r, &reach) {
+        (Err(f), Some(hosts)) => hosts.contains(&Some(f.host.clone())),
+        _ => true,
+    });
+    for f in passed.into_iter().filter_map(Result::err) {
+        eprintln!("warning: {} ({}): cannot {}: {}", f.host, f.uri, f.what, f.error);
+        eprintln!("note: {} is left out of this run: --target reaches nothing on it", f.host);
+    }
     out.extend(all_or_report(results, "nothing was planned or changed on any host")?);
     Ok(out)
 }
@@ -294,6 +324,20 @@ pub(super) fn plans(members: &[Member], destroy: bool, replace: &[String], targe
         .iter()
         .map(|m| plan::plan(&m.cfg, &m.observed, &PlanOptions { destroy, replace: replace.to_vec(), state_dir: m.state_dir.clone(), kvm_usable: m.kvm, targets: targets.to_vec(), fingerprint }))
         .collect();
+    // A target lives on some hosts only: it is missing only when no part has it.
+    for t in targets {
+        let missing: Vec<String> = ["resource", "module"].iter().map(|w| format!("--target {t}: no such {w}")).collect();
+        let is_missing = |p: &Plan| p.errors.iter().any(|e| missing.contains(e));
+        if !plans.iter().all(is_missing) {
+            for p in &mut plans {
+                p.errors.retain(|e| !missing.contains(e));
+            }
+        } else {
+            for p in plans.iter_mut().skip(1) {
+                p.errors.retain(|e| !missing.contains(e));
+            }
+        }
+    }
     if !destroy {
         let parts: Vec<plan::migrate::Part<'_>> =
             members.iter().map(|m| plan::migrate::Part { host: m.host.as_deref(), cfg: &m.cfg, observed: &m.observed, state_dir: &m.state_dir, kvm: m.kvm }).collect();
@@ -353,8 +397,18 @@ pub(super) fn lock_remote(cfg: &Configuration, members: &[Member]) -> Result<Vec
         loop {
             match m.exec.try_lock(&path).map_err(fail)? {
                 Some(l) => {
+                    // Who holds it, for a later run that finds it held.
+                    let line = holder_line();
+                    let argv = [std::ffi::OsStr::new("tee"), std::ffi::OsStr::new("--"), path.as_os_str()];
+                    m.exec.output("record the lock's holder", &path.display().to_string(), &argv, crate::host::exec::Input::Bytes(line.as_bytes())).map_err(fail)?;
                     locks.push(HeldLock { lock: Some(l), exec: m.exec.clone(), path, dir, created });
                     break;
+                }
+                None if break_stale_lock(&m.exec, &path).map_err(fail)? => {
+                    eprintln!(
+                        "note: the lock of stack \"{}\" on {} was held by a virtform run on this machine that is gone (it lost {} while running): its holder there was ended",
+                        cfg.stack, m.label, m.label
+                    );
                 }
                 None => {
                     if !said {
@@ -367,6 +421,65 @@ pub(super) fn lock_remote(cfg: &Configuration, members: &[Member]) -> Result<Vec
         }
     }
     Ok(locks)
+}
+
+/// This machine in a remote lock file: its machine id (else its host name).
+fn machine_id() -> String {
+    let id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    let id = id.trim();
+    if !id.is_empty() {
+        return id.to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string()
+}
+
+/// What a run writes into a remote lock file it holds.
+fn holder_line() -> String {
+    format!("virtform {} {}\n", machine_id(), std::process::id())
+}
+
+/// A remote lock held by a run of this machine that is gone: the holder's
+/// session on the host outlived it (the host was unreachable when the run
+/// ended, so its sshd never saw the connection close). Its holder process
+/// there (exactly the `flock … cat` virtform runs, with the lock file open)
+/// is ended by PID. The lock file must name the same dead run twice, 2 s
+/// apart (a new holder rewrites it at once). Holders of other machines are
+/// never touched.
+fn break_stale_lock(exec: &Executor, path: &std::path::Path) -> Result<bool, HostError> {
+    use std::ffi::OsStr;
+    let holder = |bytes: Option<Vec<u8>>| -> Option<u32> {
+        let text = String::from_utf8(bytes?).ok()?;
+        let mut w = text.split_whitespace();
+        let (tag, machine, pid) = (w.next()?, w.next()?, w.next()?.parse::<u32>().ok()?);
+        (tag == "virtform" && machine == machine_id()).then_some(pid)
+    };
+    let alive = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "virtform");
+    let Some(pid) = holder(exec.read_opt(path)?) else { return Ok(false) };
+    if alive(pid) {
+        return Ok(false);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    if holder(exec.read_opt(path)?) != Some(pid) {
+        return Ok(false);
+    }
+    let pattern: String = path.display().to_string().chars().flat_map(|c| if "*?[]\\".contains(c) { vec!['\\', c] } else { vec![c] }).collect();
+    let argv = ["find", "/proc", "-mindepth", "3", "-maxdepth", "3", "-path", "/proc/*/fd/*", "-lname", &pattern].map(OsStr::new);
+    let found = exec.output("find the lock's holder", &path.display().to_string(), &argv, crate::host::exec::Input::None)?;
+    let want = [b"flock".as_slice(), b"-n", b"-E", b"75", path.as_os_str().as_encoded_bytes(), b"cat"].iter().flat_map(|a| a.iter().copied().chain([0u8])).collect::<Vec<u8>>();
+    let mut ended = false;
+    for line in String::from_utf8_lossy(&found.stdout).lines() {
+        let Some(p) = line.strip_prefix("/proc/").and_then(|r| r.split('/').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if exec.read_opt(std::path::Path::new(&format!("/proc/{p}/cmdline")))?.as_deref() != Some(want.as_slice()) {
+            continue;
+        }
+        let pid = p.to_string();
+        let kill = ["kill", "-TERM", "--", pid.as_str()].map(OsStr::new);
+        ended |= exec.output("end the stale lock holder", &pid, &kill, crate::host::exec::Input::None)?.success();
+    }
+    if ended {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    Ok(ended)
 }
 
 /// A stack lock held on a remote host. Dropped, it removes its lock file

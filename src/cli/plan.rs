@@ -283,7 +283,7 @@ fn plan_fleet(g: &Global, a: &PlanArgs, s: Session) -> ExitCode {
         return ExitCode::from(1);
     }
     let Session { cfg, libvirt, observed, kvm } = s;
-    let mut members = match super::fleet::connect(g, &cfg, libvirt, kvm) {
+    let mut members = match super::fleet::connect(g, &cfg, libvirt, kvm, &a.target) {
         Ok(m) => m,
         Err(c) => return c,
     };
@@ -382,7 +382,7 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
         Ok(l) => l,
         Err(c) => return c,
     };
-    let mut members = match fleet::connect(g, &cfg, libvirt, kvm) {
+    let mut members = match fleet::connect(g, &cfg, libvirt, kvm, &a.target) {
         Ok(m) => m,
         Err(c) => return c,
     };

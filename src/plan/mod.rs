@@ -231,6 +231,34 @@ impl Plan {
     }
 }
 
+/// The blocks (`disk.root`, `module.web["a"].port.p`) a `--target` list
+/// reaches in the configuration: the targets, everything in targeted
+/// modules, and what they depend on.
+pub fn target_blocks(cfg: &Configuration, targets: &[String]) -> BTreeSet<String> {
+    use crate::model::{Address, ModulePath};
+    let block = |a: &str| Address::parse(a).map(|x| x.block()).unwrap_or_else(|| a.split('[').next().unwrap_or(a).to_string());
+    let modules: Vec<ModulePath> = targets.iter().filter_map(|t| ModulePath::parse(t)).collect();
+    let mut keep: BTreeSet<String> = targets.iter().filter(|t| ModulePath::parse(t).is_none()).map(|t| block(t)).collect();
+    for r in &cfg.resources {
+        if modules.iter().any(|m| r.address.module.within(m)) {
+            keep.insert(r.address.block());
+        }
+    }
+    let edges = cfg.graph.resource_edges();
+    loop {
+        let before = keep.len();
+        for (from, to) in &edges {
+            if from.is_resource() && to.is_resource() && keep.contains(&from.to_string()) {
+                keep.insert(to.to_string());
+            }
+        }
+        if keep.len() == before {
+            break;
+        }
+    }
+    keep
+}
+
 /// Options of `plan`.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
@@ -533,6 +561,7 @@ impl Planner<'_> {
     }
 
     /// Keeps the changes of the targets and of the blocks they depend on.
+    /// (`target_blocks` is the configuration's part of it.)
     /// A target is a resource (`disk.root`, `disk.root[0]`, also inside a
     /// module: `module.web["a"].disk.root`) or a module (`module.web`: every
     /// instance; `module.web["a"]`: that one), with everything in it.
@@ -543,27 +572,11 @@ impl Planner<'_> {
         let modules: Vec<ModulePath> = self.opts.targets.iter().filter_map(|t| ModulePath::parse(t)).collect();
         let in_module = |a: &str| Address::parse(a).is_some_and(|x| modules.iter().any(|m| x.module.within(m)));
         let res_targets: Vec<&String> = self.opts.targets.iter().filter(|t| ModulePath::parse(t).is_none()).collect();
-        let mut keep: BTreeSet<String> = res_targets.iter().map(|t| block(t)).collect();
+        let mut keep = target_blocks(self.cfg, &self.opts.targets);
+        // Orphans inside a targeted module (no configuration, no dependencies).
         for c in &self.out.changes {
             if in_module(&c.address) {
                 keep.insert(block(&c.address));
-            }
-        }
-        for r in &self.cfg.resources {
-            if modules.iter().any(|m| r.address.module.within(m)) {
-                keep.insert(r.address.block());
-            }
-        }
-        let edges = self.cfg.graph.resource_edges();
-        loop {
-            let before = keep.len();
-            for (from, to) in &edges {
-                if from.is_resource() && to.is_resource() && keep.contains(&from.to_string()) {
-                    keep.insert(to.to_string());
-                }
-            }
-            if keep.len() == before {
-                break;
             }
         }
         let exact: BTreeSet<&String> = res_targets.iter().copied().filter(|t| Address::parse(t).is_some_and(|a| a.key != crate::model::Key::None)).collect();
