@@ -183,6 +183,34 @@ fn a_fleet_over_the_lab_applies_converges_and_is_destroyed_leaving_nothing() {
     }
 }
 
+/// host.a (its key checked against `known_hosts`), host.gone (nothing
+/// listens there) and a bridge on host.a; then `extra`.
+fn gone_hcl(known_hosts: &Path, extra: &str) -> String {
+    format!(
+        r#"
+variable "assets" {{ type = string }}
+host "a" {{
+  uri         = "qemu+ssh://root@10.99.0.11/system"
+  private_key = file("{key}")
+  known_hosts = "{known}"
+}}
+host "gone" {{
+  uri         = "qemu+ssh://root@10.99.0.13:2/system"
+  private_key = file("{key}")
+  known_hosts = "{kh}"
+}}
+network "lan" {{
+  host   = host.a
+  bridge = "vfflk{pid}"
+}}
+{extra}"#,
+        key = lab_dir().join("id_ed25519").display(),
+        known = known_hosts.display(),
+        kh = lab_dir().join("known_hosts").display(),
+        pid = std::process::id()
+    )
+}
+
 #[test]
 fn a_host_key_mismatch_and_an_unreachable_host_are_refused_before_anything_runs() {
     let s = VfStack::new("a_host_key_mismatch_and_an_unreachable_host_are_refused_before_anything_runs", "flk");
@@ -198,30 +226,7 @@ fn a_host_key_mismatch_and_an_unreachable_host_are_refused_before_anything_runs(
     let mut line = public.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     line.insert_str(0, "10.99.0.11 ");
     std::fs::write(&wrong, line + "\n").unwrap();
-    let key = lab_dir().join("id_ed25519");
-    s.write(&format!(
-        r#"
-variable "assets" {{ type = string }}
-host "a" {{
-  uri         = "qemu+ssh://root@10.99.0.11/system"
-  private_key = file("{key}")
-  known_hosts = "{wrong}"
-}}
-host "gone" {{
-  uri         = "qemu+ssh://root@10.99.0.13:2/system"
-  private_key = file("{key}")
-  known_hosts = "{kh}"
-}}
-network "lan" {{
-  host   = host.a
-  bridge = "vfflk{pid}"
-}}
-"#,
-        key = key.display(),
-        wrong = wrong.display(),
-        kh = lab_dir().join("known_hosts").display(),
-        pid = std::process::id()
-    ));
+    s.write(&gone_hcl(&wrong, ""));
     for cmd in [&["plan"][..], &["apply", "--auto-approve"][..]] {
         let out = s.vf(cmd);
         assert_eq!(out.code, Some(1), "{cmd:?}: {}", out.show());
@@ -237,31 +242,7 @@ network "lan" {{
     // With --target on host.a's resources, the run goes on without the
     // unreachable host (and says so); a target there is still refused.
     let pid = std::process::id();
-    s.write(&format!(
-        r#"
-variable "assets" {{ type = string }}
-host "a" {{
-  uri         = "qemu+ssh://root@10.99.0.11/system"
-  private_key = file("{key}")
-  known_hosts = "{kh}"
-}}
-host "gone" {{
-  uri         = "qemu+ssh://root@10.99.0.13:2/system"
-  private_key = file("{key}")
-  known_hosts = "{kh}"
-}}
-network "lan" {{
-  host   = host.a
-  bridge = "vfflk{pid}"
-}}
-network "far" {{
-  host   = host.gone
-  bridge = "vfflf{pid}"
-}}
-"#,
-        key = key.display(),
-        kh = lab_dir().join("known_hosts").display(),
-    ));
+    s.write(&gone_hcl(&lab_dir().join("known_hosts"), &format!("network \"far\" {{\n  host   = host.gone\n  bridge = \"vfflf{pid}\"\n}}\n")));
     let out = s.vf(&["plan", "--target", "network.lan"]);
     assert_eq!(out.code, Some(0), "{}", out.show());
     assert!(out.stdout.contains("# network.lan will be created") && !out.stdout.contains("network.far"), "{}", out.show());
