@@ -6,7 +6,8 @@
 //!
 //! - **Order.** A step starts only after every one of its dependencies has
 //!   finished successfully (`Done` or `AlreadyDone`).
-//! - **Bounded parallelism.** At most `parallelism` non-wait steps run at a
+//! - **Bounded parallelism, per pool.** At most `parallelism` non-wait steps of one
+//!   pool ([`Step::pool`]: a fleet's host) run at a
 //!   time, on a fixed pool of that many worker threads (0 counts as 1).
 //!   Wait steps ([`Step::is_wait`]: console pattern, DHCP lease, guest agent, TCP port)
 //!   run on a thread of their own each and hold no slot — unlike Terraform,
@@ -58,6 +59,11 @@ pub trait Step: Send + Sync {
     /// parallelism slot: each runs on a thread of its own.
     fn is_wait(&self) -> bool {
         false
+    }
+    /// The pool whose slots the step takes: `parallelism` slots per pool
+    /// (one pool per host in a fleet: a slow host does not starve the others).
+    fn pool(&self) -> usize {
+        0
     }
     /// Runs the step. Steps are idempotent and re-check the host themselves;
     /// a step that finds nothing to do returns [`StepOutcome::AlreadyDone`].
@@ -507,7 +513,12 @@ impl<S: Step> Dag<S> {
         co.fail_cycles();
 
         let non_wait = co.is_wait.iter().filter(|w| !**w).count();
-        let want_workers = parallelism.max(1).min(non_wait);
+        // `parallelism` slots per pool; workers for all of them.
+        let per_pool = parallelism.max(1);
+        let pool: Vec<usize> = self.steps.iter().map(|s| catch_unwind(AssertUnwindSafe(|| s.pool())).unwrap_or(0)).collect();
+        let pools: std::collections::BTreeSet<usize> = pool.iter().zip(&co.is_wait).filter(|(_, w)| !**w).map(|(p, _)| *p).collect();
+        let want_workers = per_pool.saturating_mul(pools.len().max(1)).min(non_wait);
+        let mut busy: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
 
         thread::scope(|scope| {
             let (done_tx, done_rx) = mpsc::channel::<Completion>();
@@ -584,8 +595,16 @@ impl<S: Step> Dag<S> {
                     }
                 }
                 if !cancel.is_cancelled() {
+                    // Steps of a pool with every slot taken wait for one.
+                    let mut full = Vec::new();
                     while let Some(&w) = idle.last() {
                         let Some(Reverse(id)) = co.ready.pop() else { break };
+                        let taken = busy.entry(pool[id]).or_insert(0);
+                        if *taken >= per_pool {
+                            full.push(Reverse(id));
+                            continue;
+                        }
+                        *taken += 1;
                         let description = co.emit_started(id);
                         co.state[id] = State::Running;
                         if let Err(mpsc::SendError((id, description))) = workers[w].send((id, description)) {
@@ -599,12 +618,16 @@ impl<S: Step> Dag<S> {
                             };
                             emit(observer, finished_event(&self.steps[id], &c));
                             co.complete(c, &mut Vec::new()); // a failure makes nothing ready
+                            if let Some(n) = busy.get_mut(&pool[id]) {
+                                *n = n.saturating_sub(1);
+                            }
                             idle.pop();
                             continue;
                         }
                         idle.pop();
                         in_flight += 1;
                     }
+                    co.ready.extend(full);
                 }
                 if in_flight == 0 {
                     break;
@@ -614,6 +637,9 @@ impl<S: Step> Dag<S> {
                 in_flight -= 1;
                 if let Some(w) = c.worker {
                     idle.push(w);
+                    if let Some(n) = busy.get_mut(&pool[c.id]) {
+                        *n = n.saturating_sub(1);
+                    }
                 }
                 co.complete(c, &mut batch);
             }
@@ -1321,6 +1347,43 @@ mod tests {
             assert!(report.ok());
             assert_eq!(f.probe.max_running(), expected, "parallelism {parallelism}");
         }
+    }
+
+    #[test]
+    fn each_pool_has_its_own_slots() {
+        // Two pools (hosts) of 12 steps, parallelism 2: 4 at once overall,
+        // never 3 of one pool.
+        struct Pooled(Fake, usize);
+        impl Step for Pooled {
+            fn describe(&self) -> String {
+                self.0.describe()
+            }
+            fn address(&self) -> &str {
+                self.0.address()
+            }
+            fn pool(&self) -> usize {
+                self.1
+            }
+            fn run(&self, cx: &StepContext) -> Result<StepOutcome, StepError> {
+                let per = &PER_POOL[self.1];
+                let now = per.fetch_add(1, Ordering::SeqCst) + 1;
+                MAX_PER_POOL.fetch_max(now, Ordering::SeqCst);
+                let r = self.0.run(cx);
+                per.fetch_sub(1, Ordering::SeqCst);
+                r
+            }
+        }
+        static PER_POOL: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+        static MAX_PER_POOL: AtomicUsize = AtomicUsize::new(0);
+        let probe = Probe::new(24);
+        let mut dag = Dag::new();
+        for i in 0..24 {
+            dag.add(Pooled(Fake { index: i, name: format!("s{i}"), address: format!("test.s{i}"), wait: false, probe: probe.clone(), body: sleep(8) }, i % 2));
+        }
+        let report = dag.run(2, &|_| {});
+        assert!(report.ok());
+        assert_eq!(probe.max_running(), 4, "both pools' slots are used at once");
+        assert_eq!(MAX_PER_POOL.load(Ordering::SeqCst), 2, "no pool runs more than its slots");
     }
 
     #[test]

@@ -417,6 +417,11 @@ impl Step for HostStep {
         matches!(self.op, Op::WaitConsole { .. } | Op::WaitLease { .. } | Op::WaitTcp { .. } | Op::WaitAgent { .. } | Op::WaitSsh { .. } | Op::WaitCloudInit { .. })
     }
 
+    /// One pool per host: the steps sharing an `Env` are one host's.
+    fn pool(&self) -> usize {
+        Arc::as_ptr(&self.env) as usize
+    }
+
     fn run(&self, cx: &StepContext) -> Result<StepOutcome, StepError> {
         let env = &self.env;
         match &self.op {
