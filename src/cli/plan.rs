@@ -76,7 +76,7 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
-    /// How many steps run at once (waits do not count); at least 1.
+    /// How many steps run at once on each host (waits do not count); at least 1.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub parallelism: u64,
     /// Force the replacement of a resource (repeatable).
