@@ -331,6 +331,31 @@ fn lab_disks_adapter_makes_overlays_on_vflab_a() {
     assert_eq!(disks::inspect_on(&a, &raw).unwrap().virtual_size, 8 << 20);
     let q = root.join("stack").join("disks").join("data.qcow2");
     disks::create_blank_on(&a, &q, DiskFormat::Qcow2, 8 << 20).unwrap();
+
+    // The fast path a run's disk steps take: one command, the same overlay.
+    let fresh = root.join("stack").join("disks").join("fresh@x.qcow2");
+    disks::create_overlay_fresh_on(&a, &fresh, &base, &remote_info, Some(size)).expect("fresh overlay on vflab-a");
+    let f = disks::inspect_on(&a, &fresh).unwrap();
+    assert_eq!((f.backing_file.as_deref(), f.virtual_size), (Some(&*base.to_string_lossy()), size));
+    assert_eq!(a.stat(&fresh).unwrap().map(|s| s.mode), Some(0o600));
+    // Many files inspected in two commands read what one each reads: qcow2
+    // overlays, a blank raw file, a file shorter than the 4 KiB batch read.
+    let short = root.join("stack").join("disks").join("short");
+    a.run("write", "x", "tee", &["--", &short.to_string_lossy()], Some(b"not an image")).unwrap();
+    let all = [disk.as_path(), raw.as_path(), q.as_path(), fresh.as_path(), short.as_path(), base.as_path()];
+    let many = disks::inspect_many_on(&a, &all);
+    for (p, m) in all.iter().zip(&many) {
+        assert_eq!(m.as_ref().ok(), disks::inspect_on(&a, p).as_ref().ok(), "{}", p.display());
+        assert!(m.is_ok(), "{}: {m:?}", p.display());
+    }
+    // One file gone: the batch falls back to one inspection each, and says which.
+    let gone = root.join("stack").join("disks").join("gone");
+    let with_gone = [disk.as_path(), gone.as_path()];
+    let r = disks::inspect_many_on(&a, &with_gone);
+    assert!(r[0].is_ok() && r[1].as_ref().unwrap_err().message == "does not exist", "{r:?}");
+    for p in [&fresh, &short] {
+        disks::remove_on(&a, p).unwrap();
+    }
     disks::resize_on(&a, &q, 16 << 20).unwrap();
     assert_eq!(disks::inspect_on(&a, &q).unwrap().virtual_size, 16 << 20);
     assert!(disks::resize_on(&a, &q, 1 << 20).unwrap_err().message.contains("cannot shrink"));

@@ -216,10 +216,62 @@ pub struct Env {
     /// Every host of the run by its address (`None`: this machine): a
     /// migration reaches the host its guest comes from.
     pub peers: BTreeMap<Option<String>, crate::host::exec::Executor>,
+    /// What this run's steps on the host already made sure of.
+    pub memo: Memo,
     /// Graceful shutdown timeout before a forced stop.
     pub shutdown_timeout: Duration,
     /// How long a live detach waits for the guest to release the device.
     pub detach_timeout: Duration,
+}
+
+/// What the steps of one run on one host already made sure of, so later
+/// steps do not ask the host again (each question is an SSH round trip on
+/// a remote host): directories that exist, boot files delivered, the
+/// facts of base images. Only what the run made or read itself, and only
+/// what no step of a run removes (steps remove files, never these
+/// directories, cached images or boot files another step boots from).
+#[derive(Debug, Default)]
+pub struct Memo {
+    dirs: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
+    delivered: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
+    bases: std::sync::Mutex<BTreeMap<PathBuf, disks::ImageInfo>>,
+}
+
+impl Env {
+    /// [`disks::ensure_dir_on`], once per directory and run.
+    fn ensure_dir(&self, dir: &Path) -> Result<(), HostError> {
+        if self.memo.dirs.lock().unwrap_or_else(|p| p.into_inner()).contains(dir) {
+            return Ok(());
+        }
+        disks::ensure_dir_on(&self.exec, dir)?;
+        self.memo.dirs.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// The facts of a base image (a cached image: content-addressed, never changed), read once per run.
+    fn base_info(&self, path: &Path) -> Result<disks::ImageInfo, HostError> {
+        if let Some(i) = self.memo.bases.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+            return Ok(i.clone());
+        }
+        let info = disks::inspect_on(&self.exec, path)?;
+        self.memo.bases.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_path_buf(), info.clone());
+        Ok(info)
+    }
+
+    /// A boot file delivered from this machine (its sha256 checked there), once per run.
+    fn deliver(&self, local: &Path, there: &Path, sha: &str) -> Result<(), HostError> {
+        let mut done = self.memo.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        if done.contains(there) {
+            return Ok(());
+        }
+        // Held while copying: two steps booting one kernel copy it once.
+        if let Some(dir) = there.parent() {
+            self.ensure_dir(dir)?;
+        }
+        self.exec.copy_image(local, there, Some(sha), 0o644)?;
+        done.insert(there.to_path_buf());
+        Ok(())
+    }
 }
 
 /// What a step does.
@@ -434,7 +486,7 @@ impl Step for HostStep {
                 }
                 let name = c.path.file_name().unwrap_or_default();
                 let dst = env.state_dir.join("images").join(name);
-                disks::ensure_dir_on(&env.exec, &env.state_dir.join("images")).map_err(herr)?;
+                env.ensure_dir(&env.state_dir.join("images")).map_err(herr)?;
                 let copied = env.exec.copy_image(&c.path, &dst, Some(&c.sha256), 0o644).map_err(herr)?;
                 Ok(if copied || c.fetched { StepOutcome::Done } else { StepOutcome::AlreadyDone })
             }
@@ -460,21 +512,31 @@ impl Step for HostStep {
             }
             Op::CreateDisk { path, base, size, format } => {
                 let x = &env.exec;
-                if let Ok(info) = disks::inspect_on(x, path) {
-                    if info.backing_file.as_deref() == base.as_ref().and_then(|b| b.to_str()) && size.is_none_or(|s| info.virtual_size >= s) {
-                        return Ok(StepOutcome::AlreadyDone);
+                let absent = match disks::inspect_on(x, path) {
+                    Ok(info) => {
+                        if info.backing_file.as_deref() == base.as_ref().and_then(|b| b.to_str()) && size.is_none_or(|s| info.virtual_size >= s) {
+                            return Ok(StepOutcome::AlreadyDone);
+                        }
+                        // A stale file from an interrupted or replaced disk.
+                        disks::remove_on(x, path).map_err(herr)?;
+                        true
                     }
-                    // A stale file from an interrupted or replaced disk.
-                    disks::remove_on(x, path).map_err(herr)?;
-                }
+                    Err(e) => e.message == "does not exist",
+                };
                 if let Some(parent) = path.parent() {
-                    disks::ensure_dir_on(x, parent).map_err(herr)?;
+                    env.ensure_dir(parent).map_err(herr)?;
                 }
                 match base {
                     Some(b) => {
-                        let base_info = disks::inspect_on(x, b).map_err(herr)?;
+                        let base_info = env.base_info(b).map_err(herr)?;
                         let size = size.filter(|s| *s > base_info.virtual_size);
-                        disks::create_overlay_on(x, path, b, base_info.format, size).map_err(herr)?
+                        if absent {
+                            // Not there (inspected above), and its directory is.
+                            disks::create_overlay_fresh_on(x, path, b, &base_info, size).map_err(herr)?
+                        } else {
+                            // Something unreadable holds the path: the careful way says what.
+                            disks::create_overlay_on(x, path, b, base_info.format, size).map_err(herr)?
+                        }
                     }
                     None => disks::create_blank_on(x, path, *format, size.unwrap_or(1 << 30)).map_err(herr)?,
                 }
@@ -1651,18 +1713,15 @@ fn fixed_ip(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Opt
 /// its console directory, the directory of its UEFI variable store, and
 /// the kernel and initrd it boots, delivered from this machine.
 fn prepare_domain_files(env: &Env, def: &crate::xml::domain::DomainDef, console_dir: &Path) -> Result<(), StepError> {
-    disks::ensure_dir_on(&env.exec, console_dir).map_err(herr)?;
+    env.ensure_dir(console_dir).map_err(herr)?;
     // libvirt copies the UEFI variable store from its template
     // into this directory at the first start (0600, as qemu's user).
     if let Some(dir) = def.loader.as_ref().and_then(|l| Path::new(&l.nvram).parent()) {
-        disks::ensure_dir_on(&env.exec, dir).map_err(herr)?;
+        env.ensure_dir(dir).map_err(herr)?;
     }
     for f in [def.kernel.as_deref(), def.initrd.as_deref()].into_iter().flatten() {
         if let Some((local, sha)) = env.deliveries.get(Path::new(f)) {
-            if let Some(dir) = Path::new(f).parent() {
-                disks::ensure_dir_on(&env.exec, dir).map_err(herr)?;
-            }
-            env.exec.copy_image(local, Path::new(f), Some(sha), 0o644).map_err(herr)?;
+            env.deliver(local, Path::new(f), sha).map_err(herr)?;
         }
     }
     Ok(())
@@ -1819,6 +1878,7 @@ mod tests {
             shutdown_timeout: Duration::from_secs(1),
             detach_timeout: Duration::from_secs(1),
             peers: Default::default(),
+            memo: Default::default(),
         })
     }
 

@@ -555,6 +555,7 @@ pub(super) fn lower_all(g: &Global, a: &super::plan::ApplyArgs, members: &mut [M
             shutdown_timeout: std::time::Duration::from_secs(a.shutdown_timeout),
             detach_timeout: std::time::Duration::from_secs(a.detach_timeout),
             peers: peers.clone(),
+            memo: Default::default(),
         });
         let start = dag.len();
         dag.append(engine::lower(p, &m.cfg, env, m.kvm, &m.observed.source_hashes));

@@ -720,6 +720,7 @@ pub(super) fn execute(g: &Global, a: &ApplyArgs, s: Session, p: Plan, destroy: b
         shutdown_timeout: Duration::from_secs(a.shutdown_timeout),
         detach_timeout: Duration::from_secs(a.detach_timeout),
         peers: Default::default(),
+            memo: Default::default(),
     });
     let dag = engine::lower(&p, &s.cfg, env, s.kvm, &s.observed.source_hashes);
     if let Err(cycle) = dag.validate() {

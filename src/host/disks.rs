@@ -187,6 +187,77 @@ pub fn inspect_on(x: &Executor, path: &Path) -> Result<ImageInfo, HostError> {
 
 /// The format decision of [`inspect`] over a reader of the file's first
 /// bytes (`read(n, head)` appends up to `n` more bytes to `head`).
+/// [`inspect_on`] of many files: on a remote host two commands for all of
+/// them (one `stat`, one `head -q -c 4096`), parsed by the same code; a
+/// file whose first 4 KiB do not tell (raw files, a qcow2 header past
+/// them) is inspected on its own, and anything unexpected in the batch (a
+/// file gone or changed between the two commands) falls back to one
+/// inspection per file. A converged plan of a host with 100 disks made 200
+/// SSH round trips here before.
+pub fn inspect_many_on(x: &Executor, paths: &[&Path]) -> Vec<Result<ImageInfo, HostError>> {
+    if x.is_local() || paths.len() < 2 {
+        return paths.iter().map(|p| inspect_on(x, p)).collect();
+    }
+    match inspect_batch(x, paths) {
+        Some(v) => v,
+        None => paths.iter().map(|p| inspect_on(x, p)).collect(),
+    }
+}
+
+const NEED_MORE: &str = "(needs more than the batch read)";
+
+fn inspect_batch(x: &Executor, paths: &[&Path]) -> Option<Vec<Result<ImageInfo, HostError>>> {
+    let mut argv = vec![OsStr::new("stat"), OsStr::new("-L"), OsStr::new("--printf"), OsStr::new("%f %s %b %B\n"), OsStr::new("--")];
+    argv.extend(paths.iter().map(|p| p.as_os_str()));
+    let o = x.output("inspect images", "state dir", &argv, Input::None).ok()?;
+    if !o.success() {
+        return None;
+    }
+    let stats: Vec<[u64; 4]> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let v: Vec<u64> = l.split_whitespace().enumerate().filter_map(|(i, w)| if i == 0 { u64::from_str_radix(w, 16).ok() } else { w.parse().ok() }).collect();
+            v.try_into().ok()
+        })
+        .collect::<Option<Vec<_>>>()?;
+    if stats.len() != paths.len() || stats.iter().any(|[raw, ..]| raw & 0o170000 != 0o100000) {
+        return None;
+    }
+    let first = QCOW2_FIRST_READ as u64;
+    let count = first.to_string();
+    let mut argv = vec![OsStr::new("head"), OsStr::new("-q"), OsStr::new("-c"), OsStr::new(&count), OsStr::new("--")];
+    argv.extend(paths.iter().map(|p| p.as_os_str()));
+    let bytes = x.run_bytes("inspect images", "state dir", &argv, Input::None).ok()?;
+    let want: u64 = stats.iter().map(|s| s[1].min(first)).sum();
+    if bytes.len() as u64 != want {
+        return None;
+    }
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(paths.len());
+    for (p, [_, len, blocks, block_size]) in paths.iter().zip(&stats) {
+        let n = (*len).min(first) as usize;
+        let prefix = &bytes[at..at + n];
+        at += n;
+        let object = p.display().to_string();
+        let op = x.named("inspect image");
+        let err = |m: String| HostError::new(op.clone(), object.clone(), m);
+        let mut given = false;
+        let r = inspect_prefix(&err, *len, blocks * block_size, |want, head| {
+            if given || want as usize > prefix.len() {
+                return Err(NEED_MORE.into());
+            }
+            given = true;
+            head.extend_from_slice(&prefix[..want as usize]);
+            Ok(())
+        });
+        out.push(match r {
+            Err(e) if e.message == NEED_MORE => inspect_on(x, p),
+            r => r,
+        });
+    }
+    Some(out)
+}
+
 fn inspect_prefix(err: &dyn Fn(String) -> HostError, len: u64, allocated: u64, mut read: impl FnMut(u64, &mut Vec<u8>) -> Result<(), String>) -> Result<ImageInfo, HostError> {
     // A qcow2 header, its extensions and the backing file name are almost
     // always in the first 4 KiB (qemu-img writes them there): read those,
@@ -981,6 +1052,48 @@ pub fn create_overlay_on(x: &Executor, path: &Path, base: &Path, base_format: Im
     }
     x.run("create overlay", &path.display().to_string(), "qemu-img", &args, None)?;
     finish_file_on(x, &part, path, FILE_MODE).map_err(|e| err(e.message))
+}
+
+/// [`create_overlay_on`] for a caller that made sure `path` does not exist
+/// and its directory does, with the base's facts at hand (one inspection
+/// for all the overlays of a run): on a remote host ONE command (`qemu-img
+/// create` into a `.part`, chmod, sync, rename, sync), where
+/// `create_overlay_on` asks the host eight times.
+pub fn create_overlay_fresh_on(x: &Executor, path: &Path, base: &Path, base_info: &ImageInfo, size: Option<u64>) -> Result<(), HostError> {
+    if x.is_local() {
+        return create_overlay_on(x, path, base, base_info.format, size);
+    }
+    let op = x.named("create overlay");
+    let err = |m: String| HostError::new(op.clone(), path.display().to_string(), m);
+    if !base.is_absolute() {
+        return Err(err(format!("the base image path {} is not absolute", base.display())));
+    }
+    check_base_image(base_info, base_info.format, &base.display().to_string())?;
+    let want = match size {
+        Some(s) if s < base_info.virtual_size => {
+            return Err(err(format!("size {s} is smaller than the image's virtual size {}; a disk cannot shrink its image", base_info.virtual_size))
+                .hint(format!("set size to at least {} bytes or remove `size`", base_info.virtual_size)));
+        }
+        Some(s) => s,
+        None => base_info.virtual_size,
+    };
+    let part = part_path(path, "part")?;
+    let want_s = want.to_string();
+    let mode = format!("{FILE_MODE:o}");
+    let dir = path.parent().ok_or_else(|| err("the path has no parent directory".into()))?;
+    let s = OsStr::new;
+    let mut create = vec![s("qemu-img"), s("create"), s("-q"), s("-f"), s("qcow2"), s("-b"), base.as_os_str(), s("-F"), s(base_info.format.as_str()), part.as_os_str()];
+    if want > base_info.virtual_size {
+        create.push(s(&want_s));
+    }
+    let chain: [&[&OsStr]; 5] = [
+        &create,
+        &[s("chmod"), s(&mode), s("--"), part.as_os_str()],
+        &[s("sync"), s("--"), part.as_os_str()],
+        &[s("mv"), s("-f"), s("-T"), s("--"), part.as_os_str(), path.as_os_str()],
+        &[s("sync"), s("--"), dir.as_os_str()],
+    ];
+    x.run_chain_remote("create overlay", &path.display().to_string(), &chain, Input::None, Some(&part)).map(drop)
 }
 
 /// Creates a blank disk of `size` bytes: qcow2 (`qemu-img create`) or a

@@ -763,7 +763,7 @@ impl Executor {
     /// (see `SshSession::output_chain`); the standard output, or an error
     /// with the standard error. On failure `cleanup` runs (a temporary file's
     /// removal).
-    fn run_chain_remote(&self, op: &str, object: &str, chain: &[&[&OsStr]], input: Input, cleanup: Option<&Path>) -> Result<Vec<u8>, HostError> {
+    pub(super) fn run_chain_remote(&self, op: &str, object: &str, chain: &[&[&OsStr]], input: Input, cleanup: Option<&Path>) -> Result<Vec<u8>, HostError> {
         let s = session(self);
         let o = s.output_chain(op, chain, input).map_err(|mut e| {
             e.object = object.to_string();

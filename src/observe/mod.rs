@@ -337,14 +337,15 @@ pub fn scan_files_on(exec: &crate::host::exec::Executor, stack: &str, state_dir:
     argv.extend(present.iter().copied());
     argv.extend(["-mindepth", "1", "-maxdepth", "1", "-type", "f", "-print0"].map(OsStr::new));
     let out = exec.run_bytes("list the state dir", &state_dir.display().to_string(), &argv, crate::host::exec::Input::None)?;
-    for p in out.split(|b| *b == 0).filter(|p| !p.is_empty()) {
-        let p = std::path::Path::new(std::str::from_utf8(p).unwrap_or_default());
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let paths: Vec<&std::path::Path> = out
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| std::path::Path::new(std::str::from_utf8(p).unwrap_or_default()))
         // `.part` files and locks are in-flight work, not objects.
-        if name.is_empty() || name.starts_with('.') {
-            continue;
-        }
-        match disks::inspect_on(exec, p) {
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.is_empty() && !n.starts_with('.')))
+        .collect();
+    for (p, r) in paths.iter().zip(disks::inspect_many_on(exec, &paths)) {
+        match r {
             Ok(info) => {
                 files.insert(p.to_string_lossy().into_owned(), ActualFile { format: info.format, virtual_size: info.virtual_size, backing_file: info.backing_file });
             }

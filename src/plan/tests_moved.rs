@@ -346,6 +346,7 @@ fn the_apply_of_a_move_or_a_forget_rewrites_markers_only() {
             shutdown_timeout: std::time::Duration::from_secs(1),
             detach_timeout: std::time::Duration::from_secs(1),
             peers: Default::default(),
+            memo: Default::default(),
         })
     };
     let dag = lower(&p, &cfg, env(), false, &Default::default());
