@@ -21,8 +21,9 @@ use virtform::host::exec::{Executor, Input, SshTarget};
 
 const LAB_HINT: &str = "run scripts/lab up (scripts/test does)";
 
-/// The tests that put guests and images on the lab run one at a time: each
-/// counts the image copies its plan makes and removes its cache copies.
+/// The tests that change the lab's hosts run one at a time: each counts
+/// the image copies its plan makes, removes its cache copies, or compares
+/// a host's links before and after.
 static LAB_GUESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The lock of the tests that put guests on the lab, with the test image
@@ -213,6 +214,8 @@ network "lan" {{
 
 #[test]
 fn a_host_key_mismatch_and_an_unreachable_host_are_refused_before_anything_runs() {
+    // It compares vflab-a's links before and after: no other lab test may change them meanwhile.
+    let _one = lab_guests();
     let s = VfStack::new("a_host_key_mismatch_and_an_unreachable_host_are_refused_before_anything_runs", "flk");
     let a = lab("vflab-a");
     let before = sh(&a, &["ip", "-br", "link"]);
