@@ -1017,14 +1017,7 @@ pub fn create_overlay_on(x: &Executor, path: &Path, base: &Path, base_format: Im
     }
     let base_info = inspect_on(x, base)?;
     check_base_image(&base_info, base_format, &base.display().to_string())?;
-    let want = match size {
-        Some(s) if s < base_info.virtual_size => {
-            return Err(err(format!("size {s} is smaller than the image's virtual size {}; a disk cannot shrink its image", base_info.virtual_size))
-                .hint(format!("set size to at least {} bytes or remove `size`", base_info.virtual_size)));
-        }
-        Some(s) => s,
-        None => base_info.virtual_size,
-    };
+    let want = overlay_size(base_info.virtual_size, size).map_err(|(m, h)| err(m).hint(h))?;
     let base_s = base.to_string_lossy();
     if exists_on(x, path)? {
         let cur = inspect_on(x, path)?;
@@ -1054,6 +1047,19 @@ pub fn create_overlay_on(x: &Executor, path: &Path, base: &Path, base_format: Im
     finish_file_on(x, &part, path, FILE_MODE).map_err(|e| err(e.message))
 }
 
+/// The virtual size of an overlay: `size`, at least the base's (an error
+/// and its hint otherwise), or the base's.
+fn overlay_size(base: u64, size: Option<u64>) -> Result<u64, (String, String)> {
+    match size {
+        Some(s) if s < base => Err((
+            format!("size {s} is smaller than the image's virtual size {base}; a disk cannot shrink its image"),
+            format!("set size to at least {base} bytes or remove `size`"),
+        )),
+        Some(s) => Ok(s),
+        None => Ok(base),
+    }
+}
+
 /// [`create_overlay_on`] for a caller that made sure `path` does not exist
 /// and its directory does, with the base's facts at hand (one inspection
 /// for all the overlays of a run): on a remote host ONE command (`qemu-img
@@ -1069,14 +1075,7 @@ pub fn create_overlay_fresh_on(x: &Executor, path: &Path, base: &Path, base_info
         return Err(err(format!("the base image path {} is not absolute", base.display())));
     }
     check_base_image(base_info, base_info.format, &base.display().to_string())?;
-    let want = match size {
-        Some(s) if s < base_info.virtual_size => {
-            return Err(err(format!("size {s} is smaller than the image's virtual size {}; a disk cannot shrink its image", base_info.virtual_size))
-                .hint(format!("set size to at least {} bytes or remove `size`", base_info.virtual_size)));
-        }
-        Some(s) => s,
-        None => base_info.virtual_size,
-    };
+    let want = overlay_size(base_info.virtual_size, size).map_err(|(m, h)| err(m).hint(h))?;
     let part = part_path(path, "part")?;
     let want_s = want.to_string();
     let mode = format!("{FILE_MODE:o}");
