@@ -58,19 +58,9 @@ impl Planner<'_> {
         };
         let outside = link.alias.as_deref().and_then(crate::host::marker_hash) == Some(&hash);
         let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
-        let Some(b) = link.bridge.as_ref() else {
-            rc.action = Action::Replace;
-            rc.reason = Some("replace_because_cannot_update".into());
-            rc.changes.push(change("type", "not a bridge", "bridge", Landing::Replace, true));
+        if !self.bridge_changes(&mut rc, link, &want.bridge, outside) {
             return rc;
-        };
-        if b.stp != want.bridge.stp {
-            rc.changes.push(change("stp", b.stp, want.bridge.stp, Landing::Live, outside));
         }
-        if b.forward_delay_cs / 100 != want.bridge.forward_delay_s {
-            rc.changes.push(change("forward_delay", b.forward_delay_cs / 100, want.bridge.forward_delay_s, Landing::Live, outside));
-        }
-        self.link_changes(&mut rc, br, want.bridge.mtu, None, outside);
         let show_tunnel = |id: u32, local: Option<std::net::IpAddr>, port: u16| {
             format!("{vx}: VNI {id}, local {}, port {port}", local.map(|l| l.to_string()).unwrap_or_else(|| "(any)".into()))
         };
@@ -126,6 +116,26 @@ impl Planner<'_> {
         }
     }
 
+    /// A Linux bridge's options, MTU, addresses and state against `want`
+    /// (networks of type bridge, and an overlay's bridge). `false`: the link
+    /// is not a bridge, and `rc` says it must be replaced.
+    fn bridge_changes(&self, rc: &mut ResourceChange, link: &crate::host::links::Link, want: &DesiredBridge, outside: bool) -> bool {
+        let Some(b) = link.bridge.as_ref() else {
+            rc.action = Action::Replace;
+            rc.reason = Some("replace_because_cannot_update".into());
+            rc.changes.push(change("type", "not a bridge", "bridge", Landing::Replace, true));
+            return false;
+        };
+        if b.stp != want.stp {
+            rc.changes.push(change("stp", b.stp, want.stp, Landing::Live, outside));
+        }
+        if b.forward_delay_cs / 100 != want.forward_delay_s {
+            rc.changes.push(change("forward_delay", b.forward_delay_cs / 100, want.forward_delay_s, Landing::Live, outside));
+        }
+        self.link_changes(rc, &want.name, want.mtu, want.address, outside);
+        true
+    }
+
     fn finish_update(rc: &mut ResourceChange, outside: bool) {
         if !rc.changes.is_empty() {
             rc.action = Action::Update;
@@ -162,19 +172,9 @@ impl Planner<'_> {
             // replaced, and the plan shows it.
             self.import_marker(&mut rc, r, link.alias.as_deref());
         }
-        let Some(b) = link.bridge.as_ref() else {
-            rc.action = Action::Replace;
-            rc.reason = Some("replace_because_cannot_update".into());
-            rc.changes.push(change("type", "not a bridge", "bridge", Landing::Replace, true));
+        if !self.bridge_changes(&mut rc, link, &want, outside) {
             return rc;
-        };
-        if b.stp != want.stp {
-            rc.changes.push(change("stp", b.stp, want.stp, Landing::Live, outside));
         }
-        if b.forward_delay_cs / 100 != want.forward_delay_s {
-            rc.changes.push(change("forward_delay", b.forward_delay_cs / 100, want.forward_delay_s, Landing::Live, outside));
-        }
-        self.link_changes(&mut rc, &want.name, want.mtu, want.address, outside);
         Self::finish_update(&mut rc, outside);
         rc
     }
