@@ -261,8 +261,14 @@ fn a_host_key_mismatch_and_an_unreachable_host_are_refused_before_anything_runs(
     let out = s.vf(&["destroy", "--auto-approve", "--target", "network.lan"]);
     assert!(out.ok(), "{}", out.show());
     assert_eq!(sh(&a, &["ip", "-br", "link"]), before, "the targeted bridge is left on vflab-a");
-    // The stack's teardown (VfStack's drop) acts on this machine's markers alone.
+    // A run without the configuration cannot reach host.a, which the stack
+    // used (its record says so): refused. The teardown (VfStack's drop)
+    // destroys with host.a declared.
     std::fs::remove_file(s.cfg.path().join("main.vf.hcl")).unwrap();
+    let out = s.vf(&["destroy", "--auto-approve"]);
+    assert_eq!(out.code, Some(1), "{}", out.show());
+    assert!(out.stderr.contains("host.a (qemu+ssh://root@10.99.0.11/system) has objects of stack") && out.stderr.contains("run it with the configuration that declares host.a"), "{}", out.show());
+    s.write(&some_hosts_hcl(&["a"], ""));
 }
 
 /// An overlay over `hosts` with a tiny guest on host.a and host.b, each
@@ -649,4 +655,77 @@ instance "web" {{
         assert!(sh(x, &["ls", "-a", "/var/lib/virtform"]).lines().all(|l| l != s.stack), "stack dir left on vflab-{key}");
     }
     uncache_tiny();
+}
+
+/// host.a and host.b (keys checked against the lab's known_hosts) as
+/// `blocks` names them, then `extra`.
+fn some_hosts_hcl(blocks: &[&str], extra: &str) -> String {
+    let key = lab_dir().join("id_ed25519");
+    let kh = lab_dir().join("known_hosts");
+    let mut s = String::from("variable \"assets\" { type = string }\n");
+    for h in blocks {
+        let ip = if *h == "a" { "10.99.0.11" } else { "10.99.0.12" };
+        s.push_str(&format!("host \"{h}\" {{\n  uri         = \"qemu+ssh://root@{ip}/system\"\n  private_key = file(\"{}\")\n  known_hosts = \"{}\"\n}}\n", key.display(), kh.display()));
+    }
+    s + extra
+}
+
+/// A host block removed while the stack has objects there: the plan is
+/// refused (it cannot reach the host to delete them, and "no changes"
+/// would be a lie) until the block is back, with nothing on it (the plan
+/// deletes them), or the host is forgotten with `removed`.
+#[test]
+fn a_host_block_removed_with_objects_on_its_host_refuses_the_plan_until_it_is_back_or_forgotten() {
+    let _one = lab_guests();
+    let s = VfStack::new("a_host_block_removed_with_objects_on_its_host_refuses_the_plan_until_it_is_back_or_forgotten", "flr");
+    let pid = std::process::id();
+    let b = lab("vflab-b");
+    let far_br = format!("vfflr{pid}b");
+    let keep = format!("network \"keep\" {{\n  host   = host.a\n  bridge = \"vfflr{pid}a\"\n}}\n");
+    // depends_on across hosts orders the two hosts' steps.
+    let far = format!("network \"far\" {{\n  host       = host.b\n  bridge     = \"{far_br}\"\n  depends_on = [network.keep]\n}}\n");
+    let on_b = || sh(&b, &["ip", "-br", "link", "show", "dev", &far_br]).starts_with(&far_br);
+    s.write(&some_hosts_hcl(&["a", "b"], &(keep.clone() + &far)));
+    let out = s.vf(&["apply", "--auto-approve"]);
+    assert!(out.ok() && on_b(), "{}", out.show());
+    let (made_a, made_b) = (out.stdout.find(&format!("create bridge vfflr{pid}a on host.a")), out.stdout.find(&format!("create bridge {far_br} on host.b")));
+    assert!(made_a.is_some() && made_a < made_b, "network.far (host.b) depends on network.keep (host.a): {}", out.show());
+    let record = s.state.path().join(&s.stack).join("hosts.json");
+    let text = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(text.contains("\"host.a\"") && text.contains("\"host.b\": \"qemu+ssh://root@10.99.0.12/system\""), "{text}");
+
+    // host.b's block and its network gone: refused, nothing changed.
+    s.write(&some_hosts_hcl(&["a"], &keep));
+    for cmd in [&["plan"][..], &["apply", "--auto-approve"][..], &["destroy", "--auto-approve"][..]] {
+        let out = s.vf(cmd);
+        assert_eq!(out.code, Some(1), "{cmd:?}: {}", out.show());
+        assert!(out.stderr.contains("host.b (qemu+ssh://root@10.99.0.12/system) has objects of stack") && out.stderr.contains("Put its host block back"), "{cmd:?}: {}", out.show());
+        assert!(out.stderr.contains("nothing was planned or changed on any host"), "{cmd:?}: {}", out.show());
+    }
+    assert!(on_b(), "the bridge on vflab-b was touched");
+
+    // The block back, with nothing on it: the plan deletes what is there.
+    s.write(&some_hosts_hcl(&["a", "b"], &keep));
+    let out = s.vf(&["apply", "--auto-approve"]);
+    assert!(out.ok() && out.stdout.contains(&format!("delete bridge {far_br} on host.b")), "{}", out.show());
+    assert!(!on_b(), "the bridge is left on vflab-b: {}", out.show());
+    assert!(!std::fs::read_to_string(&record).unwrap_or_default().contains("host.b"), "host.b holds nothing now");
+    // Then the block can go.
+    s.write(&some_hosts_hcl(&["a"], &keep));
+    let out = s.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.code, Some(0), "{}", out.show());
+
+    // A host gone for good is forgotten with a removed block: its objects stay.
+    s.write(&some_hosts_hcl(&["a", "b"], &(keep.clone() + &far)));
+    assert!(s.vf(&["apply", "--auto-approve"]).ok() && on_b());
+    s.write(&some_hosts_hcl(&["a"], &(keep.clone() + "removed {\n  from = host.b\n  lifecycle {\n    destroy = false\n  }\n}\n")));
+    let out = s.vf(&["apply", "--auto-approve"]);
+    assert!(out.ok() && out.stderr.contains("host.b (qemu+ssh://root@10.99.0.12/system) is forgotten"), "{}", out.show());
+    assert!(on_b(), "a forgotten host's objects are left as they are");
+    s.write(&some_hosts_hcl(&["a"], &keep));
+    let out = s.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.code, Some(0), "forgotten for good: {}", out.show());
+    // The test's own leftover, by its exact name.
+    sh(&b, &["ip", "link", "del", "dev", &far_br]);
+    assert!(!on_b());
 }

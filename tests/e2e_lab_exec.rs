@@ -43,8 +43,14 @@ fn target(host: &str) -> SshTarget {
     SshTarget::from_libvirt_uri(host, &format!("qemu+ssh://root@{}/system", address(host)), dir.join("id_ed25519"), dir.join("known_hosts")).unwrap()
 }
 
+/// Held while a session connects (which removes the directories of dead
+/// processes' sessions): `lab_a_killed_process_leaves_no_master` holds it
+/// to see a dead process's directory before the next session removes it.
+static CONNECTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// An executor on a lab host; panics (the test fails) when the lab is down.
 fn connect(host: &str) -> Executor {
+    let _one = CONNECTING.lock().unwrap_or_else(|p| p.into_inner());
     Executor::ssh(target(host)).unwrap_or_else(|e| panic!("cannot reach lab host {host}: {e}\n{LAB_HINT}"))
 }
 
@@ -120,7 +126,7 @@ fn lab_wrong_known_hosts_is_refused_naming_the_host() {
     std::fs::write(&wrong, format!("10.99.0.11,vflab-a {key}\n")).unwrap();
     let mut t = target("vflab-a");
     t.known_hosts = wrong.clone();
-    let e = Executor::ssh(t).expect_err("a wrong host key must be refused");
+    let e = { let _one = CONNECTING.lock().unwrap_or_else(|p| p.into_inner()); Executor::ssh(t) }.expect_err("a wrong host key must be refused");
     assert_eq!(e.object, "vflab-a");
     assert!(e.message.contains("host key of vflab-a") && e.message.contains("refused") && e.message.contains(&wrong.display().to_string()), "{e}");
     assert!(e.hint.as_deref().unwrap_or("").contains("never trusts a host key on first use"), "{e:?}");
@@ -130,7 +136,7 @@ fn lab_wrong_known_hosts_is_refused_naming_the_host() {
     std::fs::write(&empty, "").unwrap();
     let mut t = target("vflab-a");
     t.known_hosts = empty.clone();
-    let e = Executor::ssh(t).expect_err("an unknown host key must be refused");
+    let e = { let _one = CONNECTING.lock().unwrap_or_else(|p| p.into_inner()); Executor::ssh(t) }.expect_err("an unknown host key must be refused");
     assert!(e.message.contains("host key of vflab-a") && e.message.contains("refused"), "{e}");
     assert_eq!(std::fs::read(&empty).unwrap(), b"", "known_hosts must stay untouched");
 
@@ -157,6 +163,24 @@ fn lab_files_round_trip_remotely() {
     a.write_atomic(&f, b"second", 0o640).unwrap();
     assert_eq!(a.read(&f).unwrap(), b"second");
     assert_eq!(a.stat(&f).unwrap().unwrap().mode, 0o640);
+    // Many paths stated in one command read what one each reads: hostile
+    // names (a newline, quotes, a leading dash), a directory, missing ones.
+    let mut paths: Vec<PathBuf> = vec![f.clone(), sub.clone(), sub.join("missing"), root.join("no").join("such")];
+    for (i, h) in hostile().into_iter().enumerate().filter(|(_, h)| !h.is_empty() && !h.contains(&b'/')) {
+        let p = sub.join(OsStr::from_bytes(&h));
+        if i % 2 == 0 {
+            a.write_atomic(&p, b"x", 0o644).unwrap();
+        }
+        paths.push(p);
+    }
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let many = a.stat_many(&refs).expect("stat_many");
+    let one: Vec<Option<FileStat>> = refs.iter().map(|p| a.stat(p).unwrap()).collect();
+    assert_eq!(many, one);
+    assert!(many.iter().filter(|s| s.is_some()).count() >= 4 && many.iter().filter(|s| s.is_none()).count() >= 4, "{many:?}");
+    for p in &paths[4..] {
+        a.remove_file(p).unwrap();
+    }
     let g = sub.join("renamed");
     a.rename(&f, &g).unwrap();
     assert_eq!(a.stat(&f).unwrap(), None);
@@ -305,6 +329,16 @@ fn lab_disks_adapter_makes_overlays_on_vflab_a() {
     let base = root.join("images").join("tiny.qcow2");
     disks::ensure_dir_on(&a, base.parent().unwrap()).unwrap();
     assert_eq!(a.stat(&root).unwrap().map(|s| s.mode), Some(0o711));
+    assert_eq!(a.stat(base.parent().unwrap()).unwrap().map(|s| (s.kind, s.mode)), Some((FileKind::Dir, 0o711)));
+    // An existing level keeps its mode; a file in the way is named.
+    a.run("chmod", "x", "chmod", &["750", "--", &root.to_string_lossy()], None).unwrap();
+    disks::ensure_dir_on(&a, &root.join("deeper").join("still")).unwrap();
+    assert_eq!(a.stat(&root).unwrap().map(|s| s.mode), Some(0o750), "an existing directory's mode is left alone");
+    assert_eq!(a.stat(&root.join("deeper").join("still")).unwrap().map(|s| s.mode), Some(0o711));
+    a.run("chmod", "x", "chmod", &["711", "--", &root.to_string_lossy()], None).unwrap();
+    a.write_atomic(&root.join("file"), b"x", 0o644).unwrap();
+    let e = disks::ensure_dir_on(&a, &root.join("file").join("sub")).unwrap_err();
+    assert!(e.message.contains("exists and is not a directory") && e.object.ends_with("/file"), "{e}");
     assert!(a.copy_image(&base_local, &base, None, 0o644).unwrap());
     let local_info = disks::inspect(&base_local).unwrap();
     let remote_info = disks::inspect_on(&a, &base).unwrap();
@@ -338,6 +372,13 @@ fn lab_disks_adapter_makes_overlays_on_vflab_a() {
     let f = disks::inspect_on(&a, &fresh).unwrap();
     assert_eq!((f.backing_file.as_deref(), f.virtual_size), (Some(&*base.to_string_lossy()), size));
     assert_eq!(a.stat(&fresh).unwrap().map(|s| s.mode), Some(0o600));
+    // It never replaces a file: one at the path is left as it was.
+    let taken = root.join("stack").join("disks").join("taken.qcow2");
+    a.write_atomic(&taken, b"someone else's", 0o644).unwrap();
+    let e = disks::create_overlay_fresh_on(&a, &taken, &base, &remote_info, None).unwrap_err();
+    assert!(e.message.contains("File exists"), "{e}");
+    assert_eq!(a.read(&taken).unwrap(), b"someone else's");
+    disks::remove_on(&a, &taken).unwrap();
     // Many files inspected in two commands read what one each reads: qcow2
     // overlays, a blank raw file, a file shorter than the 4 KiB batch read.
     let short = root.join("stack").join("disks").join("short");
@@ -490,6 +531,7 @@ fn lab_a_killed_process_leaves_no_master() {
             .count()
     };
     assert_eq!(masters(), 1, "the child's master runs");
+    let connecting = CONNECTING.lock().unwrap_or_else(|p| p.into_inner());
     child.kill().unwrap(); // SIGKILL: no destructor runs
     child.wait().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -499,6 +541,27 @@ fn lab_a_killed_process_leaves_no_master() {
     assert_eq!(masters(), 0, "the master of a killed process ended on its own");
     // Its private directory stayed (nothing ran to remove it); the next session removes it.
     assert!(Path::new(&dir).exists());
+    drop(connecting);
     drop(connect("vflab-a"));
     assert!(!Path::new(&dir).exists(), "the next session removes a dead process's directory");
+}
+
+#[test]
+fn lab_a_remote_lock_records_its_holder_and_excludes_a_second_taker() {
+    let a = connect("vflab-a");
+    let dir = PathBuf::from("/var/lib/virtform").join(unique("lock"));
+    a.mkdir_all(&dir, 0o755).unwrap();
+    let path = dir.join(".lock");
+    let held = a.try_lock(&path, "virtform test-machine 4242").unwrap().expect("a free lock is taken");
+    assert_eq!(a.read(&path).unwrap(), b"virtform test-machine 4242\n", "the lock file names its holder");
+    // A second session (another run) finds it held, and does not change it.
+    let b = connect("vflab-a");
+    assert!(b.try_lock(&path, "virtform other 1").unwrap().is_none(), "held");
+    assert_eq!(a.read(&path).unwrap(), b"virtform test-machine 4242\n");
+    assert!(a.try_lock(&path, "two\nlines").is_err(), "a holder line with a newline is refused");
+    drop(held);
+    let again = b.try_lock(&path, "virtform other 1").unwrap().expect("released when dropped");
+    assert_eq!(b.read(&path).unwrap(), b"virtform other 1\n");
+    drop(again);
+    a.run("clean up", "x", "rm", &["-r", "--", &dir.to_string_lossy()], None).unwrap();
 }

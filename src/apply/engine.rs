@@ -232,45 +232,58 @@ pub struct Env {
 /// directories, cached images or boot files another step boots from).
 #[derive(Debug, Default)]
 pub struct Memo {
-    dirs: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
-    delivered: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
-    bases: std::sync::Mutex<BTreeMap<PathBuf, disks::ImageInfo>>,
+    dirs: OnceMap<()>,
+    delivered: OnceMap<bool>,
+    bases: OnceMap<disks::ImageInfo>,
+}
+
+/// Values made once per key: a step that asks while another step makes
+/// the value waits for it (ten overlays starting at once inspect their base
+/// image once, not ten times). A failure is not kept: the next asker tries
+/// again, and says why if it fails too.
+#[derive(Debug)]
+struct OnceMap<T>(std::sync::Mutex<BTreeMap<PathBuf, Arc<std::sync::Mutex<Option<T>>>>>);
+
+impl<T> Default for OnceMap<T> {
+    fn default() -> Self {
+        OnceMap(Default::default())
+    }
+}
+
+impl<T: Clone> OnceMap<T> {
+    fn get_or_try(&self, key: &Path, make: impl FnOnce() -> Result<T, HostError>) -> Result<T, HostError> {
+        let cell = self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(key.to_path_buf()).or_default().clone();
+        let mut value = cell.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = &*value {
+            return Ok(v.clone());
+        }
+        let v = make()?;
+        *value = Some(v.clone());
+        Ok(v)
+    }
 }
 
 impl Env {
     /// [`disks::ensure_dir_on`], once per directory and run.
     fn ensure_dir(&self, dir: &Path) -> Result<(), HostError> {
-        if self.memo.dirs.lock().unwrap_or_else(|p| p.into_inner()).contains(dir) {
-            return Ok(());
-        }
-        disks::ensure_dir_on(&self.exec, dir)?;
-        self.memo.dirs.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.to_path_buf());
-        Ok(())
+        self.memo.dirs.get_or_try(dir, || disks::ensure_dir_on(&self.exec, dir))
     }
 
     /// The facts of a base image (a cached image: content-addressed, never changed), read once per run.
     fn base_info(&self, path: &Path) -> Result<disks::ImageInfo, HostError> {
-        if let Some(i) = self.memo.bases.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
-            return Ok(i.clone());
-        }
-        let info = disks::inspect_on(&self.exec, path)?;
-        self.memo.bases.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_path_buf(), info.clone());
-        Ok(info)
+        self.memo.bases.get_or_try(path, || disks::inspect_on(&self.exec, path))
     }
 
-    /// A boot file delivered from this machine (its sha256 checked there), once per run.
-    fn deliver(&self, local: &Path, there: &Path, sha: &str) -> Result<(), HostError> {
-        let mut done = self.memo.delivered.lock().unwrap_or_else(|p| p.into_inner());
-        if done.contains(there) {
-            return Ok(());
-        }
-        // Held while copying: two steps booting one kernel copy it once.
-        if let Some(dir) = there.parent() {
-            self.ensure_dir(dir)?;
-        }
-        self.exec.copy_image(local, there, Some(sha), 0o644)?;
-        done.insert(there.to_path_buf());
-        Ok(())
+    /// A boot file delivered from this machine (its sha256 checked there),
+    /// once per run: two steps booting one kernel copy it once. Whether
+    /// this run copied it (false: it was there).
+    fn deliver(&self, local: &Path, there: &Path, sha: &str) -> Result<bool, HostError> {
+        self.memo.delivered.get_or_try(there, || {
+            if let Some(dir) = there.parent() {
+                self.ensure_dir(dir)?;
+            }
+            self.exec.copy_image(local, there, Some(sha), 0o644)
+        })
     }
 }
 
@@ -287,6 +300,9 @@ pub enum Op {
     /// Define (or redefine). `keep`: attributes under `lifecycle.ignore_changes`,
     /// whose values are taken from the existing definition.
     Define { name: String, def: Box<crate::xml::domain::DomainDef>, console_dir: PathBuf, keep: Vec<String> },
+    /// Copy a boot file (kernel, initrd) from this machine to a remote host,
+    /// its sha256 checked there; the domains booting it are defined after.
+    Deliver { local: PathBuf, there: PathBuf, sha256: String },
     /// Start; `log` is the console log, rotated to `<log>.1` before a fresh boot
     /// so a readiness wait never matches the previous boot's output.
     Start { name: String, log: Option<PathBuf> },
@@ -417,6 +433,7 @@ impl HostStep {
             Op::ResizeDisk { path, size, .. } => format!("grow {} to {}", path.display(), crate::model::common::Size(*size)),
             Op::RemoveFile { path } => format!("remove {}", path.display()),
             Op::Define { name, .. } => format!("define domain {name}"),
+            Op::Deliver { there, .. } => format!("deliver boot file {}", there.display()),
             Op::Migrate { name, from, .. } => format!("migrate domain {name} live from {}", from.as_deref().unwrap_or("this machine")),
             Op::Start { name, .. } => format!("start domain {name}"),
             Op::Stop { name } => format!("shut down domain {name}"),
@@ -512,6 +529,21 @@ impl Step for HostStep {
             }
             Op::CreateDisk { path, base, size, format } => {
                 let x = &env.exec;
+                // On a remote host an overlay is first made in one round
+                // trip that never replaces a file (the common case: a disk
+                // the plan found missing). Only when that fails is the path
+                // inspected: done already, a stale file, or an error to say.
+                if let (Some(b), false) = (base, x.is_local()) {
+                    if let Some(parent) = path.parent() {
+                        env.ensure_dir(parent).map_err(herr)?;
+                    }
+                    let base_info = env.base_info(b).map_err(herr)?;
+                    let size = size.filter(|s| *s > base_info.virtual_size);
+                    match disks::create_overlay_fresh_on(x, path, b, &base_info, size) {
+                        Ok(()) => return Ok(StepOutcome::Done),
+                        Err(e) => tracing::debug!(path = %path.display(), "the overlay's one-trip creation failed ({e}); inspecting"),
+                    }
+                }
                 let absent = match disks::inspect_on(x, path) {
                     Ok(info) => {
                         if info.backing_file.as_deref() == base.as_ref().and_then(|b| b.to_str()) && size.is_none_or(|s| info.virtual_size >= s) {
@@ -557,6 +589,7 @@ impl Step for HostStep {
                 }
                 Ok(StepOutcome::Done)
             }
+            Op::Deliver { local, there, sha256 } => Ok(if env.deliver(local, there, sha256).map_err(herr)? { StepOutcome::Done } else { StepOutcome::AlreadyDone }),
             Op::RemoveFile { path } => {
                 if env.exec.stat(path).map_err(herr)?.is_none() {
                     return Ok(StepOutcome::AlreadyDone);
@@ -1054,7 +1087,7 @@ fn marker_only(c: &crate::plan::ResourceChange) -> bool {
 
 /// Builds the step DAG for a plan.
 pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, source_hashes: &BTreeMap<String, String>) -> Dag<HostStep> {
-    let mut b = Builder { dag: Dag::new(), env: env.clone(), created: BTreeMap::new(), removed: BTreeMap::new(), detaches: BTreeMap::new(), first: None };
+    let mut b = Builder { dag: Dag::new(), env: env.clone(), created: BTreeMap::new(), removed: BTreeMap::new(), detaches: BTreeMap::new(), first: None, deliveries: BTreeMap::new() };
     // The record of moves and forgets goes first: a kill after it leaves
     // markers the next plan rewrites again, never objects whose names are lost.
     if let Some(names) = &plan.names {
@@ -1397,7 +1430,8 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                     b.after_removal(id, &addr);
                     last = Some(id);
                 }
-                let id = b.step(&addr, Op::Migrate { name: def.name.clone(), def: Box::new(def), console_dir, from: m.from_host.clone() });
+                let id = b.step(&addr, Op::Migrate { name: def.name.clone(), def: Box::new(def.clone()), console_dir, from: m.from_host.clone() });
+                b.after_deliveries(id, &addr, &def);
                 b.after_created_deps(id, r, cfg);
                 b.chain(id, last);
                 b.created.insert(addr, id);
@@ -1459,6 +1493,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 if redefine {
                     let keep = if creating { Vec::new() } else { r.lifecycle.ignore_changes.clone() };
                     let id = b.step(&addr, Op::Define { name: name.clone(), def: Box::new(def.clone()), console_dir, keep });
+                    b.after_deliveries(id, &addr, &def);
                     b.after_removal(id, &addr);
                     b.after_created_deps(id, r, cfg);
                     if let Some(ds) = b.detaches.get(&addr).cloned() {
@@ -1528,6 +1563,8 @@ struct Builder {
     detaches: BTreeMap<String, Vec<usize>>,
     /// The step every other one follows (the record of moves), if any.
     first: Option<usize>,
+    /// The delivery step of each boot file by its path on the host.
+    deliveries: BTreeMap<PathBuf, usize>,
 }
 
 impl Builder {
@@ -1537,6 +1574,26 @@ impl Builder {
             self.dag.depend(id, f);
         }
         id
+    }
+
+    /// `id` (a definition or a migration of `def`) after the delivery of
+    /// the boot files it names that come from this machine: one step per
+    /// file, made by the first domain that needs it. They start with the
+    /// apply, while the disks are made.
+    fn after_deliveries(&mut self, id: usize, addr: &str, def: &crate::xml::domain::DomainDef) {
+        for f in [def.kernel.as_deref(), def.initrd.as_deref()].into_iter().flatten() {
+            let there = Path::new(f);
+            let Some((local, sha256)) = self.env.deliveries.get(there).cloned() else { continue };
+            let d = match self.deliveries.get(there) {
+                Some(d) => *d,
+                None => {
+                    let d = self.step(addr, Op::Deliver { local, there: there.to_path_buf(), sha256 });
+                    self.deliveries.insert(there.to_path_buf(), d);
+                    d
+                }
+            };
+            self.dag.depend(id, d);
+        }
     }
 
     fn chain(&mut self, id: usize, after: Option<usize>) {
@@ -1931,6 +1988,64 @@ mod tests {
             let shown = format!("{} {:?}", dag.step(i).describe(), dag.step(i).op);
             assert!(!shown.contains("b3BlbnNzaC1rZXktdjE") && !shown.contains("PRIVATE"), "{shown}");
         }
+    }
+
+    /// Boot files from this machine: one delivery step per file on the
+    /// host, shared by the domains booting it, each definition after the
+    /// deliveries of its own files, and the deliveries free to start with
+    /// the apply (nothing before them).
+    #[test]
+    fn boot_files_are_delivered_once_per_file_before_the_domains_that_boot_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.vf.hcl"),
+            "virtform { stack = \"st\" }\ninstance \"a\" {\n  kernel = \"/boot/k\"\n  initrd = \"/boot/i\"\n}\ninstance \"b\" {\n  kernel = \"/boot/k\"\n}\ninstance \"c\" {\n  kernel = \"/boot/k2\"\n}\n",
+        )
+        .unwrap();
+        let cfg = crate::config::load(&crate::config::LoadOptions { dir: dir.path().to_path_buf(), state_dir: "/state".into(), ..Default::default() }).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        let p = crate::plan::plan(&cfg, &crate::observe::Observed::default(), &crate::plan::PlanOptions { state_dir: "/state".into(), ..Default::default() });
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let mut env = test_env(crate::host::libvirt::VirtLibvirt::open("test:///default").unwrap(), "/state");
+        let deliveries = &mut Arc::get_mut(&mut env).unwrap().deliveries;
+        deliveries.insert("/boot/k".into(), ("/here/k".into(), "aa".repeat(32)));
+        deliveries.insert("/boot/i".into(), ("/here/i".into(), "bb".repeat(32)));
+        let dag = lower(&p, &cfg, env, false, &BTreeMap::new());
+        let all: Vec<usize> = (0..dag.len()).collect();
+        let delivery = |f: &str| -> Vec<usize> { all.iter().copied().filter(|i| matches!(&dag.step(*i).op, Op::Deliver { there, .. } if there == Path::new(f))).collect() };
+        let (k, i) = (delivery("/boot/k"), delivery("/boot/i"));
+        assert_eq!((k.len(), i.len()), (1, 1), "one step per file");
+        assert!(delivery("/boot/k2").is_empty(), "a file the host has (not delivered) has no step");
+        let define = |name: &str| *all.iter().find(|i| matches!(&dag.step(**i).op, Op::Define { name: n, .. } if n == name)).unwrap();
+        let mut a = dag.deps(define("st-a")).to_vec();
+        a.sort();
+        assert!(a.contains(&k[0]) && a.contains(&i[0]), "{a:?}");
+        assert!(dag.deps(define("st-b")).contains(&k[0]) && !dag.deps(define("st-b")).contains(&i[0]));
+        assert!(!dag.deps(define("st-c")).contains(&k[0]));
+        assert!(dag.deps(k[0]).is_empty() && dag.deps(i[0]).is_empty());
+        assert_eq!(dag.step(k[0]).describe(), "deliver boot file /boot/k");
+    }
+
+    /// Asked at once from several threads, a value is made once; a failure
+    /// is not kept.
+    #[test]
+    fn once_maps_make_each_value_once_and_retry_failures() {
+        let m: OnceMap<u32> = OnceMap::default();
+        let made = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let v = m.get_or_try(Path::new("/k"), || {
+                        made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        Ok(7)
+                    });
+                    assert_eq!(v.unwrap(), 7);
+                });
+            }
+        });
+        assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(m.get_or_try(Path::new("/f"), || Err(HostError::new("op", "/f", "no"))).is_err());
+        assert_eq!(m.get_or_try(Path::new("/f"), || Ok(3)).unwrap(), 3, "tried again after a failure");
     }
 
     /// Imports whose marker is the registry: recorded before anything uses

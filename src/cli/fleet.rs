@@ -108,6 +108,12 @@ fn target_hosts(cfg: &Configuration, targets: &[String]) -> Option<std::collecti
     Some(hosts)
 }
 
+/// Whether the member's part places objects of the stack on its host
+/// (anything but host blocks and images: cached images outlive destroy).
+pub(super) fn places_objects(m: &Member) -> bool {
+    m.cfg.resources.iter().any(|r| !matches!(r.spec.kind(), crate::model::Kind::Host | crate::model::Kind::Image))
+}
+
 /// Connects to every remote host at once (SSH, then libvirt): the members,
 /// not yet observed, this machine first. Every host that cannot be reached
 /// is reported; then nothing goes on, unless `--target` reaches nothing on
@@ -170,10 +176,13 @@ fn connect_remote(cfg: &Configuration, addr: &str, h: &crate::model::host::Host,
     let identity = crate::host::ssh::Identity::write(ssh_dir, &stem, key).map_err(fail("write its key"))?;
     let target = SshTarget::from_libvirt_uri(addr, &h.uri, identity.path(), known_hosts).map_err(|m| fail("connect over SSH")(HostError::new("connect", addr, m)))?;
     let exec = Executor::ssh(target).map_err(fail("connect over SSH"))?;
+    tracing::debug!(host = addr, "SSH connected");
     let libvirt = VirtLibvirt::open_on(&exec, "qemu:///system").map_err(fail("connect to its libvirtd"))?;
+    tracing::debug!(host = addr, "libvirt connected");
     let kvm = libvirt.kvm_usable();
     let state_dir = PathBuf::from(h.state_dir());
     let (part, deliveries) = part_of(cfg, Some(addr), &state_dir).map_err(|m| fail("deliver its files")(HostError::new("deliver", addr, m)))?;
+    tracing::debug!(host = addr, "its part of the configuration taken");
     Ok(Member {
         host: Some(addr.to_string()),
         label: format!("{addr} ({dest})"),
@@ -191,9 +200,9 @@ fn connect_remote(cfg: &Configuration, addr: &str, h: &crate::model::host::Host,
 /// `host`'s part of the configuration. On a remote host an instance's
 /// `kernel` and `initrd` (files on this machine) become paths under the
 /// host's state dir, named by their content
-/// (`<state>/<stack>/boot/<sha256 prefix>-<name>`), delivered by the step
-/// that defines the domain; a changed file is a new path, so the plan
-/// shows it.
+/// (`<state>/<stack>/boot/<sha256 prefix>-<name>`), delivered by a step of
+/// their own before the domains that boot them are defined; a changed file
+/// is a new path, so the plan shows it.
 fn part_of(cfg: &Configuration, host: Option<&str>, state_dir: &std::path::Path) -> Result<(Configuration, Deliveries), String> {
     let mut part = cfg.on_host(host);
     let mut deliveries = BTreeMap::new();
@@ -383,44 +392,65 @@ pub(super) fn json(members: &[Member], plans: &[Plan]) -> serde_json::Value {
 /// there), waiting while another run holds one. This machine's lock is
 /// the caller's (`lock_stack`), taken first.
 pub(super) fn lock_remote(cfg: &Configuration, members: &[Member]) -> Result<Vec<HeldLock>, ExitCode> {
-    let mut locks = Vec::new();
-    for m in members.iter().filter(|m| m.host.is_some()) {
-        let dir = m.state_dir.join(&cfg.stack);
-        let path = dir.join(".lock");
-        let fail = |e: HostError| {
-            eprintln!("error: {}: cannot take the stack lock {}: {e}", m.label, path.display());
-            ExitCode::from(1)
-        };
-        let created = m.exec.stat(&dir).map_err(fail)?.is_none();
-        m.exec.mkdir_all(&dir, 0o755).map_err(fail)?;
-        let mut said = false;
-        loop {
-            match m.exec.try_lock(&path).map_err(fail)? {
-                Some(l) => {
-                    // Who holds it, for a later run that finds it held.
-                    let line = holder_line();
-                    let argv = [std::ffi::OsStr::new("tee"), std::ffi::OsStr::new("--"), path.as_os_str()];
-                    m.exec.output("record the lock's holder", &path.display().to_string(), &argv, crate::host::exec::Input::Bytes(line.as_bytes())).map_err(fail)?;
-                    locks.push(HeldLock { lock: Some(l), exec: m.exec.clone(), path, dir, created });
-                    break;
+    let remote: Vec<&Member> = members.iter().filter(|m| m.host.is_some()).collect();
+    // Every host at once first: the usual case, where no one else holds any.
+    let tries: Vec<Result<Option<HeldLock>, ExitCode>> = std::thread::scope(|s| {
+        let handles: Vec<_> = remote.iter().map(|m| s.spawn(|| lock_one(cfg, m, false))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(ExitCode::from(1)))).collect()
+    });
+    let mut held = Vec::new();
+    let mut busy = false;
+    for t in tries {
+        match t {
+            Ok(Some(l)) => held.push(l),
+            Ok(None) => busy = true,
+            // The locks taken are released as `held` drops.
+            Err(c) => return Err(c),
+        }
+    }
+    if !busy {
+        return Ok(held);
+    }
+    // Another run holds one: let go of all of them, then take them one by
+    // one in the hosts' order, as every run does when it must wait, so two
+    // runs never each hold what the other waits for.
+    drop(held);
+    remote.iter().map(|m| lock_one(cfg, m, true).and_then(|l| l.ok_or(ExitCode::from(1)))).collect()
+}
+
+/// The stack's lock on one remote host (its directory made first): `None`
+/// when another run holds it and `wait` is false; with `wait`, polls until
+/// it is free (saying once that it waits).
+fn lock_one(cfg: &Configuration, m: &Member, wait: bool) -> Result<Option<HeldLock>, ExitCode> {
+    let dir = m.state_dir.join(&cfg.stack);
+    let path = dir.join(".lock");
+    let fail = |e: HostError| {
+        eprintln!("error: {}: cannot take the stack lock {}: {e}", m.label, path.display());
+        ExitCode::from(1)
+    };
+    let created = m.exec.stat(&dir).map_err(fail)?.is_none();
+    m.exec.mkdir_all(&dir, 0o755).map_err(fail)?;
+    let mut said = false;
+    loop {
+        // The lock file says who holds it, for a later run that finds it held.
+        match m.exec.try_lock(&path, holder_line().trim_end()).map_err(fail)? {
+            Some(l) => return Ok(Some(HeldLock { lock: Some(l), exec: m.exec.clone(), path, dir, created })),
+            None if break_stale_lock(&m.exec, &path).map_err(fail)? => {
+                eprintln!(
+                    "note: the lock of stack \"{}\" on {} was held by a virtform run on this machine that is gone (it lost {} while running): its holder there was ended",
+                    cfg.stack, m.label, m.label
+                );
+            }
+            None if !wait => return Ok(None),
+            None => {
+                if !said {
+                    eprintln!("waiting for the lock of stack \"{}\" on {} ({}): another virtform run holds it", cfg.stack, m.label, path.display());
+                    said = true;
                 }
-                None if break_stale_lock(&m.exec, &path).map_err(fail)? => {
-                    eprintln!(
-                        "note: the lock of stack \"{}\" on {} was held by a virtform run on this machine that is gone (it lost {} while running): its holder there was ended",
-                        cfg.stack, m.label, m.label
-                    );
-                }
-                None => {
-                    if !said {
-                        eprintln!("waiting for the lock of stack \"{}\" on {} ({}): another virtform run holds it", cfg.stack, m.label, path.display());
-                        said = true;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
             }
         }
     }
-    Ok(locks)
 }
 
 /// This machine in a remote lock file: its machine id (else its host name).
@@ -465,11 +495,15 @@ fn break_stale_lock(exec: &Executor, path: &std::path::Path) -> Result<bool, Hos
     let pattern: String = path.display().to_string().chars().flat_map(|c| if "*?[]\\".contains(c) { vec!['\\', c] } else { vec![c] }).collect();
     let argv = ["find", "/proc", "-mindepth", "3", "-maxdepth", "3", "-path", "/proc/*/fd/*", "-lname", &pattern].map(OsStr::new);
     let found = exec.output("find the lock's holder", &path.display().to_string(), &argv, crate::host::exec::Input::None)?;
-    let want = [b"flock".as_slice(), b"-n", b"-E", b"75", path.as_os_str().as_encoded_bytes(), b"cat"].iter().flat_map(|a| a.iter().copied().chain([0u8])).collect::<Vec<u8>>();
+    // Its holder command, as this version runs it or as the one before did.
+    let p = path.as_os_str().as_encoded_bytes();
+    let cmdline = |argv: &[&[u8]]| argv.iter().flat_map(|a| a.iter().copied().chain([0u8])).collect::<Vec<u8>>();
+    let wants = [cmdline(&[b"flock", b"-n", b"-E", b"75", p, b"tee", b"--", p]), cmdline(&[b"flock", b"-n", b"-E", b"75", p, b"cat"])];
     let mut ended = false;
     for line in String::from_utf8_lossy(&found.stdout).lines() {
         let Some(p) = line.strip_prefix("/proc/").and_then(|r| r.split('/').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if exec.read_opt(std::path::Path::new(&format!("/proc/{p}/cmdline")))?.as_deref() != Some(want.as_slice()) {
+        let Some(got) = exec.read_opt(std::path::Path::new(&format!("/proc/{p}/cmdline")))? else { continue };
+        if !wants.contains(&got) {
             continue;
         }
         let pid = p.to_string();
@@ -562,7 +596,82 @@ pub(super) fn lower_all(g: &Global, a: &super::plan::ApplyArgs, members: &mut [M
         spans.push((m.host.clone(), start..dag.len()));
     }
     migrations_first(&mut dag, &spans);
+    // depends_on across hosts (each host's lowering sees its own part only).
+    let ranges: Vec<std::ops::Range<usize>> = spans.iter().map(|(_, r)| r.clone()).collect();
+    let parts: Vec<Vec<(String, Vec<String>)>> = spans
+        .iter()
+        .map(|(h, _)| {
+            let part = members.iter().find(|m| m.host == *h).map(|m| &m.cfg);
+            part.map(|c| c.resources.iter().filter(|r| !r.depends_on.is_empty()).map(|r| (r.address.to_string(), r.depends_on.clone())).collect()).unwrap_or_default()
+        })
+        .collect();
+    let steps: Vec<(String, bool)> = (0..dag.len()).map(|i| (dag.step(i).address.clone(), dag.step(i).op.is_removal())).collect();
+    for (after, before) in cross_host_edges(&ranges, &parts, &steps) {
+        dag.depend(after, before);
+    }
     dag
+}
+
+/// The edges `depends_on` makes between hosts: `(step, the step it
+/// follows)`. Each host's part lists its resources' `depends_on`
+/// (`parts[i]`, for the steps in `ranges[i]`); `steps[id]` is a step's
+/// address and whether it removes. A resource's steps that make or change
+/// follow those of what it depends on on the other hosts; a removal of
+/// what it depends on follows the resource's own removal (as on one host).
+/// A `depends_on` names a block, an instance or a module, as on one host.
+fn cross_host_edges(ranges: &[std::ops::Range<usize>], parts: &[Vec<(String, Vec<String>)>], steps: &[(String, bool)]) -> Vec<(usize, usize)> {
+    let mut edges = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let Some(mine) = ranges.get(i) else { continue };
+        for (addr, deps) in part {
+            let own: Vec<usize> = mine.clone().filter(|s| steps[*s].0 == *addr).collect();
+            for d in deps {
+                let (prefix, inside) = (format!("{d}["), format!("{d}."));
+                let named = |a: &str| a == d || a.starts_with(&prefix) || a.starts_with(&inside);
+                for theirs in ranges.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, r)| r) {
+                    for t in theirs.clone().filter(|t| named(&steps[*t].0)) {
+                        for s in &own {
+                            match (steps[*s].1, steps[t].1) {
+                                (false, false) => edges.push((*s, t)),
+                                (true, true) => edges.push((t, *s)),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    edges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cross_host_edges;
+
+    /// instance.app on host b depends on instance.db (host a) and on
+    /// module.cache (host c): its making follows theirs; removals go the
+    /// other way; a step of the same host is left to that host's lowering.
+    #[test]
+    fn depends_on_across_hosts_orders_the_steps_of_both_hosts() {
+        let steps: Vec<(String, bool)> = [
+            ("instance.db", false),        // 0: host a
+            ("disk.db", false),            // 1: host a
+            ("instance.app", false),       // 2: host b
+            ("instance.app", true),        // 3: host b (a replaced domain's removal)
+            ("network.lan", false),        // 4: host b
+            ("module.cache.instance.c", false), // 5: host c
+            ("module.cache.instance.c", true),  // 6: host c
+        ]
+        .iter()
+        .map(|(a, r)| (a.to_string(), *r))
+        .collect();
+        let ranges = vec![0..2, 2..5, 5..7];
+        let parts = vec![vec![], vec![("instance.app".to_string(), vec!["instance.db".to_string(), "module.cache".to_string(), "network.lan".to_string()])], vec![]];
+        let mut e = cross_host_edges(&ranges, &parts, &steps);
+        e.sort();
+        assert_eq!(e, vec![(2, 0), (2, 5), (6, 3)]);
+    }
 }
 
 /// A migrated guest's old host removes what it used (its disk files, its

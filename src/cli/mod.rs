@@ -9,6 +9,7 @@ pub mod console;
 pub mod fleet;
 pub mod fmt;
 pub mod graph;
+pub mod hosts_record;
 pub mod import;
 pub mod output;
 pub mod plan;
@@ -210,7 +211,10 @@ fn init_tracing(verbose: u8, color: bool) {
         1 => tracing::Level::DEBUG,
         _ => tracing::Level::TRACE,
     };
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(color).without_time().try_init();
+    // With -v each line carries the time since start: where a run's time
+    // goes (connect, observe, plan, each step) reads off the log.
+    let b = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(color);
+    let _ = if verbose == 0 { b.without_time().try_init() } else { b.with_timer(tracing_subscriber::fmt::time::Uptime::default()).try_init() };
 }
 
 /// The default configuration directory: the current one.

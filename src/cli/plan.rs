@@ -1,6 +1,6 @@
 //! `virtform plan`, `apply` and `destroy`.
 
-use super::{dir_or_cwd, Global};
+use super::{dir_or_cwd, hosts_record, Global};
 use crate::apply::dag::Event;
 use crate::apply::engine::{self, Env};
 use crate::config::Configuration;
@@ -259,6 +259,9 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
+    if let Err(c) = check_hosts_record(g, &s.cfg) {
+        return c;
+    }
     if s.cfg.hosts().next().is_some() {
         return plan_fleet(g, &a, s);
     }
@@ -360,6 +363,12 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         Ok(l) => l,
         Err(c) => return c,
     };
+    // Under the lock: hosts this stack used are declared, or forgotten.
+    let forgotten = match check_hosts_record(g, &cfg) {
+        Ok(f) => f,
+        Err(c) => return c,
+    };
+    let (stack, complete) = (cfg.stack.clone(), a.target.is_empty());
     // The lock is held for the whole observe, plan and apply.
     let s = match connect(g, cfg, conn) {
         Ok(s) => s,
@@ -370,7 +379,41 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         return ExitCode::from(1);
     }
     let p = make_plan(g, &s, destroy, &a.replace, &a.target, false);
-    execute(g, &a, s, p, destroy, true)
+    let code = execute(g, &a, s, p, destroy, true);
+    // Forgotten hosts leave the record once an apply went through.
+    if code == ExitCode::SUCCESS
+        && complete
+        && !forgotten.is_empty()
+        && let Err(e) = hosts_record::HostsRecord::default().write(&g.state_dir, &stack)
+    {
+        eprintln!("warning: {e}");
+    }
+    code
+}
+
+/// The remote hosts this stack used ([`hosts_record`]) against the
+/// configuration: each forgotten one is noted; any other that is no
+/// longer declared refuses the run, before anything is planned.
+fn check_hosts_record(g: &Global, cfg: &Configuration) -> Result<Vec<(String, String)>, ExitCode> {
+    let record = hosts_record::HostsRecord::read(&g.state_dir, &cfg.stack).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })?;
+    match hosts_record::check(cfg, &record, &g.state_dir) {
+        Ok(forgotten) => {
+            for (_, note) in &forgotten {
+                eprintln!("note: {note}");
+            }
+            Ok(forgotten)
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("error: nothing was planned or changed on any host.");
+            Err(ExitCode::from(1))
+        }
+    }
 }
 
 /// `apply`/`destroy` of a configuration with `host` blocks: the stack's lock
@@ -386,13 +429,20 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
         Ok(m) => m,
         Err(c) => return c,
     };
+    tracing::debug!(hosts = members.len(), "connected");
     let _remote_locks = match fleet::lock_remote(&cfg, &members) {
         Ok(l) => l,
+        Err(c) => return c,
+    };
+    tracing::debug!("locked on every host");
+    let forgotten = match check_hosts_record(g, &cfg) {
+        Ok(f) => f,
         Err(c) => return c,
     };
     if let Err(c) = fleet::observe_all(g, &cfg, &mut members, true, None) {
         return c;
     }
+    tracing::debug!("observed every host");
     // Moves are this machine's record (see the README, "Many hosts").
     // The parts are taken again only when the moves renamed something
     // (it hashes the boot files once more).
@@ -415,7 +465,19 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
         eprintln!("error: the plan has conflicts or errors; nothing was changed on any host.");
         return ExitCode::from(1);
     }
+    let declared = hosts_record::declared(&cfg);
+    let holding = |with_changes: bool| -> Vec<String> {
+        members.iter().zip(&plans).filter(|(m, p)| fleet::places_objects(m) || (with_changes && p.has_changes())).filter_map(|(m, _)| m.host.clone()).collect()
+    };
+    let old_record = hosts_record::HostsRecord::read(&g.state_dir, &cfg.stack).unwrap_or_default();
+    let (during, placed) = (hosts_record::during(&old_record, &forgotten, &declared, &holding(true)), holding(false));
     if !plans.iter().any(Plan::has_changes) {
+        if !destroy
+            && a.target.is_empty()
+            && let Err(e) = hosts_record::after_complete(&declared, &placed).write(&g.state_dir, &cfg.stack)
+        {
+            eprintln!("warning: {e}");
+        }
         if destroy {
             engine::remove_stack_dir(&g.state_dir, &cfg.stack);
             fleet::remove_remote_stack_dirs(&cfg, &members);
@@ -433,7 +495,15 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
     if !a.auto_approve && !confirm() {
         return ExitCode::from(1);
     }
+    tracing::debug!("planned");
+    // The hosts this run leaves objects on, recorded before it changes any.
+    if let Err(e) = during.write(&g.state_dir, &cfg.stack) {
+        eprintln!("error: {e}");
+        eprintln!("error: nothing was changed on any host.");
+        return ExitCode::from(1);
+    }
     let dag = fleet::lower_all(g, a, &mut members, &plans);
+    tracing::debug!(steps = dag.len(), "lowered");
     if let Err(cycle) = dag.validate() {
         eprintln!("internal error: the apply steps form a cycle: {}", cycle.join(" -> "));
         return ExitCode::from(1);
@@ -441,6 +511,12 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
     let report = run_dag(a, &dag);
     // The steps hold the connections; they end before the executors do.
     drop(dag);
+    if report.ok()
+        && a.target.is_empty()
+        && let Err(e) = hosts_record::after_complete(&declared, if destroy { &[] } else { &placed }).write(&g.state_dir, &cfg.stack)
+    {
+        eprintln!("warning: {e}");
+    }
     if report.ok() && destroy {
         engine::remove_stack_dir(&g.state_dir, &cfg.stack);
         fleet::remove_remote_stack_dirs(&cfg, &members);

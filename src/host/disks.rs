@@ -948,27 +948,36 @@ fn exists_on(x: &Executor, path: &Path) -> Result<bool, HostError> {
     Ok(x.stat(path).map_err(|e| HostError::new(x.named("create disk"), path.display().to_string(), format!("cannot stat: {}", e.message)))?.is_some())
 }
 
-/// [`ensure_dir`] on the executor's host: the missing directories (found by
-/// stat from `dir` up) are created top-down with mode 0711; existing ones
-/// are left as they are.
+/// [`ensure_dir`] on the executor's host: the missing directories are
+/// created top-down with mode 0711; existing ones are left as they are. On
+/// a remote host ONE round trip: `mkdir -p -m 711` of each level from the
+/// top (`-p` leaves an existing level alone, `-m` gives a new one its mode
+/// whatever the umask); when that fails, a walk with `stat` says which
+/// level is in the way.
 pub fn ensure_dir_on(x: &Executor, dir: &Path) -> Result<(), HostError> {
     if x.is_local() {
         return ensure_dir(dir);
     }
-    let mut missing = Vec::new();
+    let mode = format!("{DIR_MODE:o}");
+    let mut levels: Vec<&Path> = dir.ancestors().filter(|p| !p.as_os_str().is_empty() && p.parent().is_some()).collect();
+    levels.reverse();
+    let s = OsStr::new;
+    let argvs: Vec<[&OsStr; 6]> = levels.iter().map(|p| [s("mkdir"), s("-p"), s("-m"), s(&mode), s("--"), p.as_os_str()]).collect();
+    let chain: Vec<&[&OsStr]> = argvs.iter().map(|a| &a[..]).collect();
+    let Err(failed) = x.run_chain_remote("create directory", &dir.display().to_string(), &chain, Input::None, None) else {
+        return Ok(());
+    };
     let mut cur = Some(dir);
     while let Some(p) = cur {
-        match x.stat(p)? {
-            Some(st) if st.kind == FileKind::Dir => break,
-            Some(_) => return Err(HostError::new(x.named("create directory"), p.display().to_string(), "exists and is not a directory")),
-            None => missing.push(p),
+        // (A level under a file cannot be stated: "Not a directory".)
+        match x.stat(p) {
+            Ok(Some(st)) if st.kind == FileKind::Dir => break,
+            Ok(Some(_)) => return Err(HostError::new(x.named("create directory"), p.display().to_string(), "exists and is not a directory")),
+            _ => {}
         }
         cur = p.parent().filter(|p| !p.as_os_str().is_empty());
     }
-    for p in missing.into_iter().rev() {
-        x.mkdir_all(p, DIR_MODE)?;
-    }
-    Ok(())
+    Err(failed)
 }
 
 /// [`finish_file`] on the executor's host.
@@ -1060,11 +1069,13 @@ fn overlay_size(base: u64, size: Option<u64>) -> Result<u64, (String, String)> {
     }
 }
 
-/// [`create_overlay_on`] for a caller that made sure `path` does not exist
-/// and its directory does, with the base's facts at hand (one inspection
-/// for all the overlays of a run): on a remote host ONE command (`qemu-img
-/// create` into a `.part`, chmod, sync, rename, sync), where
-/// `create_overlay_on` asks the host eight times.
+/// [`create_overlay_on`] for a caller that made sure `path`'s directory
+/// exists, with the base's facts at hand (one inspection for all the
+/// overlays of a run): on a remote host ONE command (`qemu-img create` into
+/// a `.part`, chmod, sync, a hard link to `path`, the `.part` removed, sync),
+/// where `create_overlay_on` asks the host eight times. The link never
+/// replaces a file: when `path` exists this fails and changes nothing (the
+/// caller then inspects what is there).
 pub fn create_overlay_fresh_on(x: &Executor, path: &Path, base: &Path, base_info: &ImageInfo, size: Option<u64>) -> Result<(), HostError> {
     if x.is_local() {
         return create_overlay_on(x, path, base, base_info.format, size);
@@ -1085,11 +1096,12 @@ pub fn create_overlay_fresh_on(x: &Executor, path: &Path, base: &Path, base_info
     if want > base_info.virtual_size {
         create.push(s(&want_s));
     }
-    let chain: [&[&OsStr]; 5] = [
+    let chain: [&[&OsStr]; 6] = [
         &create,
         &[s("chmod"), s(&mode), s("--"), part.as_os_str()],
         &[s("sync"), s("--"), part.as_os_str()],
-        &[s("mv"), s("-f"), s("-T"), s("--"), part.as_os_str(), path.as_os_str()],
+        &[s("ln"), s("-T"), s("--"), part.as_os_str(), path.as_os_str()],
+        &[s("rm"), s("-f"), s("--"), part.as_os_str()],
         &[s("sync"), s("--"), dir.as_os_str()],
     ];
     x.run_chain_remote("create overlay", &path.display().to_string(), &chain, Input::None, Some(&part)).map(drop)

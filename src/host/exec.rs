@@ -360,7 +360,9 @@ impl SshSession {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 return Err(self.connect_error(&log, &status.to_string()));
             }
-            if self.master_alive() {
+            // The socket appears once the master is connected and
+            // authenticated: until then, nothing is spawned to ask.
+            if self.control.exists() && self.master_alive() {
                 break;
             }
             if Instant::now() > deadline {
@@ -370,14 +372,46 @@ impl SshSession {
                 return Err(HostError::new(op, &t.name, format!("ssh to {} did not connect within {} s{}", t.destination(), t.connect_timeout_s, tail(&log)))
                     .hint("check that the host is up and its sshd listens on that address"));
             }
-            std::thread::sleep(Duration::from_millis(25));
+            std::thread::sleep(Duration::from_millis(10));
         }
         *self.master.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
         Ok(())
     }
 
-    /// `ssh -O check`: the master answers on the control socket.
+    /// Runs one command line through the master: natively over its control
+    /// socket (`host/mux.rs`: no process here), or, when the socket does
+    /// not speak the protocol version we know, with an `ssh` client given
+    /// `args` (whose last element is `line`). A session the master refuses
+    /// reads as ssh's own "open refused" (status 255), so the caller's
+    /// retry sees it alike.
+    fn run_line(&self, args: &[OsString], line: Vec<u8>, input: Input, op: &str) -> Result<Output, HostError> {
+        use super::mux::{MuxError, MuxInput};
+        let t = &self.target;
+        let (mux_input, fallback) = match input {
+            Input::None => (MuxInput::None, None),
+            Input::Bytes(b) => (MuxInput::Bytes(b), Some(Input::Bytes(b))),
+            // The master reads the file itself; a fallback gets a fresh handle.
+            Input::File(f) => {
+                let again = f.try_clone().map_err(|e| HostError::new(op, &t.name, format!("cannot read the input file: {e}")))?;
+                (MuxInput::Fd(std::os::fd::OwnedFd::from(f)), Some(Input::File(again)))
+            }
+        };
+        match super::mux::run(&self.control, &line, mux_input) {
+            Ok(o) => Ok(Output { code: Some(o.code as i32), signal: None, stdout: o.stdout, stderr: o.stderr }),
+            Err(MuxError::Refused(reason)) => Ok(Output { code: Some(255), signal: None, stdout: Vec::new(), stderr: format!("open refused: {reason}").into_bytes() }),
+            Err(MuxError::Lost(m)) => Err(HostError::new(op, &t.name, format!("the SSH connection to {} is lost: {m}", t.destination())).hint("check that the host is up; the next run reconnects")),
+            Err(MuxError::Connect(m)) => {
+                tracing::debug!(host = %t.name, "the control socket did not take a native session ({m}); running ssh");
+                spawn("ssh", args, fallback.unwrap_or(Input::None), op, &t.name)
+            }
+        }
+    }
+
+    /// The master answers on the control socket (natively, else `ssh -O check`).
     fn master_alive(&self) -> bool {
+        if super::mux::alive(&self.control).is_some() {
+            return true;
+        }
         let mut args = self.base_args();
         for a in ["-Ocheck", "--"] {
             args.push(a.into());
@@ -460,7 +494,7 @@ impl SshSession {
             }
             line.extend(command_line(argv));
         }
-        args.push(OsString::from_vec(line));
+        args.push(OsString::from_vec(line.clone()));
         let _slot = self.slot();
         // A channel the server refuses (its MaxSessions reached by other
         // clients of the connection, e.g. libvirt's) is asked for again; the
@@ -475,7 +509,7 @@ impl SshSession {
                 Input::Bytes(b) => Input::Bytes(b),
                 Input::File(_) => std::mem::replace(&mut input, Input::None),
             };
-            let out = spawn("ssh", &args, this, &format!("{op} on {}", t.name), &t.name)?;
+            let out = self.run_line(&args, line.clone(), this, &format!("{op} on {}", t.name))?;
             let refused = out.code == Some(255) && String::from_utf8_lossy(&out.stderr).contains("open refused");
             if refused && retry && attempt < 20 {
                 attempt += 1;
@@ -527,7 +561,7 @@ fn end_child(child: &mut Child, grace: Duration) {
 
 impl SshSession {
     /// See [`Executor::try_lock`].
-    fn try_lock(&self, path: &Path) -> Result<Option<RemoteLock>, HostError> {
+    fn try_lock(&self, path: &Path, holder: &str) -> Result<Option<RemoteLock>, HostError> {
         use std::io::BufRead;
         let t = &self.target;
         let mut args = self.base_args();
@@ -535,10 +569,11 @@ impl SshSession {
             args.push(a.into());
         }
         args.push(t.destination().into());
-        // No shell: `cat` runs under the lock and echoes the line written
-        // to it, which says the lock is held; it then waits on our pipe.
+        // No shell: `tee` runs under the lock, writes the holder line
+        // into the lock file and echoes it, which says the lock is held;
+        // it then waits on our pipe.
         let s = OsStr::new;
-        let argv: [&OsStr; 6] = [s("flock"), s("-n"), s("-E"), s("75"), path.as_os_str(), s("cat")];
+        let argv: [&OsStr; 8] = [s("flock"), s("-n"), s("-E"), s("75"), path.as_os_str(), s("tee"), s("--"), path.as_os_str()];
         args.push(OsString::from_vec(command_line(&argv)));
         let op = format!("lock on {}", t.name);
         let mut child = Command::new("ssh")
@@ -551,12 +586,12 @@ impl SshSession {
         let mut line = String::new();
         if let Some(input) = child.stdin.as_mut() {
             // A write to a flock that exited (busy) fails: read its status below.
-            let _ = input.write_all(b"locked\n").and_then(|()| input.flush());
+            let _ = input.write_all(holder.as_bytes()).and_then(|()| input.write_all(b"\n")).and_then(|()| input.flush());
         }
         if let Some(out) = child.stdout.as_mut() {
             let _ = std::io::BufReader::new(out).read_line(&mut line);
         }
-        if line.trim() == "locked" {
+        if line.trim_end_matches('\n') == holder {
             return Ok(Some(RemoteLock { child: Some(child) }));
         }
         drop(child.stdin.take());
@@ -644,6 +679,23 @@ fn spawn<S: AsRef<OsStr>>(program: &str, args: &[S], input: Input, op: &str, obj
     Ok(Output { code: out.status.code(), signal: out.status.signal(), stdout: out.stdout, stderr: out.stderr })
 }
 
+/// `stat -c '%f %s'`'s line: the raw mode in hex and the size.
+fn parse_stat(text: &str) -> Option<FileStat> {
+    let mut it = text.split_whitespace();
+    let raw = u32::from_str_radix(it.next()?, 16).ok()?;
+    let len = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    let kind = match raw & 0o170000 {
+        0o100000 => FileKind::File,
+        0o040000 => FileKind::Dir,
+        0o120000 => FileKind::Symlink,
+        _ => FileKind::Other,
+    };
+    Some(FileStat { kind, len, mode: raw & 0o7777 })
+}
+
 /// The message of a failed command: its standard error, else its status.
 fn failure(program: &str, o: &Output) -> String {
     let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
@@ -692,13 +744,15 @@ impl Executor {
     }
 
     /// Takes the exclusive lock `path` on a remote host (created if
-    /// missing; its directory must exist): `None` when someone else holds
-    /// it. Held until the [`RemoteLock`] drops. Local locks are the
+    /// missing; its directory must exist) and writes `holder` (one line,
+    /// who holds it) into it, in one round trip: `None` when someone else
+    /// holds it. Held until the [`RemoteLock`] drops. Local locks are the
     /// CLI's own (`lock_stack`); this is for remote hosts only.
-    pub fn try_lock(&self, path: &Path) -> Result<Option<RemoteLock>, HostError> {
+    pub fn try_lock(&self, path: &Path, holder: &str) -> Result<Option<RemoteLock>, HostError> {
         match self {
             Executor::Local => Err(HostError::new("lock", path.display().to_string(), "a remote lock asked of the local host")),
-            Executor::Ssh(s) => s.try_lock(path),
+            Executor::Ssh(_) if holder.contains('\n') => Err(HostError::new("lock", path.display().to_string(), "the holder line has a newline")),
+            Executor::Ssh(s) => s.try_lock(path, holder),
         }
     }
 
@@ -895,24 +949,39 @@ impl Executor {
                     return if is_not_found(&o) { Ok(None) } else { Err(HostError::new(self.named("stat"), object, failure("stat", &o))) };
                 }
                 let text = String::from_utf8_lossy(&o.stdout);
-                let mut it = text.split_whitespace();
-                let parsed = (|| {
-                    let raw = u32::from_str_radix(it.next()?, 16).ok()?;
-                    let len = it.next()?.parse().ok()?;
-                    Some((raw, len))
-                })();
-                let Some((raw, len)) = parsed else {
-                    return Err(HostError::new(self.named("stat"), object, format!("cannot parse stat's output {text:?}")));
-                };
-                let kind = match raw & 0o170000 {
-                    0o100000 => FileKind::File,
-                    0o040000 => FileKind::Dir,
-                    0o120000 => FileKind::Symlink,
-                    _ => FileKind::Other,
-                };
-                Ok(Some(FileStat { kind, len, mode: raw & 0o7777 }))
+                parse_stat(text.trim_end()).map(Some).ok_or_else(|| HostError::new(self.named("stat"), object, format!("cannot parse stat's output {text:?}")))
             }
         }
+    }
+
+    /// [`Executor::stat`] of every path, in order; on a remote host in ONE
+    /// round trip (`stat --printf` with each record NUL-terminated and
+    /// naming its path, so a missing path is told by its absence). Any
+    /// failure other than a missing path is an error.
+    pub fn stat_many(&self, paths: &[&Path]) -> Result<Vec<Option<FileStat>>, HostError> {
+        if self.is_local() || paths.len() < 2 {
+            return paths.iter().map(|p| self.stat(p)).collect();
+        }
+        let object = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let mut argv: Vec<&OsStr> = vec![OsStr::new("stat"), OsStr::new("--printf"), OsStr::new("%f %s %n\\0"), OsStr::new("--")];
+        argv.extend(paths.iter().map(|p| p.as_os_str()));
+        let o = self.output("stat", &object, &argv, Input::None)?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        if !o.success() && (o.code != Some(1) || err.lines().any(|l| !l.trim().is_empty() && !l.contains("No such file or directory"))) {
+            return Err(HostError::new(self.named("stat"), object, failure("stat", &o)));
+        }
+        let mut found: std::collections::HashMap<&[u8], FileStat> = std::collections::HashMap::new();
+        for rec in o.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+            // "<hex mode> <size> <path>": the path is everything after the second space.
+            let mut parts = rec.splitn(3, |b| *b == b' ');
+            let (Some(mode), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(HostError::new(self.named("stat"), object, format!("cannot parse stat's output {:?}", String::from_utf8_lossy(rec))));
+            };
+            let head = format!("{} {}", String::from_utf8_lossy(mode), String::from_utf8_lossy(size));
+            let st = parse_stat(&head).ok_or_else(|| HostError::new(self.named("stat"), object.clone(), format!("cannot parse stat's output {head:?}")))?;
+            found.insert(name, st);
+        }
+        Ok(paths.iter().map(|p| found.get(p.as_os_str().as_bytes()).copied()).collect())
     }
 
     /// Creates `dir` and its missing parents; `dir` itself gets `mode`
@@ -1021,14 +1090,7 @@ impl Executor {
             Executor::Local => super::disks::hash_file(path).map_err(|e| HostError::new("hash", object, e.to_string())),
             Executor::Ssh(_) => {
                 let out = self.run_bytes("hash", &object, &[OsStr::new("sha256sum"), OsStr::new("-b"), OsStr::new("--"), os(path)], Input::None)?;
-                // A name with a backslash or newline makes sha256sum prefix the line with '\'.
-                let text = String::from_utf8_lossy(&out);
-                let hex: String = text.trim_start_matches('\\').chars().take(64).collect();
-                if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                    Ok(hex.to_ascii_lowercase())
-                } else {
-                    Err(HostError::new(self.named("hash"), object, format!("cannot parse sha256sum's output {text:?}")))
-                }
+                parse_sha256sum(&out).ok_or_else(|| HostError::new(self.named("hash"), object, format!("cannot parse sha256sum's output {:?}", String::from_utf8_lossy(&out))))
             }
         }
     }
@@ -1045,48 +1107,67 @@ impl Executor {
             Some(h) => h.to_ascii_lowercase(),
             None => super::disks::hash_file(src).map_err(|e| HostError::new("hash", src.display().to_string(), e.to_string()))?,
         };
-        if self.stat(dst)?.is_some_and(|s| s.kind == FileKind::File) && self.sha256(dst)? == want {
+        let there = match self {
+            Executor::Local => if self.stat(dst)?.is_some_and(|s| s.kind == FileKind::File) { Some(self.sha256(dst)?) } else { None },
+            // One round trip: the hash of what is there, if anything is (a
+            // directory or the like in the way fails the rename below).
+            Executor::Ssh(_) => {
+                let o = self.output("hash", &object, &[OsStr::new("sha256sum"), OsStr::new("-b"), OsStr::new("--"), os(dst)], Input::None)?;
+                if o.success() { parse_sha256sum(&o.stdout) } else { None }
+            }
+        };
+        if there.as_deref() == Some(want.as_str()) {
             return Ok(false);
         }
+        let mismatch = |got: &str| {
+            HostError::new(self.named("copy image"), &object, format!("the copy's sha256 is {got}, expected {want}")).hint("the source changed or the transfer was damaged; nothing was installed")
+        };
         let part = temp_beside(dst, "part");
-        let copied = (|| -> Result<(), HostError> {
-            match self {
-                Executor::Local => {
-                    std::fs::copy(src, &part).map_err(|e| HostError::new("copy image", &object, format!("{} -> {}: {e}", src.display(), part.display())))?;
+        let copied = match self {
+            Executor::Local => (|| -> Result<(), HostError> {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::copy(src, &part).map_err(|e| HostError::new("copy image", &object, format!("{} -> {}: {e}", src.display(), part.display())))?;
+                let got = self.sha256(&part)?;
+                if got != want {
+                    return Err(mismatch(&got));
                 }
-                Executor::Ssh(_) => {
-                    let f = File::open(src).map_err(|e| HostError::new("copy image", &object, format!("cannot read {}: {e}", src.display())))?;
-                    let of = dd_of(&part);
-                    let chain: [&[&OsStr]; 2] = [
-                        &[OsStr::new("install"), OsStr::new("-m"), OsStr::new("600"), OsStr::new("--"), OsStr::new("/dev/null"), os(&part)],
-                        &[OsStr::new("dd"), &of, OsStr::new("conv=notrunc"), OsStr::new("bs=1M"), OsStr::new("status=none")],
-                    ];
-                    self.run_chain_remote("copy image", &object, &chain, Input::File(f), None)?;
+                std::fs::set_permissions(&part, std::fs::Permissions::from_mode(mode)).map_err(|e| HostError::new("copy image", &object, e.to_string()))?;
+                self.rename(&part, dst)
+            })(),
+            // Two round trips: the copy with its hash, then its mode and name.
+            Executor::Ssh(_) => (|| -> Result<(), HostError> {
+                let f = File::open(src).map_err(|e| HostError::new("copy image", &object, format!("cannot read {}: {e}", src.display())))?;
+                let of = dd_of(&part);
+                let s = OsStr::new;
+                let copy: [&[&OsStr]; 3] = [
+                    &[s("install"), s("-m"), s("600"), s("--"), s("/dev/null"), os(&part)],
+                    &[s("dd"), &of, s("conv=notrunc"), s("bs=1M"), s("status=none")],
+                    &[s("sha256sum"), s("-b"), s("--"), os(&part)],
+                ];
+                let out = self.run_chain_remote("copy image", &object, &copy, Input::File(f), None)?;
+                let got = parse_sha256sum(&out).ok_or_else(|| HostError::new(self.named("copy image"), &object, format!("cannot parse sha256sum's output {:?}", String::from_utf8_lossy(&out))))?;
+                if got != want {
+                    return Err(mismatch(&got));
                 }
-            }
-            let got = self.sha256(&part)?;
-            if got != want {
-                return Err(HostError::new(self.named("copy image"), &object, format!("the copy's sha256 is {got}, expected {want}"))
-                    .hint("the source changed or the transfer was damaged; nothing was installed"));
-            }
-            match self {
-                Executor::Local => {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&part, std::fs::Permissions::from_mode(mode)).map_err(|e| HostError::new("copy image", &object, e.to_string()))?;
-                }
-                Executor::Ssh(_) => {
-                    let m = format!("{mode:o}");
-                    self.run_bytes("copy image", &object, &[OsStr::new("chmod"), OsStr::new(&m), OsStr::new("--"), os(&part)], Input::None)?;
-                }
-            }
-            self.rename(&part, dst)
-        })();
+                let m = format!("{mode:o}");
+                let install: [&[&OsStr]; 2] = [&[s("chmod"), s(&m), s("--"), os(&part)], &[s("mv"), s("-f"), s("-T"), s("--"), os(&part), os(dst)]];
+                self.run_chain_remote("copy image", &object, &install, Input::None, None).map(drop)
+            })(),
+        };
         if let Err(e) = copied {
             let _ = self.remove_file(&part);
             return Err(e);
         }
         Ok(true)
     }
+}
+
+/// sha256sum's hash (lowercase hex) from its output line.
+fn parse_sha256sum(out: &[u8]) -> Option<String> {
+    // A name with a backslash or newline makes sha256sum prefix the line with '\'.
+    let text = String::from_utf8_lossy(out);
+    let hex: String = text.trim_start_matches('\\').chars().take(64).collect();
+    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then(|| hex.to_ascii_lowercase())
 }
 
 #[cfg(test)]

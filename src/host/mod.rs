@@ -12,6 +12,7 @@ pub mod disks;
 pub mod exec;
 pub mod libvirt;
 pub mod links;
+pub mod mux;
 pub mod ovs;
 pub mod ssh;
 

@@ -238,17 +238,16 @@ pub fn firmware_files() -> std::collections::BTreeSet<String> {
     crate::xml::domain::OVMF_FILES.iter().filter(|f| std::path::Path::new(f).is_file()).map(|f| f.to_string()).collect()
 }
 
-/// [`firmware_files`] on a host reached through `exec` (one `stat` each;
-/// a file that cannot be read counts as absent).
+/// [`firmware_files`] on a host reached through `exec` (one `stat` of
+/// them all; when that fails, they count as absent).
 pub fn firmware_files_on(exec: &crate::host::exec::Executor) -> std::collections::BTreeSet<String> {
     if exec.is_local() {
         return firmware_files();
     }
-    crate::xml::domain::OVMF_FILES
-        .iter()
-        .filter(|f| matches!(exec.stat(std::path::Path::new(f)), Ok(Some(s)) if s.kind == crate::host::exec::FileKind::File))
-        .map(|f| f.to_string())
-        .collect()
+    let files = crate::xml::domain::OVMF_FILES;
+    let paths: Vec<&std::path::Path> = files.iter().map(std::path::Path::new).collect();
+    let stats = exec.stat_many(&paths).unwrap_or_default();
+    files.iter().zip(stats).filter(|(_, s)| s.is_some_and(|s| s.kind == crate::host::exec::FileKind::File)).map(|(f, _)| f.to_string()).collect()
 }
 
 /// Files by path, and hashes of image sources by source path.
@@ -323,12 +322,8 @@ pub fn scan_files_on(exec: &crate::host::exec::Executor, stack: &str, state_dir:
     use crate::host::{disks, exec::FileKind};
     use std::ffi::OsStr;
     let dirs = [state_dir.join(stack).join("disks"), state_dir.join(stack).join("volumes"), state_dir.join(stack).join("seeds"), state_dir.join("images")];
-    let mut present = Vec::new();
-    for d in &dirs {
-        if exec.stat(d)?.is_some_and(|s| s.kind == FileKind::Dir) {
-            present.push(d.as_os_str());
-        }
-    }
+    let stats = exec.stat_many(&dirs.iter().map(|d| d.as_path()).collect::<Vec<_>>())?;
+    let present: Vec<&OsStr> = dirs.iter().zip(stats).filter(|(_, s)| s.is_some_and(|s| s.kind == FileKind::Dir)).map(|(d, _)| d.as_os_str()).collect();
     let mut files = BTreeMap::new();
     if present.is_empty() {
         return Ok(files);
