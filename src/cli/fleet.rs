@@ -645,6 +645,28 @@ fn cross_host_edges(ranges: &[std::ops::Range<usize>], parts: &[Vec<(String, Vec
     edges
 }
 
+/// A migrated guest's old host removes what it used (its disk files, its
+/// ports, the networks it was on) only after the guest has left: each
+/// removal on the source host runs after every migration from it.
+fn migrations_first(dag: &mut crate::apply::dag::Dag<crate::apply::engine::HostStep>, spans: &[(Option<String>, std::ops::Range<usize>)]) {
+    use crate::apply::engine::Op;
+    let mut edges = Vec::new();
+    for (_, range) in spans {
+        for id in range.clone() {
+            let Op::Migrate { from, .. } = &dag.step(id).op else { continue };
+            let Some((_, source)) = spans.iter().find(|(h, _)| h == from) else { continue };
+            for r in source.clone() {
+                if dag.step(r).op.is_removal() {
+                    edges.push((r, id));
+                }
+            }
+        }
+    }
+    for (r, id) in edges {
+        dag.depend(r, id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::cross_host_edges;
@@ -671,27 +693,5 @@ mod tests {
         let mut e = cross_host_edges(&ranges, &parts, &steps);
         e.sort();
         assert_eq!(e, vec![(2, 0), (2, 5), (6, 3)]);
-    }
-}
-
-/// A migrated guest's old host removes what it used (its disk files, its
-/// ports, the networks it was on) only after the guest has left: each
-/// removal on the source host runs after every migration from it.
-fn migrations_first(dag: &mut crate::apply::dag::Dag<crate::apply::engine::HostStep>, spans: &[(Option<String>, std::ops::Range<usize>)]) {
-    use crate::apply::engine::Op;
-    let mut edges = Vec::new();
-    for (_, range) in spans {
-        for id in range.clone() {
-            let Op::Migrate { from, .. } = &dag.step(id).op else { continue };
-            let Some((_, source)) = spans.iter().find(|(h, _)| h == from) else { continue };
-            for r in source.clone() {
-                if dag.step(r).op.is_removal() {
-                    edges.push((r, id));
-                }
-            }
-        }
-    }
-    for (r, id) in edges {
-        dag.depend(r, id);
     }
 }
