@@ -529,8 +529,9 @@ fn a_guest_whose_host_changes_migrates_live_keeping_its_uuid_mac_ip_and_data_lea
     assert!(sh(&b, &["head", "-c", "64", vol]).starts_with("kept-across-hosts"), "the volume's data did not move with the guest");
     // Nothing of it on host.a: no domain, no files.
     assert!(!virsh(&a, &["list", "--all", "--name"]).contains(&dom), "{dom} is left on vflab-a");
-    let left = sh(&a, &["find", &format!("/var/lib/virtform/{}", s.stack), "-type", "f"]);
-    assert!(left.trim().is_empty(), "files left on vflab-a: {left}");
+    // Not even its empty directories: the stack's directory is gone there.
+    let left = sh(&a, &["find", &format!("/var/lib/virtform/{}", s.stack)]);
+    assert!(left.contains("No such file or directory") && left.lines().count() == 1, "left on vflab-a: {left}");
     let again = s.vf(&["plan", "--detailed-exitcode"]);
     assert_eq!(again.code, Some(0), "not converged after the migration:\n{}", again.show());
 
@@ -640,9 +641,16 @@ instance "web" {{
     let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(600));
     assert!(out.ok() && out.stdout.contains("Apply complete"), "{}", out.show());
     assert!(!out.stdout.contains("define domain"), "a domain was defined again:\n{}", out.show());
-    // The lost run's lock on host.c outlived it there (host.c's sshd never
-    // saw its connection close): this run, on the same machine, ends it.
-    assert!(out.stderr.contains("was held by a virtform run on this machine that is gone"), "{}", out.show());
+    // The lost run's lock on host.c may have outlived it there (when
+    // host.c's sshd never saw its connection close; when the connection's
+    // close reached it after the link came back, the lock went with it):
+    // either this run ended that holder, saying so, or it found the lock
+    // free. No holder is left either way.
+    let noted = out.stderr.contains("was held by a virtform run on this machine that is gone");
+    eprintln!("[e2e] the lost run's lock {} on host.c", if noted { "outlived it and was ended" } else { "was gone" });
+    assert!(!out.stderr.contains("waiting for the lock") || noted, "{}", out.show());
+    let lock = format!("/var/lib/virtform/{}/.lock", s.stack);
+    assert!(!sh(&c, &["pgrep", "-a", "-f", "--", &format!("^flock -n -E 75 {lock} ")]).contains("flock"), "a lock holder is left on host.c");
     let again = s.vf(&["plan", "--detailed-exitcode"]);
     assert_eq!(again.code, Some(0), "not converged:\n{}", again.show());
     assert_eq!(sh(&c, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).lines().filter(|l| l.contains(&s.stack)).count(), 1, "host.c holds one domain of the stack");

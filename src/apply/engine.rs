@@ -472,10 +472,13 @@ impl HostStep {
 }
 
 impl Step for HostStep {
-    /// On a remote host the step names it: "define domain t-web on host.a".
+    /// On a remote host the step names it: "define domain t-web on host.a"
+    /// (not a step that writes this machine's records: the readiness
+    /// marks, the record of moves).
     fn describe(&self) -> String {
         let d = self.describe_op();
-        if self.env.exec.is_local() { d } else { format!("{d} on {}", self.env.exec.host_name()) }
+        let here = self.env.exec.is_local() || matches!(self.op, Op::Readiness { .. } | Op::WriteNames { .. });
+        if here { d } else { format!("{d} on {}", self.env.exec.host_name()) }
     }
 
     fn address(&self) -> &str {

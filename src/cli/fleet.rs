@@ -428,13 +428,12 @@ fn lock_one(cfg: &Configuration, m: &Member, wait: bool) -> Result<Option<HeldLo
         eprintln!("error: {}: cannot take the stack lock {}: {e}", m.label, path.display());
         ExitCode::from(1)
     };
-    let created = m.exec.stat(&dir).map_err(fail)?.is_none();
     m.exec.mkdir_all(&dir, 0o755).map_err(fail)?;
     let mut said = false;
     loop {
         // The lock file says who holds it, for a later run that finds it held.
         match m.exec.try_lock(&path, holder_line().trim_end()).map_err(fail)? {
-            Some(l) => return Ok(Some(HeldLock { lock: Some(l), exec: m.exec.clone(), path, dir, created })),
+            Some(l) => return Ok(Some(HeldLock { lock: Some(l), exec: m.exec.clone(), path, dir })),
             None if break_stale_lock(&m.exec, &path).map_err(fail)? => {
                 eprintln!(
                     "note: the lock of stack \"{}\" on {} was held by a virtform run on this machine that is gone (it lost {} while running): its holder there was ended",
@@ -518,52 +517,56 @@ fn break_stale_lock(exec: &Executor, path: &std::path::Path) -> Result<bool, Hos
 
 /// A stack lock held on a remote host. Dropped, it removes its lock file
 /// (still holding the lock, as `lock_stack` does here) and the stack
-/// directory when this run created it and it is empty, then releases the
-/// lock: a refused or failed run leaves the host's state dir as it was.
+/// directory when nothing else is in it, then releases the lock: a
+/// refused or failed run leaves the host's state dir as it was, and a
+/// host with nothing of the stack left keeps no empty directory.
 pub(super) struct HeldLock {
     lock: Option<crate::host::exec::RemoteLock>,
     exec: Executor,
     path: PathBuf,
     dir: PathBuf,
-    created: bool,
 }
 
 impl Drop for HeldLock {
     fn drop(&mut self) {
         let _ = self.exec.remove_file(&self.path);
-        if self.created {
-            let argv = [std::ffi::OsStr::new("rmdir"), std::ffi::OsStr::new("--ignore-fail-on-non-empty"), self.dir.as_os_str()];
-            let _ = self.exec.output("remove the stack directory", &self.dir.display().to_string(), &argv, crate::host::exec::Input::None);
-        }
+        let argv = [std::ffi::OsStr::new("rmdir"), std::ffi::OsStr::new("--ignore-fail-on-non-empty"), self.dir.as_os_str()];
+        let _ = self.exec.output("remove the stack directory", &self.dir.display().to_string(), &argv, crate::host::exec::Input::None);
         drop(self.lock.take());
     }
 }
 
 /// After a complete destroy: the stack's directory on each remote host,
 /// as `engine::remove_stack_dir` does here (leftover logs, seeds,
-/// delivered boot files, UEFI stores; empty directories; the lock).
-pub(super) fn remove_remote_stack_dirs(cfg: &Configuration, members: &[Member]) {
+/// delivered boot files, UEFI stores; empty directories). With
+/// `after_apply`, after a complete apply: the same on the hosts where
+/// nothing of the stack is placed any more (a guest migrated away, a host
+/// block kept with nothing on it), and on the others only the empty
+/// directories (a guest that left them), so none is left behind.
+pub(super) fn remove_remote_stack_dirs(cfg: &Configuration, members: &[Member], after_apply: bool) {
     use std::ffi::OsStr;
     for m in members.iter().filter(|m| m.host.is_some()) {
         let dir = m.state_dir.join(&cfg.stack);
-        let subs: Vec<PathBuf> = ["console", "seeds", "nvram", "boot", "waits"].iter().map(|s| dir.join(s)).collect();
-        let present: Vec<&PathBuf> = subs.iter().filter(|d| matches!(m.exec.stat(d), Ok(Some(_)))).collect();
-        if !present.is_empty() {
+        let present = |subs: &[&str]| -> Vec<PathBuf> {
+            let all: Vec<PathBuf> = subs.iter().map(|s| dir.join(s)).collect();
+            let stats = m.exec.stat_many(&all.iter().map(PathBuf::as_path).collect::<Vec<_>>()).unwrap_or_default();
+            all.into_iter().zip(stats).filter(|(_, s)| s.is_some()).map(|(p, _)| p).collect()
+        };
+        let with_files = if after_apply && places_objects(m) { Vec::new() } else { present(&["console", "seeds", "nvram", "boot", "waits"]) };
+        if !with_files.is_empty() {
             let mut argv: Vec<&OsStr> = vec![OsStr::new("find")];
-            argv.extend(present.iter().map(|p| p.as_os_str()));
+            argv.extend(with_files.iter().map(|p| p.as_os_str()));
             argv.extend(["-type", "f", "-delete"].map(OsStr::new));
             let _ = m.exec.output("remove the stack's files", &dir.display().to_string(), &argv, crate::host::exec::Input::None);
         }
-        let mut argv: Vec<&OsStr> = vec![OsStr::new("rmdir"), OsStr::new("--ignore-fail-on-non-empty")];
-        let all: Vec<PathBuf> = ["disks", "volumes", "console", "seeds", "nvram", "boot", "waits"].iter().map(|s| dir.join(s)).collect();
-        let existing: Vec<&PathBuf> = all.iter().filter(|d| matches!(m.exec.stat(d), Ok(Some(_)))).collect();
-        argv.extend(existing.iter().map(|p| p.as_os_str()));
+        let existing = present(&["disks", "volumes", "console", "seeds", "nvram", "boot", "waits"]);
         if !existing.is_empty() {
+            let mut argv: Vec<&OsStr> = vec![OsStr::new("rmdir"), OsStr::new("--ignore-fail-on-non-empty")];
+            argv.extend(existing.iter().map(|p| p.as_os_str()));
             let _ = m.exec.output("remove the stack's directories", &dir.display().to_string(), &argv, crate::host::exec::Input::None);
         }
-        let _ = m.exec.remove_file(&dir.join(".lock"));
-        let argv = [OsStr::new("rmdir"), OsStr::new("--ignore-fail-on-non-empty"), dir.as_os_str()];
-        let _ = m.exec.output("remove the stack's directory", &dir.display().to_string(), &argv, crate::host::exec::Input::None);
+        // The directory itself goes with the lock (`HeldLock`), still held
+        // until then.
     }
 }
 

@@ -480,7 +480,7 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
         }
         if destroy {
             engine::remove_stack_dir(&g.state_dir, &cfg.stack);
-            fleet::remove_remote_stack_dirs(&cfg, &members);
+            fleet::remove_remote_stack_dirs(&cfg, &members, false);
         }
         if a.json {
             println!("{}", serde_json::json!({"event": "summary", "ok": true, "done": 0, "already": 0, "failed": 0, "skipped": 0, "outputs": super::output::outputs_json(&cfg)}));
@@ -511,15 +511,18 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
     let report = run_dag(a, &dag);
     // The steps hold the connections; they end before the executors do.
     drop(dag);
-    if report.ok()
-        && a.target.is_empty()
-        && let Err(e) = hosts_record::after_complete(&declared, if destroy { &[] } else { &placed }).write(&g.state_dir, &cfg.stack)
-    {
-        eprintln!("warning: {e}");
+    if report.ok() && a.target.is_empty() {
+        if let Err(e) = hosts_record::after_complete(&declared, if destroy { &[] } else { &placed }).write(&g.state_dir, &cfg.stack) {
+            eprintln!("warning: {e}");
+        }
+        if !destroy {
+            // No stack directory left empty on any host, and nothing where nothing is placed any more.
+            fleet::remove_remote_stack_dirs(&cfg, &members, true);
+        }
     }
     if report.ok() && destroy {
         engine::remove_stack_dir(&g.state_dir, &cfg.stack);
-        fleet::remove_remote_stack_dirs(&cfg, &members);
+        fleet::remove_remote_stack_dirs(&cfg, &members, false);
     }
     if a.json {
         println!("{}", serde_json::json!({"event": "summary", "ok": report.ok(), "done": report.done.len(), "already": report.already.len(), "failed": report.failed.len(), "skipped": report.skipped.len(), "outputs": super::output::outputs_json(&cfg)}));
