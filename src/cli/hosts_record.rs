@@ -49,24 +49,7 @@ impl HostsRecord {
 
     /// Writes the record atomically (0600); an empty one removes the file.
     pub fn write(&self, state_dir: &Path, stack: &str) -> Result<(), HostError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let p = HostsRecord::path(state_dir, stack);
-        let err = |e: std::io::Error| HostError::new("write", p.display().to_string(), e.to_string());
-        if self.hosts.is_empty() {
-            return match std::fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
-                _ => Ok(()),
-            };
-        }
-        if let Some(d) = p.parent() {
-            crate::host::disks::ensure_dir(d)?;
-        }
-        let tmp = p.with_file_name(".hosts.json.part");
-        let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
-        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(err)?;
-        std::fs::rename(&tmp, &p).map_err(err)
+        crate::observe::write_record(&HostsRecord::path(state_dir, stack), (!self.hosts.is_empty()).then_some(self))
     }
 }
 

@@ -131,25 +131,32 @@ impl Names {
 
     /// Writes the record atomically (0600); an empty record removes the file.
     pub fn write(&self, state_dir: &std::path::Path, stack: &str) -> Result<(), crate::host::HostError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let p = Names::path(state_dir, stack);
-        let err = |e: std::io::Error| crate::host::HostError::new("write", p.display().to_string(), e.to_string());
-        if self.is_empty() {
-            return match std::fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
-                _ => Ok(()),
-            };
-        }
-        if let Some(d) = p.parent() {
-            crate::host::disks::ensure_dir(d)?;
-        }
-        let tmp = p.with_file_name(".names.json.part");
-        let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
-        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(err)?;
-        std::fs::rename(&tmp, &p).map_err(err)
+        write_record(&Names::path(state_dir, stack), (!self.is_empty()).then_some(self))
     }
+}
+
+/// Writes one of a stack's records on this machine (`names.json`,
+/// `hosts.json`): pretty JSON into a `.part` beside it (0600, fsynced), then
+/// renamed over it; `None` removes the file (an empty record).
+pub fn write_record<T: serde::Serialize>(p: &std::path::Path, value: Option<&T>) -> Result<(), crate::host::HostError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: std::io::Error| crate::host::HostError::new("write", p.display().to_string(), e.to_string());
+    let Some(value) = value else {
+        return match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
+            _ => Ok(()),
+        };
+    };
+    if let Some(d) = p.parent() {
+        crate::host::disks::ensure_dir(d)?;
+    }
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = p.with_file_name(format!(".{name}.part"));
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(err)?;
+    std::fs::rename(&tmp, p).map_err(err)
 }
 
 impl Observed {
