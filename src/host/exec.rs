@@ -498,20 +498,32 @@ impl SshSession {
         let _slot = self.slot();
         // A channel the server refuses (its MaxSessions reached by other
         // clients of the connection, e.g. libvirt's) is asked for again; the
-        // command has not started then. Not with a streamed input (a file
-        // cannot be rewound here).
-        let retry = !matches!(input, Input::File(_));
-        let mut input = input;
+        // command has not started then, so nothing of the input was read.
+        // A streamed file is opened again for each attempt (its own
+        // offset, from where the caller's handle stood), while the caller's
+        // handle stays open here.
+        let file = match &input {
+            Input::File(f) => {
+                use std::io::Seek;
+                let at = (&*f).stream_position().map_err(|e| HostError::new(format!("{op} on {}", t.name), &t.name, format!("cannot read the input file: {e}")))?;
+                Some((std::os::fd::AsRawFd::as_raw_fd(f), at))
+            }
+            _ => None,
+        };
         let mut attempt = 0;
         let out = loop {
-            let this = match &input {
-                Input::None => Input::None,
-                Input::Bytes(b) => Input::Bytes(b),
-                Input::File(_) => std::mem::replace(&mut input, Input::None),
+            let this = match (&input, file) {
+                (_, Some((fd, at))) => {
+                    use std::io::{Seek, SeekFrom};
+                    let again = File::open(format!("/proc/self/fd/{fd}")).and_then(|mut f| f.seek(SeekFrom::Start(at)).map(|_| f));
+                    Input::File(again.map_err(|e| HostError::new(format!("{op} on {}", t.name), &t.name, format!("cannot read the input file again: {e}")))?)
+                }
+                (Input::Bytes(b), _) => Input::Bytes(b),
+                _ => Input::None,
             };
             let out = self.run_line(&args, line.clone(), this, &format!("{op} on {}", t.name))?;
             let refused = out.code == Some(255) && String::from_utf8_lossy(&out.stderr).contains("open refused");
-            if refused && retry && attempt < 20 {
+            if refused && attempt < 20 {
                 attempt += 1;
                 std::thread::sleep(Duration::from_millis(50 * attempt));
                 continue;
