@@ -1633,8 +1633,7 @@ impl Builder {
         // depends_on names blocks (`network.lan`), instances (`disk.root[0]`)
         // or modules (`module.web`, `module.web["a"]`: everything in them).
         for d in &r.depends_on {
-            let (prefix, inside) = (format!("{d}["), format!("{d}."));
-            let hits: Vec<usize> = self.created.iter().filter(|(a, _)| *a == d || a.starts_with(&prefix) || a.starts_with(&inside)).map(|(_, s)| *s).collect();
+            let hits: Vec<usize> = self.created.iter().filter(|(a, _)| depends_on_names(d, a)).map(|(_, s)| *s).collect();
             for s in hits {
                 self.dag.depend(id, s);
             }
@@ -1772,6 +1771,13 @@ fn fixed_ip(cfg: &Configuration, inst: &crate::model::instance::Instance) -> Opt
 /// What a domain needs on its host before libvirt defines or receives it:
 /// its console directory, the directory of its UEFI variable store, and
 /// the kernel and initrd it boots, delivered from this machine.
+/// Whether a `depends_on` entry `d` names the resource at `addr`: the
+/// block (`network.lan`), an instance of it (`disk.root[0]`), or a module
+/// (`module.web`, `module.web["a"]`: everything in it).
+pub(crate) fn depends_on_names(d: &str, addr: &str) -> bool {
+    addr.strip_prefix(d).is_some_and(|rest| rest.is_empty() || rest.starts_with('[') || rest.starts_with('.'))
+}
+
 fn prepare_domain_files(env: &Env, def: &crate::xml::domain::DomainDef, console_dir: &Path) -> Result<(), StepError> {
     env.ensure_dir(console_dir).map_err(herr)?;
     // libvirt copies the UEFI variable store from its template

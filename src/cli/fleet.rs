@@ -629,10 +629,8 @@ fn cross_host_edges(ranges: &[std::ops::Range<usize>], parts: &[Vec<(String, Vec
         for (addr, deps) in part {
             let own: Vec<usize> = mine.clone().filter(|s| steps[*s].0 == *addr).collect();
             for d in deps {
-                let (prefix, inside) = (format!("{d}["), format!("{d}."));
-                let named = |a: &str| a == d || a.starts_with(&prefix) || a.starts_with(&inside);
                 for theirs in ranges.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, r)| r) {
-                    for t in theirs.clone().filter(|t| named(&steps[*t].0)) {
+                    for t in theirs.clone().filter(|t| crate::apply::engine::depends_on_names(d, &steps[*t].0)) {
                         for s in &own {
                             match (steps[*s].1, steps[t].1) {
                                 (false, false) => edges.push((*s, t)),

@@ -364,8 +364,8 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         Err(c) => return c,
     };
     // Under the lock: hosts this stack used are declared, or forgotten.
-    let forgotten = match check_hosts_record(g, &cfg) {
-        Ok(f) => f,
+    let (_, forgotten) = match check_hosts_record(g, &cfg) {
+        Ok(x) => x,
         Err(c) => return c,
     };
     let (stack, complete) = (cfg.stack.clone(), a.target.is_empty());
@@ -392,9 +392,9 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
 }
 
 /// The remote hosts this stack used ([`hosts_record`]) against the
-/// configuration: each forgotten one is noted; any other that is no
-/// longer declared refuses the run, before anything is planned.
-fn check_hosts_record(g: &Global, cfg: &Configuration) -> Result<Vec<(String, String)>, ExitCode> {
+/// configuration: the record and its forgotten hosts (each noted); any
+/// other host no longer declared refuses the run, before anything is planned.
+fn check_hosts_record(g: &Global, cfg: &Configuration) -> Result<(hosts_record::HostsRecord, Vec<(String, String)>), ExitCode> {
     let record = hosts_record::HostsRecord::read(&g.state_dir, &cfg.stack).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)
@@ -404,7 +404,7 @@ fn check_hosts_record(g: &Global, cfg: &Configuration) -> Result<Vec<(String, St
             for (_, note) in &forgotten {
                 eprintln!("note: {note}");
             }
-            Ok(forgotten)
+            Ok((record, forgotten))
         }
         Err(errors) => {
             for e in errors {
@@ -435,8 +435,8 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
         Err(c) => return c,
     };
     tracing::debug!("locked on every host");
-    let forgotten = match check_hosts_record(g, &cfg) {
-        Ok(f) => f,
+    let (old_record, forgotten) = match check_hosts_record(g, &cfg) {
+        Ok(x) => x,
         Err(c) => return c,
     };
     if let Err(c) = fleet::observe_all(g, &cfg, &mut members, true, None) {
@@ -469,7 +469,6 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
     let holding = |with_changes: bool| -> Vec<String> {
         members.iter().zip(&plans).filter(|(m, p)| fleet::places_objects(m) || (with_changes && p.has_changes())).filter_map(|(m, _)| m.host.clone()).collect()
     };
-    let old_record = hosts_record::HostsRecord::read(&g.state_dir, &cfg.stack).unwrap_or_default();
     let (during, placed) = (hosts_record::during(&old_record, &forgotten, &declared, &holding(true)), holding(false));
     if !plans.iter().any(Plan::has_changes) {
         if !destroy
