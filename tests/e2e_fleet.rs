@@ -113,11 +113,13 @@ instance "web" {{
   memory   = "128M"
   kernel   = "${{var.assets}}/vmlinuz"
   initrd   = "${{var.assets}}/initrd.gz"
-  cmdline  = "console=ttyS0"
+  cmdline  = "console=ttyS0 vf.ip=10.61.0.10/24 vf.listen=8080"
   disks    = [disk.root[each.key]]
   ports    = [port.eth0[each.key]]
   wait_for {{
     console = "VF-READY"
+    # reached from the guest's host (its SSH master), not from here
+    tcp     = 8080
     timeout = "300s"
   }}
 }}
@@ -148,6 +150,9 @@ fn a_fleet_over_the_lab_applies_converges_and_is_destroyed_leaving_nothing() {
     let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(600));
     assert!(out.ok() && out.stdout.contains("Apply complete"), "{}", out.show());
     assert!(out.stdout.contains(&format!("define domain {}-web-a on host.a", s.stack)), "{}", out.show());
+    for key in ["a", "b"] {
+        assert!(out.stdout.contains(&format!("wait for TCP port 8080 of {}-web-{key} on host.{key}", s.stack)), "{}", out.show());
+    }
     // Each guest runs on its host, booted from the delivered kernel.
     for (x, key, other) in [(&a, "a", &b), (&b, "b", &a)] {
         let dom = format!("{}-web-{key}", s.stack);
@@ -736,4 +741,95 @@ fn a_host_block_removed_with_objects_on_its_host_refuses_the_plan_until_it_is_ba
     // The test's own leftover, by its exact name.
     sh(&b, &["ip", "link", "del", "dev", &far_br]);
     assert!(!on_b());
+}
+
+/// A real Debian cloud guest on vflab-b, on a network only vflab-b has:
+/// `wait_for { ssh, cloud_init }` log in through host.b's SSH master (the
+/// guest's host key checked as on this machine), `virtform ssh` reaches it
+/// the same way, and destroy leaves nothing on vflab-b.
+#[test]
+fn a_real_guest_on_a_remote_host_is_waited_for_over_ssh_and_reached_by_virtform_ssh() {
+    let _one = lab_guests();
+    let image = assets_dir().join("debian-12-cloud.qcow2");
+    assert!(image.is_file(), "the cloud image {} is missing: run scripts/build-cloud-image (scripts/test does)", image.display());
+    // Declared before the stack: dropped after its destroy, which reads the key.
+    let keys = tempdir("vf-flcloud-keys-");
+    let s = VfStack::new("a_real_guest_on_a_remote_host_is_waited_for_over_ssh_and_reached_by_virtform_ssh", "fc");
+    let key = keys.path().join("id_ed25519");
+    run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "e2e", "-f", key.to_str().unwrap()]).must();
+    let pid = std::process::id();
+    let b = lab("vflab-b");
+    s.write(&format!(
+        r#"{hosts}
+variable "assets" {{ type = string }}
+image "debian" {{ source = "{image}" }}
+network "lan" {{
+  host    = host.b
+  bridge  = "vffc{pid}"
+  address = "10.62.0.1/24"
+}}
+disk "root" {{
+  image = image.debian
+  size  = "4G"
+}}
+port "eth0" {{
+  network = network.lan
+  ip      = "10.62.0.10"
+}}
+instance "vm" {{
+  host   = host.b
+  memory = "1G"
+  disks  = [disk.root]
+  ports  = [port.eth0]
+  cloud_init {{
+    user_data = <<-EOT
+    #cloud-config
+    write_files:
+      - path: /etc/vf-e2e
+        content: "hello from vflab-b\n"
+    EOT
+  }}
+  connection {{
+    user        = "debian"
+    private_key = file("{key}")
+  }}
+  wait_for {{
+    ssh        = true
+    cloud_init = true
+    timeout    = "900s"
+  }}
+}}
+"#,
+        hosts = hosts_hcl(&lab_dir().join("known_hosts")),
+        image = image.display(),
+        key = key.display(),
+    ));
+    let dom = format!("{}-vm", s.stack);
+    let t0 = std::time::Instant::now();
+    let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(1200));
+    let console = || sh(&b, &["tail", "-n", "40", &format!("/var/lib/virtform/{}/console/vm.log", s.stack)]);
+    assert!(out.ok() && out.stdout.contains("Apply complete"), "{}\n--- console on vflab-b ---\n{}", out.show(), console());
+    eprintln!("[e2e] fleet: a Debian guest on vflab-b up to SSH and cloud-init: {:.1}s", t0.elapsed().as_secs_f64());
+    for step in [format!("wait for an SSH login as debian to {dom} on host.b"), format!("wait for cloud-init to finish in {dom} on host.b")] {
+        assert!(out.stdout.contains(&step), "missing {step:?}:\n{}", out.show());
+    }
+    assert!(sh(&b, &["virsh", "-c", "qemu:///system", "domstate", &dom]).contains("running"), "{dom} is not running on vflab-b");
+
+    // virtform ssh goes the same way, with the pinned host key.
+    let o = s.ssh("instance.vm", &["cat", "/etc/vf-e2e"]);
+    assert!(o.ok() && o.stdout.contains("hello from vflab-b"), "{}", o.show());
+    let o = s.ssh("instance.vm", &["sh", "-c", "exit 7"]);
+    assert_eq!(o.code, Some(7), "the remote status passes through: {}", o.show());
+    let again = s.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, Some(0), "not converged:\n{}", again.show());
+
+    let d = s.vf(&["destroy", "--auto-approve"]);
+    assert!(d.ok() && d.stdout.contains("Destroy complete"), "{}", d.show());
+    assert!(!sh(&b, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).contains(&s.stack), "domain left on vflab-b");
+    assert!(!sh(&b, &["ip", "-br", "link"]).contains(&format!("vffc{pid}")), "bridge left on vflab-b");
+    assert!(sh(&b, &["ls", "-a", "/var/lib/virtform"]).lines().all(|l| l != s.stack), "stack dir left on vflab-b");
+    // The cache copy of the image (kept by design) goes: the lab stays small.
+    let sha = run("sha256sum", &[image.to_str().unwrap()]).stdout.split_whitespace().next().unwrap_or_default().to_string();
+    assert_eq!(sha.len(), 64);
+    let _ = sh(&b, &["rm", "-f", "--", &format!("/var/lib/virtform/images/{sha}")]);
 }

@@ -565,3 +565,42 @@ fn lab_a_remote_lock_records_its_holder_and_excludes_a_second_taker() {
     drop(again);
     a.run("clean up", "x", "rm", &["-r", "--", &dir.to_string_lossy()], None).unwrap();
 }
+
+/// A guest port is probed and reached from the host, through its SSH
+/// master: vflab-a connects to vflab-c's sshd; a port open on this
+/// machine's loopback is closed on vflab-a's; the loopback port here joins
+/// one connection to vflab-c's sshd (its banner comes back) and refuses a
+/// second; a closed port there is a closed connection here.
+#[test]
+fn lab_guest_ports_are_probed_and_reached_through_the_hosts_master() {
+    use std::io::Read;
+    use std::time::Duration;
+    let a = connect("vflab-a");
+    let c: std::net::IpAddr = address("vflab-c").parse().unwrap();
+    let t = Duration::from_secs(10);
+    assert_eq!(a.probe_tcp(c, 22, t), Ok(()), "vflab-a reaches vflab-c's sshd");
+    let here = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = here.local_addr().unwrap().port();
+    assert_eq!(virtform::host::exec::Executor::Local.probe_tcp("127.0.0.1".parse().unwrap(), port, t), Ok(()));
+    let e = a.probe_tcp("127.0.0.1".parse().unwrap(), port, t).expect_err("vflab-a's loopback is not this machine's");
+    assert!(e.contains(&format!("vflab-a could not connect to 127.0.0.1:{port}")), "{e}");
+
+    let reach = a.reach_tcp(c, 22).unwrap();
+    assert!(reach.addr.ip().is_loopback(), "{:?}", reach.addr);
+    let mut s = std::net::TcpStream::connect(reach.addr).unwrap();
+    s.set_read_timeout(Some(t)).unwrap();
+    let mut banner = [0u8; 8];
+    s.read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0-", "vflab-c's sshd answers through the forward");
+    // One connection per port: the listener is gone.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(std::net::TcpStream::connect(reach.addr).is_err(), "a second connection was accepted");
+    drop(s);
+    drop(reach);
+
+    let closed = a.reach_tcp(c, 1).unwrap();
+    let mut s = std::net::TcpStream::connect(closed.addr).unwrap();
+    s.set_read_timeout(Some(t)).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(s.read(&mut buf).map_err(|e| e.kind()), Ok(0), "a closed port there is a closed connection here");
+}

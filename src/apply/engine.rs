@@ -75,10 +75,11 @@ fn guest_ip(libvirt: &dyn Libvirt, ip: &Option<String>, lease_from: &Option<(Str
     })
 }
 
-/// One TCP connection attempt (1 s at most); the error in the OS's words.
-fn probe_tcp(host: &str, port: u16) -> Result<(), String> {
+/// One TCP connection attempt from the guest's host (`timeout` at most);
+/// the error in the OS's or the SSH master's words.
+fn probe_tcp(exec: &crate::host::exec::Executor, host: &str, port: u16, timeout: Duration) -> Result<(), String> {
     let ip = host.parse::<std::net::IpAddr>().map_err(|_| format!("address {host:?} is not an IP address"))?;
-    std::net::TcpStream::connect_timeout(&std::net::SocketAddr::new(ip, port), Duration::from_secs(1)).map(|_| ()).map_err(|e| e.to_string())
+    exec.probe_tcp(ip, port, timeout)
 }
 
 impl SshConn {
@@ -109,7 +110,7 @@ impl SshConn {
             *last = "no address yet (no DHCP lease)".into();
             return Ok(false);
         };
-        match probe_tcp(&host, self.port) {
+        match probe_tcp(&env.exec, &host, self.port, Duration::from_secs(if env.exec.is_local() { 1 } else { 5 })) {
             Ok(()) => Ok(true),
             Err(e) => {
                 *last = format!("{}@{host}:{}: {e}", self.user, self.port);
@@ -120,13 +121,23 @@ impl SshConn {
 
     fn run(&self, env: &Env, name: &str, argv: &[&str], last: &mut String) -> Result<Option<crate::host::ssh::Output>, StepError> {
         use crate::host::ssh;
-        let Some(t) = self.target(env.libvirt.as_ref(), name).map_err(herr)? else {
+        let Some(mut t) = self.target(env.libvirt.as_ref(), name).map_err(herr)? else {
             *last = "no address yet (no DHCP lease)".into();
             return Ok(None);
         };
         let host = t.host.clone();
+        let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+            *last = format!("address {host:?} is not an IP address");
+            return Ok(None);
+        };
+        // A remote host's guest is reached through its SSH master (a
+        // loopback port here); the host key is checked by its alias alike.
+        let reach = env.exec.reach_tcp(ip, t.port).map_err(herr)?;
+        (t.host, t.port) = (reach.addr.ip().to_string(), reach.addr.port());
         let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-        let out = ssh::exec(&t, &self.key, &argv, Duration::from_secs(30)).map_err(herr)?;
+        let out = ssh::exec(&t, &self.key, &argv, Duration::from_secs(30)).map_err(herr);
+        drop(reach);
+        let out = out?;
         if out.status.is_some() {
             return Ok(Some(out));
         }
@@ -1053,12 +1064,9 @@ impl Step for HostStep {
                 loop {
                     let addr = guest_ip(env.libvirt.as_ref(), ip, lease_from).map_err(herr)?;
                     if let Some(a) = &addr {
-                        match a.parse::<std::net::IpAddr>() {
-                            Ok(ipa) => match std::net::TcpStream::connect_timeout(&std::net::SocketAddr::new(ipa, *port), Duration::from_secs(2)) {
-                                Ok(_) => return Ok(StepOutcome::Done),
-                                Err(e) => last = format!("{a}:{port}: {e}"),
-                            },
-                            Err(_) => last = format!("lease address {a:?} is not an IP address"),
+                        match probe_tcp(&env.exec, a, *port, Duration::from_secs(if env.exec.is_local() { 2 } else { 5 })) {
+                            Ok(()) => return Ok(StepOutcome::Done),
+                            Err(e) => last = format!("{a}:{port}: {e}"),
                         }
                     }
                     running.check(&format!("TCP port {port}"))?;
@@ -2158,11 +2166,16 @@ mod tests {
     /// one says so in the OS's words, a non-address is refused.
     #[test]
     fn the_ssh_wait_probes_the_port_before_spawning_ssh() {
+        let here = crate::host::exec::Executor::Local;
+        let t = Duration::from_secs(1);
         let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        assert_eq!(probe_tcp("127.0.0.1", open.local_addr().unwrap().port()), Ok(()));
+        assert_eq!(probe_tcp(&here, "127.0.0.1", open.local_addr().unwrap().port(), t), Ok(()));
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let e = probe_tcp("127.0.0.1", closed).unwrap_err();
+        let e = probe_tcp(&here, "127.0.0.1", closed, t).unwrap_err();
         assert!(e.to_lowercase().contains("refused"), "{e}");
-        assert!(probe_tcp("not-an-ip", 22).unwrap_err().contains("not an IP address"));
+        assert!(probe_tcp(&here, "not-an-ip", 22, t).unwrap_err().contains("not an IP address"));
+        // Locally a guest port is reached directly.
+        let ip: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(here.reach_tcp(ip, 22).unwrap().addr, std::net::SocketAddr::new(ip, 22));
     }
 }

@@ -7,9 +7,10 @@
 //! machine's `lock_stack`, a remote `flock` held over SSH on the others),
 //! observe all hosts under the locks, plan each part, and run every
 //! host's steps as one DAG, each step on its host's executor and libvirt.
-//! Not built yet: saved plans (`--out`) of a fleet, waits that connect to
-//! a remote host's guests (ssh, cloud_init, tcp), imports on remote hosts,
-//! overlay networks and migration (issue 17).
+//! Waits that connect to a remote host's guests (ssh, cloud_init, tcp) go
+//! through that host's SSH master (`Executor::probe_tcp`, `reach_tcp`).
+//! Not built yet: saved plans (`--out`) of a fleet, imports on remote
+//! hosts (issue 17).
 
 use super::Global;
 use crate::config::Configuration;
@@ -50,7 +51,7 @@ pub(super) struct Member {
 }
 
 /// Why a remote host could not be reached or read.
-struct Failed {
+pub(super) struct Failed {
     host: String,
     uri: String,
     what: &'static str,
@@ -71,7 +72,7 @@ fn all_or_report<T>(results: Vec<Result<T, Failed>>, note: &str) -> Result<Vec<T
 }
 
 impl Failed {
-    fn report(&self) {
+    pub(super) fn report(&self) {
         eprintln!("error: {} ({}): cannot {}: {}", self.host, self.uri, self.what, self.error);
     }
 }
@@ -166,7 +167,9 @@ pub(super) fn connect(g: &Global, cfg: &Configuration, local: VirtLibvirt, local
     Ok(out)
 }
 
-fn connect_remote(cfg: &Configuration, addr: &str, h: &crate::model::host::Host, dest: &str, ssh_dir: &crate::host::ssh::SshDir) -> Result<Member, Failed> {
+/// One remote host's SSH connection and libvirt, and the key file they
+/// use (removed when it drops: keep it while they are in use).
+pub(super) fn open_remote(addr: &str, h: &crate::model::host::Host, ssh_dir: &crate::host::ssh::SshDir) -> Result<(Executor, VirtLibvirt, crate::host::ssh::Identity), Failed> {
     let fail = |what: &'static str| move |error: HostError| Failed { host: addr.to_string(), uri: h.uri.clone(), what, error };
     let (Some(key), Some(known_hosts)) = (&h.private_key, &h.known_hosts) else {
         // Refused at load; kept as an error rather than a panic.
@@ -179,6 +182,12 @@ fn connect_remote(cfg: &Configuration, addr: &str, h: &crate::model::host::Host,
     tracing::debug!(host = addr, "SSH connected");
     let libvirt = VirtLibvirt::open_on(&exec, "qemu:///system").map_err(fail("connect to its libvirtd"))?;
     tracing::debug!(host = addr, "libvirt connected");
+    Ok((exec, libvirt, identity))
+}
+
+fn connect_remote(cfg: &Configuration, addr: &str, h: &crate::model::host::Host, dest: &str, ssh_dir: &crate::host::ssh::SshDir) -> Result<Member, Failed> {
+    let fail = |what: &'static str| move |error: HostError| Failed { host: addr.to_string(), uri: h.uri.clone(), what, error };
+    let (exec, libvirt, identity) = open_remote(addr, h, ssh_dir)?;
     let kvm = libvirt.kvm_usable();
     let state_dir = PathBuf::from(h.state_dir());
     let (part, deliveries) = part_of(cfg, Some(addr), &state_dir).map_err(|m| fail("deliver its files")(HostError::new("deliver", addr, m)))?;
@@ -295,28 +304,12 @@ pub(super) fn observe_all(g: &Global, cfg: &Configuration, members: &mut [Member
     Ok(())
 }
 
-/// What a remote host cannot do yet, as errors naming the instance: its
-/// guests are reachable from that host only, so waits that connect to the
-/// guest (ssh, cloud_init, tcp) are refused; imports are of this machine's
-/// objects only.
+/// What a remote host cannot do yet, as errors naming the object: imports
+/// are of this machine's objects only.
 pub(super) fn unsupported(cfg: &Configuration, members: &[Member]) -> Vec<String> {
     let mut errs = Vec::new();
     for m in members.iter().filter(|m| m.host.is_some()) {
         let host = m.host.as_deref().unwrap_or("");
-        for r in &m.cfg.resources {
-            if let crate::model::Spec::Instance(i) = &r.spec
-                && let Some(w) = &i.wait_for
-            {
-                for (on, what) in [(w.ssh, "ssh"), (w.cloud_init, "cloud_init"), (w.tcp.is_some(), "tcp")] {
-                    if on {
-                        errs.push(format!(
-                            "{}: wait_for {{ {what} }} on an instance on {host} is not supported yet: virtform reaches guests from this machine, and {host}'s guests are on its own networks; wait for `console`, `lease` or `agent` instead",
-                            r.address
-                        ));
-                    }
-                }
-            }
-        }
         for i in &cfg.imports {
             if cfg.placement.host_of(&i.to.to_string()) == Some(host) {
                 errs.push(format!("{}: import on {host} is not supported yet: imports are of this machine's objects", i.to));

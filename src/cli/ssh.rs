@@ -2,9 +2,12 @@
 //! command, on an instance, as its `connection`'s user with its key, the
 //! guest's host key checked against the stack's known_hosts (never
 //! trust-on-first-use). The remote command's exit status is passed through.
+//! An instance on a remote host is reached through that host's SSH master
+//! (a loopback port joined to a connection the host's sshd makes).
 
 use super::{dir_or_cwd, instance_at, Global};
 use crate::apply::engine::ssh_conn;
+use crate::host::exec::Executor;
 use crate::host::libvirt::{Libvirt, VirtLibvirt};
 use crate::host::ssh;
 use clap::Args;
@@ -44,21 +47,48 @@ pub fn run(g: &Global, a: SshArgs) -> ExitCode {
         eprintln!("error: virtform ssh {addr}: {m}");
         ExitCode::from(1)
     };
-    let libvirt = match VirtLibvirt::open(&g.connect) {
-        Ok(l) => l,
-        Err(e) => return fail(e.to_string()),
+    // The instance's host: this machine, or a host block's (its guests
+    // are reached through that host's SSH master).
+    let on = cfg.placement.host_of(&addr.to_string()).map(str::to_string);
+    let (exec, libvirt, _host_key) = match &on {
+        None => match VirtLibvirt::open(&g.connect) {
+            Ok(l) => (Executor::Local, l, None),
+            Err(e) => return fail(e.to_string()),
+        },
+        Some(host) => {
+            let Some((_, h)) = cfg.hosts().find(|(r, _)| r.address.to_string() == *host) else {
+                return fail(format!("its host {host} is not declared"));
+            };
+            match super::fleet::open_remote(host, h, &ssh::SshDir::of(&g.state_dir, &cfg.stack)) {
+                Ok((exec, libvirt, identity)) => (exec, libvirt, Some(identity)),
+                Err(f) => {
+                    f.report();
+                    return ExitCode::from(1);
+                }
+            }
+        }
     };
+    let where_ = on.as_deref().unwrap_or("this host");
     match libvirt.domain(name) {
         Ok(Some(d)) if d.is_active() => {}
-        Ok(Some(_)) => return fail(format!("domain {name} is not running; start it with `virtform apply` (state = \"running\")")),
-        Ok(None) => return fail(format!("domain {name} does not exist on this host; create it with `virtform apply`")),
+        Ok(Some(_)) => return fail(format!("domain {name} is not running on {where_}; start it with `virtform apply` (state = \"running\")")),
+        Ok(None) => return fail(format!("domain {name} does not exist on {where_}; create it with `virtform apply`")),
         Err(e) => return fail(e.to_string()),
     }
-    let target = match conn.target(&libvirt, &addr) {
+    let mut target = match conn.target(&libvirt, &addr) {
         Ok(Some(t)) => t,
         Ok(None) => return fail(format!("the guest has no DHCP lease yet, so its address is unknown; wait for it to boot (`virtform console {addr}`)")),
         Err(e) => return fail(e.to_string()),
     };
+    let Ok(ip) = target.host.parse::<std::net::IpAddr>() else {
+        return fail(format!("the guest's address {:?} is not an IP address", target.host));
+    };
+    let guest = target.host.clone();
+    let reach = match exec.reach_tcp(ip, target.port) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    (target.host, target.port) = (reach.addr.ip().to_string(), reach.addr.port());
     let id = match ssh::Identity::write(&target.dir, &target.stem, &conn.key) {
         Ok(i) => i,
         Err(e) => return fail(e.to_string()),
@@ -84,12 +114,12 @@ pub fn run(g: &Global, a: SshArgs) -> ExitCode {
         }
     }
     let status = child.wait();
-    drop(id);
+    drop((id, reach));
     let code = status.ok().and_then(|s| s.code()).unwrap_or(255);
     if code == 255 && mismatch {
         eprintln!(
             "error: virtform ssh {addr}: the guest at {} did not present the host key virtform gave it (pinned as {} in {}); refusing to connect",
-            target.host,
+            guest,
             target.alias,
             target.dir.known_hosts().display()
         );

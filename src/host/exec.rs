@@ -407,6 +407,17 @@ impl SshSession {
         }
     }
 
+    /// A forward to `ip:port` that did not open, in words naming the host.
+    fn forward_error(&self, ip: std::net::IpAddr, port: u16, e: super::mux::MuxError) -> String {
+        use super::mux::MuxError;
+        let name = &self.target.name;
+        match e {
+            MuxError::Refused(m) => format!("{name} could not connect to {ip}:{port} ({m})"),
+            MuxError::Lost(m) => format!("the SSH connection to {name} is lost: {m}"),
+            MuxError::Connect(m) => format!("cannot forward through the SSH connection to {name}: {m}"),
+        }
+    }
+
     /// The master answers on the control socket (natively, else `ssh -O check`).
     fn master_alive(&self) -> bool {
         if super::mux::alive(&self.control).is_some() {
@@ -748,6 +759,69 @@ fn session(x: &Executor) -> &SshSession {
     }
 }
 
+/// Where a TCP client on this machine connects to reach a guest's port
+/// (see [`Executor::reach_tcp`]).
+#[derive(Debug)]
+pub struct GuestPort {
+    pub addr: std::net::SocketAddr,
+    relay: Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+impl GuestPort {
+    /// A loopback listener whose first connection is handed, as both of a
+    /// forward's descriptors, to `session`'s master; a second connection is
+    /// refused (the listener is closed by then). Another local process that
+    /// connects first gets what the guest's port offers this host anyway
+    /// (an SSH login still needs the guest's host key and the user's key),
+    /// and the caller's client sees a closed connection and tries again.
+    fn relay(session: &Arc<SshSession>, ip: std::net::IpAddr, port: u16) -> Result<GuestPort, HostError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let op = "forward a guest port";
+        let object = format!("{ip}:{port} on {}", session.target.name);
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).map_err(|e| HostError::new(op, &object, format!("cannot listen on a loopback port: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| HostError::new(op, &object, e.to_string()))?;
+        listener.set_nonblocking(true).map_err(|e| HostError::new(op, &object, e.to_string()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (session, flag) = (Arc::clone(session), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let sock = loop {
+                if flag.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    return;
+                }
+                match listener.accept() {
+                    Ok((sock, _)) => break sock,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            };
+            drop(listener);
+            let _ = sock.set_nonblocking(false);
+            use std::os::fd::AsFd;
+            match super::mux::forward(&session.control, &ip.to_string(), port, sock.as_fd(), sock.as_fd(), Duration::from_secs(30)) {
+                Ok(fwd) => {
+                    // The master holds its own copies now.
+                    drop(sock);
+                    fwd.wait(&flag);
+                }
+                // Dropping the connection is the client's answer.
+                Err(e) => tracing::debug!(host = %session.target.name, "{}", session.forward_error(ip, port, e)),
+            }
+        });
+        Ok(GuestPort { addr, relay: Some((stop, thread)) })
+    }
+}
+
+impl Drop for GuestPort {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.relay.take() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Executor {
     /// Connects to a remote host (one ControlMaster for the executor and all
     /// its clones). A host key not in `known_hosts` is an error naming the host.
@@ -778,6 +852,34 @@ impl Executor {
 
     pub fn is_local(&self) -> bool {
         matches!(self, Executor::Local)
+    }
+
+    /// Whether `ip:port` (a guest on this host's networks) accepts a TCP
+    /// connection from this host, within `timeout`; the error in the OS's or
+    /// the SSH master's words. Locally a connection from here; on a remote
+    /// host one its sshd makes for the master (`mux::forward`), so no
+    /// program runs there and the guest need not be reachable from here.
+    pub fn probe_tcp(&self, ip: std::net::IpAddr, port: u16, timeout: Duration) -> Result<(), String> {
+        match self {
+            Executor::Local => std::net::TcpStream::connect_timeout(&std::net::SocketAddr::new(ip, port), timeout).map(|_| ()).map_err(|e| e.to_string()),
+            Executor::Ssh(s) => {
+                let null = File::options().read(true).write(true).open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+                use std::os::fd::AsFd;
+                super::mux::forward(&s.control, &ip.to_string(), port, null.as_fd(), null.as_fd(), timeout).map(drop).map_err(|e| s.forward_error(ip, port, e))
+            }
+        }
+    }
+
+    /// An address on this machine from which a TCP client (an `ssh` to a
+    /// guest) reaches `ip:port` as this host does: the address itself
+    /// locally; for a remote host a loopback port, good for one connection,
+    /// that the host's SSH master joins to a connection its sshd makes.
+    /// The port closes when the [`GuestPort`] drops.
+    pub fn reach_tcp(&self, ip: std::net::IpAddr, port: u16) -> Result<GuestPort, HostError> {
+        match self {
+            Executor::Local => Ok(GuestPort { addr: std::net::SocketAddr::new(ip, port), relay: None }),
+            Executor::Ssh(s) => GuestPort::relay(s, ip, port),
+        }
     }
 
     /// `op`, naming the host when it is remote (`"create overlay on vflab-a"`).

@@ -13,6 +13,13 @@
 //! ends with `MUX_S_EXIT_MESSAGE` and the command's exit status. A master
 //! that closes the socket first has lost its connection.
 //!
+//! A forward (`MUX_C_NEW_STDIO_FWD`, what `ssh -W` asks for): the master
+//! has the host's sshd open a TCP connection to an address the host
+//! reaches (a guest on its networks) and joins it to two descriptors the
+//! client passes. The master answers only once the host's side has
+//! connected or failed, so the answer itself says whether the port is
+//! open; the forward lasts while the client's control socket is open.
+//!
 //! The command line is the caller's (already quoted for the remote shell,
 //! as the `ssh` client would send it); nothing here builds one.
 
@@ -24,6 +31,7 @@ use std::path::Path;
 const MUX_MSG_HELLO: u32 = 0x0000_0001;
 const MUX_C_NEW_SESSION: u32 = 0x1000_0002;
 const MUX_C_ALIVE_CHECK: u32 = 0x1000_0004;
+const MUX_C_NEW_STDIO_FWD: u32 = 0x1000_0008;
 const MUX_S_PERMISSION_DENIED: u32 = 0x8000_0002;
 const MUX_S_FAILURE: u32 = 0x8000_0003;
 const MUX_S_EXIT_MESSAGE: u32 = 0x8000_0004;
@@ -258,6 +266,68 @@ pub fn run(control: &Path, command: &[u8], input: MuxInput) -> Result<MuxOutput,
         }
         status.map(|code| MuxOutput { code, stdout, stderr })
     })
+}
+
+/// A TCP connection the master's host made, joined to the descriptors
+/// [`forward`] was given; it lasts while this socket is open.
+#[derive(Debug)]
+pub struct Forward(UnixStream);
+
+impl Forward {
+    /// Blocks until the master ends the forward (one side closed the
+    /// connection) or `stop` is set (checked every 200 ms); then closes it.
+    pub fn wait(mut self, stop: &std::sync::atomic::AtomicBool) {
+        let _ = self.0.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+        let mut buf = [0u8; 256];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match self.0.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Has the master's host connect to `host:port` and join that connection
+/// to `input` (read by the master, sent to the port) and `output`
+/// (written with what the port sends). `Refused` when the host could not
+/// connect (the port is closed, nothing answers there, or the host's sshd
+/// does not allow forwarding), or gave no answer within `timeout`.
+pub fn forward(control: &Path, host: &str, port: u16, input: std::os::fd::BorrowedFd, output: std::os::fd::BorrowedFd, timeout: std::time::Duration) -> Result<Forward, MuxError> {
+    let mut s = open(control)?;
+    let lost = |e: std::io::Error| MuxError::Lost(e.to_string());
+    let mut b = Vec::new();
+    put_u32(&mut b, MUX_C_NEW_STDIO_FWD);
+    put_u32(&mut b, 3);
+    put_string(&mut b, b"");
+    put_string(&mut b, host.as_bytes());
+    put_u32(&mut b, u32::from(port));
+    write_packet(&mut s, &b).map_err(lost)?;
+    for fd in [input.as_raw_fd(), output.as_raw_fd()] {
+        send_fd(&s, fd).map_err(lost)?;
+    }
+    s.set_read_timeout(Some(timeout.max(std::time::Duration::from_millis(1)))).map_err(lost)?;
+    let p = match read_packet(&mut s) {
+        Ok(p) => p,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            return Err(MuxError::Refused(format!("no answer from {host}:{port} within {} s", timeout.as_secs().max(1))));
+        }
+        Err(e) => return Err(MuxError::Lost(format!("the master closed the socket before answering ({e})"))),
+    };
+    let mut f = Fields(&p);
+    match f.u32() {
+        Some(MUX_S_SESSION_OPENED) => {
+            let _ = s.set_read_timeout(None);
+            Ok(Forward(s))
+        }
+        Some(MUX_S_PERMISSION_DENIED | MUX_S_FAILURE) => {
+            let _request = f.u32();
+            Err(MuxError::Refused(f.string().unwrap_or_default()))
+        }
+        other => Err(MuxError::Lost(format!("an unexpected packet {other:x?} from the master"))),
+    }
 }
 
 /// Reads the master's answers to a new session until its exit status.
