@@ -7,7 +7,10 @@
 //! overlay network (item 4) joining guests on two hosts, grown to a third
 //! host and shrunk again without touching the guests; a guest whose host
 //! changes migrating live (item 5), after a failed attempt that leaves it
-//! running where it was.
+//! running where it was; waits that reach guests through their host (the
+//! tiny guests' TCP port, a real Debian guest's SSH login and cloud-init,
+//! `virtform ssh`); a saved fleet plan applied, and refused once a host
+//! changed.
 //!
 //! These tests FAIL (never skip) when the lab is down.
 
@@ -832,4 +835,64 @@ instance "vm" {{
     let sha = run("sha256sum", &[image.to_str().unwrap()]).stdout.split_whitespace().next().unwrap_or_default().to_string();
     assert_eq!(sha.len(), 64);
     let _ = sh(&b, &["rm", "-f", "--", &format!("/var/lib/virtform/images/{sha}")]);
+}
+
+/// A fleet's saved plan: `plan --out` holds every host's fingerprint;
+/// `apply FILE` runs it as planned, and refuses (changing nothing on any
+/// host) once a host has changed since, or when the file was edited.
+#[test]
+fn a_saved_fleet_plan_applies_as_planned_and_is_refused_once_a_host_changed() {
+    let _one = lab_guests();
+    let s = VfStack::new("a_saved_fleet_plan_applies_as_planned_and_is_refused_once_a_host_changed", "fls");
+    let pid = std::process::id();
+    let (a, b) = (lab("vflab-a"), lab("vflab-b"));
+    let (br_a, br_b) = (format!("vffls{pid}a"), format!("vffls{pid}b"));
+    let nets = format!("network \"x\" {{\n  host   = host.a\n  bridge = \"{br_a}\"\n}}\nnetwork \"y\" {{\n  host   = host.b\n  bridge = \"{br_b}\"\n}}\n");
+    s.write(&some_hosts_hcl(&["a", "b"], &nets));
+    let has = |x: &Executor, br: &str| sh(x, &["ip", "-br", "link", "show", "dev", br]).starts_with(br);
+    let plans = tempdir("vf-fls-plans");
+    let bin = env!("CARGO_BIN_EXE_virtform");
+    let file = |n: &str| plans.path().join(n).display().to_string();
+
+    let out = s.vf(&["plan", "--out", &file("create.plan")]);
+    assert!(out.ok() && out.stdout.contains("Fleet of 3 hosts: Plan: 2 to add"), "{}", out.show());
+    let text = std::fs::read_to_string(file("create.plan")).unwrap();
+    for want in ["\"host.a\"", "\"host.b\"", "\"fingerprint\""] {
+        assert!(text.contains(want), "{want} in the plan file:\n{text}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(file("create.plan")).unwrap().permissions().mode() & 0o777, 0o600, "the plan file holds the variables: owner only");
+    assert!(!has(&a, &br_a) && !has(&b, &br_b), "plan --out changed a host");
+
+    let out = run(bin, &["--no-color", "apply", &file("create.plan")]);
+    assert!(out.ok() && out.stdout.contains("Apply complete"), "{}", out.show());
+    assert!(out.stdout.contains(&format!("create bridge {br_a} on host.a")) && out.stdout.contains(&format!("create bridge {br_b} on host.b")), "{}", out.show());
+    assert!(has(&a, &br_a) && has(&b, &br_b));
+    s.assert_plan_empty("after the saved fleet plan");
+
+    // The same file again: both hosts changed since (their bridges exist).
+    let out = run(bin, &["--no-color", "apply", &file("create.plan")]);
+    assert_eq!(out.code, Some(1), "{}", out.show());
+    assert!(out.stderr.contains("host.a (root@10.99.0.11) changed since this plan was made") && out.stderr.contains("nothing was changed on any host"), "{}", out.show());
+
+    // A destroy plan, then host.b changed behind its back: refused, nothing goes.
+    let out = s.vf(&["plan", "--destroy", "--out", &file("destroy.plan")]);
+    assert!(out.ok() && out.stdout.contains("2 to destroy"), "{}", out.show());
+    sh(&b, &["ip", "link", "set", "dev", &br_b, "down"]);
+    sh(&b, &["ip", "link", "set", "dev", &br_b, "mtu", "1400"]);
+    let out = run(bin, &["--no-color", "apply", &file("destroy.plan")]);
+    assert_eq!(out.code, Some(1), "{}", out.show());
+    assert!(out.stderr.contains("host.b (root@10.99.0.12) changed since this plan was made"), "{}", out.show());
+    assert!(has(&a, &br_a) && has(&b, &br_b), "a refused plan removed a bridge");
+
+    // An edited file is refused too; the fresh one destroys everything.
+    s.vf(&["plan", "--destroy", "--out", &file("destroy.plan")]).must();
+    let edited = std::fs::read_to_string(file("destroy.plan")).unwrap().replacen("\"delete\"", "\"create\"", 1);
+    std::fs::write(file("edited.plan"), edited).unwrap();
+    let out = run(bin, &["--no-color", "apply", &file("edited.plan")]);
+    assert_eq!(out.code, Some(1), "{}", out.show());
+    assert!(out.stderr.contains("is not what virtform plans now"), "{}", out.show());
+    let out = run(bin, &["--no-color", "apply", &file("destroy.plan")]);
+    assert!(out.ok() && out.stdout.contains("Destroy complete"), "{}", out.show());
+    assert!(!has(&a, &br_a) && !has(&b, &br_b), "bridges left after the saved destroy plan");
 }

@@ -9,8 +9,9 @@
 //! host's steps as one DAG, each step on its host's executor and libvirt.
 //! Waits that connect to a remote host's guests (ssh, cloud_init, tcp) go
 //! through that host's SSH master (`Executor::probe_tcp`, `reach_tcp`).
-//! Not built yet: saved plans (`--out`) of a fleet, imports on remote
-//! hosts (issue 17).
+//! A saved plan (`plan --out`) holds every host's fingerprint; `apply
+//! FILE` runs it only when each host still looks so. Not built yet:
+//! imports on remote hosts (issue 17).
 
 use super::Global;
 use crate::config::Configuration;
@@ -370,9 +371,10 @@ pub(super) fn text(members: &[Member], plans: &[Plan], color: bool) -> String {
     out
 }
 
-/// The plan as JSON: one entry per host.
-pub(super) fn json(members: &[Member], plans: &[Plan]) -> serde_json::Value {
+/// The plan as JSON: the stack, and one entry per host.
+pub(super) fn json(stack: &str, members: &[Member], plans: &[Plan]) -> serde_json::Value {
     serde_json::json!({
+        "stack": stack,
         "hosts": members.iter().zip(plans).map(|(m, p)| serde_json::json!({
             "host": m.host,
             "label": m.label,

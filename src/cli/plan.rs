@@ -63,6 +63,26 @@ struct PlanFile {
     targets: Vec<String>,
     fingerprint: String,
     plan: serde_json::Value,
+    /// A fleet's plan (a configuration with `host` blocks): each host's
+    /// fingerprint, this machine's as `host: null`; `plan` is then the
+    /// fleet's JSON (`fleet::json`) and `fingerprint` is empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    hosts: Vec<SavedHost>,
+}
+
+/// One host of a saved fleet plan: what it looked like when planned.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct SavedHost {
+    pub(super) host: Option<String>,
+    pub(super) fingerprint: String,
+}
+
+/// What `apply FILE` of a fleet's plan checks before it changes anything:
+/// every host as it was, the plan as it was (see `apply_saved`).
+pub(super) struct Saved<'a> {
+    file: &'a std::path::Path,
+    hosts: &'a [SavedHost],
+    plan: &'a serde_json::Value,
 }
 
 #[derive(Debug, Args)]
@@ -281,10 +301,6 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
 /// `plan` of a configuration with `host` blocks: every host observed, each
 /// host's part planned against it (see `fleet.rs`).
 fn plan_fleet(g: &Global, a: &PlanArgs, s: Session) -> ExitCode {
-    if a.out.is_some() {
-        eprintln!("error: saved plans (--out) of a configuration with host blocks are not supported yet: run `virtform plan` without --out");
-        return ExitCode::from(1);
-    }
     let Session { cfg, libvirt, observed, kvm } = s;
     let mut members = match super::fleet::connect(g, &cfg, libvirt, kvm, &a.target) {
         Ok(m) => m,
@@ -297,35 +313,53 @@ fn plan_fleet(g: &Global, a: &PlanArgs, s: Session) -> ExitCode {
     for e in &unsupported {
         eprintln!("error: {e}");
     }
-    let plans = super::fleet::plans(&members, a.destroy, &a.replace, &a.target, a.json);
+    let plans = super::fleet::plans(&members, a.destroy, &a.replace, &a.target, a.json || a.out.is_some());
+    let json = super::fleet::json(&cfg.stack, &members, &plans);
+    let refused = !unsupported.is_empty() || plans.iter().any(|p| !p.errors.is_empty() || !p.conflicts.is_empty());
+    if let (Some(out), false) = (&a.out, refused) {
+        let hosts = members.iter().zip(&plans).map(|(m, p)| SavedHost { host: m.host.clone(), fingerprint: p.fingerprint.clone() }).collect();
+        let pf = PlanFile { fingerprint: String::new(), hosts, ..plan_file(g, a, &cfg, json.clone()) };
+        if let Err(e) = write_private(out, &serde_json::to_string_pretty(&pf).unwrap_or_default()) {
+            eprintln!("error: cannot write the plan file {}: {e}", out.display());
+            return ExitCode::from(1);
+        }
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&super::fleet::json(&members, &plans)).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
     } else {
         print!("{}", super::fleet::text(&members, &plans, g.color_stdout()));
     }
-    if !unsupported.is_empty() || plans.iter().any(|p| !p.errors.is_empty() || !p.conflicts.is_empty()) {
+    if refused {
+        if let Some(out) = &a.out {
+            eprintln!("error: no plan file written to {}: apply would refuse this plan (see above)", out.display());
+        }
         return ExitCode::from(1);
     }
     if a.detailed_exitcode && plans.iter().any(Plan::has_changes) { ExitCode::from(2) } else { ExitCode::SUCCESS }
 }
 
+/// A plan file of `plan` for `cfg` (its fingerprints to be filled in).
+fn plan_file(g: &Global, a: &PlanArgs, cfg: &Configuration, plan: serde_json::Value) -> PlanFile {
+    PlanFile {
+        format_version: PLAN_FILE_FORMAT.into(),
+        dir: std::fs::canonicalize(&cfg.dir).unwrap_or(cfg.dir.clone()),
+        vars: g.vars.clone(),
+        var_files: g.var_files.iter().map(|f| std::fs::canonicalize(f).unwrap_or(f.clone())).collect(),
+        stack: cfg.stack.clone(),
+        state_dir: g.state_dir.clone(),
+        destroy: a.destroy,
+        replace: a.replace.clone(),
+        targets: a.target.clone(),
+        fingerprint: String::new(),
+        plan,
+        hosts: Vec::new(),
+    }
+}
+
 /// Writes the plan file (`--out`), prints the plan, and says how to exit.
 fn write_plan(g: &Global, a: &PlanArgs, s: &Session, p: &Plan, refused: bool) -> ExitCode {
     if let (Some(out), false) = (&a.out, refused) {
-        let dir = std::fs::canonicalize(&s.cfg.dir).unwrap_or(s.cfg.dir.clone());
-        let pf = PlanFile {
-            format_version: PLAN_FILE_FORMAT.into(),
-            dir,
-            vars: g.vars.clone(),
-            var_files: g.var_files.iter().map(|f| std::fs::canonicalize(f).unwrap_or(f.clone())).collect(),
-            stack: s.cfg.stack.clone(),
-            state_dir: g.state_dir.clone(),
-            destroy: a.destroy,
-            replace: a.replace.clone(),
-            targets: a.target.clone(),
-            fingerprint: p.fingerprint.clone(),
-            plan: render::to_json(p),
-        };
+        let pf = PlanFile { fingerprint: p.fingerprint.clone(), ..plan_file(g, a, &s.cfg, render::to_json(p)) };
         let text = serde_json::to_string_pretty(&pf).unwrap_or_default();
         if let Err(e) = write_private(out, &text) {
             eprintln!("error: cannot write the plan file {}: {e}", out.display());
@@ -357,7 +391,7 @@ pub fn run_apply(g: &Global, a: ApplyArgs, destroy: bool) -> ExitCode {
         Err(c) => return c,
     };
     if cfg.hosts().next().is_some() {
-        return apply_fleet(g, &a, cfg, conn, destroy);
+        return apply_fleet(g, &a, cfg, conn, destroy, None);
     }
     let _lock = match lock_stack(g, &cfg.stack) {
         Ok(l) => l,
@@ -419,7 +453,10 @@ fn check_hosts_record(g: &Global, cfg: &Configuration) -> Result<(hosts_record::
 /// `apply`/`destroy` of a configuration with `host` blocks: the stack's lock
 /// here and on every remote host, every host observed under them, each
 /// host's part planned, shown, confirmed, and run as one DAG.
-fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm): (VirtLibvirt, bool), destroy: bool) -> ExitCode {
+/// With `saved` (`apply FILE`), every host must look as it did when the
+/// plan was made and the plan must be the saved one; then it runs without
+/// asking, as a saved plan of one host does.
+fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm): (VirtLibvirt, bool), destroy: bool, saved: Option<Saved>) -> ExitCode {
     use super::fleet;
     let _lock = match lock_stack(g, &cfg.stack) {
         Ok(l) => l,
@@ -454,8 +491,14 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
         return c;
     }
     let unsupported = fleet::unsupported(&cfg, &members);
-    let plans = fleet::plans(&members, destroy, &a.replace, &a.target, false);
-    if !a.json {
+    let plans = fleet::plans(&members, destroy, &a.replace, &a.target, saved.is_some());
+    if let Some(saved) = &saved
+        && let Err(e) = same_as_saved(saved, &cfg.stack, &members, &plans)
+    {
+        eprintln!("error: {e}; nothing was changed on any host. Run `virtform plan` again.");
+        return ExitCode::from(1);
+    }
+    if !a.json && saved.is_none() {
         print!("{}", fleet::text(&members, &plans, g.color_stdout()));
     }
     for e in &unsupported {
@@ -491,7 +534,7 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
         }
         return ExitCode::SUCCESS;
     }
-    if !a.auto_approve && !confirm() {
+    if !a.auto_approve && saved.is_none() && !confirm() {
         return ExitCode::from(1);
     }
     tracing::debug!("planned");
@@ -532,6 +575,32 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
             super::output::print_outputs(&cfg);
         }
     })
+}
+
+/// Whether a fleet's plan, made again under the locks, is the saved one:
+/// the same hosts, each looking as it did (its fingerprint), and the same
+/// plan; the first difference in words.
+fn same_as_saved(saved: &Saved, stack: &str, members: &[super::fleet::Member], plans: &[Plan]) -> Result<(), String> {
+    let file = saved.file.display();
+    let now: Vec<Option<&str>> = members.iter().map(|m| m.host.as_deref()).collect();
+    let then: Vec<Option<&str>> = saved.hosts.iter().map(|h| h.host.as_deref()).collect();
+    if now != then {
+        let name = |h: &Option<&str>| h.unwrap_or("this machine").to_string();
+        return Err(format!(
+            "the plan in {file} is for hosts {}, but the configuration reaches {} now",
+            then.iter().map(name).collect::<Vec<_>>().join(", "),
+            now.iter().map(name).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    for ((m, p), h) in members.iter().zip(plans).zip(saved.hosts) {
+        if p.fingerprint != h.fingerprint {
+            return Err(format!("{} changed since this plan was made ({file})", m.label));
+        }
+    }
+    if super::fleet::json(stack, members, plans) != *saved.plan {
+        return Err(format!("the plan in {file} is not what virtform plans now: the configuration changed since it was made, or the file was edited"));
+    }
+    Ok(())
 }
 
 /// The end of an apply's text output: the headline when every step
@@ -719,6 +788,25 @@ fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path, destroy: bool) 
         }
     };
     let g2 = Global { vars: pf.vars.clone(), var_files: pf.var_files.clone(), stack: Some(pf.stack.clone()), state_dir: pf.state_dir.clone(), ..g.clone() };
+    let a = ApplyArgs { replace: pf.replace.clone(), target: pf.targets.clone(), ..a };
+    if !pf.hosts.is_empty() {
+        // A fleet's plan: loaded here, locked, observed and compared host
+        // by host in apply_fleet.
+        let again = |c: ExitCode| {
+            eprintln!("error: cannot plan again what the plan file {} was made from ({}); nothing was changed.", file.display(), pf.dir.display());
+            c
+        };
+        let (cfg, conn) = match load_and_connect(&g2, pf.dir.clone(), !pf.destroy) {
+            Ok(x) => x,
+            Err(c) => return again(c),
+        };
+        if cfg.hosts().next().is_none() {
+            eprintln!("error: the plan in {} is a fleet's, but {} declares no host blocks now; nothing was changed. Run `virtform plan` again.", file.display(), pf.dir.display());
+            return ExitCode::from(1);
+        }
+        let saved = Saved { file, hosts: &pf.hosts, plan: &pf.plan };
+        return apply_fleet(&g2, &a, cfg, conn, pf.destroy, Some(saved));
+    }
     let _lock = match lock_stack(&g2, &pf.stack) {
         Ok(l) => l,
         Err(c) => return c,
@@ -730,6 +818,10 @@ fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path, destroy: bool) 
             return c;
         }
     };
+    if s.cfg.hosts().next().is_some() {
+        eprintln!("error: the plan in {} is for this machine alone, but {} declares host blocks now; nothing was changed. Run `virtform plan` again.", file.display(), pf.dir.display());
+        return ExitCode::from(1);
+    }
     let p = make_plan(&g2, &s, pf.destroy, &pf.replace, &pf.targets, true);
     if p.fingerprint != pf.fingerprint {
         eprintln!("error: the host changed since this plan was made ({}); nothing was changed. Run `virtform plan` again.", file.display());
