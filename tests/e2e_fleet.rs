@@ -896,3 +896,84 @@ fn a_saved_fleet_plan_applies_as_planned_and_is_refused_once_a_host_changed() {
     assert!(out.ok() && out.stdout.contains("Destroy complete"), "{}", out.show());
     assert!(!has(&a, &br_a) && !has(&b, &br_b), "bridges left after the saved destroy plan");
 }
+
+/// One guest on host.a, its resources under `name`.
+fn moved_hcl(name: &str, pid: u32, moves: bool) -> String {
+    let moves = if moves {
+        ["instance", "disk", "port", "network"].iter().map(|k| format!("moved {{\n  from = {k}.web\n  to   = {k}.{name}\n}}\n")).collect::<String>()
+    } else {
+        String::new()
+    };
+    some_hosts_hcl(
+        &["a"],
+        &format!(
+            r#"network "{name}" {{
+  host    = host.a
+  address = "10.63.{octet}.1/24"
+}}
+image "tiny" {{ source = "${{var.assets}}/tiny.qcow2" }}
+disk "{name}" {{ image = image.tiny }}
+port "{name}" {{
+  network = network.{name}
+  ip      = "10.63.{octet}.10"
+}}
+instance "{name}" {{
+  host    = host.a
+  memory  = "128M"
+  kernel  = "${{var.assets}}/vmlinuz"
+  initrd  = "${{var.assets}}/initrd.gz"
+  cmdline = "console=ttyS0"
+  disks   = [disk.{name}]
+  ports   = [port.{name}]
+  wait_for {{
+    console = "VF-READY"
+    timeout = "300s"
+  }}
+}}
+{moves}"#,
+            octet = pid % 200 + 20
+        ),
+    )
+}
+
+/// A refactor of objects on a remote host: `moved` blocks rename a running
+/// guest's resources, and the plan moves them on host.a (nothing created
+/// or destroyed, the domain keeps running under its name and UUID); with
+/// the blocks gone the plan stays empty.
+#[test]
+fn moved_blocks_move_a_running_guests_resources_on_a_remote_host_without_touching_it() {
+    let _one = lab_guests();
+    let s = VfStack::new("moved_blocks_move_a_running_guests_resources_on_a_remote_host_without_touching_it", "flm");
+    let pid = std::process::id();
+    let a = lab("vflab-a");
+    s.write(&moved_hcl("web", pid, false));
+    let out = s.vf(&["apply", "--auto-approve"]);
+    assert!(out.ok(), "{}", out.show());
+    let dom = format!("{}-web", s.stack);
+    let uuid = sh(&a, &["virsh", "-c", "qemu:///system", "domuuid", &dom]).trim().to_string();
+    let bridges = sh(&a, &["ip", "-br", "link", "show", "type", "bridge"]);
+
+    s.write(&moved_hcl("app", pid, true));
+    let plan = s.vf(&["plan"]);
+    assert!(plan.ok(), "{}", plan.show());
+    for k in ["instance", "disk", "port", "network"] {
+        assert!(plan.stdout.contains(&format!("# {k}.web has moved to {k}.app")), "{k}: {}", plan.show());
+    }
+    assert!(plan.stdout.contains("Fleet of 2 hosts: Plan: 4 to move, 0 to add, 0 to change, 0 to destroy."), "{}", plan.show());
+    let out = s.vf(&["apply", "--auto-approve"]);
+    assert!(out.ok() && out.stdout.contains("Apply complete"), "{}", out.show());
+    assert!(!out.stdout.contains("create") && !out.stdout.contains("delete"), "a move created or deleted something: {}", out.show());
+    assert_eq!(sh(&a, &["virsh", "-c", "qemu:///system", "domuuid", &dom]).trim(), uuid, "the domain was replaced");
+    assert!(sh(&a, &["virsh", "-c", "qemu:///system", "domstate", &dom]).contains("running"), "{dom} is not running");
+    assert!(sh(&a, &["virsh", "-c", "qemu:///system", "dumpxml", &dom]).contains("instance.app"), "the domain's marker names its new address");
+    assert_eq!(sh(&a, &["ip", "-br", "link", "show", "type", "bridge"]), bridges, "a bridge changed");
+    s.assert_plan_empty("after the moves");
+    // The moved blocks can go: the stack's record keeps the names.
+    s.write(&moved_hcl("app", pid, false));
+    let again = s.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, Some(0), "{}", again.show());
+    let d = s.vf(&["destroy", "--auto-approve"]);
+    assert!(d.ok() && d.stdout.contains("Destroy complete"), "{}", d.show());
+    assert!(!sh(&a, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).contains(&s.stack), "domain left on vflab-a");
+    assert!(sh(&a, &["ls", "-a", "/var/lib/virtform"]).lines().all(|l| l != s.stack), "stack dir left on vflab-a");
+}

@@ -243,6 +243,16 @@ fn part_of(cfg: &Configuration, host: Option<&str>, state_dir: &std::path::Path)
     Ok((part, deliveries))
 }
 
+/// Moves keep the names of objects on every host (`moved::keep_names_on`
+/// over each member's observation), and the parts are taken again when
+/// that renamed something (it hashes the boot files once more).
+pub(super) fn keep_names(cfg: &mut Configuration, members: &mut [Member]) -> Result<(), ExitCode> {
+    let names = cfg.names.clone();
+    let hosts: Vec<(&Observed, &std::path::Path)> = members.iter().map(|m| (&m.observed, m.state_dir.as_path())).collect();
+    crate::plan::moved::keep_names_on(cfg, &hosts);
+    if cfg.names != names { repart(cfg, members) } else { Ok(()) }
+}
+
 /// Each member's part again, from `cfg` as it is now (after
 /// `keep_names`, which needs the observation).
 pub(super) fn repart(cfg: &Configuration, members: &mut [Member]) -> Result<(), ExitCode> {

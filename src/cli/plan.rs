@@ -301,12 +301,15 @@ pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
 /// `plan` of a configuration with `host` blocks: every host observed, each
 /// host's part planned against it (see `fleet.rs`).
 fn plan_fleet(g: &Global, a: &PlanArgs, s: Session) -> ExitCode {
-    let Session { cfg, libvirt, observed, kvm } = s;
+    let Session { mut cfg, libvirt, observed, kvm } = s;
     let mut members = match super::fleet::connect(g, &cfg, libvirt, kvm, &a.target) {
         Ok(m) => m,
         Err(c) => return c,
     };
     if let Err(c) = super::fleet::observe_all(g, &cfg, &mut members, false, Some(observed)) {
+        return c;
+    }
+    if let Err(c) = super::fleet::keep_names(&mut cfg, &mut members) {
         return c;
     }
     let unsupported = super::fleet::unsupported(&cfg, &members);
@@ -480,14 +483,9 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
         return c;
     }
     tracing::debug!("observed every host");
-    // Moves are this machine's record (see the README, "Many hosts").
-    // The parts are taken again only when the moves renamed something
-    // (it hashes the boot files once more).
-    let names = cfg.names.clone();
-    crate::plan::moved::keep_names(&mut cfg, &members[0].observed, &g.state_dir);
-    if cfg.names != names
-        && let Err(c) = fleet::repart(&cfg, &mut members)
-    {
+    // Moves start from the objects of every host; their record is this
+    // machine's (see the README, "Many hosts").
+    if let Err(c) = fleet::keep_names(&mut cfg, &mut members) {
         return c;
     }
     let unsupported = fleet::unsupported(&cfg, &members);

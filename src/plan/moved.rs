@@ -187,10 +187,25 @@ pub fn planned_moves(cfg: &Configuration, obs: &Observed, on_host: &BTreeMap<Str
 /// rewrites the derived defaults of the moved ones. Run once, after
 /// loading and observing, before planning (and lowering for the apply).
 pub fn keep_names(cfg: &mut Configuration, obs: &Observed, state_dir: &std::path::Path) {
+    keep_names_on(cfg, &[(obs, state_dir)]);
+}
+
+/// [`keep_names`] for a fleet: the objects of every host (each with its
+/// state dir) are where moves start from; the record (`Observed::names`,
+/// this machine's) is read from the first, as every host carries it.
+pub fn keep_names_on(cfg: &mut Configuration, hosts: &[(&Observed, &std::path::Path)]) {
+    let Some(&(obs, _)) = hosts.first() else { return };
     if cfg.moves.is_empty() && obs.names.names.is_empty() {
         return;
     }
-    let on_host = if cfg.moves.is_empty() { BTreeMap::new() } else { host_addresses(&cfg.stack, obs, state_dir) };
+    let mut on_host: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if !cfg.moves.is_empty() {
+        for (o, state_dir) in hosts {
+            for (a, objects) in host_addresses(&cfg.stack, o, state_dir) {
+                on_host.entry(a).or_default().extend(objects);
+            }
+        }
+    }
     // A move onto an address the host has objects of is refused (the
     // planner says so); the target keeps its own names.
     let mut moves: BTreeMap<String, PlannedMove> = BTreeMap::new();
