@@ -182,6 +182,27 @@ fn moved_libvirt_network_keeps_name_and_uuid_and_can_be_forgotten() {
     assert!(!p.changes.iter().any(|x| x.address == "network.nat"), "a forgotten network is never deleted: {}", render::text(&p, false));
 }
 
+/// In a fleet a move starts from whichever host holds the object: the
+/// network is on the second host only, and keeps its name and UUID; with
+/// the first host's observation alone it would not.
+#[test]
+fn a_move_keeps_the_names_of_an_object_on_any_host_of_a_fleet() {
+    let (_d, old) = load(NET);
+    let hashes = BTreeMap::new();
+    let def = lowering(&old, &hashes).libvirt_network(old.resource("network.nat").unwrap()).unwrap();
+    let (here, mut there) = (with_ovs(), with_ovs());
+    there.networks.insert(def.name.clone(), ActualNetwork { name: def.name.clone(), uuid: def.uuid.clone(), active: true, autostart: true, def: Some(crate::xml::network::ObservedNetwork::from_def(&def)) });
+    let src = NET.replace("network \"nat\"", "network \"outside\"").replace("network.nat", "network.outside") + "moved {\n  from = network.nat\n  to   = network.outside\n}\n";
+    let name_of = |cfg: &crate::config::Configuration| lowering(cfg, &hashes).libvirt_network(cfg.resource("network.outside").unwrap()).unwrap().name;
+    let (_d2, mut alone) = load(&src);
+    moved::keep_names_on(&mut alone, &[(&here, std::path::Path::new("/state"))]);
+    assert_ne!(name_of(&alone), def.name, "nothing to move on this machine");
+    let (_d3, mut fleet) = load(&src);
+    moved::keep_names_on(&mut fleet, &[(&here, std::path::Path::new("/state")), (&there, std::path::Path::new("/var/lib/virtform"))]);
+    assert_eq!(name_of(&fleet), def.name);
+    assert_eq!(fleet.names.get("network.outside").map(ToString::to_string).as_deref(), Some("network.nat"));
+}
+
 /// A moved hybrid port keeps its devices (their names come from the port
 /// id, which the move keeps); their markers are rewritten live.
 #[test]
