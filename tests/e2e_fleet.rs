@@ -10,7 +10,8 @@
 //! running where it was; waits that reach guests through their host (the
 //! tiny guests' TCP port, a real Debian guest's SSH login and cloud-init,
 //! `virtform ssh`); a saved fleet plan applied, and refused once a host
-//! changed.
+//! changed; `moved` blocks on a remote guest; imports of a bridge and a
+//! libvirt network made by hand on a remote host.
 //!
 //! These tests FAIL (never skip) when the lab is down.
 
@@ -976,4 +977,76 @@ fn moved_blocks_move_a_running_guests_resources_on_a_remote_host_without_touchin
     assert!(d.ok() && d.stdout.contains("Destroy complete"), "{}", d.show());
     assert!(!sh(&a, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).contains(&s.stack), "domain left on vflab-a");
     assert!(sh(&a, &["ls", "-a", "/var/lib/virtform"]).lines().all(|l| l != s.stack), "stack dir left on vflab-a");
+}
+
+/// What the import test made by hand on vflab-b, removed by exact name
+/// however the test ends.
+struct HandMadeOnB {
+    bridge: String,
+    net: String,
+}
+
+impl Drop for HandMadeOnB {
+    fn drop(&mut self) {
+        let b = lab("vflab-b");
+        let _ = sh(&b, &["ip", "link", "del", "dev", &self.bridge]);
+        let _ = sh(&b, &["virsh", "-c", "qemu:///system", "net-destroy", &self.net]);
+        let _ = sh(&b, &["virsh", "-c", "qemu:///system", "net-undefine", &self.net]);
+    }
+}
+
+/// Imports on a remote host: a bridge and a libvirt network made by hand
+/// on vflab-b are imported by `import` blocks (the bridge marked, the
+/// network recorded in this machine's registry with its UUID), converge,
+/// and go with destroy; a file import there and `virtform import` of a
+/// remote address are refused, saying what to do.
+#[test]
+fn a_bridge_and_a_libvirt_network_made_by_hand_on_a_remote_host_are_imported_and_destroyed() {
+    let _one = lab_guests();
+    let s = VfStack::new("a_bridge_and_a_libvirt_network_made_by_hand_on_a_remote_host_are_imported_and_destroyed", "fli");
+    let pid = std::process::id();
+    let b = lab("vflab-b");
+    let hand = HandMadeOnB { bridge: format!("vffi{pid}"), net: format!("vffi-n{pid}") };
+    let (nbr, subnet) = (format!("vffin{pid}"), format!("10.64.{}", pid % 200 + 20));
+    sh(&b, &["ip", "link", "add", "name", &hand.bridge, "type", "bridge"]);
+    let xml = format!("<network>\n  <name>{}</name>\n  <bridge name='{nbr}' stp='on' delay='0'/>\n  <ip address='{subnet}.1' prefix='24'/>\n</network>\n", hand.net);
+    let xml_at = format!("/var/lib/virtform/{}.xml", hand.net);
+    b.write_atomic(Path::new(&xml_at), xml.as_bytes(), 0o600).unwrap();
+    sh(&b, &["virsh", "-c", "qemu:///system", "net-define", &xml_at]);
+    sh(&b, &["virsh", "-c", "qemu:///system", "net-start", &hand.net]);
+    sh(&b, &["rm", "-f", "--", &xml_at]);
+    let uuid = sh(&b, &["virsh", "-c", "qemu:///system", "net-uuid", &hand.net]).trim().to_string();
+    assert_eq!(uuid.len(), 36, "the hand-made network on vflab-b: {uuid}");
+    let nets = format!(
+        "network \"lan\" {{\n  host   = host.b\n  bridge = \"{}\"\n}}\nnetwork \"iso\" {{\n  host    = host.b\n  type    = \"isolated\"\n  bridge  = \"{nbr}\"\n  address = \"{subnet}.1/24\"\n}}\nimport {{\n  to = network.lan\n  id = \"{}\"\n}}\nimport {{\n  to = network.iso\n  id = \"{}\"\n}}\n",
+        hand.bridge, hand.bridge, hand.net
+    );
+
+    // A file import on host.b is refused, naming it; nothing changes.
+    let file = "disk \"d\" {\n  host = host.b\n  size = \"1M\"\n}\nimport {\n  to = disk.d\n  id = \"/srv/d.qcow2\"\n}\n";
+    s.write(&some_hosts_hcl(&["a", "b"], &(nets.clone() + file)));
+    let out = s.vf(&["plan"]);
+    assert_eq!(out.code, Some(1), "{}", out.show());
+    assert!(out.stderr.contains("disk.d: importing the file \"/srv/d.qcow2\" on host.b is not supported yet"), "{}", out.show());
+
+    s.write(&some_hosts_hcl(&["a", "b"], &nets));
+    let out = run(env!("CARGO_BIN_EXE_virtform"), &["--no-color", "--state-dir", s.state.path().to_str().unwrap(), "--stack", &s.stack, "--var", "assets=/x", "import", "network.lan", &hand.bridge, s.cfg.path().to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "{}", out.show());
+    assert!(out.stderr.contains("it is placed on host.b") && out.stderr.contains("import {"), "{}", out.show());
+
+    let plan = s.vf(&["plan"]);
+    assert!(plan.ok() && plan.stdout.contains("Fleet of 3 hosts: Plan: 2 to import"), "{}", plan.show());
+    let out = s.vf(&["apply", "--auto-approve"]);
+    assert!(out.ok() && out.stdout.contains("Apply complete"), "{}", out.show());
+    assert!(sh(&b, &["ip", "-d", "link", "show", "dev", &hand.bridge]).contains(&format!("virtform:{}:network.lan", s.stack)), "the bridge's marker on vflab-b");
+    let registry = std::fs::read_to_string(s.state.path().join(&s.stack).join("imports.json")).unwrap_or_default();
+    assert!(registry.contains(&hand.net) && registry.contains(&uuid), "the registry: {registry}");
+    let again = s.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, Some(0), "not converged:\n{}", again.show());
+
+    // Imported objects are the stack's: destroy deletes them on vflab-b.
+    let d = s.vf(&["destroy", "--auto-approve"]);
+    assert!(d.ok() && d.stdout.contains("Destroy complete"), "{}", d.show());
+    assert!(!sh(&b, &["ip", "-br", "link"]).contains(&hand.bridge), "the imported bridge is left on vflab-b");
+    assert!(!sh(&b, &["virsh", "-c", "qemu:///system", "net-list", "--all", "--name"]).contains(&hand.net), "the imported network is left on vflab-b");
 }

@@ -10,8 +10,10 @@
 //! Waits that connect to a remote host's guests (ssh, cloud_init, tcp) go
 //! through that host's SSH master (`Executor::probe_tcp`, `reach_tcp`).
 //! A saved plan (`plan --out`) holds every host's fingerprint; `apply
-//! FILE` runs it only when each host still looks so. Not built yet:
-//! imports on remote hosts (issue 17).
+//! FILE` runs it only when each host still looks so. Imports are planned
+//! on the host of their resource (the registry shared out by
+//! `share_imports`). Not built yet: imports of disk and volume files on
+//! remote hosts (issue 17).
 
 use super::Global;
 use crate::config::Configuration;
@@ -270,8 +272,8 @@ pub(super) fn repart(cfg: &Configuration, members: &mut [Member]) -> Result<(), 
 /// Observes every member at once: this machine as a single-host run does
 /// (`remember`: record image hashes, as applies do), each remote host
 /// through its executor (its libvirt, links, OVS, state dir and firmware).
-/// The stack's records (names, pending waits, the image hashes) are this
-/// machine's and shared by all.
+/// The stack's records (names, pending waits, the image hashes, the
+/// import registry: [`share_imports`]) are this machine's and shared by all.
 /// `local`: this machine's observation when already made (a plan reads it
 /// while the configuration loads).
 pub(super) fn observe_all(g: &Global, cfg: &Configuration, members: &mut [Member], remember: bool, local: Option<Observed>) -> Result<(), ExitCode> {
@@ -312,22 +314,52 @@ pub(super) fn observe_all(g: &Global, cfg: &Configuration, members: &mut [Member
         m.observed.pending_waits = pending.clone();
         m.observed.names = names.clone();
     }
+    share_imports(cfg, members);
     Ok(())
 }
 
-/// What a remote host cannot do yet, as errors naming the object: imports
-/// are of this machine's objects only.
-pub(super) fn unsupported(cfg: &Configuration, members: &[Member]) -> Vec<String> {
+/// What a remote host cannot do yet, as errors naming the object: an
+/// imported disk or volume file is pinned by this machine's `lstat` and
+/// marked with an extended attribute written here, so files are imported
+/// on this machine only (domains, bridges and libvirt networks are
+/// imported on any host).
+pub(super) fn unsupported(members: &[Member]) -> Vec<String> {
     let mut errs = Vec::new();
     for m in members.iter().filter(|m| m.host.is_some()) {
         let host = m.host.as_deref().unwrap_or("");
-        for i in &cfg.imports {
-            if cfg.placement.host_of(&i.to.to_string()) == Some(host) {
-                errs.push(format!("{}: import on {host} is not supported yet: imports are of this machine's objects", i.to));
-            }
+        for i in m.cfg.imports.iter().filter(|i| matches!(i.to.kind, crate::model::Kind::Disk | crate::model::Kind::Volume)) {
+            errs.push(format!(
+                "{}: importing the file {:?} on {host} is not supported yet: virtform imports disk and volume files on this machine only (domains, bridges and libvirt networks on any host)",
+                i.to, i.id
+            ));
         }
     }
     errs
+}
+
+/// The index of the host a registry entry goes to (see [`share_imports`]):
+/// the first whose observation holds its object, else the one `placed`
+/// names, else this machine (the first).
+fn import_home(entry: &crate::observe::imports::Imported, hosts: &[(Option<&str>, &Observed)], placed: Option<&str>) -> usize {
+    hosts.iter().position(|(_, o)| entry.matches(o)).or_else(|| placed.and_then(|p| hosts.iter().position(|(h, _)| *h == Some(p)))).unwrap_or(0)
+}
+
+/// The stack's import registry (this machine's) shared out: each entry to
+/// the host whose observation holds its object (the same name and UUID),
+/// else to the host its address is placed on (whose plan then says the
+/// object is gone), else to this machine. Other stacks' registries go to
+/// every host (an object another stack imported is never taken over).
+fn share_imports(cfg: &Configuration, members: &mut [Member]) {
+    let Some(first) = members.first_mut() else { return };
+    let (registry, others) = (std::mem::take(&mut first.observed.imports), first.observed.other_imports.clone());
+    for (a, o) in registry {
+        let hosts: Vec<(Option<&str>, &Observed)> = members.iter().map(|m| (m.host.as_deref(), &m.observed)).collect();
+        let at = import_home(&o, &hosts, cfg.placement.host_of(&a));
+        members[at].observed.imports.insert(a, o);
+    }
+    for m in members.iter_mut().skip(1) {
+        m.observed.other_imports = others.clone();
+    }
 }
 
 /// Each member's plan; an instance whose host changed migrates live
@@ -675,7 +707,29 @@ fn migrations_first(dag: &mut crate::apply::dag::Dag<crate::apply::engine::HostS
 
 #[cfg(test)]
 mod tests {
-    use super::cross_host_edges;
+    use super::{cross_host_edges, import_home};
+    use crate::observe::imports::Imported;
+    use crate::observe::Observed;
+
+    /// A registry entry goes to the host holding its object (the same name
+    /// and UUID), else to the host its address is placed on, else here.
+    #[test]
+    fn an_imported_network_is_planned_on_the_host_that_holds_it() {
+        let net = |uuid: &str| {
+            let mut o = Observed::default();
+            let n = crate::observe::ActualNetwork { name: "legacy".into(), uuid: uuid.into(), active: true, autostart: true, def: None };
+            o.networks.insert("legacy".into(), n);
+            o
+        };
+        let (here, b, c) = (Observed::default(), net("u-1"), net("u-other"));
+        let hosts = [(None, &here), (Some("host.b"), &b), (Some("host.c"), &c)];
+        let entry = Imported::LibvirtNetwork { name: "legacy".into(), uuid: "u-1".into() };
+        assert_eq!(import_home(&entry, &hosts, Some("host.c")), 1, "where the object is");
+        let gone = Imported::LibvirtNetwork { name: "legacy".into(), uuid: "u-2".into() };
+        assert_eq!(import_home(&gone, &hosts, Some("host.c")), 2, "where it is placed: its plan says it is gone");
+        assert_eq!(import_home(&gone, &hosts, None), 0);
+        assert_eq!(import_home(&gone, &hosts, Some("host.undeclared")), 0);
+    }
 
     /// instance.app on host b depends on instance.db (host a) and on
     /// module.cache (host c): its making follows theirs; removals go the

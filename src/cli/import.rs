@@ -46,6 +46,13 @@ pub fn run(g: &Global, a: ImportArgs) -> ExitCode {
         eprintln!("error: virtform import {to}: no such resource in the configuration of {}; declare the resource the object becomes, then import into it", cfg.dir.display());
         return ExitCode::from(1);
     }
+    if let Some(host) = cfg.placement.host_of(&to.to_string()) {
+        eprintln!(
+            "error: virtform import {to}: it is placed on {host}, and this command imports on this machine only; write the import in the configuration instead, and apply:\n  import {{\n    to = {to}\n    id = {:?}\n  }}",
+            a.id
+        );
+        return ExitCode::from(1);
+    }
     match cfg.imports.iter().find(|i| i.to == to) {
         Some(i) if i.id != a.id => {
             let at = i.to_span.and_then(|s| crate::config::diag::Diagnostic::error("").at(s).location(&cfg.sources)).unwrap_or_default();

@@ -312,7 +312,7 @@ fn plan_fleet(g: &Global, a: &PlanArgs, s: Session) -> ExitCode {
     if let Err(c) = super::fleet::keep_names(&mut cfg, &mut members) {
         return c;
     }
-    let unsupported = super::fleet::unsupported(&cfg, &members);
+    let unsupported = super::fleet::unsupported(&members);
     for e in &unsupported {
         eprintln!("error: {e}");
     }
@@ -488,7 +488,7 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
     if let Err(c) = fleet::keep_names(&mut cfg, &mut members) {
         return c;
     }
-    let unsupported = fleet::unsupported(&cfg, &members);
+    let unsupported = fleet::unsupported(&members);
     let plans = fleet::plans(&members, destroy, &a.replace, &a.target, saved.is_some());
     if let Some(saved) = &saved
         && let Err(e) = same_as_saved(saved, &cfg.stack, &members, &plans)

@@ -2207,6 +2207,9 @@ impl Configuration {
         set_tunnels(&mut resources, host);
         part.resources = resources;
         part.index = index;
+        // An import is planned where its resource is (one to an undeclared
+        // address, an error, on this machine).
+        part.imports.retain(|i| self.placement.is_on(&i.to.to_string(), host));
         // Data sources read this machine (a remote port on one is a
         // placement error): a remote host's part has none.
         if host.is_some() {
