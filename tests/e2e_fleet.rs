@@ -11,7 +11,8 @@
 //! tiny guests' TCP port, a real Debian guest's SSH login and cloud-init,
 //! `virtform ssh`); a saved fleet plan applied, and refused once a host
 //! changed; `moved` blocks on a remote guest; imports of a bridge and a
-//! libvirt network made by hand on a remote host.
+//! libvirt network made by hand on a remote host; a lock left on a host
+//! by a run that died with its connection hanging, broken by the next run.
 //!
 //! These tests FAIL (never skip) when the lab is down.
 
@@ -1049,4 +1050,87 @@ fn a_bridge_and_a_libvirt_network_made_by_hand_on_a_remote_host_are_imported_and
     assert!(d.ok() && d.stdout.contains("Destroy complete"), "{}", d.show());
     assert!(!sh(&b, &["ip", "-br", "link"]).contains(&hand.bridge), "the imported bridge is left on vflab-b");
     assert!(!sh(&b, &["virsh", "-c", "qemu:///system", "net-list", "--all", "--name"]).contains(&hand.net), "the imported network is left on vflab-b");
+}
+
+/// A pseudo-terminal's two ends (the child's stdin is the second, so
+/// `apply` asks for its confirmation and waits).
+fn pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the locals; the name,
+    // termios and winsize arguments may be null.
+    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned here only.
+    unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) }
+}
+
+/// The SSH masters `pid` started (its `ssh -M` children).
+fn masters_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit_once(") ").and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+            cmd.starts_with(b"ssh\0") && cmd.windows(4).any(|w| w == b"\0-M\0") && ppid == Some(pid)
+        })
+        .collect()
+}
+
+/// A run that dies while its host's connection hangs (its SSH master
+/// stopped, so vflab-a never sees the connection close) leaves the stack's
+/// lock held there. The next run on this machine finds the holder gone,
+/// waits to see the lock file name it still, ends the stale holder on
+/// vflab-a by PID, and goes on.
+#[test]
+fn a_lock_left_on_a_host_by_a_run_that_died_is_broken_by_the_next_run() {
+    use std::io::Read;
+    let _one = lab_guests();
+    let s = VfStack::new("a_lock_left_on_a_host_by_a_run_that_died_is_broken_by_the_next_run", "flk");
+    let pid = std::process::id();
+    let a = lab("vflab-a");
+    let br = format!("vfflk{pid}");
+    s.write(&some_hosts_hcl(&["a"], &format!("network \"lan\" {{\n  host   = host.a\n  bridge = \"{br}\"\n}}\n")));
+    let (_term, tty) = pty();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_virtform"))
+        .args(["--no-color", "--state-dir", s.state.path().to_str().unwrap(), "--stack", &s.stack, "--var", "assets=/x", "apply", s.cfg.path().to_str().unwrap()])
+        .stdin(tty)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // It asks only once it holds every lock.
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&seen).contains("Only 'yes' is accepted") {
+        assert!(std::time::Instant::now() < deadline, "no prompt: {}", String::from_utf8_lossy(&seen));
+        let mut buf = [0u8; 4096];
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "the run ended before asking: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let masters = masters_of(child.id());
+    assert_eq!(masters.len(), 1, "one master, to vflab-a: {masters:?}");
+    for m in &masters {
+        run("kill", &["-STOP", "--", &m.to_string()]).must();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lock = format!("/var/lib/virtform/{}/.lock", s.stack);
+    let holder = sh(&a, &["cat", &lock]);
+    assert!(holder.starts_with("virtform ") && holder.trim_end().ends_with(&format!(" {}", child.id())), "the dead run's holder line on vflab-a: {holder:?}");
+
+    let next = s.vf(&["apply", "--auto-approve"]);
+    for m in &masters {
+        run("kill", &["-KILL", "--", &m.to_string()]).must();
+    }
+    assert!(next.ok() && next.stdout.contains("Apply complete"), "{}", next.show());
+    assert!(next.stderr.contains("was held by a virtform run on this machine that is gone") && next.stderr.contains("its holder there was ended"), "{}", next.show());
+    assert!(sh(&a, &["ip", "-br", "link", "show", "dev", &br]).starts_with(&br), "the bridge on vflab-a");
+    let d = s.vf(&["destroy", "--auto-approve"]);
+    assert!(d.ok(), "{}", d.show());
+    assert!(sh(&a, &["pgrep", "-f", "-a", "flock"]).lines().all(|l| !l.contains(&s.stack)), "a lock holder is left on vflab-a");
 }
