@@ -75,11 +75,16 @@ fn guest_ip(libvirt: &dyn Libvirt, ip: &Option<String>, lease_from: &Option<(Str
     })
 }
 
-/// One TCP connection attempt from the guest's host (`timeout` at most);
-/// the error in the OS's or the SSH master's words.
+/// How long a remote host gets to answer a probe at least: its sshd's
+/// connection to the guest, and the answer's round trip.
+const REMOTE_PROBE: Duration = Duration::from_secs(5);
+
+/// One TCP connection attempt from the guest's host (`timeout` at most
+/// here, [`REMOTE_PROBE`] at least on a remote host); the error in the
+/// OS's or the SSH master's words.
 fn probe_tcp(exec: &crate::host::exec::Executor, host: &str, port: u16, timeout: Duration) -> Result<(), String> {
     let ip = host.parse::<std::net::IpAddr>().map_err(|_| format!("address {host:?} is not an IP address"))?;
-    exec.probe_tcp(ip, port, timeout)
+    exec.probe_tcp(ip, port, if exec.is_local() { timeout } else { timeout.max(REMOTE_PROBE) })
 }
 
 impl SshConn {
@@ -110,7 +115,7 @@ impl SshConn {
             *last = "no address yet (no DHCP lease)".into();
             return Ok(false);
         };
-        match probe_tcp(&env.exec, &host, self.port, Duration::from_secs(if env.exec.is_local() { 1 } else { 5 })) {
+        match probe_tcp(&env.exec, &host, self.port, Duration::from_secs(1)) {
             Ok(()) => Ok(true),
             Err(e) => {
                 *last = format!("{}@{host}:{}: {e}", self.user, self.port);
@@ -126,18 +131,11 @@ impl SshConn {
             return Ok(None);
         };
         let host = t.host.clone();
-        let Ok(ip) = host.parse::<std::net::IpAddr>() else {
-            *last = format!("address {host:?} is not an IP address");
-            return Ok(None);
-        };
-        // A remote host's guest is reached through its SSH master (a
-        // loopback port here); the host key is checked by its alias alike.
-        let reach = env.exec.reach_tcp(ip, t.port).map_err(herr)?;
-        (t.host, t.port) = (reach.addr.ip().to_string(), reach.addr.port());
+        // A remote host's guest is reached through its SSH master. (Its
+        // address is an IP address: a lease's, or a port's checked `ip`.)
+        let _reach = t.through(&env.exec).map_err(herr)?;
         let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-        let out = ssh::exec(&t, &self.key, &argv, Duration::from_secs(30)).map_err(herr);
-        drop(reach);
-        let out = out?;
+        let out = ssh::exec(&t, &self.key, &argv, Duration::from_secs(30)).map_err(herr)?;
         if out.status.is_some() {
             return Ok(Some(out));
         }
@@ -1064,7 +1062,7 @@ impl Step for HostStep {
                 loop {
                     let addr = guest_ip(env.libvirt.as_ref(), ip, lease_from).map_err(herr)?;
                     if let Some(a) = &addr {
-                        match probe_tcp(&env.exec, a, *port, Duration::from_secs(if env.exec.is_local() { 2 } else { 5 })) {
+                        match probe_tcp(&env.exec, a, *port, Duration::from_secs(2)) {
                             Ok(()) => return Ok(StepOutcome::Done),
                             Err(e) => last = format!("{a}:{port}: {e}"),
                         }

@@ -352,9 +352,9 @@ fn import_home(entry: &crate::observe::imports::Imported, hosts: &[(Option<&str>
 fn share_imports(cfg: &Configuration, members: &mut [Member]) {
     let Some(first) = members.first_mut() else { return };
     let (registry, others) = (std::mem::take(&mut first.observed.imports), first.observed.other_imports.clone());
-    for (a, o) in registry {
-        let hosts: Vec<(Option<&str>, &Observed)> = members.iter().map(|m| (m.host.as_deref(), &m.observed)).collect();
-        let at = import_home(&o, &hosts, cfg.placement.host_of(&a));
+    let hosts: Vec<(Option<&str>, &Observed)> = members.iter().map(|m| (m.host.as_deref(), &m.observed)).collect();
+    let homes: Vec<usize> = registry.iter().map(|(a, o)| import_home(o, &hosts, cfg.placement.host_of(a))).collect();
+    for ((a, o), at) in registry.into_iter().zip(homes) {
         members[at].observed.imports.insert(a, o);
     }
     for m in members.iter_mut().skip(1) {

@@ -71,7 +71,7 @@ struct PlanFile {
 }
 
 /// One host of a saved fleet plan: what it looked like when planned.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct SavedHost {
     pub(super) host: Option<String>,
     pub(super) fingerprint: String,
@@ -317,9 +317,11 @@ fn plan_fleet(g: &Global, a: &PlanArgs, s: Session) -> ExitCode {
         eprintln!("error: {e}");
     }
     let plans = super::fleet::plans(&members, a.destroy, &a.replace, &a.target, a.json || a.out.is_some());
-    let json = super::fleet::json(&cfg.stack, &members, &plans);
+    // Rendered for --json and --out only (a converged plan of many hosts
+    // prints text).
+    let json = (a.json || a.out.is_some()).then(|| super::fleet::json(&cfg.stack, &members, &plans));
     let refused = !unsupported.is_empty() || plans.iter().any(|p| !p.errors.is_empty() || !p.conflicts.is_empty());
-    if let (Some(out), false) = (&a.out, refused) {
+    if let (Some(out), Some(json), false) = (&a.out, &json, refused) {
         let hosts = members.iter().zip(&plans).map(|(m, p)| SavedHost { host: m.host.clone(), fingerprint: p.fingerprint.clone() }).collect();
         let pf = PlanFile { fingerprint: String::new(), hosts, ..plan_file(g, a, &cfg, json.clone()) };
         if let Err(e) = write_private(out, &serde_json::to_string_pretty(&pf).unwrap_or_default()) {
@@ -328,7 +330,7 @@ fn plan_fleet(g: &Global, a: &PlanArgs, s: Session) -> ExitCode {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&json.unwrap_or_default()).unwrap_or_default());
     } else {
         print!("{}", super::fleet::text(&members, &plans, g.color_stdout()));
     }
@@ -790,13 +792,12 @@ fn apply_saved(g: &Global, a: ApplyArgs, file: &std::path::Path, destroy: bool) 
     if !pf.hosts.is_empty() {
         // A fleet's plan: loaded here, locked, observed and compared host
         // by host in apply_fleet.
-        let again = |c: ExitCode| {
-            eprintln!("error: cannot plan again what the plan file {} was made from ({}); nothing was changed.", file.display(), pf.dir.display());
-            c
-        };
         let (cfg, conn) = match load_and_connect(&g2, pf.dir.clone(), !pf.destroy) {
             Ok(x) => x,
-            Err(c) => return again(c),
+            Err(c) => {
+                eprintln!("error: cannot plan again what the plan file {} was made from ({}); nothing was changed.", file.display(), pf.dir.display());
+                return c;
+            }
         };
         if cfg.hosts().next().is_none() {
             eprintln!("error: the plan in {} is a fleet's, but {} declares no host blocks now; nothing was changed. Run `virtform plan` again.", file.display(), pf.dir.display());

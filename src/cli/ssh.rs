@@ -80,15 +80,11 @@ pub fn run(g: &Global, a: SshArgs) -> ExitCode {
         Ok(None) => return fail(format!("the guest has no DHCP lease yet, so its address is unknown; wait for it to boot (`virtform console {addr}`)")),
         Err(e) => return fail(e.to_string()),
     };
-    let Ok(ip) = target.host.parse::<std::net::IpAddr>() else {
-        return fail(format!("the guest's address {:?} is not an IP address", target.host));
-    };
     let guest = target.host.clone();
-    let reach = match exec.reach_tcp(ip, target.port) {
+    let reach = match target.through(&exec) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };
-    (target.host, target.port) = (reach.addr.ip().to_string(), reach.addr.port());
     let id = match ssh::Identity::write(&target.dir, &target.stem, &conn.key) {
         Ok(i) => i,
         Err(e) => return fail(e.to_string()),

@@ -194,6 +194,20 @@ pub struct Target {
     pub stem: String,
 }
 
+impl Target {
+    /// Points the target at where this machine reaches the guest from its
+    /// host `exec` (`Executor::reach_tcp`: the guest itself locally, a
+    /// loopback port joined through a remote host's SSH master); the host
+    /// key is still checked by its alias. The port lasts while the
+    /// returned guard does. The guest's address must be an IP address.
+    pub fn through(&mut self, exec: &super::exec::Executor) -> Result<super::exec::GuestPort, HostError> {
+        let ip = self.host.parse::<std::net::IpAddr>().map_err(|_| HostError::new("ssh", format!("{}@{}", self.user, self.host), format!("the guest's address {:?} is not an IP address", self.host)))?;
+        let reach = exec.reach_tcp(ip, self.port)?;
+        (self.host, self.port) = (reach.addr.ip().to_string(), reach.addr.port());
+        Ok(reach)
+    }
+}
+
 /// The connection's private key in a private file for one `ssh` run.
 pub struct Identity {
     path: PathBuf,
