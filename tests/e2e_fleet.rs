@@ -328,6 +328,27 @@ instance "web" {{
     )
 }
 
+/// A guest's console log on a lab host, read until it holds `needle` (or
+/// `secs` passed): what it last held.
+fn console_until(x: &Executor, log: &str, needle: &str, secs: u64) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let console = sh(x, &["cat", log]);
+        if console.contains(needle) || std::time::Instant::now() >= deadline {
+            return console;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Each guest of an overlay test pinging the other's overlay address.
+fn assert_pings(stack: &str, guests: &[(&Executor, &str, &str)]) {
+    for (x, key, peer) in guests {
+        let console = console_until(x, &format!("/var/lib/virtform/{stack}/console/web@{key}.log"), &format!("VF-PING {peer} "), 150);
+        assert!(console.contains(&format!("VF-PING {peer} ok")), "the guest on vflab-{key} could not ping {peer} over the overlay:\n{console}");
+    }
+}
+
 /// The destinations of a VXLAN device's flood entries on a lab host, sorted.
 fn peers(x: &Executor, dev: &str) -> Vec<String> {
     let mut p: Vec<String> = sh(x, &["bridge", "fdb", "show", "dev", dev])
@@ -355,19 +376,8 @@ fn an_overlay_joins_guests_on_two_hosts_and_a_third_host_changes_only_its_tunnel
     assert!(out.stdout.contains(&format!("create overlay bridge {}", "vf")) && out.stdout.contains(&format!("with tunnel {vx} (VNI {vni}) on host.a")), "{}", out.show());
 
     // One L2 segment: each guest pings the other across the underlay.
-    for (x, key, peer) in [(&a, "a", "10.60.0.12"), (&b, "b", "10.60.0.11")] {
-        let log = format!("/var/lib/virtform/{}/console/web@{key}.log", s.stack);
-        let want = format!("VF-PING {peer} ok");
-        let deadline = std::time::Instant::now() + Duration::from_secs(150);
-        let mut console = String::new();
-        while std::time::Instant::now() < deadline {
-            console = sh(x, &["cat", &log]);
-            if console.contains(&want) || console.contains(&format!("VF-PING {peer} fail")) {
-                break;
-            }
-            std::thread::sleep(Duration::from_secs(2));
-        }
-        assert!(console.contains(&want), "the guest on vflab-{key} could not ping {peer} over the overlay:\n{console}");
+    assert_pings(&s.stack, &[(&a, "a", "10.60.0.12"), (&b, "b", "10.60.0.11")]);
+    for (x, key) in [(&a, "a"), (&b, "b")] {
         // The tunnel: VNI, local address, the other host as its one flood entry, MTU lowered.
         let link = sh(x, &["ip", "-d", "link", "show", &vx]);
         let local = if key == "a" { "10.99.0.11" } else { "10.99.0.12" };
@@ -412,6 +422,102 @@ fn an_overlay_joins_guests_on_two_hosts_and_a_third_host_changes_only_its_tunnel
         let links = sh(x, &["ip", "-br", "link"]);
         assert!(!links.contains(&vx) && !links.contains("-tenant"), "links left on vflab-{key}: {links}");
         assert!(!sh(x, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).contains(&s.stack), "domain left on vflab-{key}");
+    }
+    uncache_tiny();
+}
+
+/// The overlay of [`overlay_hcl`] built of Open vSwitch VXLAN ports on the
+/// userspace datapath, tunnelled over the lab's second underlay (each
+/// host's br-phy address, 10.98.0.11-13, as its `tunnel_ip`).
+fn ovs_overlay_hcl(vni: u32, hosts: &str) -> String {
+    let mut s = overlay_hcl(vni, hosts).replace("  subnet = \"10.60.0.0/24\"\n", "  subnet = \"10.60.0.0/24\"\n  backend = \"ovs\"\n  datapath_type = \"netdev\"\n");
+    for (h, ip) in [("a", "10.98.0.11"), ("b", "10.98.0.12"), ("c", "10.98.0.13")] {
+        let uri = format!("  uri         = \"qemu+ssh://root@10.99.0.{}/system\"\n", 10 + (h.as_bytes()[0] - b'a' + 1));
+        s = s.replace(&uri, &format!("{uri}  tunnel_ip   = \"{ip}\"\n"));
+    }
+    s
+}
+
+/// `ovs-vsctl` on a lab host, its output.
+fn vsctl(x: &Executor, args: &[&str]) -> String {
+    let mut argv = vec!["ovs-vsctl", "--timeout=10"];
+    argv.extend_from_slice(args);
+    sh(x, &argv)
+}
+
+/// The VXLAN ports of an OVS bridge on a lab host: (name, remote_ip), sorted.
+fn ovs_tunnels(x: &Executor, br: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vsctl(x, &["list-ports", br])
+        .lines()
+        .filter(|p| vsctl(x, &["get", "Interface", p, "type"]).trim() == "vxlan")
+        .map(|p| (p.to_string(), vsctl(x, &["get", "Interface", p, "options:remote_ip"]).trim().trim_matches('"').to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn an_ovs_overlay_joins_guests_on_two_hosts_by_vxlan_ports_and_a_third_host_changes_only_its_tunnels() {
+    let _one = lab_guests();
+    let s = VfStack::new("an_ovs_overlay_joins_guests_on_two_hosts_by_vxlan_ports_and_a_third_host_changes_only_its_tunnels", "fox");
+    let (a, b, c) = (lab("vflab-a"), lab("vflab-b"), lab("vflab-c"));
+    let vni = 9000 + std::process::id() % 1000;
+    let port = |peer: &str| virtform::model::network::ovs_tunnel_port(vni, peer.parse().unwrap());
+    s.write(&ovs_overlay_hcl(vni, "host.a, host.b"));
+    let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(600));
+    assert!(out.ok() && out.stdout.contains("Apply complete"), "{}", out.show());
+    assert!(out.stdout.contains(&format!("with VXLAN ports to 10.98.0.12 (VNI {vni}) on host.a")), "{}", out.show());
+    let br = vsctl(&a, &["list-br"]).lines().find(|l| l.ends_with("-tenant")).unwrap_or_else(|| panic!("no OVS bridge of the overlay on vflab-a: {}", out.show())).to_string();
+
+    // One L2 segment through OVS: each guest pings the other.
+    assert_pings(&s.stack, &[(&a, "a", "10.60.0.12"), (&b, "b", "10.60.0.11")]);
+    for (x, key, me, other) in [(&a, "a", "10.98.0.11", "10.98.0.12"), (&b, "b", "10.98.0.12", "10.98.0.11")] {
+        assert_eq!(ovs_tunnels(x, &br), [(port(other), other.to_string())], "tunnel ports on vflab-{key}");
+        let opts = vsctl(x, &["get", "Interface", &port(other), "options"]);
+        assert!(opts.contains(&format!("key=\"{vni}\"")) && opts.contains(&format!("local_ip=\"{me}\"")), "options on vflab-{key}: {opts}");
+        assert_eq!(vsctl(x, &["get", "Bridge", &br, "datapath_type"]).trim(), "netdev");
+        // The guest's tap is on the overlay's bridge, with its MTU.
+        let xml = virsh(x, &["dumpxml", &format!("{}-web-{key}", s.stack)]);
+        assert!(xml.contains("<virtualport type='openvswitch'>") && xml.contains(&format!("<source bridge='{br}'/>")) && xml.contains("<mtu size='1450'/>"), "the NIC of the guest on vflab-{key}:\n{xml}");
+    }
+    assert!(!vsctl(&c, &["list-br"]).contains(&br), "the overlay's bridge on vflab-c, which it does not span");
+    let again = s.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, Some(0), "not converged:\n{}", again.show());
+
+    // A third host: it gets the overlay; the others get one port each; no guest is touched.
+    let ids = |x: &Executor, key: &str| virsh(x, &["domid", &format!("{}-web-{key}", s.stack)]);
+    let (id_a, id_b) = (ids(&a, "a"), ids(&b, "b"));
+    s.write(&ovs_overlay_hcl(vni, "host.a, host.b, host.c"));
+    let plan = s.vf(&["plan"]);
+    for want in ["~ peers = \"10.98.0.12\" -> \"10.98.0.12, 10.98.0.13\"", "Fleet of 4 hosts: Plan: 1 to add, 2 to change, 0 to destroy"] {
+        assert!(plan.stdout.contains(want), "missing {want:?} in:\n{}", plan.show());
+    }
+    let out = s.vf(&["apply", "--auto-approve"]);
+    assert!(out.ok(), "{}", out.show());
+    assert_eq!(ovs_tunnels(&a, &br), [(port("10.98.0.12"), "10.98.0.12".into()), (port("10.98.0.13"), "10.98.0.13".into())]);
+    assert_eq!(ovs_tunnels(&c, &br), [(port("10.98.0.11"), "10.98.0.11".into()), (port("10.98.0.12"), "10.98.0.12".into())]);
+    assert_eq!((ids(&a, "a"), ids(&b, "b")), (id_a.clone(), id_b.clone()), "a guest was restarted");
+    // A tunnel port deleted by hand is drift; the next apply puts it back.
+    vsctl(&b, &["del-port", &br, &port("10.98.0.11")]);
+    let plan = s.vf(&["plan"]);
+    assert!(plan.stdout.contains("~ peers = \"10.98.0.13\" -> \"10.98.0.11, 10.98.0.13\""), "{}", plan.show());
+    assert!(s.vf(&["apply", "--auto-approve"]).ok());
+    assert_eq!(ovs_tunnels(&b, &br).len(), 2);
+
+    // And out again: host.c's bridge goes with its ports, the others lose one port.
+    s.write(&ovs_overlay_hcl(vni, "host.a, host.b"));
+    let out = s.vf(&["apply", "--auto-approve"]);
+    assert!(out.ok() && out.stdout.contains(&format!("delete Open vSwitch bridge {br} on host.c")), "{}", out.show());
+    assert!(!vsctl(&c, &["list-br"]).contains(&br) && !vsctl(&c, &["show"]).contains(&port("10.98.0.11")), "left on vflab-c: {}", vsctl(&c, &["show"]));
+    assert_eq!(ovs_tunnels(&a, &br), [(port("10.98.0.12"), "10.98.0.12".into())]);
+    assert_eq!((ids(&a, "a"), ids(&b, "b")), (id_a, id_b), "a guest was restarted");
+
+    let d = s.vf(&["destroy", "--auto-approve"]);
+    assert!(d.ok() && d.stdout.contains("Destroy complete"), "{}", d.show());
+    for (x, key) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        let show = vsctl(x, &["show"]);
+        assert!(!show.contains(&br) && !show.contains(&format!("v{vni:06x}")), "OVS objects left on vflab-{key}: {show}");
+        assert!(!virsh(x, &["list", "--all", "--name"]).contains(&s.stack), "domain left on vflab-{key}");
     }
     uncache_tiny();
 }
@@ -549,16 +655,7 @@ fn a_guest_whose_host_changes_migrates_live_keeping_its_uuid_mac_ip_and_data_lea
     s.write(&migrate_hcl(vni, "b", true));
     let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(600));
     assert!(out.ok(), "{}", out.show());
-    let plog = format!("/var/lib/virtform/{}/console/probe.log", s.stack);
-    let deadline = std::time::Instant::now() + Duration::from_secs(150);
-    let mut console = String::new();
-    while std::time::Instant::now() < deadline {
-        console = sh(&c, &["cat", &plog]);
-        if console.contains("VF-PING 10.60.0.21 ") {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    let console = console_until(&c, &format!("/var/lib/virtform/{}/console/probe.log", s.stack), "VF-PING 10.60.0.21 ", 150);
     assert!(console.contains("VF-PING 10.60.0.21 ok"), "the migrated guest does not answer on 10.60.0.21:\n{console}");
 
     let d = s.vf(&["destroy", "--auto-approve"]);

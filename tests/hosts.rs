@@ -372,6 +372,161 @@ fn an_overlays_peers_change_in_place_and_a_new_host_gets_the_whole_overlay() {
     assert_eq!(gone, [("network.tenant", Some(format!("overlay {} vx5001", want.bridge.name).as_str()))], "{pa:#?}");
 }
 
+/// The overlay of OVERLAY built of Open vSwitch VXLAN ports (userspace datapath).
+fn ovs_overlay() -> String {
+    format!("{HOSTS}{}", OVERLAY.replace("  subnet = \"10.60.0.0/24\"\n", "  subnet = \"10.60.0.0/24\"\n  backend = \"ovs\"\n  datapath_type = \"netdev\"\n"))
+}
+
+/// A host's Open vSwitch with the underlay bridge br-phy holding `addr`
+/// (as the lab's hosts have it), and the matching link.
+fn ovs_host(addr: &str) -> (virtform::host::ovs::FakeOvs, virtform::host::links::Link) {
+    use virtform::host::links::{Link, LinkKind};
+    use virtform::host::ovs::{Ovs, OvsOp};
+    let f = virtform::host::ovs::FakeOvs::default();
+    f.apply(&[OvsOp::AddBridge { name: "br-phy".into(), datapath_type: Some("netdev".into()), marker: "admin".into(), mtu: None }]).unwrap();
+    f.edit(|s| {
+        s.bridges.get_mut("br-phy").unwrap().external_ids.clear();
+    });
+    let link = Link {
+        name: "br-phy".into(),
+        ifindex: 3,
+        kind: LinkKind::Other("tun".into()),
+        alias: None,
+        mtu: 1500,
+        up: true,
+        promisc: false,
+        master: None,
+        mac: None,
+        addrs: vec![virtform::model::common::IpCidr::parse(&format!("{addr}/24")).unwrap()],
+        bridge: None,
+        veth_peer: None,
+        ipv6_disabled: None,
+        vxlan: None,
+    };
+    (f, link)
+}
+
+/// What the apply's step does on a host: the ops from the state as it is.
+fn converge_ovs(fake: &virtform::host::ovs::FakeOvs, part: &virtform::config::Configuration) -> Vec<String> {
+    use virtform::host::ovs::Ovs;
+    let Some(Spec::Network(n)) = part.resource("network.tenant").map(|r| &r.spec) else { panic!("no network.tenant") };
+    let want = virtform::plan::desired::DesiredOvsOverlay::from_network(n).unwrap();
+    let marker = virtform::host::marker_with_hash(&part.stack, "network.tenant", &want.hash());
+    let ops = virtform::apply::overlay::ovs_ops(&fake.state().unwrap(), &want, &marker, &part.stack, "network.tenant", None).unwrap();
+    fake.apply(&ops).unwrap();
+    ops.iter().map(|o| format!("{} {}", o.object(), o.describe())).collect()
+}
+
+#[test]
+fn an_ovs_overlay_is_a_bridge_with_a_vxlan_port_per_peer_and_a_host_added_is_one_port_each() {
+    use virtform::observe::Observed;
+    use virtform::plan::{plan, render, Action, PlanOptions};
+    let (_d, c) = ok(&ovs_overlay());
+    let opts = PlanOptions { state_dir: "/var/lib/virtform".into(), ..Default::default() };
+    let part = c.on_host(Some("host.a"));
+    let (fake, phy) = ovs_host("10.99.0.11");
+    let observe = |f: &virtform::host::ovs::FakeOvs| {
+        use virtform::host::ovs::Ovs;
+        let mut o = Observed { ovs: Some(f.state().unwrap()), ..Default::default() };
+        o.links.insert(phy.name.clone(), phy.clone());
+        o
+    };
+    let p = plan(&part, &observe(&fake), &opts);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    let net = p.changes.iter().find(|x| x.address == "network.tenant").unwrap();
+    assert_eq!(net.action, Action::Create, "{p:#?}");
+    // The guest's NIC: libvirt puts its tap on the overlay's OVS bridge, with the overlay's MTU.
+    let Some(Spec::Network(n)) = part.resource("network.tenant").map(|r| r.spec.clone()) else { panic!() };
+    let lowering = virtform::plan::desired::Lowering { cfg: &part, state_dir: std::path::Path::new("/var/lib/virtform"), kvm_usable: false, source_hashes: &Default::default(), imported: &Default::default() };
+    let def = lowering.domain(part.resource("instance.v[\"a\"]").unwrap()).unwrap();
+    let xml = virtform::xml::domain::domain_xml(&def);
+    assert!(xml.contains(&format!("<source bridge=\"{}\"/>", n.bridge_name())) && xml.contains("<virtualport type=\"openvswitch\">") && xml.contains("<mtu size=\"1450\"/>"), "{xml}");
+    assert_eq!(
+        converge_ovs(&fake, &part),
+        [
+            format!("{} create OVS bridge (datapath netdev)", n.bridge_name()),
+            "v0013890a62000c set up VXLAN tunnel port on vfab-t to 10.98.0.12".replace("vfab-t", n.bridge_name()),
+            "v0013890a63000d set up VXLAN tunnel port on vfab-t to 10.99.0.13".replace("vfab-t", n.bridge_name()),
+        ]
+    );
+    let again = plan(&part, &observe(&fake), &opts);
+    let net = again.changes.iter().find(|x| x.address == "network.tenant").unwrap();
+    assert_eq!(net.action, Action::NoOp, "converged: {again:#?}");
+
+    // host.c leaves: on host.a one port goes, and the plan says so.
+    let (_d2, fewer) = ok(&ovs_overlay().replace("[host.a, host.b, host.c]", "[host.a, host.b]"));
+    let part2 = fewer.on_host(Some("host.a"));
+    let p2 = plan(&part2, &observe(&fake), &opts);
+    let net = p2.changes.iter().find(|x| x.address == "network.tenant").unwrap();
+    assert_eq!(net.action, Action::Update, "{p2:#?}");
+    assert!(render::text(&p2, false).contains("~ peers = \"10.98.0.12, 10.99.0.13\" -> \"10.98.0.12\""), "{}", render::text(&p2, false));
+    // (the bridge's marker gets the new spec hash in the same transaction)
+    assert_eq!(converge_ovs(&fake, &part2), [format!("{} update OVS bridge", n.bridge_name()), "v0013890a63000d delete OVS port".to_string()]);
+    // A tunnel's options changed by hand: drift, that port alone set right.
+    fake.edit(|s| {
+        s.ports.get_mut("v0013890a62000c").unwrap().options.insert("key".into(), "99".into());
+    });
+    let p3 = plan(&part2, &observe(&fake), &opts);
+    let net = p3.changes.iter().find(|x| x.address == "network.tenant").unwrap();
+    assert_eq!((net.action, net.reason.as_deref()), (Action::Update, Some("drift")), "{p3:#?}");
+    assert!(net.changes.iter().any(|x| x.attr == "tunnel v0013890a62000c"), "{net:#?}");
+    assert_eq!(converge_ovs(&fake, &part2).len(), 1);
+
+    // A host the overlay no longer spans finds its bridge orphaned: one delete, tunnels with it.
+    let (_d3, without_a) = ok(&ovs_overlay().replace("[host.a, host.b, host.c]", "[host.b, host.c]").replace("{ a = host.a, b = host.b }", "{ b = host.b }"));
+    let p4 = plan(&without_a.on_host(Some("host.a")), &observe(&fake), &opts);
+    let gone: Vec<(&str, Option<&str>)> = p4.changes.iter().filter(|x| x.action == Action::Delete).map(|x| (x.address.as_str(), x.object.as_deref())).collect();
+    assert_eq!(gone, [("network.tenant", Some(format!("ovs bridge {}", n.bridge_name()).as_str()))], "{p4:#?}");
+}
+
+#[test]
+fn an_ovs_overlay_refuses_a_tunnel_address_the_userspace_datapath_cannot_send_from_and_a_backend_change_is_a_replace() {
+    use virtform::observe::Observed;
+    use virtform::plan::{plan, Action, PlanOptions};
+    use virtform::host::ovs::Ovs;
+    let (_d, c) = ok(&ovs_overlay());
+    let opts = PlanOptions { state_dir: "/var/lib/virtform".into(), ..Default::default() };
+    let part = c.on_host(Some("host.a"));
+    let (fake, mut phy) = ovs_host("10.99.0.11");
+    // The address nowhere on the host.
+    let p = plan(&part, &Observed { ovs: Some(fake.state().unwrap()), ..Default::default() }, &opts);
+    assert!(p.errors.iter().any(|e| e.contains("network.tenant: the tunnel address 10.99.0.11 is not an address of this host") && e.contains("br-phy")), "{:?}", p.errors);
+    // On a link that is not an OVS bridge.
+    phy.name = "eth1".into();
+    let mut o = Observed { ovs: Some(fake.state().unwrap()), ..Default::default() };
+    o.links.insert("eth1".into(), phy.clone());
+    let p = plan(&part, &o, &opts);
+    assert!(p.errors.iter().any(|e| e.contains("10.99.0.11 is on eth1, which is not an Open vSwitch bridge") && e.contains("sends VXLAN only from an address on an Open vSwitch bridge")), "{:?}", p.errors);
+    // No Open vSwitch at all.
+    let p = plan(&part, &Observed::default(), &opts);
+    assert!(p.errors.iter().any(|e| e.contains("Open vSwitch is not running")), "{:?}", p.errors);
+
+    // The same overlay built by the linux backend: replaced, its links removed by their object.
+    let (_d2, lin) = ok(&format!("{HOSTS}{OVERLAY}"));
+    let lpart = lin.on_host(Some("host.a"));
+    let Some(Spec::Network(ln)) = lpart.resource("network.tenant").map(|r| r.spec.clone()) else { panic!() };
+    let want = virtform::plan::desired::DesiredOverlay::from_network(&ln).unwrap();
+    let marker = virtform::host::marker_with_hash("t", "network.tenant", &want.hash());
+    let br = virtform::host::links::Link { name: want.bridge.name.clone(), alias: Some(marker.clone()), kind: virtform::host::links::LinkKind::Bridge, bridge: Some(virtform::host::links::BridgeInfo { stp: false, forward_delay_cs: 0, mcast_snooping: true }), addrs: vec![], ..phy.clone() };
+    let vx = virtform::host::links::Link { name: "vx5001".into(), kind: virtform::host::links::LinkKind::Other("vxlan".into()), bridge: None, ..br.clone() };
+    let (fake, phy) = ovs_host("10.99.0.11");
+    let mut o = Observed { ovs: Some(fake.state().unwrap()), ..Default::default() };
+    for l in [&br, &vx, &phy] {
+        o.links.insert(l.name.clone(), l.clone());
+    }
+    assert_eq!(part.stack, "t", "the marker above is this stack's");
+    let p = plan(&part, &o, &opts);
+    let net = p.changes.iter().find(|x| x.address == "network.tenant").unwrap();
+    assert_eq!((net.action, net.object.clone()), (Action::Replace, Some(format!("overlay {} vx5001", want.bridge.name))), "{p:#?}");
+    // And back: the OVS bridge is ours, the linux backend replaces it.
+    converge_ovs(&fake, &part);
+    let mut o = Observed { ovs: Some(fake.state().unwrap()), ..Default::default() };
+    o.links.insert(phy.name.clone(), phy.clone());
+    let p = plan(&lpart, &o, &opts);
+    let net = p.changes.iter().find(|x| x.address == "network.tenant").unwrap();
+    assert_eq!((net.action, net.object.clone()), (Action::Replace, Some(format!("ovs bridge {}", want.bridge.name))), "{p:#?}");
+}
+
 #[test]
 fn bad_overlays_are_located_errors() {
     let net = |body: &str| format!("network \"tenant\" {{\n  type = \"overlay\"\n{body}\n}}\n");
@@ -385,7 +540,17 @@ fn bad_overlays_are_located_errors() {
         ("not a host", format!("network \"x\" {{}}\n{}", net("  vni = 5\n  hosts = [host.a, network.x]")), &["expected a reference to a host, got a reference to network.x"]),
         ("an address", net("  vni = 5\n  hosts = [host.a]\n  address = \"10.60.0.1/24\""), &["an overlay has no host address", "address = \"10.60.0.1/24\""]),
         ("host instead of hosts", net("  vni = 5\n  hosts = [host.a]\n  host = host.a"), &["an overlay spans hosts: list them in `hosts`, not `host`"]),
-        ("the ovs backend", net("  vni = 5\n  hosts = [host.a]\n  backend = \"ovs\""), &["the \"ovs\" overlay backend (Open vSwitch VXLAN ports) is not built yet", "backend = \"ovs\""]),
+        (
+            "a datapath on a linux overlay",
+            net("  vni = 5\n  hosts = [host.a]\n  datapath_type = \"netdev\""),
+            &["`datapath_type` applies only to networks of type \"ovs\" and overlays with backend = \"ovs\", this one is an overlay with backend \"linux\"", "add backend = \"ovs\""],
+        ),
+        ("an unknown backend", net("  vni = 5\n  hosts = [host.a]\n  backend = \"geneve\""), &["backend = \"geneve\"", "linux", "ovs"]),
+        (
+            "a bridge plug on an ovs overlay",
+            format!("{}port \"p\" {{\n  network = network.tenant\n  plug = \"bridge\"\n}}\n", net("  vni = 5\n  hosts = [host.a]\n  backend = \"ovs\"")),
+            &["plug \"bridge\" cannot be used on network.tenant", "expected \"ovs\" or \"ovs_hybrid\""],
+        ),
         ("an MTU with no room", net("  vni = 5\n  hosts = [host.a]\n  mtu = 65500"), &["MTU 65500 leaves no room for the VXLAN encapsulation (50 bytes)"]),
         ("vni on a bridge", "network \"lan\" {\n  vni = 5\n}\n".into(), &["`vni` applies only to networks of type \"overlay\", this one is \"bridge\""]),
         (

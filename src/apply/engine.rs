@@ -17,7 +17,7 @@ use crate::host::{disks, marker_with_hash, HostError};
 use crate::model::image::ImageFormat;
 use crate::model::{Kind, Spec};
 use crate::model::network::NetType;
-use crate::plan::desired::{libvirt_network_name, DesiredBridge, DesiredHybrid, DesiredOverlay, DesiredOvsBridge, Lowering};
+use crate::plan::desired::{libvirt_network_name, DesiredBridge, DesiredHybrid, DesiredOverlay, DesiredOvsBridge, DesiredOvsOverlay, Lowering};
 use crate::plan::{Action, Landing, Plan};
 use std::collections::BTreeMap;
 
@@ -351,6 +351,10 @@ pub enum Op {
     /// device and peers), from the links as they are when the step runs.
     /// `from`: the address a moved overlay's links are marked for now.
     Overlay { want: crate::plan::desired::DesiredOverlay, marker: String, create: bool, from: Option<String> },
+    /// Create or repair an overlay with the `ovs` backend on this host (its
+    /// Open vSwitch bridge and VXLAN ports), from OVS as it is when the
+    /// step runs, in one transaction. `from`: as for `Overlay`.
+    OvsOverlay { want: crate::plan::desired::DesiredOvsOverlay, marker: String, create: bool, from: Option<String> },
     /// Migrate a running domain live from the host `from` (`None`: this
     /// machine) to this one: the kernel and initrd delivered and the console
     /// directory made first (as for a define), then libvirt's migration
@@ -436,6 +440,11 @@ impl HostStep {
             Op::Links { what, .. } => what.clone(),
             Op::Overlay { want, create: true, .. } => format!("create overlay bridge {} with tunnel {} (VNI {})", want.bridge.name, want.vxlan, want.vni),
             Op::Overlay { want, .. } => format!("configure overlay bridge {} and tunnel {}", want.bridge.name, want.vxlan),
+            Op::OvsOverlay { want, create, .. } => {
+                let peers: Vec<String> = want.tunnels.iter().map(|(_, p)| p.to_string()).collect();
+                let to = if peers.is_empty() { "no other host".to_string() } else { peers.join(", ") };
+                format!("{} overlay Open vSwitch bridge {} with VXLAN ports to {to} (VNI {})", if *create { "create" } else { "configure" }, want.bridge, want.vni)
+            }
             Op::RemoveOverlay { bridge, vxlan, .. } => format!("delete overlay {}", [vxlan, bridge].into_iter().flatten().cloned().collect::<Vec<_>>().join(" and ")),
             Op::CreateDisk { path, base: Some(_), .. } => format!("create overlay {}", path.display()),
             Op::CreateDisk { path, .. } => format!("create disk {}", path.display()),
@@ -528,6 +537,16 @@ impl Step for HostStep {
                 let stack = crate::host::parse_marker(marker).map(|(s, _)| s).unwrap_or_default();
                 let ops = super::overlay::ops(&links, want, marker, stack, &self.address, from.as_deref()).map_err(|m| StepError::new(m).with_hint("plan again"))?;
                 env.links.apply(&ops).map_err(herr)?;
+                Ok(StepOutcome::Done)
+            }
+            Op::OvsOverlay { want, marker, from, .. } => {
+                let state = env.ovs.state().map_err(herr)?;
+                let stack = crate::host::parse_marker(marker).map(|(s, _)| s).unwrap_or_default();
+                let ops = super::overlay::ovs_ops(&state, want, marker, stack, &self.address, from.as_deref()).map_err(|m| StepError::new(m).with_hint("plan again"))?;
+                if ops.is_empty() {
+                    return Ok(StepOutcome::AlreadyDone);
+                }
+                env.ovs.apply(&ops).map_err(herr)?;
                 Ok(StepOutcome::Done)
             }
             Op::RemoveOverlay { stack, bridge, vxlan } => {
@@ -1205,6 +1224,7 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                 (None, Some(Spec::Network(n))) => Some(match n.net_type {
                     NetType::Bridge => Op::Links { what: format!("delete bridge {}", n.bridge_name()), ops: vec![LinkOp::Delete { name: n.bridge_name().to_string() }] },
                     NetType::Ovs => Op::RemoveOvsBridge { name: n.bridge_name().to_string() },
+                    NetType::Overlay if n.ovs_overlay() => Op::RemoveOvsBridge { name: n.bridge_name().to_string() },
                     NetType::Overlay => Op::RemoveOverlay { stack: cfg.stack.clone(), bridge: Some(n.bridge_name().to_string()), vxlan: n.vxlan_device() },
                     NetType::Nat | NetType::Isolated => Op::RemoveLibvirtNetwork {
                         name: cfg.resource(&c.address).and_then(|r| lowering.libvirt_network(r)).map(|d| d.name).unwrap_or_else(|| libvirt_network_name(&cfg.stack, &cfg.names_of_str(&c.address))),
@@ -1305,6 +1325,11 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                         let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
                         Op::RemarkOvsBridge { name: want.name.clone(), marker, from: c.previous_address.clone().unwrap_or_default() }
                     }
+                    NetType::Overlay if n.ovs_overlay() => {
+                        let Some(want) = DesiredOvsOverlay::from_network(n) else { continue };
+                        let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
+                        Op::OvsOverlay { want, marker, create: false, from: c.previous_address.clone() }
+                    }
                     NetType::Overlay => {
                         let Some(want) = DesiredOverlay::from_network(n) else { continue };
                         let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
@@ -1345,6 +1370,11 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                         let want = DesiredOvsBridge::from_network(n);
                         let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
                         Op::OvsNetwork { want, marker, address: n.address, create: creating, adopt: c.importing.is_some() }
+                    }
+                    NetType::Overlay if n.ovs_overlay() => {
+                        let Some(want) = DesiredOvsOverlay::from_network(n) else { continue };
+                        let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
+                        Op::OvsOverlay { want, marker, create: creating, from: c.previous_address.clone() }
                     }
                     NetType::Overlay => {
                         let Some(want) = DesiredOverlay::from_network(n) else { continue };

@@ -24,8 +24,9 @@ pub enum NetType {
     Nat,
     /// A libvirt network without outside connectivity.
     Isolated,
-    /// One L2 segment across hosts: on each of its `hosts` a Linux bridge
-    /// joined to every other host's `tunnel_ip` by a VXLAN device.
+    /// One L2 segment across hosts: on each of its `hosts` a bridge joined
+    /// to every other host's `tunnel_ip` by VXLAN (a Linux bridge with a
+    /// kernel VXLAN device, or an Open vSwitch bridge with VXLAN ports).
     Overlay,
 }
 
@@ -63,8 +64,21 @@ pub enum OverlayBackend {
     /// replication FDB (one all-zeros entry per other host).
     #[default]
     Linux,
-    /// Open vSwitch VXLAN ports (not built yet: refused).
+    /// An Open vSwitch bridge with one VXLAN port per other host (the
+    /// Neutron way); guests plug in with `plug = "ovs"` (or `"ovs_hybrid"`).
     Ovs,
+}
+
+/// The name of an `ovs` overlay's VXLAN port to `peer` on each host: `v`,
+/// the VNI in 6 hex digits, then the peer's IPv4 address in 8 (for IPv6,
+/// 8 hex of a hash of it): 15 characters, an interface name, and one per
+/// (overlay, peer), since OVS port names are host-wide.
+pub fn ovs_tunnel_port(vni: u32, peer: std::net::IpAddr) -> String {
+    let tail = match peer {
+        std::net::IpAddr::V4(a) => format!("{:08x}", u32::from(a)),
+        std::net::IpAddr::V6(a) => super::common::hex(&sha(&a.to_string())[..4]),
+    };
+    format!("v{:06x}{tail}", vni & 0xff_ffff)
 }
 
 /// The VXLAN UDP port (IANA).
@@ -112,7 +126,7 @@ pub struct Network {
     /// The host it lives on (`host.NAME`). Default: the host of the instance that uses it (the instances whose ports are on it), else this machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<ResourceRef>,
-    /// `bridge` (default), `ovs`, `nat` or `isolated`.
+    /// `bridge` (default), `ovs`, `nat`, `isolated` or `overlay`.
     #[serde(rename = "type", default)]
     pub net_type: NetType,
     /// The bridge device name (at most 15 characters). Default: `vf` + a hash of stack and address + the name, cut to 15.
@@ -131,7 +145,7 @@ pub struct Network {
     pub stp: Option<bool>,
     /// Forward delay of a Linux bridge in seconds (default 0).
     pub forward_delay: Option<u32>,
-    /// OVS datapath type: `system` (default) or `netdev` (userspace).
+    /// OVS datapath type: `system` (default) or `netdev` (userspace), on `ovs` networks and `backend = "ovs"` overlays.
     pub datapath_type: Option<Datapath>,
     /// DHCP range on a nat or isolated network (default: the upper half of the subnet).
     pub dhcp: Option<Dhcp>,
@@ -141,7 +155,7 @@ pub struct Network {
     /// The VXLAN network identifier of an `overlay` (1 to 16777215), unique among the configuration's overlays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
-    /// How an `overlay`'s tunnels are built: `linux` (default: a Linux bridge and a kernel VXLAN device on each host).
+    /// How an `overlay`'s tunnels are built: `linux` (default: a Linux bridge and a kernel VXLAN device on each host) or `ovs` (an Open vSwitch bridge with a VXLAN port per other host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<OverlayBackend>,
     /// An overlay's hosts with their underlay addresses, in `hosts` order (set by resolve).
@@ -188,9 +202,20 @@ impl Network {
         }
     }
 
-    /// The VXLAN device of an overlay on each of its hosts: `vx` + the VNI.
+    /// The VXLAN device of a Linux overlay on each of its hosts: `vx` + the VNI.
     pub fn vxlan_device(&self) -> Option<String> {
-        (self.net_type == NetType::Overlay).then(|| format!("vx{}", self.vni.unwrap_or(0)))
+        (self.net_type == NetType::Overlay && !self.ovs_overlay()).then(|| format!("vx{}", self.vni.unwrap_or(0)))
+    }
+
+    /// Whether this is an overlay built of Open vSwitch VXLAN ports.
+    pub fn ovs_overlay(&self) -> bool {
+        self.net_type == NetType::Overlay && self.backend == Some(OverlayBackend::Ovs)
+    }
+
+    /// Whether guests plug into this network's bridge through Open vSwitch
+    /// (an `ovs` network, or an overlay with the `ovs` backend).
+    pub fn on_ovs(&self) -> bool {
+        self.net_type == NetType::Ovs || self.ovs_overlay()
     }
 
     /// Whether this is a data source (an existing network virtform only reads).
@@ -221,8 +246,12 @@ impl Network {
                 }
             }
         }
-        if t != NetType::Ovs && self.datapath_type.is_some() {
-            errs.push(FieldError::new("datapath_type", format!("`datapath_type` applies only to networks of type \"ovs\", this one is \"{}\"", t.as_str())));
+        if !self.on_ovs() && self.datapath_type.is_some() {
+            let what = if t == NetType::Overlay { "an overlay with backend \"linux\"".to_string() } else { format!("\"{}\"", t.as_str()) };
+            errs.push(
+                FieldError::new("datapath_type", format!("`datapath_type` applies only to networks of type \"ovs\" and overlays with backend = \"ovs\", this one is {what}"))
+                    .label(if t == NetType::Overlay { "add backend = \"ovs\", or leave datapath_type out" } else { "leave datapath_type out" }),
+            );
         }
         if let Some(fd) = self.forward_delay
             && fd > 30 {
@@ -269,12 +298,6 @@ impl Network {
             None => errs.push(FieldError::new("", "an \"overlay\" network needs `vni` (its VXLAN network identifier, 1 to 16777215)").label("add vni = 5001")),
             Some(v) if !(1..=16_777_215).contains(&v) => errs.push(FieldError::new("vni", format!("VNI {v} is out of range")).label("expected 1 to 16777215 (24 bits)")),
             _ => {}
-        }
-        if self.backend == Some(OverlayBackend::Ovs) {
-            errs.push(
-                FieldError::new("backend", "the \"ovs\" overlay backend (Open vSwitch VXLAN ports) is not built yet")
-                    .label("leave `backend` out (or write \"linux\"): a Linux bridge with a kernel VXLAN device on each host"),
-            );
         }
         if self.host.is_some() {
             errs.push(FieldError::new("host", "an overlay spans hosts: list them in `hosts`, not `host`").label("write hosts = [host.a, host.b]"));

@@ -80,6 +80,7 @@ impl Port {
             return Err(vec![FieldError::new("network", format!("{} is not a network", self.network))]);
         };
         let allowed: &[Plug] = match net.net_type {
+            NetType::Overlay if net.ovs_overlay() => &[Plug::Ovs, Plug::OvsHybrid],
             NetType::Bridge | NetType::Overlay => &[Plug::Bridge],
             NetType::Ovs => &[Plug::Ovs, Plug::OvsHybrid],
             NetType::Nat | NetType::Isolated => &[Plug::Network],
@@ -88,7 +89,7 @@ impl Port {
         if !allowed.contains(&plug) {
             let names: Vec<String> = allowed.iter().map(|p| format!("\"{}\"", p.as_str())).collect();
             errs.push(
-                FieldError::new("plug", format!("plug \"{}\" cannot be used on {} (type \"{}\")", plug.as_str(), self.network, net.net_type.as_str()))
+                FieldError::new("plug", format!("plug \"{}\" cannot be used on {} (type \"{}\"{})", plug.as_str(), self.network, net.net_type.as_str(), if net.ovs_overlay() { ", backend \"ovs\"" } else { "" }))
                     .label(format!("expected {}", names.join(" or "))),
             );
         }

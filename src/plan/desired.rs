@@ -430,8 +430,11 @@ pub struct DesiredOverlay {
 }
 
 impl DesiredOverlay {
-    /// `None` when the network is not an overlay with a tunnel on this host.
+    /// `None` when the network is not a Linux overlay with a tunnel on this host.
     pub fn from_network(n: &Network) -> Option<DesiredOverlay> {
+        if n.ovs_overlay() {
+            return None;
+        }
         let t = n.tunnel.as_ref()?;
         Some(DesiredOverlay {
             bridge: DesiredBridge::from_network(n),
@@ -441,6 +444,56 @@ impl DesiredOverlay {
             local: t.local,
             peers: t.peers.clone(),
         })
+    }
+
+    pub fn hash(&self) -> String {
+        spec_hash(self)
+    }
+}
+
+/// What an overlay with `backend = "ovs"` wants on one of its hosts: an
+/// Open vSwitch bridge (its datapath, its MTU) and one VXLAN port per other
+/// host. The bridge carries the network's marker with this hash; the
+/// tunnel ports carry the marker without one (they are the network's).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DesiredOvsOverlay {
+    pub bridge: String,
+    /// `netdev` or `system`; None leaves OVS's default (system).
+    pub datapath_type: Option<String>,
+    pub mtu: Option<u32>,
+    pub vni: u32,
+    pub port: u16,
+    pub local: std::net::IpAddr,
+    /// (port name, peer's underlay address), sorted by address.
+    pub tunnels: Vec<(String, std::net::IpAddr)>,
+}
+
+impl DesiredOvsOverlay {
+    /// `None` when the network is not an `ovs` overlay with a tunnel on this host.
+    pub fn from_network(n: &Network) -> Option<DesiredOvsOverlay> {
+        if !n.ovs_overlay() {
+            return None;
+        }
+        let t = n.tunnel.as_ref()?;
+        let vni = n.vni?;
+        Some(DesiredOvsOverlay {
+            bridge: n.bridge_name().to_string(),
+            datapath_type: DesiredOvsBridge::from_network(n).datapath_type,
+            mtu: n.mtu,
+            vni,
+            port: crate::model::network::VXLAN_PORT,
+            local: t.local,
+            tunnels: t.peers.iter().map(|p| (crate::model::network::ovs_tunnel_port(vni, *p), *p)).collect(),
+        })
+    }
+
+    /// The options of the VXLAN port to `peer`: what is set, and what an
+    /// observed port is compared with.
+    pub fn options(&self, peer: std::net::IpAddr) -> std::collections::BTreeMap<String, String> {
+        [("remote_ip", peer.to_string()), ("local_ip", self.local.to_string()), ("key", self.vni.to_string()), ("dst_port", self.port.to_string())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
     }
 
     pub fn hash(&self) -> String {

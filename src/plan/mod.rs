@@ -1018,8 +1018,11 @@ impl Planner<'_> {
                     }
             }
             for name in ovs.ports.keys() {
+                // An overlay's tunnel ports carry the network's marker and
+                // go with its bridge; the others are hybrid plugs' qvo ports.
                 if let Some((s, a)) = ovs.port_owner(name)
-                    && s == stack && !declared.contains(&a) && name.len() > 3 {
+                    && s == stack && !declared.contains(&a) && name.len() > 3
+                    && crate::model::Address::parse(&a).is_some_and(|x| x.kind == Kind::Port) {
                         found.entry(a).or_insert((Kind::Port, Some(format!("ovs_hybrid qbr{}", &name[3..]))));
                     }
             }

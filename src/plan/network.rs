@@ -8,7 +8,7 @@
 //! - Drift is told from change by the marker's spec hash where the object
 //!   carries one; a libvirt network's changes are all shown as updates.
 
-use super::desired::{DesiredBridge, DesiredOverlay, DesiredOvsBridge};
+use super::desired::{DesiredBridge, DesiredOverlay, DesiredOvsBridge, DesiredOvsOverlay};
 use super::{change, AttrChange, Foreign, Landing, Planner, ResourceChange};
 use crate::model::network::NetType;
 use crate::model::{Kind, Resource, Spec};
@@ -27,8 +27,128 @@ impl Planner<'_> {
             NetType::Bridge => self.linux_bridge(r),
             NetType::Ovs => self.ovs_bridge(r),
             NetType::Nat | NetType::Isolated => self.libvirt_network(r),
+            NetType::Overlay if n.ovs_overlay() => self.ovs_overlay(r),
             NetType::Overlay => self.overlay(r),
         }
+    }
+
+    /// An overlay with the `ovs` backend on this host: its Open vSwitch
+    /// bridge as an `ovs` network's (datapath, MTU, realized by
+    /// ovs-vswitchd), then its VXLAN ports (one per other host, with the
+    /// VNI, this host's and the peer's addresses). Every change lands live.
+    /// The userspace datapath sends VXLAN only from an address on an OVS
+    /// bridge: a `tunnel_ip` elsewhere is a plan error, not a silent
+    /// tunnel that carries nothing. The same overlay built by the `linux`
+    /// backend (its backend changed) is replaced.
+    fn ovs_overlay(&mut self, r: &Resource) -> ResourceChange {
+        let Spec::Network(n) = &r.spec else { unreachable!() };
+        let addr = r.address.to_string();
+        let Some(want) = DesiredOvsOverlay::from_network(n) else {
+            return ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        };
+        let Some(ovs) = &self.obs.ovs else {
+            self.out.errors.push(format!(
+                "{addr}: Open vSwitch is not running (ovs-vsctl cannot reach ovsdb-server), and this overlay's backend is \"ovs\"; start it (scripts/host-setup does) and plan again"
+            ));
+            return ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        };
+        let br = want.bridge.as_str();
+        if want.datapath_type.as_deref() == Some("netdev") {
+            let on = self.obs.links.values().find(|l| l.addrs.iter().any(|a| a.addr == want.local));
+            let problem = match on {
+                None => Some("is not an address of this host (on none of its links)".to_string()),
+                Some(l) if !ovs.bridges.contains_key(&l.name) => Some(format!("is on {}, which is not an Open vSwitch bridge", l.name)),
+                Some(_) => None,
+            };
+            if let Some(p) = problem {
+                self.out.errors.push(format!(
+                    "{addr}: the tunnel address {} {p}; the userspace (netdev) datapath sends VXLAN only from an address on an Open vSwitch bridge, so these tunnels would carry nothing. \
+                     Put the address on an OVS bridge of the underlay (as Neutron's br-phy: ovs-vsctl add-br br-phy -- set bridge br-phy datapath_type=netdev -- add-port br-phy ETH; ip addr add ADDR dev br-phy), or set the host's tunnel_ip to such an address",
+                    want.local
+                ));
+                return ResourceChange::new(addr, Kind::Network, Action::NoOp);
+            }
+        }
+        if !ovs.bridges.contains_key(br)
+            && let Some(l) = self.obs.links.get(br)
+        {
+            let owner = self.obs.link_owner(br);
+            if l.bridge.is_some() && self.owned(&owner, r) {
+                // This overlay on a Linux bridge: the backend changed.
+                let vx = format!("vx{}", want.vni);
+                let vx = self.obs.links.get(&vx).filter(|_| self.owned(&self.obs.link_owner(&vx), r)).map(|_| vx);
+                let mut rc = ResourceChange::new(addr, Kind::Network, Action::Replace);
+                rc.reason = Some("replace_because_cannot_update".into());
+                rc.object = Some(crate::apply::overlay::object(Some(br), vx.as_deref()));
+                rc.changes.push(change("backend", "linux", "ovs", Landing::Replace, false));
+                return rc;
+            }
+            let f = Foreign::new(format!("link \"{br}\" (not an Open vSwitch bridge; the bridge of overlay {addr})"));
+            let f = if l.bridge.is_some() { f.data("bridge", br) } else { f };
+            return self.conflict(r, f, owner);
+        }
+        if ovs.bridges.contains_key(br) {
+            let owner = ovs.bridge_owner(br);
+            if !self.owned(&owner, r) {
+                return self.conflict(r, Foreign::new(format!("Open vSwitch bridge \"{br}\" (the bridge of overlay {addr})")).data("ovs_bridge", br), owner);
+            }
+        }
+        for (name, _) in &want.tunnels {
+            if ovs.ports.contains_key(name) {
+                let owner = ovs.port_owner(name);
+                if !self.owned(&owner, r) {
+                    return self.conflict(r, Foreign::new(format!("Open vSwitch port \"{name}\" (a tunnel of overlay {addr})")), owner);
+                }
+            }
+        }
+        let Some(have) = ovs.bridges.get(br) else {
+            return ResourceChange::new(addr, Kind::Network, Action::Create);
+        };
+        let outside = ovs.bridge_marker_hash(br).as_deref() == Some(want.hash().as_str());
+        let mut rc = ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        if let Some(dp) = &want.datapath_type
+            && have.datapath() != dp
+        {
+            rc.changes.push(change("datapath_type", have.datapath(), dp, Landing::Live, outside));
+        }
+        if have.datapath_id.is_none() {
+            rc.changes.push(change("state", "not set up by ovs-vswitchd", "set up", Landing::Live, true));
+        }
+        if let Some(m) = want.mtu {
+            let have_mtu = ovs.ports.get(br).and_then(|p| p.mtu_request);
+            if have_mtu != Some(m) {
+                rc.changes.push(change("mtu", have_mtu.map(|v| v.to_string()).unwrap_or_else(|| "(default)".into()), m, Landing::Live, outside));
+            }
+        }
+        // The peers this host's tunnel ports reach, and those set wrong.
+        let mut peers: Vec<std::net::IpAddr> = Vec::new();
+        for (name, p) in &ovs.ports {
+            if p.bridge.as_deref() == Some(br) && p.iface_type == "vxlan" && self.owned(&ovs.port_owner(name), r) {
+                let remote = p.options.get("remote_ip").and_then(|v| v.parse().ok());
+                if let Some(ip) = remote.filter(|ip| want.tunnels.iter().any(|(n, x)| n == name && x == ip)) {
+                    if p.options != want.options(ip) || p.error.is_some() {
+                        let show = |o: &std::collections::BTreeMap<String, String>| o.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+                        let before = match &p.error {
+                            Some(e) => format!("{} (error: {e})", show(&p.options)),
+                            None => show(&p.options),
+                        };
+                        rc.changes.push(change(&format!("tunnel {name}"), before, show(&want.options(ip)), Landing::Live, outside));
+                    }
+                    peers.push(ip);
+                } else {
+                    // A port of this overlay's to a host it no longer spans, or misnamed.
+                    peers.extend(remote);
+                }
+            }
+        }
+        peers.sort();
+        let wanted: Vec<std::net::IpAddr> = want.tunnels.iter().map(|(_, ip)| *ip).collect();
+        if peers != wanted {
+            let show = |p: &[std::net::IpAddr]| if p.is_empty() { "(none)".to_string() } else { p.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ") };
+            rc.changes.push(change("peers", show(&peers), show(&wanted), Landing::Live, outside));
+        }
+        Self::finish_update(&mut rc, outside);
+        rc
     }
 
     /// An overlay on this host: its bridge as a Linux bridge's, then its
@@ -43,6 +163,17 @@ impl Planner<'_> {
         };
         let hash = want.hash();
         let (br, vx) = (&want.bridge.name, &want.vxlan);
+        if let Some(ovs) = &self.obs.ovs
+            && ovs.bridges.contains_key(br)
+            && self.owned(&ovs.bridge_owner(br), r)
+        {
+            // This overlay on an Open vSwitch bridge: the backend changed.
+            let mut rc = ResourceChange::new(addr, Kind::Network, Action::Replace);
+            rc.reason = Some("replace_because_cannot_update".into());
+            rc.object = Some(format!("ovs bridge {br}"));
+            rc.changes.push(change("backend", "ovs", "linux", Landing::Replace, false));
+            return rc;
+        }
         for name in [br, vx] {
             let Some(link) = self.obs.links.get(name.as_str()) else { continue };
             let owner = self.obs.link_owner(name);
