@@ -1120,13 +1120,6 @@ fn a_bridge_and_a_libvirt_network_made_by_hand_on_a_remote_host_are_imported_and
         hand.bridge, hand.bridge, hand.net
     );
 
-    // A file import on host.b is refused, naming it; nothing changes.
-    let file = "disk \"d\" {\n  host = host.b\n  size = \"1M\"\n}\nimport {\n  to = disk.d\n  id = \"/srv/d.qcow2\"\n}\n";
-    s.write(&some_hosts_hcl(&["a", "b"], &(nets.clone() + file)));
-    let out = s.vf(&["plan"]);
-    assert_eq!(out.code, Some(1), "{}", out.show());
-    assert!(out.stderr.contains("disk.d: importing the file \"/srv/d.qcow2\" on host.b is not supported yet"), "{}", out.show());
-
     s.write(&some_hosts_hcl(&["a", "b"], &nets));
     let out = run(env!("CARGO_BIN_EXE_virtform"), &["--no-color", "--state-dir", s.state.path().to_str().unwrap(), "--stack", &s.stack, "--var", "assets=/x", "import", "network.lan", &hand.bridge, s.cfg.path().to_str().unwrap()]);
     assert_eq!(out.code, Some(1), "{}", out.show());
@@ -1147,6 +1140,137 @@ fn a_bridge_and_a_libvirt_network_made_by_hand_on_a_remote_host_are_imported_and
     assert!(d.ok() && d.stdout.contains("Destroy complete"), "{}", d.show());
     assert!(!sh(&b, &["ip", "-br", "link"]).contains(&hand.bridge), "the imported bridge is left on vflab-b");
     assert!(!sh(&b, &["virsh", "-c", "qemu:///system", "net-list", "--all", "--name"]).contains(&hand.net), "the imported network is left on vflab-b");
+}
+
+/// A directory of files made by hand on vflab-b (under its private
+/// /var/lib/libvirt: no other lab host and not this machine sees it),
+/// removed however the test ends.
+struct FilesOnB(String);
+
+impl Drop for FilesOnB {
+    fn drop(&mut self) {
+        let _ = sh(&lab("vflab-b"), &["rm", "-rf", "--", &self.0]);
+    }
+}
+
+/// Imports of files on a remote host: a disk and a volume file made by
+/// hand on vflab-b (the volume holding 16 bytes "V") are imported by
+/// `import` blocks, pinned by vflab-b's `stat` and marked there with the
+/// `user.virtform` attribute, recorded in this machine's registry, and a
+/// guest on vflab-b boots on them as they are; bad files there are located
+/// errors; another stack is refused by the attribute; destroy deletes them
+/// on vflab-b.
+#[test]
+fn a_disk_and_a_volume_file_made_by_hand_on_a_remote_host_are_imported_used_and_destroyed() {
+    let _one = lab_guests();
+    let s = VfStack::new("a_disk_and_a_volume_file_made_by_hand_on_a_remote_host_are_imported_used_and_destroyed", "flf");
+    let pid = std::process::id();
+    let b = lab("vflab-b");
+    let dir = FilesOnB(format!("/var/lib/libvirt/images/vffimp{pid}"));
+    let (data, keep) = (format!("{}/data.qcow2", dir.0), format!("{}/keep.qcow2", dir.0));
+    sh(&b, &["mkdir", "-p", &dir.0]);
+    sh(&b, &["qemu-img", "create", "-q", "-f", "qcow2", &data, "32M"]);
+    sh(&b, &["qemu-img", "create", "-q", "-f", "qcow2", &keep, "48M"]);
+    sh(&b, &["qemu-io", "-f", "qcow2", "-c", "write -P 0x56 0 16", &keep]);
+    sh(&b, &["chmod", "0644", &data, &keep]);
+    let ino = |p: &str| sh(&b, &["stat", "-c", "%i", p]).trim().to_string();
+    let (data_ino, keep_ino) = (ino(&data), ino(&keep));
+    assert!(!data_ino.is_empty() && !std::path::Path::new(&data).exists(), "the files are vflab-b's alone: {data_ino}");
+    let conf = |disk_id: &str| {
+        some_hosts_hcl(
+            &["a", "b"],
+            &format!(
+                r#"disk "data" {{ size = "32M" }}
+volume "keep" {{
+  size   = "48M"
+  serial = "vfimpkeep"
+}}
+instance "vm" {{
+  host    = host.b
+  memory  = "128M"
+  kernel  = "${{var.assets}}/vmlinuz"
+  initrd  = "${{var.assets}}/initrd.gz"
+  cmdline = "console=ttyS0"
+  disks   = [disk.data]
+  volumes = [volume.keep]
+  wait_for {{
+    console = "VF-READY"
+    timeout = "300s"
+  }}
+}}
+import {{
+  to = disk.data
+  id = "{disk_id}"
+}}
+import {{
+  to = volume.keep
+  id = "{keep}"
+}}
+"#
+            ),
+        )
+    };
+    let registry = s.state.path().join(&s.stack).join("imports.json");
+
+    // Bad files on vflab-b: located errors naming them, nothing changes there.
+    let link = format!("{}/link.qcow2", dir.0);
+    let backed = format!("{}/backed.qcow2", dir.0);
+    let into_state = format!("{}/state", dir.0);
+    sh(&b, &["ln", "-s", &data, &link]);
+    sh(&b, &["qemu-img", "create", "-q", "-f", "qcow2", "-b", &data, "-F", "qcow2", &backed]);
+    sh(&b, &["ln", "-s", "/var/lib/virtform", &into_state]);
+    let missing = format!("{}/none.qcow2", dir.0);
+    let sneaky = format!("{into_state}/x.qcow2");
+    for (id, want) in [
+        (missing.clone(), format!("there is no file \"{missing}\" on this host")),
+        (link.clone(), "is a symbolic link".to_string()),
+        (backed.clone(), "is refused as a disk: it has a backing file".to_string()),
+        (sneaky.clone(), "inside virtform's state directory /var/lib/virtform through a symbolic link".to_string()),
+    ] {
+        s.write(&conf(&id));
+        let plan = s.vf(&["plan"]);
+        assert_eq!(plan.code, Some(1), "{}", plan.show());
+        assert!(plan.stdout.contains(&want) && plan.stdout.contains("main.vf.hcl:"), "expected {want:?}:\n{}", plan.show());
+        assert!(!registry.exists(), "a refused import wrote the registry");
+    }
+
+    s.write(&conf(&data));
+    let plan = s.vf(&["plan"]);
+    assert!(plan.ok(), "{}", plan.show());
+    for want in [format!("# disk.data will be imported (id \"{data}\")"), format!("# volume.keep will be imported (id \"{keep}\")"), "On host.b".to_string()] {
+        assert!(plan.stdout.contains(&want), "missing {want:?} in:\n{}", plan.show());
+    }
+    let out = s.vf_within(&["apply", "--auto-approve"], Duration::from_secs(600));
+    assert!(out.ok() && out.stdout.contains("Apply complete"), "{}", out.show());
+    // Used as they are, on vflab-b: the guest booted on them; the files are the same ones, marked there.
+    let log = console_until(&b, &format!("/var/lib/virtform/{}/console/vm.log", s.stack), "VF-READY", 60);
+    assert!(log.contains("VF-DISK vda 33554432"), "the imported disk is not vda:\n{log}");
+    assert!(log.lines().any(|l| l.contains("VF-VOL vfimpkeep vdb 50331648 VVVVVVVVVVVVVVVV")), "the imported volume's bytes did not reach the guest:\n{log}");
+    assert_eq!((ino(&data), ino(&keep)), (data_ino.clone(), keep_ino.clone()), "an imported file was replaced");
+    for (f, a) in [(&data, "disk.data"), (&keep, "volume.keep")] {
+        let mark = sh(&b, &["getfattr", "--absolute-names", "--only-values", "-n", "user.virtform", "--", f]);
+        assert_eq!(mark, format!("virtform:{}:{a}", s.stack), "the marker on {f} on vflab-b");
+    }
+    let reg = std::fs::read_to_string(&registry).expect("this machine's registry");
+    assert!(reg.contains(&data) && reg.contains(&keep) && reg.contains(&data_ino), "{reg}");
+    let again = s.vf(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, Some(0), "not converged:\n{}", again.show());
+
+    // Another stack (its own state dir, its own registry) is refused by the attribute on vflab-b.
+    {
+        let s2 = VfStack::new("a_disk_and_a_volume_file_made_by_hand_on_a_remote_host_are_imported_used_and_destroyed", "flf2");
+        s2.write(&some_hosts_hcl(&["b"], &format!("disk \"data\" {{\n  host = host.b\n  size = \"32M\"\n}}\nimport {{\n  to = disk.data\n  id = \"{data}\"\n}}\n")));
+        let plan = s2.vf(&["plan"]);
+        assert_eq!(plan.code, Some(1), "{}", plan.show());
+        assert!(plan.stdout.contains(&format!("belongs to disk.data of stack \"{}\" (its user.virtform attribute says so)", s.stack)), "{}", plan.show());
+    }
+    // Imported objects are the stack's: destroy deletes them on vflab-b.
+    let d = s.vf(&["destroy", "--auto-approve"]);
+    assert!(d.ok() && d.stdout.contains("Destroy complete"), "{}", d.show());
+    let left = sh(&b, &["ls", "--", &dir.0]);
+    assert!(!left.contains("data.qcow2") && !left.contains("keep.qcow2"), "destroy left the imported files on vflab-b: {left}");
+    assert!(!registry.exists(), "the registry outlived its last entry");
+    assert!(!virsh(&b, &["list", "--all", "--name"]).contains(&s.stack), "domain left on vflab-b");
 }
 
 /// A pseudo-terminal's two ends (the child's stdin is the second, so

@@ -820,10 +820,10 @@ impl Step for HostStep {
                         }
                         entry.clone()
                     }
-                    Imported::File { path, .. } => match crate::observe::imports::path_fact(Path::new(path)).0 {
+                    Imported::File { path, .. } => match crate::observe::imports::path_fact_on(&env.exec, Path::new(path)).0 {
                         PathFact::File { dev, ino, refusal: None, .. } if expect.is_none_or(|e| e == (dev, ino)) => {
-                            // The marker on the file itself too: other state directories see it.
-                            crate::observe::imports::write_marker(Path::new(path), &crate::host::marker(stack, &self.address)).map_err(herr)?;
+                            // The marker on the file itself too (on its host): other state directories see it.
+                            crate::observe::imports::write_marker_on(&env.exec, Path::new(path), &crate::host::marker(stack, &self.address)).map_err(herr)?;
                             Imported::File { path: path.clone(), dev, ino }
                         }
                         PathFact::File { refusal: Some(m), .. } => return Err(StepError::new(format!("{path} is refused: {m}"))),

@@ -12,8 +12,7 @@
 //! A saved plan (`plan --out`) holds every host's fingerprint; `apply
 //! FILE` runs it only when each host still looks so. Imports are planned
 //! on the host of their resource (the registry shared out by
-//! `share_imports`). Not built yet: imports of disk and volume files on
-//! remote hosts (issue 17).
+//! `share_imports`; a remote host's imported files observed there).
 
 use super::Global;
 use crate::config::Configuration;
@@ -295,6 +294,14 @@ pub(super) fn observe_all(g: &Global, cfg: &Configuration, members: &mut [Member
                     }
                     let mut o = observe::observe_host(&IpLinks::on(&m.exec), libvirt, &Vsctl::on(&m.exec)).map_err(fail("read it"))?;
                     o.files = observe::scan_files_on(&m.exec, &cfg.stack, &m.state_dir).map_err(fail("read its state dir"))?;
+                    // The files the registry (this machine's) and this host's import blocks name, read there.
+                    let registry = observe::imports::read(&g.state_dir, &cfg.stack).map_err(fail("read the import registry"))?;
+                    let wanted = observe::imports::wanted_paths(&registry, &m.cfg, &m.state_dir);
+                    if !wanted.is_empty() {
+                        let scan = observe::imports::scan_on(&m.exec, &wanted, &m.state_dir);
+                        o.paths = scan.paths;
+                        o.files.extend(scan.files);
+                    }
                     // OVMF is looked for on the host that boots the guest.
                     o.firmware = observe::firmware_files_on(&m.exec);
                     Ok(o)
@@ -318,30 +325,17 @@ pub(super) fn observe_all(g: &Global, cfg: &Configuration, members: &mut [Member
     Ok(())
 }
 
-/// What a remote host cannot do yet, as errors naming the object: an
-/// imported disk or volume file is pinned by this machine's `lstat` and
-/// marked with an extended attribute written here, so files are imported
-/// on this machine only (domains, bridges and libvirt networks are
-/// imported on any host).
-pub(super) fn unsupported(members: &[Member]) -> Vec<String> {
-    let mut errs = Vec::new();
-    for m in members.iter().filter(|m| m.host.is_some()) {
-        let host = m.host.as_deref().unwrap_or("");
-        for i in m.cfg.imports.iter().filter(|i| matches!(i.to.kind, crate::model::Kind::Disk | crate::model::Kind::Volume)) {
-            errs.push(format!(
-                "{}: importing the file {:?} on {host} is not supported yet: virtform imports disk and volume files on this machine only (domains, bridges and libvirt networks on any host)",
-                i.to, i.id
-            ));
-        }
-    }
-    errs
-}
-
 /// The index of the host a registry entry goes to (see [`share_imports`]):
-/// the first whose observation holds its object, else the one `placed`
-/// names, else this machine (the first).
+/// the one `placed` names when its observation holds the object, else the
+/// first whose observation does (hosts sharing a filesystem all see a
+/// file there), else the one `placed` names, else this machine (the first).
 fn import_home(entry: &crate::observe::imports::Imported, hosts: &[(Option<&str>, &Observed)], placed: Option<&str>) -> usize {
-    hosts.iter().position(|(_, o)| entry.matches(o)).or_else(|| placed.and_then(|p| hosts.iter().position(|(h, _)| *h == Some(p)))).unwrap_or(0)
+    let at_placed = || placed.and_then(|p| hosts.iter().position(|(h, _)| *h == Some(p)));
+    at_placed()
+        .filter(|i| entry.matches(hosts[*i].1))
+        .or_else(|| hosts.iter().position(|(_, o)| entry.matches(o)))
+        .or_else(at_placed)
+        .unwrap_or(0)
 }
 
 /// The stack's import registry (this machine's) shared out: each entry to
@@ -365,9 +359,14 @@ fn share_imports(cfg: &Configuration, members: &mut [Member]) {
 /// Each member's plan; an instance whose host changed migrates live
 /// where it can (`plan::migrate`).
 pub(super) fn plans(members: &[Member], destroy: bool, replace: &[String], targets: &[String], fingerprint: bool) -> Vec<Plan> {
+    // The records (the import registry) are this machine's, the first member's.
+    let records = members.first().map(|m| m.state_dir.clone());
     let mut plans: Vec<Plan> = members
         .iter()
-        .map(|m| plan::plan(&m.cfg, &m.observed, &PlanOptions { destroy, replace: replace.to_vec(), state_dir: m.state_dir.clone(), kvm_usable: m.kvm, targets: targets.to_vec(), fingerprint }))
+        .map(|m| {
+            let opts = PlanOptions { destroy, replace: replace.to_vec(), state_dir: m.state_dir.clone(), kvm_usable: m.kvm, targets: targets.to_vec(), fingerprint, records: records.clone() };
+            plan::plan(&m.cfg, &m.observed, &opts)
+        })
         .collect();
     // A target lives on some hosts only: it is missing only when no part has it.
     for t in targets {
@@ -729,6 +728,25 @@ mod tests {
         assert_eq!(import_home(&gone, &hosts, Some("host.c")), 2, "where it is placed: its plan says it is gone");
         assert_eq!(import_home(&gone, &hosts, None), 0);
         assert_eq!(import_home(&gone, &hosts, Some("host.undeclared")), 0);
+    }
+
+    /// Hosts sharing a filesystem (NFS, or the lab's hosts outside their
+    /// private directories) all see an imported file: it goes to the host
+    /// its address is placed on when that one sees it too.
+    #[test]
+    fn an_imported_file_seen_by_several_hosts_goes_to_the_one_it_is_placed_on() {
+        use crate::observe::imports::PathFact;
+        let seen = || {
+            let mut o = Observed::default();
+            o.paths.insert("/srv/d.qcow2".into(), PathFact::File { dev: 1, ino: 2, refusal: None, marker: None });
+            o
+        };
+        let (here, b, c) = (seen(), Observed::default(), seen());
+        let hosts = [(None, &here), (Some("host.b"), &b), (Some("host.c"), &c)];
+        let entry = Imported::File { path: "/srv/d.qcow2".into(), dev: 1, ino: 2 };
+        assert_eq!(import_home(&entry, &hosts, Some("host.c")), 2, "placed there, and seen there");
+        assert_eq!(import_home(&entry, &hosts, Some("host.b")), 0, "not seen where placed: where it is");
+        assert_eq!(import_home(&entry, &hosts, None), 0);
     }
 
     /// instance.app on host b depends on instance.db (host a) and on

@@ -271,7 +271,7 @@ pub(super) fn connect(g: &Global, cfg: Configuration, (libvirt, kvm): (VirtLibvi
 /// plans and `--json`); hashing every owned domain's definition costs time
 /// on large hosts, so plain plans and applies skip it.
 fn make_plan(g: &Global, s: &Session, destroy: bool, replace: &[String], targets: &[String], fingerprint: bool) -> Plan {
-    plan::plan(&s.cfg, &s.observed, &PlanOptions { destroy, replace: replace.to_vec(), state_dir: g.state_dir.clone(), kvm_usable: s.kvm, targets: targets.to_vec(), fingerprint })
+    plan::plan(&s.cfg, &s.observed, &PlanOptions { destroy, replace: replace.to_vec(), state_dir: g.state_dir.clone(), kvm_usable: s.kvm, targets: targets.to_vec(), fingerprint, records: None })
 }
 
 pub fn run_plan(g: &Global, a: PlanArgs) -> ExitCode {
@@ -312,15 +312,11 @@ fn plan_fleet(g: &Global, a: &PlanArgs, s: Session) -> ExitCode {
     if let Err(c) = super::fleet::keep_names(&mut cfg, &mut members) {
         return c;
     }
-    let unsupported = super::fleet::unsupported(&members);
-    for e in &unsupported {
-        eprintln!("error: {e}");
-    }
     let plans = super::fleet::plans(&members, a.destroy, &a.replace, &a.target, a.json || a.out.is_some());
     // Rendered for --json and --out only (a converged plan of many hosts
     // prints text).
     let json = (a.json || a.out.is_some()).then(|| super::fleet::json(&cfg.stack, &members, &plans));
-    let refused = !unsupported.is_empty() || plans.iter().any(|p| !p.errors.is_empty() || !p.conflicts.is_empty());
+    let refused = plans.iter().any(|p| !p.errors.is_empty() || !p.conflicts.is_empty());
     if let (Some(out), Some(json), false) = (&a.out, &json, refused) {
         let hosts = members.iter().zip(&plans).map(|(m, p)| SavedHost { host: m.host.clone(), fingerprint: p.fingerprint.clone() }).collect();
         let pf = PlanFile { fingerprint: String::new(), hosts, ..plan_file(g, a, &cfg, json.clone()) };
@@ -490,7 +486,6 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
     if let Err(c) = fleet::keep_names(&mut cfg, &mut members) {
         return c;
     }
-    let unsupported = fleet::unsupported(&members);
     let plans = fleet::plans(&members, destroy, &a.replace, &a.target, saved.is_some());
     if let Some(saved) = &saved
         && let Err(e) = same_as_saved(saved, &cfg.stack, &members, &plans)
@@ -501,10 +496,7 @@ fn apply_fleet(g: &Global, a: &ApplyArgs, mut cfg: Configuration, (libvirt, kvm)
     if !a.json && saved.is_none() {
         print!("{}", fleet::text(&members, &plans, g.color_stdout()));
     }
-    for e in &unsupported {
-        eprintln!("error: {e}");
-    }
-    if !unsupported.is_empty() || plans.iter().any(|p| !p.conflicts.is_empty() || !p.errors.is_empty()) {
+    if plans.iter().any(|p| !p.conflicts.is_empty() || !p.errors.is_empty()) {
         eprintln!("error: the plan has conflicts or errors; nothing was changed on any host.");
         return ExitCode::from(1);
     }

@@ -16,9 +16,20 @@
 //!   components or trailing slash), outside the state directory (the image
 //!   cache and every stack's files), and a regular file, not a symlink
 //!   ([`check_path`]); observe reads such paths with `lstat` only.
+//! - On a remote host the same facts come from the host ([`scan_on`],
+//!   [`path_fact_on`]: `stat` without following links, the header as
+//!   `disks::inspect_on` reads it, `getfattr`; the real path by `realpath`
+//!   against the host's state directory) and the marker is written there
+//!   ([`write_marker_on`]: `setfattr`, the value hex-encoded so no byte
+//!   of it is parsed). A host without user attributes, or without the
+//!   `attr` tools, keeps the ownership in the registry only, as a local
+//!   filesystem without them does. The registry itself is always this
+//!   machine's.
 
+use crate::host::exec::{Executor, Input};
 use crate::host::HostError;
 use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -185,27 +196,111 @@ pub fn path_fact(path: &Path) -> (PathFact, Option<crate::host::disks::ImageInfo
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (PathFact::Missing, None),
         Err(e) => return (PathFact::Unreadable(e.to_string()), None),
     };
-    let ft = m.file_type();
-    if !ft.is_file() {
-        let what = if ft.is_symlink() {
-            "a symbolic link (import the file it names, by its own path)"
-        } else if ft.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file (a device, FIFO or socket)"
-        };
+    if let Some(what) = not_a_file(m.mode()) {
         return (PathFact::NotAFile(what.into()), None);
     }
-    match crate::host::disks::inspect(path) {
+    file_fact(crate::host::disks::inspect(path), path, m.dev(), m.ino(), || read_marker(path))
+}
+
+/// What a path of file mode `mode` (`st_mode`) is when it is not a
+/// regular file.
+fn not_a_file(mode: u32) -> Option<&'static str> {
+    match mode & 0o170000 {
+        0o100000 => None,
+        0o120000 => Some("a symbolic link (import the file it names, by its own path)"),
+        0o040000 => Some("a directory"),
+        _ => Some("not a regular file (a device, FIFO or socket)"),
+    }
+}
+
+/// The fact of a regular file from its header (or why it is unreadable):
+/// refused as a disk where a base image would be.
+fn file_fact(
+    header: Result<crate::host::disks::ImageInfo, HostError>,
+    path: &Path,
+    dev: u64,
+    ino: u64,
+    marker: impl FnOnce() -> Option<String>,
+) -> (PathFact, Option<crate::host::disks::ImageInfo>) {
+    match header {
         Ok(info) => {
             let refusal = crate::host::disks::check_base_image(&info, info.format, &path.display().to_string()).err().map(|e| match e.hint {
                 Some(h) => format!("{}; {h}", e.message),
                 None => e.message,
             });
-            (PathFact::File { dev: m.dev(), ino: m.ino(), refusal, marker: read_marker(path) }, Some(info))
+            (PathFact::File { dev, ino, refusal, marker: marker() }, Some(info))
         }
         Err(e) => (PathFact::Unreadable(e.message), None),
     }
+}
+
+/// [`path_fact`] on a host: on a remote one `stat` of the path itself
+/// (`%f %d %i`: mode, device, inode, as `lstat` gives them), its header
+/// read as [`crate::host::disks::inspect_on`] reads it, and its marker
+/// ([`read_marker_on`]).
+pub fn path_fact_on(x: &Executor, path: &Path) -> (PathFact, Option<crate::host::disks::ImageInfo>) {
+    if x.is_local() {
+        return path_fact(path);
+    }
+    let object = path.display().to_string();
+    let argv = [OsStr::new("stat"), OsStr::new("-c"), OsStr::new("%f %d %i"), OsStr::new("--"), path.as_os_str()];
+    let o = match x.output("inspect imported file", &object, &argv, Input::None) {
+        Ok(o) => o,
+        Err(e) => return (PathFact::Unreadable(e.to_string()), None),
+    };
+    if !o.success() {
+        let msg = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        return (if msg.contains("No such file") { PathFact::Missing } else { PathFact::Unreadable(msg) }, None);
+    }
+    let Some((mode, dev, ino)) = parse_stat(&String::from_utf8_lossy(&o.stdout)) else {
+        return (PathFact::Unreadable(format!("cannot parse stat's output {:?}", String::from_utf8_lossy(&o.stdout))), None);
+    };
+    if let Some(what) = not_a_file(mode) {
+        return (PathFact::NotAFile(what.into()), None);
+    }
+    file_fact(crate::host::disks::inspect_on(x, path), path, dev, ino, || read_marker_on(x, path))
+}
+
+/// `stat -c '%f %d %i'`: the mode in hex, device and inode in decimal.
+fn parse_stat(text: &str) -> Option<(u32, u64, u64)> {
+    let mut w = text.split_whitespace();
+    let mode = u32::from_str_radix(w.next()?, 16).ok()?;
+    let (dev, ino) = (w.next()?.parse().ok()?, w.next()?.parse().ok()?);
+    w.next().is_none().then_some((mode, dev, ino))
+}
+
+/// [`read_marker`] on a host: on a remote one `getfattr` (none when it
+/// fails: no attribute, no user attributes, no `attr` tools there).
+pub fn read_marker_on(x: &Executor, path: &Path) -> Option<String> {
+    if x.is_local() {
+        return read_marker(path);
+    }
+    let argv = [OsStr::new("getfattr"), OsStr::new("--absolute-names"), OsStr::new("--only-values"), OsStr::new("-h"), OsStr::new("-n"), OsStr::new(XATTR), OsStr::new("--"), path.as_os_str()];
+    let o = x.output("read the marker of imported file", &path.display().to_string(), &argv, Input::None).ok()?;
+    (o.success() && !o.stdout.is_empty()).then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// [`write_marker`] on a host: on a remote one `setfattr` with the value
+/// hex-encoded (`0x…`: no byte of the marker is parsed). A filesystem
+/// without user attributes, or a host without `setfattr` (Debian's `attr`
+/// package), is not an error: the registry still holds the ownership.
+pub fn write_marker_on(x: &Executor, path: &Path, marker: &str) -> Result<(), HostError> {
+    if x.is_local() {
+        return write_marker(path, marker);
+    }
+    let value = format!("0x{}", crate::model::common::hex(marker.as_bytes()));
+    let argv = [OsStr::new("setfattr"), OsStr::new("-h"), OsStr::new("-n"), OsStr::new(XATTR), OsStr::new("-v"), OsStr::new(&value), OsStr::new("--"), path.as_os_str()];
+    let object = path.display().to_string();
+    let o = x.output("mark imported file", &object, &argv, Input::None)?;
+    if o.success() {
+        return Ok(());
+    }
+    let msg = String::from_utf8_lossy(&o.stderr).trim().to_string();
+    if o.code == Some(127) || msg.contains("not supported") || msg.contains("not found") {
+        tracing::warn!("{object} on {}: cannot write its {XATTR} attribute ({msg}); the import is recorded in the registry only", x.host_name());
+        return Ok(());
+    }
+    Err(HostError::new(x.named("mark imported file"), object, msg))
 }
 
 /// The extended attribute an imported file carries: `virtform:<stack>:<address>`.
@@ -260,14 +355,9 @@ pub struct Scan {
 
 /// Reads [`Scan`] for a configuration.
 pub fn scan(cfg: &crate::config::Configuration, state_dir: &Path) -> Result<Scan, HostError> {
-    use crate::model::Kind;
     let registry = read(state_dir, &cfg.stack)?;
     let others = read_others(state_dir, &cfg.stack);
-    let mut wanted: Vec<String> = registry.objects.values().filter_map(|o| match o {
-        Imported::File { path, .. } => Some(path.clone()),
-        _ => None,
-    }).collect();
-    wanted.extend(cfg.imports.iter().filter(|i| matches!(i.to.kind, Kind::Disk | Kind::Volume) && check_path(&i.id, state_dir).is_ok()).map(|i| i.id.clone()));
+    let wanted = wanted_paths(&registry, cfg, state_dir);
     let mut s = Scan { registry, others, ..Default::default() };
     for p in wanted {
         if s.paths.contains_key(&p) {
@@ -280,6 +370,57 @@ pub fn scan(cfg: &crate::config::Configuration, state_dir: &Path) -> Result<Scan
         s.paths.insert(p, fact);
     }
     Ok(s)
+}
+
+/// The facts of `paths` on a remote host (for [`Scan::paths`] and
+/// [`Scan::files`]; the registries are this machine's): each path's real
+/// path is resolved there first (`realpath -m`, with the host's state
+/// directory), and one inside that state directory is refused as
+/// [`check_path`] refuses one here.
+pub fn scan_on(x: &Executor, paths: &[String], state_dir: &Path) -> Scan {
+    let mut s = Scan::default();
+    let mut argv: Vec<&OsStr> = vec![OsStr::new("realpath"), OsStr::new("-m"), OsStr::new("--"), state_dir.as_os_str()];
+    argv.extend(paths.iter().map(OsStr::new));
+    let real: Vec<String> = match x.output("resolve imported paths", "state dir", &argv, Input::None) {
+        Ok(o) if o.success() => String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect(),
+        _ => Vec::new(),
+    };
+    let state_real = real.first().cloned();
+    for (i, p) in paths.iter().enumerate() {
+        if s.paths.contains_key(p) {
+            continue;
+        }
+        let inside = match (&state_real, real.get(i + 1)) {
+            (Some(sd), Some(r)) if Path::new(r).starts_with(sd) && r != p => Some(r.clone()),
+            _ => None,
+        };
+        if let Some(r) = inside {
+            let why = format!("inside virtform's state directory {} through a symbolic link (its real path is {r}): the image cache and the stacks' own files are never imported", state_dir.display());
+            s.paths.insert(p.clone(), PathFact::NotAFile(why));
+            continue;
+        }
+        let (fact, info) = path_fact_on(x, Path::new(p));
+        if let (PathFact::File { refusal: None, .. }, Some(info)) = (&fact, info) {
+            s.files.insert(p.clone(), super::ActualFile { format: info.format, virtual_size: info.virtual_size, backing_file: info.backing_file });
+        }
+        s.paths.insert(p.clone(), fact);
+    }
+    s
+}
+
+/// The paths whose facts a host's observation needs: every file the
+/// registry names (an entry is matched against each host's facts) and
+/// every file an import block of `cfg` (that host's part) names.
+pub fn wanted_paths(registry: &Registry, cfg: &crate::config::Configuration, state_dir: &Path) -> Vec<String> {
+    use crate::model::Kind;
+    let mut wanted: Vec<String> = registry.objects.values().filter_map(|o| match o {
+        Imported::File { path, .. } => Some(path.clone()),
+        _ => None,
+    }).collect();
+    wanted.extend(cfg.imports.iter().filter(|i| matches!(i.to.kind, Kind::Disk | Kind::Volume) && check_path(&i.id, state_dir).is_ok()).map(|i| i.id.clone()));
+    wanted.sort();
+    wanted.dedup();
+    wanted
 }
 
 impl super::Observed {
@@ -358,5 +499,22 @@ mod tests {
         if write_marker(&f, "virtform:st:disk.d").is_ok() && read_marker(&f).is_some() {
             assert!(matches!(path_fact(&f).0, PathFact::File { marker: Some(m), .. } if m == "virtform:st:disk.d"));
         }
+    }
+
+    /// What a remote host's `stat -c '%f %d %i'` says, read as `lstat` is here.
+    #[test]
+    fn a_remote_stat_is_read_as_lstat() {
+        assert_eq!(parse_stat("81a4 2049 1234567\n"), Some((0o100644, 2049, 1234567)));
+        assert_eq!(parse_stat("a1ff 2049 9"), Some((0o120777, 2049, 9)));
+        for bad in ["", "81a4 2049", "zz 1 2", "81a4 x 2", "81a4 1 2 3"] {
+            assert_eq!(parse_stat(bad), None, "{bad:?}");
+        }
+        assert_eq!(not_a_file(0o100644), None);
+        assert!(not_a_file(0o120777).is_some_and(|w| w.contains("symbolic link")));
+        assert_eq!(not_a_file(0o040755), Some("a directory"));
+        assert!(not_a_file(0o060660).is_some_and(|w| w.contains("device")));
+        // Locally the same function classifies what lstat gave.
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(path_fact_on(&Executor::Local, d.path()).0, PathFact::NotAFile(w) if w == "a directory"));
     }
 }

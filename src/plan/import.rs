@@ -210,7 +210,7 @@ impl Planner<'_> {
             return false;
         }
         rc.importing = self.import_of(r).map(|i| i.id.clone());
-        let after = format!("virtform:{}:{} (in {})", self.cfg.stack, r.address, crate::observe::imports::registry_path(&self.opts.state_dir, &self.cfg.stack).display());
+        let after = format!("virtform:{}:{} (in {})", self.cfg.stack, r.address, crate::observe::imports::registry_path(self.opts.records_dir(), &self.cfg.stack).display());
         rc.changes.insert(0, AttrChange { attr: "marker".into(), before: Some("(none)".into()), after: Some(after), landing: Landing::Live, outside: false, sensitive: false });
         true
     }

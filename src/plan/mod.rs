@@ -274,6 +274,17 @@ pub struct PlanOptions {
     pub targets: Vec<String>,
     /// Compute the host fingerprint (saved plans, `--json`); empty otherwise.
     pub fingerprint: bool,
+    /// This machine's state dir, where the stack's records (the import
+    /// registry) live, when the plan is a remote host's part; `None`:
+    /// `state_dir`.
+    pub records: Option<PathBuf>,
+}
+
+impl PlanOptions {
+    /// Where the stack's records are: this machine's state dir.
+    pub fn records_dir(&self) -> &std::path::Path {
+        self.records.as_deref().unwrap_or(&self.state_dir)
+    }
 }
 
 /// Computes the plan. Pure.
