@@ -324,20 +324,10 @@ fn an_overlays_peers_change_in_place_and_a_new_host_gets_the_whole_overlay() {
     // host.a as an older apply left it: the overlay over a and b only.
     let marker = virtform::host::marker_with_hash("t", "network.tenant", "older");
     let br = Link {
-        name: want.bridge.name.clone(),
-        ifindex: 7,
-        kind: LinkKind::Bridge,
         alias: Some(marker.clone()),
         mtu: 1450,
-        up: true,
-        promisc: false,
-        master: None,
-        mac: None,
-        addrs: vec![],
         bridge: Some(BridgeInfo { stp: false, forward_delay_cs: 0, mcast_snooping: true }),
-        veth_peer: None,
-        ipv6_disabled: None,
-        vxlan: None,
+        ..link(&want.bridge.name, LinkKind::Bridge)
     };
     let vx = Link {
         name: "vx5001".into(),
@@ -372,6 +362,26 @@ fn an_overlays_peers_change_in_place_and_a_new_host_gets_the_whole_overlay() {
     assert_eq!(gone, [("network.tenant", Some(format!("overlay {} vx5001", want.bridge.name).as_str()))], "{pa:#?}");
 }
 
+/// An up link with MTU 1500 and nothing else.
+fn link(name: &str, kind: virtform::host::links::LinkKind) -> virtform::host::links::Link {
+    virtform::host::links::Link {
+        name: name.into(),
+        ifindex: 7,
+        kind,
+        alias: None,
+        mtu: 1500,
+        up: true,
+        promisc: false,
+        master: None,
+        mac: None,
+        addrs: vec![],
+        bridge: None,
+        veth_peer: None,
+        ipv6_disabled: None,
+        vxlan: None,
+    }
+}
+
 /// The overlay of OVERLAY built of Open vSwitch VXLAN ports (userspace datapath).
 fn ovs_overlay() -> String {
     format!("{HOSTS}{}", OVERLAY.replace("  subnet = \"10.60.0.0/24\"\n", "  subnet = \"10.60.0.0/24\"\n  backend = \"ovs\"\n  datapath_type = \"netdev\"\n"))
@@ -387,23 +397,8 @@ fn ovs_host(addr: &str) -> (virtform::host::ovs::FakeOvs, virtform::host::links:
     f.edit(|s| {
         s.bridges.get_mut("br-phy").unwrap().external_ids.clear();
     });
-    let link = Link {
-        name: "br-phy".into(),
-        ifindex: 3,
-        kind: LinkKind::Other("tun".into()),
-        alias: None,
-        mtu: 1500,
-        up: true,
-        promisc: false,
-        master: None,
-        mac: None,
-        addrs: vec![virtform::model::common::IpCidr::parse(&format!("{addr}/24")).unwrap()],
-        bridge: None,
-        veth_peer: None,
-        ipv6_disabled: None,
-        vxlan: None,
-    };
-    (f, link)
+    let phy = Link { addrs: vec![virtform::model::common::IpCidr::parse(&format!("{addr}/24")).unwrap()], ..link("br-phy", LinkKind::Other("tun".into())) };
+    (f, phy)
 }
 
 /// What the apply's step does on a host: the ops from the state as it is.
