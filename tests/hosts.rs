@@ -337,18 +337,27 @@ fn an_overlays_peers_change_in_place_and_a_new_host_gets_the_whole_overlay() {
         vxlan: Some(VxlanInfo { id: 5001, local: Some("10.99.0.11".parse().unwrap()), port: 4789, peers: vec!["10.98.0.12".parse().unwrap()] }),
         ..br.clone()
     };
+    let opts = PlanOptions { state_dir: "/var/lib/virtform".into(), ..Default::default() };
+    // The underlay: each host's tunnel_ip on its eth0.
+    let underlay = |ip: &str| Link { addrs: vec![virtform::model::common::IpCidr::parse(&format!("{ip}/24")).unwrap()], ..link("eth0", LinkKind::Other("veth".into())) };
     let mut obs = Observed::default();
     obs.links.insert(br.name.clone(), br.clone());
     obs.links.insert(vx.name.clone(), vx);
-    let opts = PlanOptions { state_dir: "/var/lib/virtform".into(), ..Default::default() };
+    // Without the address on the host: a plan error, not a tunnel that carries nothing.
     let p = plan(&part, &obs, &opts);
+    assert!(p.errors.iter().any(|e| e.contains("network.tenant: the tunnel address 10.99.0.11 is not an address of this host") && e.contains("Set the host's tunnel_ip")), "{:?}", p.errors);
+    obs.links.insert("eth0".into(), underlay("10.99.0.11"));
+    let p = plan(&part, &obs, &opts);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
     let net = p.changes.iter().find(|x| x.address == "network.tenant").expect("a change to the overlay");
     assert_eq!(net.action, Action::Update, "{p:#?}");
     let text = render::text(&p, false);
     assert!(text.contains("~ peers = \"10.98.0.12\" -> \"10.98.0.12, 10.99.0.13\""), "{text}");
     assert!(text.contains("(live)"), "{text}");
     // host.c holds nothing yet: all of it is created there.
-    let pc = plan(&c.on_host(Some("host.c")), &Observed::default(), &opts);
+    let mut on_c = Observed::default();
+    on_c.links.insert("eth0".into(), underlay("10.99.0.13"));
+    let pc = plan(&c.on_host(Some("host.c")), &on_c, &opts);
     let created: Vec<&str> = pc.changes.iter().filter(|x| x.action == Action::Create).map(|x| x.address.as_str()).collect();
     assert_eq!(created, ["network.tenant"], "{pc:#?}");
     assert!(render::text(&pc, false).contains("+ tunnel = {\"local\":\"10.99.0.13\",\"peers\":[\"10.98.0.12\",\"10.99.0.11\"]}"), "{}", render::text(&pc, false));

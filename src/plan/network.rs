@@ -53,21 +53,9 @@ impl Planner<'_> {
             return ResourceChange::new(addr, Kind::Network, Action::NoOp);
         };
         let br = want.bridge.as_str();
-        if want.datapath_type.as_deref() == Some("netdev") {
-            let on = self.obs.links.values().find(|l| l.addrs.iter().any(|a| a.addr == want.local));
-            let problem = match on {
-                None => Some("is not an address of this host (on none of its links)".to_string()),
-                Some(l) if !ovs.bridges.contains_key(&l.name) => Some(format!("is on {}, which is not an Open vSwitch bridge", l.name)),
-                Some(_) => None,
-            };
-            if let Some(p) = problem {
-                self.out.errors.push(format!(
-                    "{addr}: the tunnel address {} {p}; the userspace (netdev) datapath sends VXLAN only from an address on an Open vSwitch bridge, so these tunnels would carry nothing. \
-                     Put the address on an OVS bridge of the underlay (as Neutron's br-phy: ovs-vsctl add-br br-phy -- set bridge br-phy datapath_type=netdev -- add-port br-phy ETH; ip addr add ADDR dev br-phy), or set the host's tunnel_ip to such an address",
-                    want.local
-                ));
-                return ResourceChange::new(addr, Kind::Network, Action::NoOp);
-            }
+        let userspace = (want.datapath_type.as_deref() == Some("netdev")).then_some(ovs);
+        if !self.tunnel_address_ok(&addr, want.local, userspace) {
+            return ResourceChange::new(addr, Kind::Network, Action::NoOp);
         }
         if !ovs.bridges.contains_key(br)
             && let Some(l) = self.obs.links.get(br)
@@ -161,6 +149,9 @@ impl Planner<'_> {
             // Not on this host (an overlay is placed on its hosts only).
             return ResourceChange::new(addr, Kind::Network, Action::NoOp);
         };
+        if !self.tunnel_address_ok(&addr, want.local, None) {
+            return ResourceChange::new(addr, Kind::Network, Action::NoOp);
+        }
         let hash = want.hash();
         let (br, vx) = (&want.bridge.name, &want.vxlan);
         if let Some(ovs) = &self.obs.ovs
@@ -226,6 +217,28 @@ impl Planner<'_> {
         }
         Self::finish_update(&mut rc, outside);
         rc
+    }
+
+    /// Whether an overlay's tunnels can leave this host from `local`: it is
+    /// an address of one of the host's links and, on the userspace OVS
+    /// datapath (`userspace`: the host's OVS), of an OVS bridge (the
+    /// datapath routes VXLAN only from there). A plan error otherwise: the
+    /// tunnels would be made and carry nothing.
+    fn tunnel_address_ok(&mut self, addr: &str, local: std::net::IpAddr, userspace: Option<&crate::host::ovs::OvsState>) -> bool {
+        let on = self.obs.links.values().find(|l| l.addrs.iter().any(|a| a.addr == local));
+        let problem = match (on, userspace) {
+            (None, _) => "is not an address of this host (on none of its links)".to_string(),
+            (Some(l), Some(ovs)) if !ovs.bridges.contains_key(&l.name) => format!("is on {}, which is not an Open vSwitch bridge", l.name),
+            _ => return true,
+        };
+        let fix = if userspace.is_some() {
+            "the userspace (netdev) datapath sends VXLAN only from an address on an Open vSwitch bridge, so these tunnels would carry nothing. \
+             Put the address on an OVS bridge of the underlay (as Neutron's br-phy: ovs-vsctl add-br br-phy -- set bridge br-phy datapath_type=netdev -- add-port br-phy ETH; ip addr add ADDR dev br-phy), or set the host's tunnel_ip to such an address"
+        } else {
+            "a VXLAN tunnel is sent from an address of the host itself, so these tunnels would carry nothing. Set the host's tunnel_ip to its underlay address (`ip -br addr` on the host lists them)"
+        };
+        self.out.errors.push(format!("{addr}: the tunnel address {local} {problem}; {fix}"));
+        false
     }
 
     /// MTU, addresses and state of the link a network's bridge is, compared
