@@ -404,6 +404,18 @@ pub enum Op {
     WaitTcp { name: String, ip: Option<String>, lease_from: Option<(String, String)>, port: u16, timeout: Duration },
 }
 
+/// The step that converges an overlay on this host, by its backend; `None`
+/// where it has no tunnel here.
+fn overlay_op(n: &crate::model::network::Network, stack: &str, addr: &str, create: bool, from: Option<String>) -> Option<Op> {
+    if let Some(want) = DesiredOvsOverlay::from_network(n) {
+        let marker = marker_with_hash(stack, addr, &want.hash());
+        return Some(Op::OvsOverlay { want, marker, create, from });
+    }
+    let want = DesiredOverlay::from_network(n)?;
+    let marker = marker_with_hash(stack, addr, &want.hash());
+    Some(Op::Overlay { want, marker, create, from })
+}
+
 /// One step of an apply.
 pub struct HostStep {
     pub address: String,
@@ -1325,15 +1337,9 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                         let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
                         Op::RemarkOvsBridge { name: want.name.clone(), marker, from: c.previous_address.clone().unwrap_or_default() }
                     }
-                    NetType::Overlay if n.ovs_overlay() => {
-                        let Some(want) = DesiredOvsOverlay::from_network(n) else { continue };
-                        let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
-                        Op::OvsOverlay { want, marker, create: false, from: c.previous_address.clone() }
-                    }
                     NetType::Overlay => {
-                        let Some(want) = DesiredOverlay::from_network(n) else { continue };
-                        let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
-                        Op::Overlay { want, marker, create: false, from: c.previous_address.clone() }
+                        let Some(op) = overlay_op(n, &cfg.stack, &addr, false, c.previous_address.clone()) else { continue };
+                        op
                     }
                     // The record alone: its name and UUID are the moved-from address's.
                     NetType::Nat | NetType::Isolated => continue,
@@ -1371,15 +1377,9 @@ pub fn lower(plan: &Plan, cfg: &Configuration, env: Arc<Env>, kvm_usable: bool, 
                         let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
                         Op::OvsNetwork { want, marker, address: n.address, create: creating, adopt: c.importing.is_some() }
                     }
-                    NetType::Overlay if n.ovs_overlay() => {
-                        let Some(want) = DesiredOvsOverlay::from_network(n) else { continue };
-                        let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
-                        Op::OvsOverlay { want, marker, create: creating, from: c.previous_address.clone() }
-                    }
                     NetType::Overlay => {
-                        let Some(want) = DesiredOverlay::from_network(n) else { continue };
-                        let marker = marker_with_hash(&cfg.stack, &addr, &want.hash());
-                        Op::Overlay { want, marker, create: creating, from: c.previous_address.clone() }
+                        let Some(op) = overlay_op(n, &cfg.stack, &addr, creating, c.previous_address.clone()) else { continue };
+                        op
                     }
                     NetType::Nat | NetType::Isolated => {
                         let Some(def) = lowering.libvirt_network(r) else { continue };

@@ -277,6 +277,12 @@ pub(super) fn repart(cfg: &Configuration, members: &mut [Member]) -> Result<(), 
 /// while the configuration loads).
 pub(super) fn observe_all(g: &Global, cfg: &Configuration, members: &mut [Member], remember: bool, local: Option<Observed>) -> Result<(), ExitCode> {
     let have_local = local.is_some();
+    // The registry (this machine's) names files every remote host looks for: read once.
+    let registry = observe::imports::read(&g.state_dir, &cfg.stack).map_err(|e| {
+        eprintln!("error: {e}; nothing was changed on any host");
+        ExitCode::from(1)
+    })?;
+    let registry = &registry;
     let results: Vec<Result<Observed, Failed>> = std::thread::scope(|s| {
         let handles: Vec<_> = members
             .iter()
@@ -294,9 +300,8 @@ pub(super) fn observe_all(g: &Global, cfg: &Configuration, members: &mut [Member
                     }
                     let mut o = observe::observe_host(&IpLinks::on(&m.exec), libvirt, &Vsctl::on(&m.exec)).map_err(fail("read it"))?;
                     o.files = observe::scan_files_on(&m.exec, &cfg.stack, &m.state_dir).map_err(fail("read its state dir"))?;
-                    // The files the registry (this machine's) and this host's import blocks name, read there.
-                    let registry = observe::imports::read(&g.state_dir, &cfg.stack).map_err(fail("read the import registry"))?;
-                    let wanted = observe::imports::wanted_paths(&registry, &m.cfg, &m.state_dir);
+                    // The files the registry and this host's import blocks name, read there.
+                    let wanted = observe::imports::wanted_paths(registry, &m.cfg, &m.state_dir);
                     if !wanted.is_empty() {
                         let scan = observe::imports::scan_on(&m.exec, &wanted, &m.state_dir);
                         o.paths = scan.paths;

@@ -56,6 +56,16 @@ pub enum Datapath {
     Netdev,
 }
 
+impl Datapath {
+    /// The name OVS gives it (`datapath_type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Datapath::System => "system",
+            Datapath::Netdev => "netdev",
+        }
+    }
+}
+
 /// How an overlay network's tunnels are built on each host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

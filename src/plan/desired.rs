@@ -478,7 +478,7 @@ impl DesiredOvsOverlay {
         let vni = n.vni?;
         Some(DesiredOvsOverlay {
             bridge: n.bridge_name().to_string(),
-            datapath_type: DesiredOvsBridge::from_network(n).datapath_type,
+            datapath_type: n.datapath_type.map(|d| d.as_str().to_string()),
             mtu: n.mtu,
             vni,
             port: crate::model::network::VXLAN_PORT,
@@ -514,10 +514,7 @@ impl DesiredOvsBridge {
     pub fn from_network(n: &Network) -> DesiredOvsBridge {
         DesiredOvsBridge {
             name: n.bridge_name().to_string(),
-            datapath_type: n.datapath_type.map(|d| match d {
-                crate::model::network::Datapath::System => "system".to_string(),
-                crate::model::network::Datapath::Netdev => "netdev".to_string(),
-            }),
+            datapath_type: n.datapath_type.map(|d| d.as_str().to_string()),
             mtu: n.mtu,
         }
     }

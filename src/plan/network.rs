@@ -20,6 +20,11 @@ fn show_set(s: &BTreeSet<String>) -> String {
     if s.is_empty() { "(none)".to_string() } else { s.iter().cloned().collect::<Vec<_>>().join(", ") }
 }
 
+/// An overlay's peer addresses, as the plan shows them.
+fn show_peers(p: &[std::net::IpAddr]) -> String {
+    if p.is_empty() { "(none)".to_string() } else { p.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ") }
+}
+
 impl Planner<'_> {
     pub(super) fn network(&mut self, r: &Resource) -> ResourceChange {
         let Spec::Network(n) = &r.spec else { unreachable!() };
@@ -108,35 +113,36 @@ impl Planner<'_> {
                 rc.changes.push(change("mtu", have_mtu.map(|v| v.to_string()).unwrap_or_else(|| "(default)".into()), m, Landing::Live, outside));
             }
         }
-        // The peers this host's tunnel ports reach, and those set wrong.
+        self.ovs_tunnel_changes(&mut rc, ovs, &want, r, outside);
+        Self::finish_update(&mut rc, outside);
+        rc
+    }
+
+    /// An `ovs` overlay's tunnel ports on this host against `want`: the
+    /// peers its ports reach (`peers`), and each wanted port whose options
+    /// are wrong or that ovs-vswitchd could not set up (`tunnel NAME`).
+    fn ovs_tunnel_changes(&self, rc: &mut ResourceChange, ovs: &crate::host::ovs::OvsState, want: &DesiredOvsOverlay, r: &Resource, outside: bool) {
+        let show_opts = |o: &std::collections::BTreeMap<String, String>| o.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
         let mut peers: Vec<std::net::IpAddr> = Vec::new();
-        for (name, p) in &ovs.ports {
-            if p.bridge.as_deref() == Some(br) && p.iface_type == "vxlan" && self.owned(&ovs.port_owner(name), r) {
-                let remote = p.options.get("remote_ip").and_then(|v| v.parse().ok());
-                if let Some(ip) = remote.filter(|ip| want.tunnels.iter().any(|(n, x)| n == name && x == ip)) {
-                    if p.options != want.options(ip) || p.error.is_some() {
-                        let show = |o: &std::collections::BTreeMap<String, String>| o.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
-                        let before = match &p.error {
-                            Some(e) => format!("{} (error: {e})", show(&p.options)),
-                            None => show(&p.options),
-                        };
-                        rc.changes.push(change(&format!("tunnel {name}"), before, show(&want.options(ip)), Landing::Live, outside));
-                    }
-                    peers.push(ip);
-                } else {
-                    // A port of this overlay's to a host it no longer spans, or misnamed.
-                    peers.extend(remote);
-                }
+        let ours = ovs.ports.iter().filter(|(name, p)| p.bridge.as_deref() == Some(want.bridge.as_str()) && p.iface_type == "vxlan" && self.owned(&ovs.port_owner(name), r));
+        for (name, p) in ours {
+            let Some(ip) = p.options.get("remote_ip").and_then(|v| v.parse().ok()) else { continue };
+            peers.push(ip);
+            // A port to a host the overlay no longer spans (or misnamed) shows in `peers` only.
+            if !want.tunnels.iter().any(|(n, x)| n == name && *x == ip) || (p.options == want.options(ip) && p.error.is_none()) {
+                continue;
             }
+            let before = match &p.error {
+                Some(e) => format!("{} (error: {e})", show_opts(&p.options)),
+                None => show_opts(&p.options),
+            };
+            rc.changes.push(change(&format!("tunnel {name}"), before, show_opts(&want.options(ip)), Landing::Live, outside));
         }
         peers.sort();
         let wanted: Vec<std::net::IpAddr> = want.tunnels.iter().map(|(_, ip)| *ip).collect();
         if peers != wanted {
-            let show = |p: &[std::net::IpAddr]| if p.is_empty() { "(none)".to_string() } else { p.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ") };
-            rc.changes.push(change("peers", show(&peers), show(&wanted), Landing::Live, outside));
+            rc.changes.push(change("peers", show_peers(&peers), show_peers(&wanted), Landing::Live, outside));
         }
-        Self::finish_update(&mut rc, outside);
-        rc
     }
 
     /// An overlay on this host: its bridge as a Linux bridge's, then its
@@ -197,8 +203,7 @@ impl Planner<'_> {
                             rc.changes.push(change("tunnel", show_tunnel(v.id, v.local, v.port), wanted, Landing::Live, outside));
                         }
                         if v.peers != want.peers {
-                            let show = |p: &[std::net::IpAddr]| if p.is_empty() { "(none)".to_string() } else { p.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ") };
-                            rc.changes.push(change("peers", show(&v.peers), show(&want.peers), Landing::Live, outside));
+                            rc.changes.push(change("peers", show_peers(&v.peers), show_peers(&want.peers), Landing::Live, outside));
                         }
                     }
                 }
